@@ -1,0 +1,323 @@
+"""Speech students: plain nn.Modules in the SPEECH_MODELS registry, and the slim student file.
+
+Every network takes features ``[B, 1, F, T]`` from :class:`~crossmodal.models.frontend.SpeechFrontend`
+plus optional valid frame counts ``[B]`` and returns ``(logits [B, 8], embedding [B, D])``.
+Pooling over time uses only the valid frames, so a clip scores the same alone or in a padded batch,
+and any length works at evaluation (inputs shorter than a net's receptive field are zero-padded).
+
+Registered names: ``vggvox`` (the paper's VGG-M with batch norm), ``resnet34_thin`` (a thin ResNet-34
+with statistics pooling, the speaker-recognition workhorse), ``small_cnn`` (a few hundred thousand
+parameters, sized for CPU runs).
+
+The student file (``save_student`` / ``load_student_file``) holds only what inference needs: the
+network's registry name and arguments, the front-end config and the weights. Predict and export
+build on it; training checkpoints stay Lightning's.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
+from crossmodal.registry import SPEECH_MODELS
+
+STUDENT_FORMAT = "crossmodal-student"
+STUDENT_FORMAT_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def time_mask(frames: torch.Tensor | None, batch: int, length: int, device: torch.device) -> torch.Tensor:
+    """``[B, length]`` boolean mask of the valid time steps (all valid when ``frames`` is None)."""
+    if frames is None:
+        return torch.ones(batch, length, dtype=torch.bool, device=device)
+    frames = frames.to(device).clamp(min=1, max=length)
+    return torch.arange(length, device=device)[None, :] < frames[:, None]
+
+
+def scale_lengths(frames: torch.Tensor | None, in_length: int, out_length: int) -> torch.Tensor | None:
+    """Valid output steps after a stack of strided layers, from the overall length ratio."""
+    if frames is None:
+        return None
+    return torch.ceil(frames.float() * out_length / in_length).long().clamp(min=1, max=out_length)
+
+
+def pad_time(x: torch.Tensor, min_frames: int) -> torch.Tensor:
+    if x.shape[-1] >= min_frames:
+        return x
+    return F.pad(x, (0, min_frames - x.shape[-1]))
+
+
+def masked_mean_std(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std over the last axis of ``x [B, C, T]`` using the ``mask [B, T]`` steps."""
+    weights = mask.to(x.dtype).unsqueeze(1)
+    count = weights.sum(-1).clamp(min=1)
+    mean = (x * weights).sum(-1) / count
+    var = (((x - mean.unsqueeze(-1)) ** 2) * weights).sum(-1) / count
+    return mean, torch.sqrt(var + eps)
+
+
+def conv_bn(cin: int, cout: int, kernel, stride=1, padding=0) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+# ------------------------------------------------------------------------------------- VGGVox
+
+
+class VGGVox(nn.Module):
+    """VGG-M with batch norm (Nagrani et al. 2017), the paper's student.
+
+    conv1 96 7x7/2, pool 3/2; conv2 256 5x5/2, pool 3/2; conv3-5 384/256/256 3x3; pool5 5x3/(3,2);
+    fc6 as a (H x 1) convolution with 4096 channels (H = 9 for 512 frequency bins); average pool over
+    time; fc7 1024 (the embedding); fc8 = the emotions.
+    """
+
+    min_frames = 65  # shortest input the conv/pool stack accepts (0.65 s at a 10 ms hop)
+
+    def __init__(self, num_classes: int = NUM_EMOTIONS, n_freq: int = 512, fc6_channels: int = 4096, embed_dim: int = 1024, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            conv_bn(1, 96, 7, 2, 1),
+            nn.MaxPool2d(3, 2),
+            conv_bn(96, 256, 5, 2, 1),
+            nn.MaxPool2d(3, 2),
+            conv_bn(256, 384, 3, 1, 1),
+            conv_bn(384, 256, 3, 1, 1),
+            conv_bn(256, 256, 3, 1, 1),
+            nn.MaxPool2d((5, 3), (3, 2)),
+        )
+        height = self._height_after_features(n_freq)
+        if height < 1:
+            raise ValueError(f"vggvox needs at least ~60 frequency bins, got n_freq={n_freq}")
+        self.fc6 = conv_bn(256, fc6_channels, (height, 1))
+        self.fc7 = nn.Sequential(nn.Linear(fc6_channels, embed_dim, bias=False), nn.BatchNorm1d(embed_dim), nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(dropout)
+        self.fc8 = nn.Linear(embed_dim, num_classes)
+        self.embed_dim = embed_dim
+
+    @staticmethod
+    def _height_after_features(n_freq: int) -> int:
+        h = (n_freq + 2 - 7) // 2 + 1
+        h = (h - 3) // 2 + 1
+        h = (h + 2 - 5) // 2 + 1
+        h = (h - 3) // 2 + 1
+        return (h - 5) // 3 + 1
+
+    def forward(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = pad_time(x, self.min_frames)
+        in_length = x.shape[-1]
+        x = self.fc6(self.features(x)).squeeze(2)  # [B, 4096, T']
+        frames = scale_lengths(frames, in_length, x.shape[-1])
+        mean, _ = masked_mean_std(x, time_mask(frames, x.shape[0], x.shape[-1], x.device))
+        embedding = self.fc7(mean)
+        return self.fc8(self.dropout(embedding)), embedding
+
+
+@SPEECH_MODELS.register("vggvox")
+def vggvox(**kwargs: Any) -> VGGVox:
+    return VGGVox(**kwargs)
+
+
+# ------------------------------------------------------------------------------ thin ResNet-34
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)) if stride != 1 or cin != cout else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x), inplace=True)
+
+
+class ThinResNet(nn.Module):
+    """Thin ResNet (channels base x [1, 2, 4, 8], blocks [3, 4, 6, 3] = ResNet-34) with statistics pooling.
+
+    The trunk's frequency axis is averaged away, then mean and std over the valid time steps go to
+    a linear embedding layer (the x-vector / ResNet speaker-embedding recipe).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = NUM_EMOTIONS,
+        n_freq: int = 512,
+        base_channels: int = 32,
+        layers: tuple[int, ...] | list[int] = (3, 4, 6, 3),
+        first_stride: int = 2,
+        embed_dim: int = 256,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.stem = conv_bn(1, base_channels, 3, first_stride, 1)
+        stages, cin = [], base_channels
+        for index, blocks in enumerate(layers):
+            cout = base_channels * 2**index
+            for block in range(blocks):
+                stages.append(BasicBlock(cin, cout, 2 if (block == 0 and index > 0) else 1))
+                cin = cout
+        self.trunk = nn.Sequential(*stages)
+        self.embed = nn.Sequential(nn.Linear(2 * cin, embed_dim, bias=False), nn.BatchNorm1d(embed_dim), nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(embed_dim, num_classes)
+        self.min_frames = first_stride * 2 ** (len(layers) - 1)
+        self.embed_dim = embed_dim
+
+    def forward(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = pad_time(x, self.min_frames)
+        in_length = x.shape[-1]
+        x = self.trunk(self.stem(x)).mean(2)  # [B, C, T']
+        frames = scale_lengths(frames, in_length, x.shape[-1])
+        mean, std = masked_mean_std(x, time_mask(frames, x.shape[0], x.shape[-1], x.device))
+        embedding = self.embed(torch.cat([mean, std], 1))
+        return self.head(self.dropout(embedding)), embedding
+
+
+@SPEECH_MODELS.register("resnet34_thin")
+def resnet34_thin(**kwargs: Any) -> ThinResNet:
+    return ThinResNet(**kwargs)
+
+
+# ------------------------------------------------------------------------------- small CPU CNN
+
+
+class SmallCNN(nn.Module):
+    """Four conv-BN-ReLU-pool blocks, frequency averaged, mean+std over time, a small embedding.
+
+    About 0.4 M parameters with the default widths: trains in minutes on 2 CPU cores.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = NUM_EMOTIONS,
+        n_freq: int = 512,
+        channels: tuple[int, ...] | list[int] = (16, 32, 64, 128),
+        first_stride: int = 2,
+        embed_dim: int = 128,
+        dropout: float = 0.3,
+    ) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        cin = 1
+        for index, cout in enumerate(channels):
+            stride = (first_stride, 1) if index == 0 else 1
+            blocks += [conv_bn(cin, cout, 3, stride, 1), nn.MaxPool2d(2, ceil_mode=True)]
+            cin = cout
+        self.trunk = nn.Sequential(*blocks)
+        self.embed = nn.Sequential(nn.Linear(2 * cin, embed_dim, bias=False), nn.BatchNorm1d(embed_dim), nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(embed_dim, num_classes)
+        self.min_frames = 2 ** len(channels)
+        self.embed_dim = embed_dim
+
+    def forward(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = pad_time(x, self.min_frames)
+        in_length = x.shape[-1]
+        x = self.trunk(x).mean(2)  # [B, C, T']
+        frames = scale_lengths(frames, in_length, x.shape[-1])
+        mean, std = masked_mean_std(x, time_mask(frames, x.shape[0], x.shape[-1], x.device))
+        embedding = self.embed(torch.cat([mean, std], 1))
+        return self.head(self.dropout(embedding)), embedding
+
+
+@SPEECH_MODELS.register("small_cnn")
+def small_cnn(**kwargs: Any) -> SmallCNN:
+    return SmallCNN(**kwargs)
+
+
+def create_student(name: str, frontend_n_freq: int | None = None, **kwargs: Any) -> nn.Module:
+    """A registered student; ``n_freq`` follows the front-end unless the config sets it."""
+    if frontend_n_freq is not None:
+        kwargs.setdefault("n_freq", frontend_n_freq)
+    return SPEECH_MODELS.create(name, **kwargs)
+
+
+# ------------------------------------------------------------------------------ student file
+
+
+def save_student(
+    path: str | Path,
+    net_name: str,
+    net_kwargs: dict[str, Any],
+    frontend_cfg: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write the slim student file: registry name + arguments, front-end config, weights (fp32, CPU).
+
+    ``extra`` (plain values) is kept under ``info`` (e.g. the training run, its metrics).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": STUDENT_FORMAT,
+        "version": STUDENT_FORMAT_VERSION,
+        "net_name": net_name,
+        "net_kwargs": _plain(dict(net_kwargs)),
+        "frontend": _plain(dict(frontend_cfg)),
+        "emotions": list(EMOTIONS),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+        "info": _plain(dict(extra or {})),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_student_file(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict[str, Any]]:
+    """Load a student file -> ``(frontend, net, info)``, both modules in eval mode.
+
+    ``info`` holds ``net_name``, ``net_kwargs``, ``frontend`` (config), ``emotions``, ``path``, and
+    whatever ``extra`` the writer stored.
+    """
+    from crossmodal.models.frontend import build_frontend
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no student file at {path}; give a path written by save_student (e.g. crossmodal/assets/student_cpu.pt)")
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != STUDENT_FORMAT:
+        raise ValueError(
+            f"{path} is not a crossmodal student file (format {payload.get('format') if isinstance(payload, dict) else type(payload)!r}); "
+            "a Lightning checkpoint can be converted with crossmodal.lit.distill.export_student"
+        )
+    frontend = build_frontend(payload["frontend"]).eval()
+    net = create_student(payload["net_name"], **payload["net_kwargs"])
+    net.load_state_dict(payload["state_dict"])
+    net.eval()
+    info = {k: payload[k] for k in ("net_name", "net_kwargs", "frontend", "emotions", "version")}
+    info.update(payload.get("info", {}))
+    info["path"] = str(path)
+    return frontend, net, info
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers / tuples -> plain dicts and lists, so the file loads without Hydra."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
