@@ -1,0 +1,80 @@
+"""The probe and its folds: a planted signal is recovered, noise scores chance, speakers never leak."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crossmodal.eval.metrics import FoldScores, unweighted_average_recall, weighted_accuracy
+from crossmodal.eval.probe import (
+    FoldError,
+    auto_speaker_folds,
+    clip_folds,
+    cross_validate_probe,
+    majority_baseline,
+    speaker_folds,
+)
+
+CLASSES = ("anger", "happiness", "sadness", "neutral")
+
+
+def _corpus(seed: int, signal: float, per_class: int = 40, speakers: int = 8, dims: int = 8):
+    """Features with class means ``signal`` apart in a few dimensions, plus a speaker offset."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(len(CLASSES)), per_class)
+    speaker = np.tile(np.arange(speakers), len(labels) // speakers + 1)[: len(labels)]
+    features = rng.normal(size=(len(labels), dims))
+    features[np.arange(len(labels)), labels] += signal
+    features += rng.normal(scale=0.5, size=(speakers, dims))[speaker]
+    return features, labels, np.array([f"spk{s}" for s in speaker])
+
+
+def test_metrics_by_hand():
+    y_true = np.array([0, 0, 0, 0, 1, 1, 2])
+    y_pred = np.array([0, 0, 0, 1, 1, 0, 2])
+    assert weighted_accuracy(y_true, y_pred) == pytest.approx(5 / 7)
+    assert unweighted_average_recall(y_true, y_pred) == pytest.approx((3 / 4 + 1 / 2 + 1) / 3)
+    scores = FoldScores(("a", "b", "c"))
+    scores.add(y_true, y_pred)
+    assert scores.confusion.tolist() == [[3, 1, 0], [1, 1, 0], [0, 0, 1]]
+    assert scores.per_class_recall() == pytest.approx({"a": 0.75, "b": 0.5, "c": 1.0})
+
+
+def test_probe_recovers_a_planted_signal():
+    features, labels, speakers = _corpus(seed=0, signal=3.0)
+    for folds, groups in ((clip_folds(labels, 10, seed=0), None), (speaker_folds(speakers, labels, "loso"), speakers)):
+        result = cross_validate_probe(features, labels, folds, CLASSES, groups=groups, Cs=(0.01, 1.0, 100.0))
+        summary = result.scores.summary()
+        assert summary["ua_mean"] > 0.85 and summary["wa_mean"] > 0.85, summary
+        assert (result.predictions >= 0).all()  # every clip is tested exactly once
+        assert result.scores.confusion.sum() == len(labels)
+
+
+def test_probe_scores_chance_on_noise():
+    features, labels, speakers = _corpus(seed=1, signal=0.0)
+    result = cross_validate_probe(features, labels, speaker_folds(speakers, labels, 4), CLASSES, groups=speakers, Cs=(0.01, 1.0))
+    ua = result.scores.summary()["ua_mean"]
+    assert abs(ua - 1 / len(CLASSES)) < 0.1, ua
+    chance = majority_baseline(labels, clip_folds(labels, 10), CLASSES).summary()
+    assert chance["ua_mean"] == pytest.approx(0.25)
+
+
+def test_speaker_folds_never_share_a_speaker():
+    _, labels, speakers = _corpus(seed=2, signal=1.0, speakers=8)
+    for n_folds in ("loso", 3, 8):
+        folds = speaker_folds(speakers, labels, n_folds, seed=3)
+        assert len(folds) == (8 if n_folds == "loso" else n_folds)
+        tested = np.concatenate([test for _, test in folds])
+        assert sorted(tested.tolist()) == list(range(len(labels)))  # a partition of the clips
+        for train, test in folds:
+            assert not set(speakers[train]) & set(speakers[test])
+    assert auto_speaker_folds(10) == "loso" and auto_speaker_folds(91) == 10
+
+
+def test_fold_errors_say_what_and_where():
+    labels = np.array([0] * 20 + [1] * 4)
+    with pytest.raises(FoldError, match=r"emodb: 1 has 4 clips, fewer than the 10 folds"):
+        clip_folds(labels, 10, where="emodb")
+    with pytest.raises(FoldError, match="only one speaker \\(03\\).*single-speaker"):
+        speaker_folds(["03"] * 24, labels, "loso", where="emodb")
+    with pytest.raises(FoldError, match="only 2 speakers"):
+        speaker_folds(["a"] * 12 + ["b"] * 12, labels, 5, where="emodb")
