@@ -314,13 +314,14 @@ class ShardStream(IterableDataset):
         self.epoch = 0
         # Batches this rank has already consumed in the current epoch (set on a mid-epoch resume).
         self.skip_batches = 0
+        self._role = 0
 
     # -- shard selection
     def _shard_urls(self) -> Iterator[str]:
         rank, world = dist_info()
         worker, num_workers = worker_info()
         if self.train:
-            rng = random.Random(f"{self.seed}-{self.epoch}-{rank}-{worker}")
+            rng = random.Random(f"{self.seed}-{self.epoch}-{rank}-{self._role}")
             while True:
                 yield rng.choice(self.shards)
         if len(self.shards) < world * num_workers:
@@ -366,8 +367,7 @@ class ShardStream(IterableDataset):
             yield from samples
             return
         rank, _ = dist_info()
-        worker, _ = worker_info()
-        rng = random.Random(f"shuffle-{self.seed}-{self.epoch}-{rank}-{worker}")
+        rng = random.Random(f"shuffle-{self.seed}-{self.epoch}-{rank}-{self._role}")
         buffer: list[dict[str, Any]] = []
         for sample in samples:
             if len(buffer) < self.shuffle_buffer:
@@ -382,8 +382,12 @@ class ShardStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         counter = [0]
         worker, num_workers = worker_info()
-        # The loader interleaves workers' batches round-robin: batch i comes from worker i % W.
-        to_skip = len(range(worker, self.skip_batches, num_workers)) if self.train else 0
+        # The loader takes batches from its workers round-robin, starting with worker 0, so batch
+        # i of an epoch comes from the stream seeded as "role" i % W. After a resume that skips
+        # `skip_batches`, worker w takes the role that produces the next batch in order.
+        skip = self.skip_batches if self.train else 0
+        self._role = (worker + skip) % num_workers
+        to_skip = len(range(self._role, skip, num_workers))
         batch: list[dict[str, Any]] = []
         for sample in self._shuffled(self._samples(counter)):
             batch.append(sample)

@@ -1,0 +1,89 @@
+"""Structured schema of the run config (Hydra ConfigStore).
+
+The root dataclass types the keys every run has (task, seed, paths, trainer, ...). Hydra merges
+the YAML files onto it, so a wrong type (`trainer.max_epochs=ten`) or an unknown key
+(`trainer.max_epoch=3`) fails at composition. The `data` and `model` groups are checked against
+the signature of the class their `_target_` names (see :mod:`crossmodal.config.checks`): the
+constructor is the single source of truth for what a DataModule or LightningModule accepts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+class Task(str, Enum):
+    train = "train"
+    test = "test"
+    prepare = "prepare"
+    extract = "extract"
+    evaluate = "evaluate"
+    predict = "predict"
+    demo = "demo"
+
+
+@dataclass
+class PathsConf:
+    root_dir: str = "."
+    data_dir: str = "${paths.root_dir}/data"
+    log_dir: str = "${paths.root_dir}/logs"
+    output_dir: str = "${hydra:runtime.output_dir}"
+
+
+@dataclass
+class TrainerConf:
+    """Lightning Trainer arguments we expose, plus the Lightning 1.x `gpus` shorthand."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: Any = "auto"
+    num_nodes: int = 1
+    gpus: Optional[int] = None  # removed in Lightning 2; translated to accelerator/devices/strategy
+    precision: Any = "32-true"
+    max_epochs: Optional[int] = None
+    min_epochs: Optional[int] = None
+    max_steps: int = -1
+    max_time: Optional[str] = None
+    limit_train_batches: Optional[float] = None
+    limit_val_batches: Optional[float] = None
+    limit_test_batches: Optional[float] = None
+    val_check_interval: Optional[float] = None
+    check_val_every_n_epoch: Optional[int] = 1
+    num_sanity_val_steps: Optional[int] = None
+    log_every_n_steps: Optional[int] = None
+    gradient_clip_val: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    deterministic: Any = None
+    benchmark: Optional[bool] = None
+    sync_batchnorm: bool = False
+    enable_progress_bar: Optional[bool] = None
+    fast_dev_run: Any = False
+    detect_anomaly: bool = False
+    profiler: Optional[str] = None
+
+
+@dataclass
+class RunConf:
+    task: Task = Task.train
+    name: str = "run"
+    seed: Optional[int] = 42
+    ckpt_path: Optional[str] = None
+    teacher_ckpt: Optional[str] = None
+    strict: bool = False
+    test_after_fit: bool = True
+    optimized_metric: Optional[str] = None  # the metric a sweeper (Optuna) optimises
+    tags: list[str] = field(default_factory=list)
+    paths: PathsConf = field(default_factory=PathsConf)
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    logger: Optional[dict[str, Any]] = None
+    callbacks: Optional[dict[str, Any]] = None
+    data: Optional[dict[str, Any]] = None
+    model: Optional[dict[str, Any]] = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="run_schema", node=RunConf)

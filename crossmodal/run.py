@@ -1,0 +1,175 @@
+"""The entry point: ``python -m crossmodal.run [experiment=NAME] [group=option ...] [key=value ...]``.
+
+Before Hydra runs anything, the command line is checked against the composed config so that a
+misspelt key fails at once with the closest valid key, and the Lightning 1.x flag
+``trainer.gpus=N`` is translated (so ``--cfg job`` shows what will really run).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig, OmegaConf
+
+from crossmodal.config.checks import ConfigError, check_targets, missing_values, translate_gpus, unknown_key_message
+from crossmodal.config.schema import register_configs
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+log = logging.getLogger("crossmodal")
+register_configs()
+
+
+# ----------------------------------------------------------------------------------- preflight
+
+
+def _is_group(key: str, extra_dirs: list[Path]) -> bool:
+    key = key.lstrip("+~")
+    return "/" in key or any((d / key).is_dir() for d in [CONF_DIR, *extra_dirs])
+
+
+def _compose(overrides: list[str], extra_dirs: list[Path]) -> DictConfig:
+    if extra_dirs:
+        overrides = overrides + ["hydra.searchpath=[" + ",".join(f"file://{d}" for d in extra_dirs) + "]"]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="run", overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def preflight(argv: list[str]) -> list[str]:
+    """Validate the overrides in ``argv``; return argv with ``trainer.gpus`` translated."""
+    args = get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.info or args.shell_completion or not args.overrides and not args.cfg:
+        return argv
+    extra_dirs = [Path(args.config_dir).resolve()] if args.config_dir else []
+    parsed = OverridesParser.create().parse_overrides(args.overrides)
+    groups, values, sweeps = [], [], []
+    for override in parsed:
+        key = override.key_or_group
+        if key.startswith("hydra"):
+            continue
+        if _is_group(key, extra_dirs):
+            if override.is_sweep_override():
+                first = next(iter(override.sweep_iterator()))
+                groups.append(f"{override.get_key_element()}={first}")
+            else:
+                groups.append(override.input_line)
+        elif override.is_sweep_override():
+            sweeps.append(key)
+        else:
+            values.append(override)
+    base = _compose(groups, extra_dirs)
+    experiment = next((g.split("=", 1)[1] for g in groups if g.startswith("experiment=")), None)
+    try:
+        composed = _compose(groups + [o.input_line for o in values], extra_dirs)
+    except ConfigCompositionException as exn:
+        text = str(exn) + " " + str(exn.__cause__ or "")
+        match = re.search(r"Could not override '([^']+)'", text)
+        if match:
+            raise ConfigError(unknown_key_message(match.group(1), base, experiment)) from None
+        raise ConfigError(text.strip()) from None
+    for key in sweeps:
+        if OmegaConf.select(composed, key, default="__absent__") == "__absent__":
+            raise ConfigError(unknown_key_message(key, composed, experiment))
+    return _translate_gpus_overrides(argv, composed, values)
+
+
+def _translate_gpus_overrides(argv: list[str], composed: DictConfig, values) -> list[str]:
+    explicit = {}
+    for override in values:
+        key = override.key_or_group.lstrip("+")
+        if key.startswith("trainer."):
+            explicit[key.split(".", 1)[1]] = override.value()
+    if explicit.get("gpus") is None:
+        return argv
+    trainer = OmegaConf.to_container(composed.trainer, resolve=False)
+    translated = translate_gpus(trainer, explicit)
+    extra = [f"trainer.{k}={translated[k]}" for k in ("accelerator", "devices", "strategy") if k not in explicit]
+    return argv + extra
+
+
+# ---------------------------------------------------------------------------------------- a run
+
+
+def execute(cfg: DictConfig) -> Any:
+    """Run ``cfg.task`` in its run folder; write config.yaml, metrics.json and plots/."""
+    import lightning as L
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from crossmodal.tasks import get_task
+    from crossmodal.utils.run_context import RunContext, build_loggers
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    experiment = hydra_cfg.runtime.choices.get("experiment")
+    missing_values(cfg, experiment)
+    check_targets(cfg)
+    if cfg.seed is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    is_zero = rank_zero_only.rank == 0
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if is_zero:
+        OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
+    loggers = build_loggers(cfg, run_dir)
+    for logger in loggers:
+        logger.log_hyperparams(resolved)
+    ctx = RunContext(cfg, run_dir, loggers)
+    try:
+        result = get_task(str(cfg.task.value if hasattr(cfg.task, "value") else cfg.task))(cfg, ctx)
+        ctx.add_metrics(result or {})
+    finally:
+        if is_zero:
+            ctx.write_metrics()
+            log.info("run folder: %s (metrics.json, plots/, checkpoints/, run.log)", run_dir)
+        _finish_wandb(loggers)
+    if cfg.get("optimized_metric"):
+        value = ctx.metrics.get(cfg.optimized_metric)
+        if value is None:
+            raise ConfigError(f"optimized_metric={cfg.optimized_metric} is not among this run's metrics: {sorted(ctx.metrics)}")
+        return value
+    return None
+
+
+def _finish_wandb(loggers: list[Any]) -> None:
+    # Each run (and each sweep job) is its own W&B run: close it before the next one starts.
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="run")
+def _hydra_main(cfg: DictConfig) -> Any:
+    try:
+        return execute(cfg)
+    except ConfigError as exn:
+        log.error("%s", exn)
+        raise SystemExit(2) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = preflight(argv)
+    except ConfigError as exn:
+        print(f"Error: {exn}", file=sys.stderr)
+        raise SystemExit(2) from None
+    sys.argv = [sys.argv[0], *argv]
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Pieces the Lightning tasks share: building the DataModule and model, finding checkpoints."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from crossmodal.config.checks import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    if not cfg.get("data"):
+        raise ConfigError(f"task={cfg.task} needs data: choose an experiment (experiment=...) or a data config (data=...)")
+    return instantiate(cfg.data, _convert_="all")
+
+
+def build_model(cfg: DictConfig) -> L.LightningModule:
+    if not cfg.get("model"):
+        raise ConfigError(f"task={cfg.task} needs a model: choose an experiment (experiment=...) or a model config (model=...)")
+    return instantiate(cfg.model, _convert_="all")
+
+
+def resolve_checkpoint(ckpt_path: str | None, run_dir: Path, log_dir: Path, name: str) -> str | None:
+    """`last` means this run folder's checkpoints/last.ckpt if it exists (a re-run with the same
+    hydra.run.dir), else the newest last.ckpt among earlier runs of the same experiment name."""
+    if ckpt_path in (None, ""):
+        return None
+    if ckpt_path != "last":
+        path = Path(ckpt_path).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+        return str(path)
+    own = run_dir / "checkpoints" / "last.ckpt"
+    if own.exists():
+        return str(own)
+    candidates = sorted((Path(log_dir) / name).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(
+            f"ckpt_path=last: no last.ckpt in {own.parent} nor under {Path(log_dir) / name}. "
+            "Pass the run folder again (hydra.run.dir=DIR) or a checkpoint path."
+        )
+    log.info("resuming from %s", candidates[-1])
+    return str(candidates[-1])

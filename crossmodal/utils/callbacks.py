@@ -1,0 +1,81 @@
+"""Lightning callbacks that keep finished work: mid-epoch checkpoints, SIGTERM, training curves."""
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from crossmodal.utils.figures import log_figure
+from crossmodal.utils.plots import curves_figure
+
+log = logging.getLogger(__name__)
+
+
+def save_last(trainer: L.Trainer) -> Path:
+    """Write <run>/checkpoints/last.ckpt atomically (temp file, then rename on rank 0)."""
+    folder = Path(trainer.default_root_dir) / "checkpoints"
+    path = folder / "last.ckpt"
+    tmp = folder / ".last.ckpt.tmp"
+    trainer.save_checkpoint(tmp)
+    if trainer.is_global_zero:
+        os.replace(tmp, path)
+    trainer.strategy.barrier("save_last")
+    return path
+
+
+class PeriodicCheckpoint(L.Callback):
+    """Save last.ckpt every `every_n_train_steps` optimizer steps (mid-epoch too), and when the
+    run is told to stop with SIGTERM (what SLURM sends before pre-emption)."""
+
+    def __init__(self, every_n_train_steps: int = 500) -> None:
+        self.every_n_train_steps = every_n_train_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_train_steps and step > 0 and step % self.every_n_train_steps == 0 and not trainer.sanity_checking:
+            # Skip epoch ends: ModelCheckpoint(save_last=True) writes last.ckpt there anyway.
+            if batch_idx + 1 < trainer.num_training_batches:
+                save_last(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            path = save_last(trainer)
+            log.warning("SIGTERM: saved %s at step %d; resume with ckpt_path=last", path, trainer.global_step)
+
+
+class TrainingCurves(L.Callback):
+    """Collect epoch-level train/val metrics and save them as a curves PNG (and to W&B) at the end of fit."""
+
+    def __init__(self) -> None:
+        self.history: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+
+    def _record(self, trainer) -> None:
+        for name, value in trainer.callback_metrics.items():
+            if not name.startswith(("train/", "val/")) or value.numel() != 1 or name.endswith("_step"):
+                continue
+            epochs, values = self.history[name.removesuffix("_epoch")]
+            if epochs and epochs[-1] == trainer.current_epoch:
+                values[-1] = float(value)
+            else:
+                epochs.append(trainer.current_epoch)
+                values.append(float(value))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._record(trainer)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._record(trainer)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        by_kind: dict[str, dict] = defaultdict(dict)
+        for name, series in self.history.items():
+            kind = name.split("/", 1)[1].split("/")[0]  # e.g. loss, acc, auc_unheard
+            by_kind[kind][name] = series
+        for kind, series in by_kind.items():
+            if any(len(x) > 1 for x, _ in series.values()):
+                log_figure(trainer, f"curves/{kind}", curves_figure(series, title=kind, xlabel="epoch", ylabel=kind))

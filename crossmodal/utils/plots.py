@@ -1,0 +1,85 @@
+"""Figures people would rather look at than read. Each function returns a matplotlib Figure;
+``crossmodal.utils.figures.log_figure`` saves it as PNG and sends it to the active loggers."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], title: str = "", normalise: bool = True):
+    """A confusion matrix (rows = true class), row-normalised by default, with the values written in."""
+    matrix = np.asarray(matrix, dtype=float)
+    if normalise:
+        totals = matrix.sum(axis=1, keepdims=True)
+        matrix = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.7 * n))
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalise else None)
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            value = matrix[i, j]
+            ax.text(j, i, f"{value:.2f}" if normalise else f"{int(value)}", ha="center", va="center",
+                    color="white" if value > (0.5 if normalise else matrix.max() / 2) else "black", fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str = ""):
+    """ROC curves: ``{label: (false_positive_rate, true_positive_rate, auc)}``."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for label, (fpr, tpr, auc) in curves.items():
+        ax.plot(fpr, tpr, label=f"{label} ({auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def bar_figure(values: Mapping[str, float], title: str = "", ylabel: str = "", annotate: bool = True):
+    """A bar chart of named values (e.g. counts per emotion)."""
+    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(values) + 1.5), 3.8))
+    names, heights = list(values), [float(v) for v in values.values()]
+    bars = ax.bar(names, heights, color="tab:blue")
+    if annotate:
+        for bar, height in zip(bars, heights):
+            label = f"{height:.0f}" if float(height).is_integer() else f"{height:.3g}"
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, height), ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str = "", xlabel: str = "step", ylabel: str = ""):
+    """Line plot of named (x, y) series, e.g. training and validation curves."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (x, y) in series.items():
+        ax.plot(x, y, label=label, marker="o" if len(x) < 30 else None, markersize=3)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def close(fig) -> None:
+    plt.close(fig)

@@ -1,0 +1,181 @@
+"""What every task gets: its run folder, loggers, a Trainer factory, and metric/figure/table sinks."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from crossmodal.config.checks import translate_gpus
+from crossmodal.utils.figures import save_and_send
+
+log = logging.getLogger(__name__)
+
+
+def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flat ``"stage/name": value`` pairs with plain Python numbers (tensors and numpy converted)."""
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_metrics(value, name + "/"))
+            continue
+        if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1:
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None  # JSON has no NaN; absent is clearer than a fake number
+        flat[name] = value
+    return flat
+
+
+def command_line_overrides() -> list[str]:
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:  # not inside a Hydra run (e.g. a test calling a task directly)
+        return []
+
+
+def explicit_trainer_keys(overrides: Iterable[str]) -> dict[str, str]:
+    explicit = {}
+    for item in overrides:
+        key, _, value = item.lstrip("+~").partition("=")
+        if key.startswith("trainer."):
+            explicit[key.split(".", 1)[1]] = value
+    return explicit
+
+
+@dataclass
+class RunContext:
+    cfg: DictConfig
+    run_dir: Path
+    loggers: list[Any] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.run_dir / "plots"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    # -- sinks
+    def add_metrics(self, metrics: Mapping[str, Any], prefix: str = "") -> None:
+        flat = flatten_metrics(metrics, prefix)
+        self.metrics.update(flat)
+        numeric = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numeric and L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
+            for logger in self.loggers:
+                try:
+                    logger.log_metrics(numeric)
+                except Exception as exn:  # noqa: BLE001
+                    log.warning("could not send metrics to %s: %s", type(logger).__name__, exn)
+
+    def save_figure(self, name: str, fig) -> Path:
+        return save_and_send(fig, name, self.plots_dir, self.loggers)
+
+    def log_table(self, name: str, columns: list[str], rows: list[list[Any]]) -> Path:
+        """A table as Markdown in <run>/tables/<name>.md and as a W&B table."""
+        path = self.run_dir / "tables" / (name.replace("/", "_") + ".md")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(markdown_table(columns, rows))
+        for logger in self.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                try:
+                    logger.log_table(key=name, columns=columns, data=[[_plain(v) for v in row] for row in rows])
+                except Exception as exn:  # noqa: BLE001
+                    log.warning("could not send table %s to W&B: %s", name, exn)
+        return path
+
+    def write_metrics(self) -> Path:
+        path = self.run_dir / "metrics.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.metrics, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+        return path
+
+    # -- Lightning
+    def trainer_kwargs(self) -> dict[str, Any]:
+        trainer_cfg = OmegaConf.to_container(self.cfg.trainer, resolve=True)
+        kwargs = translate_gpus(trainer_cfg, explicit_trainer_keys(command_line_overrides()))
+        return {k: v for k, v in kwargs.items() if v is not None}
+
+    def build_trainer(self, callbacks: list[L.Callback] | None = None, **overrides: Any) -> L.Trainer:
+        built = [instantiate(c) for c in (self.cfg.get("callbacks") or {}).values() if c and c.get("_target_")]
+        kwargs = self.trainer_kwargs()
+        kwargs.update(overrides)
+        return L.Trainer(
+            default_root_dir=str(self.run_dir),
+            logger=self.loggers or False,
+            callbacks=built + list(callbacks or []),
+            use_distributed_sampler=False,  # shard streams split themselves by rank and worker
+            **kwargs,
+        )
+
+
+def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+# ----------------------------------------------------------------------------------------- loggers
+
+
+def sweep_info() -> tuple[str | None, str | None, list[str]]:
+    """(group, job name, override tags) when this run is one job of a Hydra multirun."""
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:
+        return None, None, []
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None, None, []
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    group = f"{sweep_dir.parent.parent.name}-{sweep_dir.name}" if sweep_dir.parent.name == "multiruns" else sweep_dir.name
+    overrides = list(hydra_cfg.overrides.task)
+    return group, hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}", overrides
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
+    loggers = []
+    group, job_name, overrides = sweep_info()
+    for key, node in (cfg.get("logger") or {}).items():
+        if not node or not node.get("_target_"):
+            continue
+        if key == "wandb":
+            loggers.append(_wandb_logger(node, cfg, run_dir, group, job_name, overrides))
+        else:
+            loggers.append(instantiate(node))
+    return loggers
+
+
+def _wandb_logger(node: DictConfig, cfg: DictConfig, run_dir: Path, group, job_name, overrides):
+    options = OmegaConf.to_container(node, resolve=True)
+    online = bool(options.pop("online", False))
+    # WANDB_MODE from the environment wins (disabled in tests, online on a cluster that sets it).
+    mode = os.environ.get("WANDB_MODE") or ("online" if online else "offline")
+    options["name"] = options.get("name") or job_name or f"{cfg.name}/{run_dir.name}"
+    options["group"] = options.get("group") or group
+    options["tags"] = list(options.get("tags") or []) + [o.replace("/", "|")[:64] for o in overrides]
+    options.pop("offline", None)
+    Path(options["save_dir"]).mkdir(parents=True, exist_ok=True)
+    target = options.pop("_target_")
+    return instantiate({"_target_": target, **options, "offline": False, "mode": mode})
