@@ -18,7 +18,12 @@ SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au",
 
 
 class AudioError(RuntimeError):
-    """An audio file could not be used (unreadable, no audio stream, empty)."""
+    """An audio file could not be used. ``reason`` is a short tag for skip counts:
+    ``missing``, ``unreadable_audio``, ``no_audio_stream`` or ``empty_audio``."""
+
+    def __init__(self, message: str, reason: str = "unreadable_audio") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
@@ -29,7 +34,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """
     path = Path(path)
     if not path.exists():
-        raise AudioError(f"audio file not found: {path}")
+        raise AudioError(f"audio file not found: {path}", "missing")
     if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
         try:
             wave, rate = _read_soundfile(path)
@@ -40,7 +45,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     else:
         wave, rate = _read_pyav(path)
     if wave.size == 0:
-        raise AudioError(f"audio file is empty (no samples): {path}")
+        raise AudioError(f"audio file is empty (no samples): {path}", "empty_audio")
     return resample(wave, rate, sample_rate)
 
 
@@ -81,7 +86,7 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
         raise AudioError(f"cannot read audio from {path}: {exn}") from exn
     with container:
         if not container.streams.audio:
-            raise AudioError(f"no audio stream in {path} (is it a silent video?)")
+            raise AudioError(f"no audio stream in {path} (is it a silent video?)", "no_audio_stream")
         stream = container.streams.audio[0]
         rate = stream.codec_context.sample_rate or stream.rate
         if not rate:
@@ -104,7 +109,7 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
                 raise AudioError(f"cannot decode the audio of {path}: {exn}") from exn
             # A truncated file: keep what decoded (the caller decides whether it is long enough).
     if not chunks:
-        raise AudioError(f"audio stream of {path} holds no samples")
+        raise AudioError(f"audio stream of {path} holds no samples", "empty_audio")
     return np.concatenate(chunks).astype(np.float32, copy=False), int(rate)
 
 
