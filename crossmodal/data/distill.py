@@ -1,0 +1,361 @@
+"""Distillation data: shards of speech + the teacher's per-frame logits -> batches of (audio window, target).
+
+A distillation-shard sample holds ``flac`` (16 kHz mono), ``logits.npy`` ([n_frames, 8], FER+
+order), ``times.npy`` ([n_frames] seconds from the segment start) and ``json`` (identity, video,
+track, segment, split in {train, heard, unheard}, duration, sample_rate, synthetic and, for
+pseudo-pairs, the true ``label``). A pair-shard sample has face frames instead of logits; in
+``online`` mode the teacher runs on them inside the training loop, so the loader only picks the
+frames that fall inside the audio window.
+
+Training draws a random window (default 4.024 s, the paper's) from each utterance (clamped to
+19.9 s; shorter ones are zero-padded) and aggregates the logits of the teacher frames inside it
+(per-class max by default, mean as the option). Evaluation uses the whole utterance (clamped) and
+all its frames, as the paper's per-track evaluation does; the loader only decodes, crops and
+aggregates: features are computed on the device by the model's front-end.
+
+Bad samples (non-finite logits, a logit dimension other than the emotion set's, no teacher frame
+in the window, a silent or too-short clip) are counted and skipped, or raise with the sample key
+when ``strict=true``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+
+from crossmodal.data.shards import EpochLoader, ShardStream, eval_loader, load_manifest, load_npy
+from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+SPLITS = ("train", "heard", "unheard")
+SPLIT_INDEX = {name: index for index, name in enumerate(SPLITS)}
+REDUCTIONS = ("max", "mean")
+NO_LABEL = -1
+
+
+class BadDistillSample(ValueError):
+    """A distillation sample that cannot be used; ``reason`` is a short tag for counting."""
+
+    def __init__(self, reason: str, key: str, detail: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: sample {key}" + (f" ({detail})" if detail else ""))
+
+
+# ---------------------------------------------------------------------------- window targets
+
+
+def frames_in_window(times: np.ndarray, start: float, end: float) -> np.ndarray:
+    """Boolean mask of the frames with ``start <= time < end``."""
+    times = np.asarray(times, dtype=np.float64)
+    return (times >= start) & (times < end)
+
+
+def aggregate_logits(logits: np.ndarray, times: np.ndarray, start: float, end: float, reduce: str = "max") -> np.ndarray | None:
+    """Per-class max (or mean) of the teacher logits of the frames inside [start, end); None if none."""
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"data.reduce={reduce!r} is not one of {REDUCTIONS}")
+    inside = frames_in_window(times, start, end)
+    if not inside.any():
+        return None
+    selected = np.asarray(logits, dtype=np.float32)[inside]
+    return selected.max(0) if reduce == "max" else selected.mean(0)
+
+
+def choose_window(duration: float, window: float, train: bool, generator: torch.Generator | None = None) -> tuple[float, float]:
+    """(start, end) in seconds: random ``window``-long span in training, the whole clip otherwise.
+
+    A clip shorter than the window gives the whole clip (it is zero-padded to the window later).
+    """
+    if not train or duration <= window:
+        return 0.0, duration if not train else min(duration, window)
+    start = float(torch.rand((), generator=generator)) * (duration - window)
+    return start, start + window
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+class DistillDecoder:
+    """Raw shard sample -> dict ready for :func:`collate_speech` (a picklable callable, for workers)."""
+
+    def __init__(
+        self,
+        train: bool,
+        mode: str = "cached",
+        window_seconds: float = 4.024,
+        max_seconds: float = 19.9,
+        min_seconds: float = 0.5,
+        reduce: str = "max",
+        num_classes: int = NUM_EMOTIONS,
+        silence_rms: float = 1e-4,
+        window_tries: int = 5,
+        need_logits: bool = True,
+        sample_rate: int = SAMPLE_RATE,
+    ) -> None:
+        if mode not in ("cached", "online"):
+            raise ValueError(f"data.mode={mode!r} must be 'cached' (logits in the shards) or 'online' (teacher on pair-shard frames)")
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"data.reduce={reduce!r} is not one of {REDUCTIONS}")
+        self.train = train
+        self.mode = mode
+        self.window_seconds = window_seconds
+        self.max_seconds = max_seconds
+        self.min_seconds = min_seconds
+        self.reduce = reduce
+        self.num_classes = num_classes
+        self.silence_rms = silence_rms
+        self.window_tries = window_tries
+        self.need_logits = need_logits
+        self.sample_rate = sample_rate
+
+    def _audio(self, sample: dict[str, Any], key: str) -> np.ndarray:
+        from crossmodal.data.audio import decode_flac, resample
+
+        if "flac" not in sample:
+            raise BadDistillSample("no_audio", key, "the sample has no flac member")
+        wave, rate = decode_flac(sample["flac"])
+        wave = resample(np.asarray(wave, dtype=np.float32), rate, self.sample_rate)
+        wave = wave[: int(round(self.max_seconds * self.sample_rate))]
+        if len(wave) < self.min_seconds * self.sample_rate:
+            raise BadDistillSample("too_short", key, f"{len(wave) / self.sample_rate:.3f} s < data.min_seconds={self.min_seconds}")
+        rms = float(np.sqrt(np.mean(np.square(wave - wave.mean()))))
+        if rms < self.silence_rms:
+            raise BadDistillSample("silent", key, f"rms {rms:.2e} < data.silence_rms={self.silence_rms}")
+        return wave
+
+    def _logits(self, sample: dict[str, Any], key: str) -> tuple[np.ndarray, np.ndarray]:
+        if "logits.npy" not in sample or "times.npy" not in sample:
+            raise BadDistillSample("no_logits", key, "needs logits.npy and times.npy (a pair shard? use data.mode=online)")
+        logits = load_npy(sample["logits.npy"]).astype(np.float32)
+        times = load_npy(sample["times.npy"]).astype(np.float32).reshape(-1)
+        if logits.ndim != 2 or logits.shape[1] != self.num_classes:
+            raise BadDistillSample("logit_dim", key, f"logits of shape {logits.shape}, expected [n_frames, {self.num_classes}]")
+        if len(times) != len(logits):
+            raise BadDistillSample("times_mismatch", key, f"{len(logits)} logit rows but {len(times)} timestamps")
+        if not np.isfinite(logits).all():
+            raise BadDistillSample("nonfinite_logits", key, "NaN or inf in the teacher logits")
+        return logits, times
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        key = sample.get("__key__", "?")
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+        wave = self._audio(sample, key)
+        duration = len(wave) / self.sample_rate
+        if self.mode == "cached":
+            logits, times = self._logits(sample, key)
+        else:
+            from crossmodal.data.pairs import decode_pair_frames
+
+            frames, times = decode_pair_frames(sample)
+            frames, times = np.asarray(frames), np.asarray(times, dtype=np.float32).reshape(-1)
+            if len(frames) != len(times):
+                raise BadDistillSample("times_mismatch", key, f"{len(frames)} frames but {len(times)} timestamps")
+        for _ in range(self.window_tries if self.train else 1):
+            start, end = choose_window(duration, self.window_seconds, self.train)
+            inside = frames_in_window(times, start, end)
+            if inside.any():
+                break
+        else:
+            raise BadDistillSample("no_frame_in_window", key, f"no teacher frame in [{start:.2f}, {end:.2f}) s of a {duration:.2f} s clip")
+        begin = int(round(start * self.sample_rate))
+        stop = min(len(wave), begin + int(round((end - start) * self.sample_rate)))
+        out: dict[str, Any] = {
+            "key": key,
+            "wave": torch.from_numpy(np.ascontiguousarray(wave[begin:stop])),
+            "split": SPLIT_INDEX.get(meta.get("split", "train"), 0),
+            "label": _label_index(meta.get("label")),
+            "identity": str(meta.get("identity", "")),
+        }
+        if self.mode == "cached":
+            selected = logits[inside]
+            out["target"] = torch.from_numpy(selected.max(0) if self.reduce == "max" else selected.mean(0))
+        else:
+            out["frames"] = torch.from_numpy(np.ascontiguousarray(frames[inside]))
+        return out
+
+
+def _label_index(label: Any) -> int:
+    if label is None or label == "":
+        return NO_LABEL
+    if isinstance(label, int):
+        return label
+    return EMOTIONS.index(label) if label in EMOTIONS else NO_LABEL
+
+
+def collate_speech(items: list[dict[str, Any]], pad_to: int = 0) -> dict[str, Any]:
+    """Pad waveforms to the longest (or ``pad_to`` samples) -> ``wave [B, S]`` + ``lengths [B]``."""
+    lengths = torch.tensor([len(item["wave"]) for item in items], dtype=torch.long)
+    size = max(int(lengths.max()), pad_to)
+    wave = torch.zeros(len(items), size)
+    for row, item in enumerate(items):
+        wave[row, : len(item["wave"])] = item["wave"]
+    batch: dict[str, Any] = {
+        "wave": wave,
+        "lengths": lengths,
+        "split": torch.tensor([item["split"] for item in items], dtype=torch.long),
+        "label": torch.tensor([item["label"] for item in items], dtype=torch.long),
+        "key": [item["key"] for item in items],
+    }
+    if "target" in items[0]:
+        batch["target"] = torch.stack([item["target"] for item in items]).float()
+    if "frames" in items[0]:
+        batch["frames"] = [item["frames"] for item in items]
+        batch["frame_counts"] = torch.tensor([len(item["frames"]) for item in items], dtype=torch.long)
+    return batch
+
+
+class SpeechCollate:
+    """Picklable collate: pads training windows to the window length (fixed-size batches)."""
+
+    def __init__(self, pad_to: int = 0) -> None:
+        self.pad_to = pad_to
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate_speech(items, self.pad_to)
+
+
+# ---------------------------------------------------------------------------- DataModule
+
+
+class DistillDataModule(L.LightningDataModule):
+    """Distillation (or pair, for ``mode=online``) shards -> train windows and whole-clip eval batches.
+
+    ``shards``: the shard-set folder (``manifest.json`` + ``train-*``, ``heard-*``, ``unheard-*``).
+    Validation and test read the heard and unheard shards plus ``train_eval_shards`` training
+    shards (the paper's train-subset ROC); each batch carries the per-sample split.
+    ``prepare``: how to build the shards when they are missing (see :func:`prepare_shards`), e.g.
+    ``{kind: pseudo_pairs, emodb: ..., ferplus: ..., teacher: null}`` for the CPU experiment.
+    """
+
+    def __init__(
+        self,
+        shards: str,
+        mode: str = "cached",
+        window_seconds: float = 4.024,
+        max_seconds: float = 19.9,
+        min_seconds: float = 0.5,
+        reduce: str = "max",
+        batch_size: int = 64,
+        eval_batch_size: int = 32,
+        num_workers: int = 2,
+        batches_per_epoch: int = 100,
+        shuffle_buffer: int = 1000,
+        train_eval_shards: int = 1,
+        silence_rms: float = 1e-4,
+        seed: int = 0,
+        strict: bool = False,
+        prepare: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.shards = shards
+        self.mode = mode
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.batches_per_epoch = batches_per_epoch
+        self.shuffle_buffer = shuffle_buffer
+        self.train_eval_shards = train_eval_shards
+        self.seed = seed
+        self.strict = strict
+        self.prepare = prepare
+        self.window_seconds = window_seconds
+        self.decoder_kwargs = dict(
+            mode=mode, window_seconds=window_seconds, max_seconds=max_seconds, min_seconds=min_seconds,
+            reduce=reduce, silence_rms=silence_rms,
+        )
+        self._train_loader: EpochLoader | None = None
+
+    # -- shards
+    def prepare_data(self) -> None:
+        if (Path(self.shards) / "manifest.json").exists():
+            return
+        if not self.prepare:
+            raise FileNotFoundError(
+                f"no shard set at data.shards={self.shards} (no manifest.json). Write it with `task=extract` "
+                "(or `task=prepare` for pair shards), or point data.shards at an existing shard set"
+            )
+        prepare_shards(self.shards, self.mode, dict(self.prepare))
+
+    def manifest(self):
+        return load_manifest(self.shards)
+
+    def split_paths(self, split: str) -> list[str]:
+        return self.manifest().paths(f"{split}-")
+
+    def eval_paths(self) -> list[str]:
+        paths = self.split_paths("heard") + self.split_paths("unheard")
+        paths += self.split_paths("train")[: max(0, self.train_eval_shards)]
+        if not paths:
+            raise ValueError(f"{self.shards} has no heard-/unheard- shards (and train_eval_shards=0): nothing to validate on")
+        return paths
+
+    # -- loaders
+    def train_dataloader(self):
+        paths = self.split_paths("train")
+        if not paths:
+            raise ValueError(f"{self.shards} has no train-* shards")
+        pad_to = int(round(self.window_seconds * SAMPLE_RATE))
+        stream = ShardStream(
+            paths, DistillDecoder(train=True, **self.decoder_kwargs), SpeechCollate(pad_to), self.batch_size,
+            train=True, seed=self.seed, shuffle_buffer=self.shuffle_buffer, strict=self.strict,
+        )
+        self._train_loader = EpochLoader(stream, self.num_workers, self.batches_per_epoch)
+        return self._train_loader
+
+    def _eval_loader(self):
+        paths = self.eval_paths()
+        stream = ShardStream(
+            paths, DistillDecoder(train=False, **self.decoder_kwargs), SpeechCollate(), self.eval_batch_size,
+            train=False, strict=self.strict,
+        )
+        return eval_loader(stream, min(self.num_workers, len(paths)))
+
+    def val_dataloader(self):
+        return self._eval_loader()
+
+    def test_dataloader(self):
+        return self._eval_loader()
+
+    # -- resumable mid-epoch (the EpochLoader knows how many batches were consumed)
+    def state_dict(self) -> dict[str, Any]:
+        return self._train_loader.state_dict() if self._train_loader is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state and self._train_loader is not None:
+            self._train_loader.load_state_dict(state)
+        self._pending_state = state
+
+
+def prepare_shards(shards: str | Path, mode: str, recipe: dict[str, Any]) -> None:
+    """Build a missing shard set from ``recipe`` (the first use of an experiment prepares its data).
+
+    ``kind: pseudo_pairs``: EmoDB voices x FER+ faces of the same emotion (speaker-independent
+    split) -> pair shards at ``recipe.pairs`` (default ``<shards>_pairs``); in ``cached`` mode the
+    teacher (``recipe.teacher``, None = the shipped CPU teacher) then extracts the logits into
+    ``shards``. Everything else in ``recipe`` goes to the pseudo-pair builder.
+    """
+    recipe = dict(recipe)
+    kind = recipe.pop("kind", "pseudo_pairs")
+    if kind != "pseudo_pairs":
+        raise ValueError(f"data.prepare.kind={kind!r}: only 'pseudo_pairs' can be built automatically; run task=prepare/extract for others")
+    from crossmodal.data import pseudo_pairs
+    from crossmodal.tasks import extract
+
+    shards = Path(shards)
+    teacher = recipe.pop("teacher", None)
+    pairs_dir = Path(recipe.pop("pairs", None) or (shards if mode == "online" else shards.parent / f"{shards.name}_pairs"))
+    if not (pairs_dir / "manifest.json").exists():
+        log.info("building pseudo-pair shards in %s", pairs_dir)
+        pseudo_pairs.build_pseudo_pairs(out_dir=pairs_dir, **recipe)
+    if mode == "online":
+        return
+    log.info("extracting teacher logits into %s", shards)
+    extract.extract_logits(pairs_dir, shards, teacher)

@@ -1,0 +1,290 @@
+"""DistillationModule: a speech student learns the face teacher's soft emotion predictions.
+
+Training: the student sees a window of speech; the target is the teacher's logits aggregated over
+the face frames inside that window (per-class max by default). ``mode=cached`` reads the
+aggregated logits from distillation shards; ``mode=online`` runs a frozen teacher on the pair
+shards' face frames inside the loop. The teacher is kept in a plain attribute, not a registered
+submodule, so it is outside the optimiser, the checkpoint and DDP's gradient sync.
+
+Validation (the paper's §4): each clip's dominant teacher emotion (argmax of the max-pooled
+logits over the whole clip) is the label and the student's softmax the score; ROC AUC per emotion
+on heard identities, unheard identities and a train subset. Only emotions with both positives and
+negatives are scored; the others are reported as absent (never NaN). Means: over the scored
+emotions, and the paper's mean that leaves out fear, disgust and contempt. For pseudo-paired data
+(clips with a true label) UA/WA per split are logged as well.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, Metric
+from torchmetrics.functional.classification import binary_auroc, binary_roc
+
+from crossmodal.data.distill import SPLITS
+from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS, RARE_IN_THE_WILD
+from crossmodal.lit.losses import DistillationLoss
+from crossmodal.lit.student import SpeechModuleBase, log_split_losses, per_split
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------- ROC AUC
+
+
+class ScoreCollector(Metric):
+    """Gathers (scores [N, C], labels [N], groups [N]) over an epoch, concatenated across ranks."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+        self.add_state("groups", default=[], dist_reduce_fx="cat")
+
+    def update(self, scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> None:
+        self.scores.append(scores.detach().float())
+        self.labels.append(labels.detach().long())
+        self.groups.append(groups.detach().long())
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def cat(items):
+            return torch.cat(items) if isinstance(items, list) else items
+
+        return cat(self.scores), cat(self.labels), cat(self.groups)
+
+
+def per_emotion_auc(scores: torch.Tensor, labels: torch.Tensor, with_curves: bool = False) -> dict[str, Any]:
+    """One-vs-rest ROC AUC per emotion of ``scores [N, 8]`` against ``labels [N]`` (class indices).
+
+    Returns ``{"auc": {emotion: float}, "absent": [emotions without positives or negatives],
+    "mean": ..., "mean_paper": ..., "curves": {emotion: (fpr, tpr, auc)}}``; a mean is left out
+    when no emotion it covers could be scored.
+    """
+    scores, labels = scores.detach().float().cpu(), labels.detach().long().cpu()
+    aucs: dict[str, float] = {}
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
+    absent: list[str] = []
+    for index, emotion in enumerate(EMOTIONS[: scores.shape[1]]):
+        target = (labels == index).long()
+        positives = int(target.sum())
+        if positives == 0 or positives == len(target):
+            absent.append(emotion)
+            continue
+        auc = float(binary_auroc(scores[:, index], target))
+        aucs[emotion] = auc
+        if with_curves:
+            fpr, tpr, _ = binary_roc(scores[:, index], target)
+            curves[emotion] = (fpr.numpy(), tpr.numpy(), auc)
+    out: dict[str, Any] = {"auc": aucs, "absent": absent, "curves": curves, "count": int(len(labels))}
+    if aucs:
+        out["mean"] = float(np.mean(list(aucs.values())))
+    common = [v for k, v in aucs.items() if k not in RARE_IN_THE_WILD]
+    if common:
+        out["mean_paper"] = float(np.mean(common))
+    return out
+
+
+# ------------------------------------------------------------------------------- the module
+
+
+class DistillationModule(SpeechModuleBase):
+    """Cross-modal distillation of a face-expression teacher into a speech student.
+
+    ``loss``: ``{temperature: 2, kind: soft_ce | kl, t2_scaling: false, hard_weight: 0}``.
+    ``mode``: ``cached`` (batches carry ``target``) or ``online`` (batches carry face ``frames``;
+    the teacher from ``teacher`` (a checkpoint path; None = the shipped CPU teacher) labels them).
+    ``reduce``: how the online teacher's frame logits become a window target (max | mean); cached
+    shards are aggregated by the DataModule with its own ``reduce``.
+    """
+
+    def __init__(
+        self,
+        student: dict[str, Any] | None = None,
+        frontend: dict[str, Any] | None = None,
+        loss: dict[str, Any] | None = None,
+        mode: str = "cached",
+        teacher: str | None = None,
+        teacher_batch_size: int = 256,
+        reduce: str = "max",
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        label_classes: Sequence[str] | None = None,
+        roc_figures: bool = True,
+        export_student: bool = True,
+    ) -> None:
+        super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student)
+        self.save_hyperparameters()
+        if mode not in ("cached", "online"):
+            raise ValueError(f"model.mode={mode!r} must be 'cached' or 'online'")
+        self.mode = mode
+        self.criterion = DistillationLoss(**dict(loss or {}))
+        self.reduce = reduce
+        self.teacher_path = teacher
+        self.teacher_batch_size = teacher_batch_size
+        self.roc_figures = roc_figures
+        self.scores = ScoreCollector()
+        self.split_loss = per_split(MeanMetric)
+        # Plain attribute: not a submodule, so not in state_dict, the optimiser, or DDP.
+        self.__dict__["teacher"] = None
+
+    # -- the frozen teacher (online mode)
+    def set_teacher(self, teacher: nn.Module) -> None:
+        teacher.eval().requires_grad_(False)
+        self.__dict__["teacher"] = teacher
+
+    def get_teacher(self) -> nn.Module:
+        teacher = self.__dict__.get("teacher")
+        if teacher is None:
+            from crossmodal.lit.teacher import load_teacher
+
+            teacher = load_teacher(self.teacher_path)
+            self.set_teacher(teacher)
+        if next(teacher.parameters()).device != self.device:
+            teacher.to(self.device)
+        return teacher
+
+    def setup(self, stage: str) -> None:
+        if self.mode == "online":
+            self.get_teacher()
+
+    @torch.no_grad()
+    def teacher_targets(self, frames: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Face frames per sample (uint8 [n_i, H, W(, 3)]) -> aggregated teacher logits [B, 8]."""
+        teacher = self.get_teacher()
+        counts = [len(f) for f in frames]
+        if min(counts) == 0:
+            raise ValueError("a sample reached the teacher with no face frame in its window (the loader should have skipped it)")
+        inputs = [teacher.preprocess(f.to(self.device)) for f in frames]
+        flat = torch.cat(inputs)
+        logits = torch.cat([teacher(chunk) for chunk in flat.split(self.teacher_batch_size)]).float()
+        per_sample = logits.split(counts)
+        if self.reduce == "max":
+            return torch.stack([chunk.max(0).values for chunk in per_sample])
+        return torch.stack([chunk.mean(0) for chunk in per_sample])
+
+    def batch_targets(self, batch: dict[str, Any]) -> torch.Tensor:
+        if self.mode == "online":
+            if "frames" not in batch:
+                raise ValueError("model.mode=online needs pair shards with face frames (data.mode=online)")
+            return self.teacher_targets(batch["frames"])
+        if "target" not in batch:
+            raise ValueError("model.mode=cached needs distillation shards with teacher logits (data.mode=cached)")
+        return batch["target"]
+
+    # -- steps
+    def batch_loss(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        targets = self.batch_targets(batch)
+        logits, _ = self(batch["wave"], batch["lengths"])
+        return self.criterion(logits, targets), logits, targets
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        self.count_skipped(batch)
+        parts, _, _ = self.batch_loss(batch)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, prog_bar=name == "loss")
+        return parts["loss"]
+
+    def _eval_step(self, batch: dict[str, Any]) -> None:
+        targets = self.batch_targets(batch)
+        logits, _ = self(batch["wave"], batch["lengths"])
+        for index, split in enumerate(SPLITS):
+            chosen = batch["split"] == index
+            if chosen.any():
+                self.split_loss[f"split_{split}"].update(self.criterion(logits[chosen], targets[chosen])["loss"], chosen.sum())
+        self.scores.update(torch.softmax(logits.float(), -1), targets.argmax(-1), batch["split"])
+        self.update_recall(logits, batch)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        log_split_losses(self, stage, self.split_loss)
+        self.log_recall(stage)
+        if not self.scores.update_called:
+            return
+        scores, labels, groups = self.scores.compute()
+        self.scores.reset()
+        figures = self.roc_figures and not self.trainer.sanity_checking
+        table: dict[str, dict[str, Any]] = {}
+        for index, split in enumerate(SPLITS):
+            chosen = groups == index
+            if not chosen.any():
+                continue
+            result = per_emotion_auc(scores[chosen], labels[chosen], with_curves=figures)
+            table[split] = result
+            for emotion, auc in result["auc"].items():
+                self.log(f"{stage}/auc_{split}/{emotion}", auc)
+            for name in ("mean", "mean_paper"):
+                if name in result:
+                    self.log(f"{stage}/auc_{split}/{name}", result[name])
+            self.log(f"{stage}/auc_{split}/scored", float(len(result["auc"])))
+            if figures and result["curves"]:
+                self.roc_figure(stage, split, result)
+        if figures and table:
+            self.auc_table(stage, table)
+
+    # -- pictures and tables
+    def roc_figure(self, stage: str, split: str, result: dict[str, Any]) -> None:
+        from crossmodal.utils.figures import log_figure
+        from crossmodal.utils.plots import roc_figure
+
+        absent = f"; absent: {', '.join(result['absent'])}" if result["absent"] else ""
+        title = f"{stage} {split} (n={result['count']}): student vs teacher's dominant emotion{absent}"
+        fig = roc_figure(result["curves"], title=title)
+        fig.axes[0].title.set_fontsize(8)
+        log_figure(self.trainer, f"{stage}/roc_{split}", fig)
+
+    def auc_table(self, stage: str, table: dict[str, dict[str, Any]]) -> None:
+        """AUC per emotion x split: CSV in the plots folder, and a W&B table when W&B is on."""
+        if not self.trainer.is_global_zero:
+            return
+        splits = list(table)
+        rows = []
+        for emotion in list(EMOTIONS) + ["mean", "mean_paper"]:
+            row = [emotion]
+            for split in splits:
+                value = table[split]["auc"].get(emotion, table[split].get(emotion))
+                row.append(f"{value:.4f}" if isinstance(value, float) else "absent")
+            rows.append(row)
+        rows.append(["clips"] + [str(table[split]["count"]) for split in splits])
+        columns = ["emotion"] + splits
+        path = Path(self.trainer.default_root_dir) / "plots" / f"{stage}_auc_table.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            writer.writerows(rows)
+        for logger in self.trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                try:
+                    logger.log_table(key=f"{stage}/auc_table", columns=columns, data=rows)
+                except Exception as exn:  # noqa: BLE001 - a logger failure must not lose the run
+                    log.warning("could not send the AUC table to W&B: %s", exn)
+
+
+def export_student(checkpoint: str | Path, out_path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """A Lightning checkpoint of DistillationModule / StudentSpeech -> the slim student file."""
+    from crossmodal.lit.student import StudentSpeech
+
+    checkpoint = Path(checkpoint)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    hparams = state.get("hyper_parameters", {})
+    cls = DistillationModule if "loss" in hparams else StudentSpeech
+    module = cls.load_from_checkpoint(checkpoint, map_location="cpu")
+    return module.save_student_file(out_path, extra={"checkpoint": str(checkpoint), "module": cls.__name__, **(extra or {})})

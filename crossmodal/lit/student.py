@@ -1,0 +1,271 @@
+"""Speech students as LightningModules: the shared base, and StudentSpeech trained with true labels.
+
+:class:`SpeechModuleBase` owns what every speech student needs: the front-end and a network built
+by name (``crossmodal.models.speech``), the optimiser and learning-rate schedule, unweighted /
+weighted average recall (UA / WA) per split on labelled samples, the ``data/skipped`` count, and
+writing the slim student file (``<run_dir>/student.pt``) after testing.
+:class:`StudentSpeech` trains it with cross-entropy on the corpus labels: the supervised upper
+bound the distilled student is compared with. :class:`~crossmodal.lit.distill.DistillationModule`
+trains the same networks on the teacher's soft labels.
+
+Optimisation (``optimizer`` / ``scheduler`` dicts):
+    optimizer: {name: sgd | adamw, lr, momentum, weight_decay}
+    scheduler: {name: logspace, lr_end}   lr log-spaced per epoch from lr to lr_end (the paper's)
+               {name: onecycle, pct_start} one-cycle over all training steps, peak at lr
+               {name: none}
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics import MeanMetric, SumMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from crossmodal.data.distill import NO_LABEL, SPLITS
+from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS, emotion_index
+from crossmodal.models.frontend import build_frontend
+from crossmodal.models.speech import create_student, save_student
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPTIMIZER = {"name": "sgd", "lr": 1e-4, "momentum": 0.9, "weight_decay": 5e-4}
+DEFAULT_SCHEDULER = {"name": "logspace", "lr_end": 1e-5}
+
+
+def recall_from_confusion(confusion: torch.Tensor, classes: Sequence[int]) -> dict[str, float]:
+    """UA (mean recall over ``classes`` that have samples), WA (accuracy) and per-class recall."""
+    confusion = confusion.double()
+    support = confusion.sum(1)
+    out: dict[str, float] = {}
+    recalls = []
+    for c in classes:
+        if support[c] > 0:
+            recall = float(confusion[c, c] / support[c])
+            out[f"recall/{EMOTIONS[c]}"] = recall
+            recalls.append(recall)
+    total = float(support.sum())
+    if recalls:
+        out["ua"] = sum(recalls) / len(recalls)
+    if total > 0:
+        out["wa"] = float(confusion.diag().sum() / total)
+    return out
+
+
+def per_split(make_metric) -> nn.ModuleDict:
+    """One metric per split, keyed ``split_<name>`` (``train`` is a reserved nn.Module attribute)."""
+    return nn.ModuleDict({f"split_{split}": make_metric() for split in SPLITS})
+
+
+def log_split_losses(module: L.LightningModule, stage: str, losses: nn.ModuleDict) -> None:
+    """Log ``<stage>/loss_<split>`` and ``<stage>/loss``: the heard split's loss when there is one.
+
+    Model selection watches ``val/loss``; taking it from held-out clips of training speakers keeps
+    the unheard speakers out of every choice made during training.
+    """
+    values = {}
+    for name, metric in losses.items():
+        split = name.removeprefix("split_")
+        if metric.update_called:
+            values[split] = metric.compute()
+            module.log(f"{stage}/loss_{split}", values[split])
+        metric.reset()
+    for split in ("heard", "unheard", "train"):
+        if split in values:
+            module.log(f"{stage}/loss", values[split])
+            break
+
+
+class SpeechModuleBase(L.LightningModule):
+    def __init__(
+        self,
+        student: dict[str, Any] | None = None,
+        frontend: dict[str, Any] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        label_classes: Sequence[str] | None = None,
+        export_student: bool = True,
+    ) -> None:
+        super().__init__()
+        student = dict(student or {"name": "vggvox"})
+        self.student_name = student["name"]
+        self.frontend = build_frontend(frontend)
+        self.student_kwargs = {"n_freq": self.frontend.n_freq, **dict(student.get("kwargs") or {})}
+        self.net = create_student(self.student_name, **self.student_kwargs)
+        self.optimizer_cfg = {**DEFAULT_OPTIMIZER, **dict(optimizer or {})}
+        self.scheduler_cfg = {**DEFAULT_SCHEDULER, **dict(scheduler or {})}
+        # UA is computed over these classes, and predictions are restricted to them (argmax over the
+        # classes the labelled corpus has: a student cannot be right about a class the corpus lacks).
+        self.label_classes = [emotion_index(name) for name in (label_classes or EMOTIONS)]
+        self.export_student = export_student
+        self.confusion = per_split(lambda: MulticlassConfusionMatrix(NUM_EMOTIONS))
+        self.skipped = SumMetric()
+
+    # -- network
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        features, frames = self.frontend(wave, lengths)
+        return self.net(features, frames)
+
+    def restricted_prediction(self, logits: torch.Tensor) -> torch.Tensor:
+        classes = torch.tensor(self.label_classes, device=logits.device)
+        return classes[logits[:, classes].argmax(1)]
+
+    # -- shared eval bookkeeping
+    def update_recall(self, logits: torch.Tensor, batch: dict[str, Any]) -> None:
+        labels, splits = batch["label"], batch["split"]
+        labelled = labels != NO_LABEL
+        if not labelled.any():
+            return
+        predictions = self.restricted_prediction(logits.detach())
+        for index, split in enumerate(SPLITS):
+            chosen = labelled & (splits == index)
+            if chosen.any():
+                self.confusion[f"split_{split}"].update(predictions[chosen], labels[chosen])
+
+    def log_recall(self, stage: str) -> dict[str, dict[str, float]]:
+        results = {}
+        for split in SPLITS:
+            metric = self.confusion[f"split_{split}"]
+            confusion = metric.compute() if metric.update_called else None
+            metric.reset()
+            if confusion is None or confusion.sum() == 0:
+                continue
+            scores = recall_from_confusion(confusion, self.label_classes)
+            results[split] = scores
+            for name, value in scores.items():
+                if name in ("ua", "wa"):
+                    self.log(f"{stage}/{name}_{split}", value)
+            if stage != "train" and not self.trainer.sanity_checking:
+                self.confusion_figure(stage, split, confusion)
+        return results
+
+    def confusion_figure(self, stage: str, split: str, confusion: torch.Tensor) -> None:
+        try:
+            from crossmodal.utils.figures import log_figure
+            from crossmodal.utils.plots import confusion_matrix_figure
+        except ImportError:  # pragma: no cover - the plotting helpers are part of the package
+            return
+        classes = self.label_classes
+        matrix = confusion[classes][:, classes].cpu().numpy()
+        log_figure(self.trainer, f"{stage}/confusion_{split}", confusion_matrix_figure(matrix, [EMOTIONS[c] for c in classes], title=f"{stage} {split}: UA on labelled clips"))
+
+    def count_skipped(self, batch: dict[str, Any]) -> None:
+        if "skipped" in batch:
+            self.skipped.update(batch["skipped"].float().sum())
+
+    def on_train_epoch_end(self) -> None:
+        if self.skipped.update_called:
+            self.log("data/skipped", self.skipped.compute())
+        self.skipped.reset()
+
+    # -- optimisation
+    def configure_optimizers(self):
+        cfg = dict(self.optimizer_cfg)
+        name = cfg.pop("name")
+        lr = cfg.pop("lr")
+        params = self.net.parameters()
+        if name == "sgd":
+            optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.get("momentum", 0.9), weight_decay=cfg.get("weight_decay", 5e-4))
+        elif name == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.get("weight_decay", 1e-2), betas=tuple(cfg.get("betas", (0.9, 0.999))))
+        else:
+            raise ValueError(f"model.optimizer.name={name!r} is not one of sgd, adamw")
+        sched = dict(self.scheduler_cfg)
+        kind = sched.get("name", "none")
+        if kind in (None, "none"):
+            return optimizer
+        if kind == "logspace":
+            epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else sched.get("epochs")
+            if not epochs:
+                raise ValueError("model.scheduler.name=logspace needs trainer.max_epochs (or model.scheduler.epochs)")
+            ratio = sched.get("lr_end", lr / 10) / lr
+            span = max(1, epochs - 1)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: ratio ** (min(epoch, span) / span))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        if kind == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=lr, total_steps=int(self.trainer.estimated_stepping_batches),
+                pct_start=sched.get("pct_start", 0.3), div_factor=sched.get("div_factor", 25.0), final_div_factor=sched.get("final_div_factor", 1e4),
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        raise ValueError(f"model.scheduler.name={kind!r} is not one of logspace, onecycle, none")
+
+    # -- the slim student file
+    def student_file_payload(self) -> dict[str, Any]:
+        return {
+            "net_name": self.student_name,
+            "net_kwargs": dict(self.student_kwargs),
+            "frontend_cfg": self.frontend.frontend_config(),
+            "state_dict": self.net.state_dict(),
+        }
+
+    def save_student_file(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        return save_student(path, extra=extra, **self.student_file_payload())
+
+    def on_test_end(self) -> None:
+        if self.export_student and self.trainer.is_global_zero and not getattr(self.trainer, "fast_dev_run", False):
+            path = Path(self.trainer.default_root_dir) / "student.pt"
+            self.save_student_file(path, extra={"module": type(self).__name__, "label_classes": [EMOTIONS[c] for c in self.label_classes]})
+            log.info("wrote the student file %s (use it with predict/export)", path)
+
+
+class StudentSpeech(SpeechModuleBase):
+    """A speech student trained with true emotion labels (cross-entropy), the supervised upper bound."""
+
+    def __init__(
+        self,
+        student: dict[str, Any] | None = None,
+        frontend: dict[str, Any] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        label_classes: Sequence[str] | None = None,
+        label_smoothing: float = 0.0,
+        export_student: bool = True,
+    ) -> None:
+        super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student)
+        self.save_hyperparameters()
+        self.label_smoothing = label_smoothing
+        self.split_loss = per_split(MeanMetric)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if (labels == NO_LABEL).all():
+            raise ValueError("a supervised batch has no labelled sample: StudentSpeech needs shards whose json carries `label`")
+        return F.cross_entropy(logits, labels, ignore_index=NO_LABEL, label_smoothing=self.label_smoothing)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        self.count_skipped(batch)
+        logits, _ = self(batch["wave"], batch["lengths"])
+        loss = self.loss(logits, batch["label"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any]) -> None:
+        logits, _ = self(batch["wave"], batch["lengths"])
+        labels = batch["label"]
+        for index, split in enumerate(SPLITS):
+            chosen = (labels != NO_LABEL) & (batch["split"] == index)
+            if chosen.any():
+                self.split_loss[f"split_{split}"].update(self.loss(logits[chosen], labels[chosen]), chosen.sum())
+        self.update_recall(logits, batch)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        log_split_losses(self, stage, self.split_loss)
+        self.log_recall(stage)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
