@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -243,9 +244,11 @@ class DistillDataModule(L.LightningDataModule):
         min_seconds: float = 0.5,
         reduce: str = "max",
         batch_size: int = 64,
+        global_batch_size: int | None = None,
         eval_batch_size: int = 32,
         num_workers: int = 2,
         batches_per_epoch: int = 100,
+        epoch_fraction: float | None = None,
         shuffle_buffer: int = 1000,
         train_eval_shards: int = 1,
         silence_rms: float = 1e-4,
@@ -260,7 +263,9 @@ class DistillDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        self.global_batch_size = global_batch_size
         self.batches_per_epoch = batches_per_epoch
+        self.epoch_fraction = epoch_fraction
         self.shuffle_buffer = shuffle_buffer
         self.train_eval_shards = train_eval_shards
         self.seed = seed
@@ -298,16 +303,37 @@ class DistillDataModule(L.LightningDataModule):
         return paths
 
     # -- loaders
+    def world_size(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.world_size) if trainer is not None else 1
+
+    def train_batch_size(self) -> int:
+        """Per-process batch: ``batch_size``, or ``global_batch_size`` shared over the processes."""
+        if not self.global_batch_size:
+            return self.batch_size
+        world = self.world_size()
+        if self.global_batch_size % world:
+            raise ValueError(f"data.global_batch_size={self.global_batch_size} does not split evenly over {world} processes")
+        return self.global_batch_size // world
+
+    def train_batches_per_epoch(self, batch_size: int) -> int:
+        """``batches_per_epoch``, or ``epoch_fraction`` of the training segments per epoch (all processes together)."""
+        if not self.epoch_fraction:
+            return self.batches_per_epoch
+        total = self.manifest().count("train-")
+        return max(1, math.ceil(self.epoch_fraction * total / (batch_size * self.world_size())))
+
     def train_dataloader(self):
         paths = self.split_paths("train")
         if not paths:
             raise ValueError(f"{self.shards} has no train-* shards")
         pad_to = int(round(self.window_seconds * SAMPLE_RATE))
+        batch_size = self.train_batch_size()
         stream = ShardStream(
-            paths, DistillDecoder(train=True, **self.decoder_kwargs), SpeechCollate(pad_to), self.batch_size,
+            paths, DistillDecoder(train=True, **self.decoder_kwargs), SpeechCollate(pad_to), batch_size,
             train=True, seed=self.seed, shuffle_buffer=self.shuffle_buffer, strict=self.strict,
         )
-        self._train_loader = EpochLoader(stream, self.num_workers, self.batches_per_epoch)
+        self._train_loader = EpochLoader(stream, min(self.num_workers, len(paths)) if self.num_workers else 0, self.train_batches_per_epoch(batch_size))
         return self._train_loader
 
     def _eval_loader(self):
@@ -347,7 +373,8 @@ def prepare_shards(shards: str | Path, mode: str, recipe: dict[str, Any]) -> Non
     if kind != "pseudo_pairs":
         raise ValueError(f"data.prepare.kind={kind!r}: only 'pseudo_pairs' can be built automatically; run task=prepare/extract for others")
     from crossmodal.data import pseudo_pairs
-    from crossmodal.tasks import extract
+    from crossmodal.lit.teacher import load_teacher
+    from crossmodal.tasks.extract import extract_logits, teacher_name
 
     shards = Path(shards)
     teacher = recipe.pop("teacher", None)
@@ -358,4 +385,4 @@ def prepare_shards(shards: str | Path, mode: str, recipe: dict[str, Any]) -> Non
     if mode == "online":
         return
     log.info("extracting teacher logits into %s", shards)
-    extract.extract_logits(pairs_dir, shards, teacher)
+    extract_logits(load_manifest(pairs_dir), shards, load_teacher(teacher), teacher_name=teacher_name(teacher))
