@@ -439,6 +439,10 @@ def item_samples(item: PairItem, split: str, cfg: PairsConfig, skips: SkipLog, s
     if item.kind == "frames":
         yield from _frames_item_samples(item, split, cfg, skips, stats)
         return
+    problem = probe_video(item.media, needs_audio=item.audio is None)
+    if problem:
+        skips.skip(problem[0], item.media, problem[1])
+        return
     wave = _load_audio_or_skip(item.audio or item.media, cfg, skips)
     if wave is None:
         return
@@ -456,6 +460,23 @@ def item_samples(item: PairItem, split: str, cfg: PairsConfig, skips: SkipLog, s
         skips.skip("no_face", item.media, f"no face in {crops.sampled} sampled frames")
         return
     yield from track_segments(item, split, wave, crops.frames, np.asarray(crops.times), crops.tracks, cfg, skips, stats)
+
+
+def probe_video(path: str, needs_audio: bool = True) -> tuple[str, str] | None:
+    """(reason, detail) when a video file cannot serve as a talking-face source, else None."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            has_video = bool(container.streams.video)
+            has_audio = bool(container.streams.audio)
+    except Exception as exn:  # noqa: BLE001 - PyAV raises many error types for bad files
+        return "unreadable_video", f"cannot open: {exn}"
+    if not has_video:
+        return "no_video_stream", "audio with no video"
+    if needs_audio and not has_audio:
+        return "no_audio_stream", "a video with no audio stream"
+    return None
 
 
 def frame_index_times(paths: Sequence[Path], fps: float) -> np.ndarray:

@@ -1,0 +1,320 @@
+"""task=extract: the teacher's logits on every face frame of the pair shards -> distillation shards.
+
+    python -m crossmodal.run experiment=extract_logits data.source=/data/grid [teacher_ckpt=...]
+    python -m crossmodal.run experiment=extract_logits data.pairs=/data/pairs/voxceleb1
+
+This is the EmoVoxCeleb product (method.md §2). Pair shards are built first when ``data.pairs``
+is not given (reused when already there). Then each pair shard gives exactly one distillation
+shard of the same name holding, per segment: the audio (``flac``), the teacher's pre-softmax
+logits per face frame (``logits.npy``, [n_frames, 8] in FER+ order, float16 unless
+``data.logits_dtype=float32``), the frame times (``times.npy``) and the pair metadata plus the
+teacher's name (``json``). The frames themselves are not copied, so these shards are small.
+
+Work is split by shard: across DDP ranks (torch.distributed when initialised, else the
+RANK/WORLD_SIZE environment), then the decoding of a rank's shards across ``data.num_workers``
+loader processes while the main process runs the teacher in batches of ``data.batch_size`` frames
+over all frames of a shard. Finished output shards (tar + sidecar) are reused, so a killed run
+resumes where it stopped. At the end: throughput (frames/s) printed and returned, counts of
+segments, frames and skips, and a histogram of the teacher's dominant emotion per segment
+(argmax of the max-pooled logits, the paper's statistic) saved to ``plots/``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from crossmodal.data.pairs import PairsConfig, decode_pair_frames, npy_bytes, prefetched, prepare_pairs, wait_for_shards
+from crossmodal.data.shards import (
+    Manifest,
+    ShardJob,
+    SkipLog,
+    dist_info,
+    load_manifest,
+    shard_done,
+    write_manifest,
+    write_shard_set,
+)
+from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg, ctx) -> dict[str, Any]:
+    """Prepare pair shards if needed, extract teacher logits, report counts, throughput and the histogram."""
+    from crossmodal.lit.teacher import load_teacher
+
+    if not cfg.get("data"):
+        raise ValueError("task=extract needs pair data: use experiment=extract_logits with data.source=... or data.pairs=...")
+    data = PairsConfig.from_cfg(cfg.data)
+    strict = bool(cfg.get("strict")) or data.strict
+    rank, world = dist_info()
+    device = "cuda" if torch.cuda.is_available() and str(cfg.trainer.get("accelerator", "cpu")) in ("gpu", "cuda", "auto") else "cpu"
+    if device == "cuda" and world > 1:
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    # The teacher first: a missing or unreadable teacher fails before any decoding work.
+    teacher_ckpt = cfg.get("teacher_ckpt")
+    teacher = load_teacher(teacher_ckpt, device=device)
+    name = teacher_name(teacher_ckpt)
+    pairs = prepare_pairs(data, rank=rank, world_size=world, strict=strict)
+    out_dir = Path(data.distill_dir) if data.distill_dir else Path(data.data_dir) / "distill" / f"{pairs.root.name}-{name}"
+    manifest, stats = extract_logits(
+        pairs, out_dir, teacher, teacher_name=name, batch_size=data.batch_size, logits_dtype=data.logits_dtype,
+        num_workers=data.num_workers, strict=strict, rank=rank, world_size=world, device=device,
+    )
+    if manifest is None:  # not rank 0
+        return {}
+    summary = summarise(manifest)
+    metrics = report(pairs, manifest, stats, summary)
+    fig = dominant_histogram_figure(summary["dominant"], title=f"teacher {name}: dominant emotion per segment ({manifest.root.name})")
+    ctx.save_figure("extract/dominant_emotion", fig)
+    return metrics
+
+
+def teacher_name(ckpt: str | None) -> str:
+    return "teacher_cpu" if not ckpt else Path(str(ckpt)).stem
+
+
+# ----------------------------------------------------------------------------------- extraction
+
+
+def _read_pair_shard(path: str, strict: bool) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
+    """Decode every sample of one pair shard: frames as uint8 arrays; bad samples become skip events."""
+    import webdataset as wds
+
+    events: list[tuple[str, str, str]] = []
+
+    def on_error(exn: Exception) -> bool:
+        events.append(("corrupt_pair_shard", path, str(exn)))
+        return True
+
+    samples = []
+    with open(path, "rb") as stream:
+        raw = wds.tariterators.group_by_keys(
+            wds.tariterators.tar_file_expander([{"url": path, "stream": stream}], handler=on_error), handler=on_error
+        )
+        for sample in raw:
+            key = sample.get("__key__", "?")
+            try:
+                frames, times = decode_pair_frames(sample)
+                meta = json.loads(sample["json"].decode("utf-8"))
+                flac = sample["flac"]
+            except Exception as exn:  # noqa: BLE001 - a bad sample is counted (or raised under strict)
+                reason = "frames_times_mismatch" if "timestamps" in str(exn) else "corrupt_pair_sample"
+                events.append((reason, f"{path}:{key}", str(exn)))
+                continue
+            samples.append({"key": key, "frames": frames, "times": times, "meta": meta, "flac": flac})
+    return samples, events
+
+
+@torch.inference_mode()
+def teacher_logits(teacher: torch.nn.Module, frames: np.ndarray, batch_size: int, device: str = "cpu") -> np.ndarray:
+    """The teacher's pre-softmax logits for uint8 frames [N, H, W(, 3)], in batches: float32 [N, 8]."""
+    outputs = []
+    for start in range(0, len(frames), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(frames[start : start + batch_size])).to(device)
+        outputs.append(teacher(teacher.preprocess(batch)).float().cpu())
+    if not outputs:
+        return np.zeros((0, NUM_EMOTIONS), dtype=np.float32)
+    return torch.cat(outputs).numpy()
+
+
+def _group_by_shape(samples: Sequence[dict[str, Any]]) -> dict[tuple, list[int]]:
+    groups: dict[tuple, list[int]] = {}
+    for i, sample in enumerate(samples):
+        groups.setdefault(sample["frames"].shape[1:], []).append(i)
+    return groups
+
+
+def extract_logits(
+    pairs: Manifest,
+    out_dir: str | Path,
+    teacher: torch.nn.Module,
+    *,
+    teacher_name: str,
+    batch_size: int = 256,
+    logits_dtype: str = "float16",
+    num_workers: int = 0,
+    strict: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    device: str = "cpu",
+) -> tuple[Manifest | None, dict[str, Any]]:
+    """Write one distillation shard per pair shard into ``out_dir``; reuse finished ones.
+
+    Returns the manifest (None on ranks other than 0) and this rank's work:
+    ``{"frames": n, "segments": n, "seconds": wall time, "written": shards, "reused": shards}``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_same_teacher(out_dir, teacher_name, pairs)
+    dtype = {"float16": np.float16, "float32": np.float32}[logits_dtype]
+    names = [Path(s["name"]).stem for s in pairs.shards]
+    jobs = [ShardJob(n, [str(pairs.root / f"{n}.tar")]) for n in names]
+    mine = jobs[rank::world_size]
+    todo = [job for job in mine if not shard_done(out_dir, job.name)]
+    work = {"frames": 0, "segments": 0, "seconds": 0.0}
+    results = prefetched(todo, lambda job: _read_pair_shard(job.items[0], strict), num_workers)
+
+    def make_samples(job: ShardJob, skips: SkipLog) -> Iterator[dict[str, Any]]:
+        name, (samples, events) = next(results)
+        if name != job.name:  # pragma: no cover - fixed by construction
+            raise RuntimeError(f"extraction order mismatch: read {name}, writing {job.name}")
+        for reason, where, detail in events:
+            skips.skip(reason, where, detail)
+        logits_per_sample: dict[int, np.ndarray] = {}
+        for _, members in _group_by_shape(samples).items():
+            frames = np.concatenate([samples[i]["frames"] for i in members])
+            logits = teacher_logits(teacher, frames, batch_size, device)
+            if logits.shape != (len(frames), NUM_EMOTIONS):
+                skips.skip("logits_frames_mismatch", job.items[0], f"teacher gave {tuple(logits.shape)} for {len(frames)} frames")
+                return
+            offset = 0
+            for i in members:
+                n = len(samples[i]["frames"])
+                logits_per_sample[i] = logits[offset : offset + n]
+                offset += n
+        for i, sample in enumerate(samples):
+            logits = logits_per_sample[i]
+            if len(logits) != len(sample["times"]):
+                skips.skip("logits_frames_mismatch", f"{job.items[0]}:{sample['key']}", f"{len(logits)} logits, {len(sample['times'])} times")
+                continue
+            meta = dict(sample["meta"], teacher=teacher_name, n_frames=len(logits))
+            work["frames"] += len(logits)
+            work["segments"] += 1
+            yield {
+                "__key__": sample["key"],
+                "flac": sample["flac"],
+                "logits.npy": npy_bytes(logits.astype(dtype)),
+                "times.npy": npy_bytes(sample["times"].astype(np.float32)),
+                "json": json.dumps(meta, sort_keys=True).encode(),
+            }
+
+    meta = {
+        "kind": "distill",
+        "teacher": teacher_name,
+        "pairs": str(pairs.root),
+        "split_file": pairs.meta.get("split_file"),
+        "frame_rate": pairs.meta.get("frame_rate"),
+        "sample_rate": pairs.meta.get("sample_rate"),
+        "synthetic": pairs.meta.get("synthetic", False),
+        "emotions": list(EMOTIONS),
+        "logits_dtype": logits_dtype,
+    }
+    started = time.perf_counter()
+    _, counts = write_shard_set(
+        out_dir, jobs, make_samples, strict=strict, desc="teacher logits", rank=rank, world_size=world_size, finalize=False
+    )
+    work["seconds"] = time.perf_counter() - started
+    work.update(counts)
+    if work["frames"]:
+        log.info(
+            "extract: %d frames of %d segments in %.1f s: %.1f frames/s (rank %d)",
+            work["frames"], work["segments"], work["seconds"], work["frames"] / work["seconds"], rank,
+        )
+    if world_size > 1:
+        wait_for_shards(out_dir, names)
+    if rank != 0:
+        return None, work
+    return write_manifest(out_dir, names, meta), work
+
+
+def _check_same_teacher(out_dir: Path, teacher_name: str, pairs: Manifest) -> None:
+    """Refuse to mix shards of another teacher or other pairs into one output folder."""
+    stamp = out_dir / "extract_source.json"
+    mine = {"teacher": teacher_name, "pairs": str(Path(pairs.root).resolve())}
+    if stamp.exists():
+        saved = json.loads(stamp.read_text())
+        if saved != mine and any(out_dir.glob("*.tar")):
+            raise ValueError(
+                f"{out_dir} holds distillation shards of teacher {saved.get('teacher')} on {saved.get('pairs')}, "
+                f"not {teacher_name} on {mine['pairs']}. Set data.distill_dir to another folder, or delete the old shards"
+            )
+    if dist_info()[0] == 0:
+        stamp.write_text(json.dumps(mine, indent=1) + "\n")
+
+
+# ------------------------------------------------------------------------------------ reporting
+
+
+def iter_distill(paths: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """Raw distillation samples with ``logits`` and ``times`` decoded (for statistics and tests)."""
+    import webdataset as wds
+
+    for path in paths:
+        with open(path, "rb") as stream:
+            for sample in wds.tariterators.group_by_keys(wds.tariterators.tar_file_expander([{"url": path, "stream": stream}])):
+                sample["logits"] = np.load(io.BytesIO(sample["logits.npy"]), allow_pickle=False)
+                sample["times"] = np.load(io.BytesIO(sample["times.npy"]), allow_pickle=False)
+                sample["meta"] = json.loads(sample["json"].decode("utf-8"))
+                yield sample
+
+
+def summarise(manifest: Manifest) -> dict[str, Any]:
+    """Segments, frames and the dominant emotion per segment over every shard of the set."""
+    dominant: Counter[str] = Counter({e: 0 for e in EMOTIONS})
+    per_split: Counter[str] = Counter()
+    frames = 0
+    segments = 0
+    for sample in iter_distill(manifest.paths()):
+        logits = sample["logits"].astype(np.float32)
+        dominant[EMOTIONS[int(np.argmax(logits.max(axis=0)))]] += 1
+        per_split[sample["meta"].get("split", "?")] += 1
+        frames += len(logits)
+        segments += 1
+    return {"segments": segments, "frames": frames, "dominant": dict(dominant), "per_split": dict(per_split)}
+
+
+def report(pairs: Manifest, distill: Manifest, work: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """Flat metrics for metrics.json, and the printed summary line with the throughput."""
+    metrics: dict[str, Any] = {
+        "extract/segments": summary["segments"],
+        "extract/frames": summary["frames"],
+        "extract/shards_written": work.get("written", 0),
+        "extract/shards_reused": work.get("reused", 0),
+        "extract/frames_this_run": work["frames"],
+        "extract/seconds": round(work["seconds"], 3),
+    }
+    if work["frames"]:
+        metrics["extract/frames_per_s"] = round(work["frames"] / max(work["seconds"], 1e-9), 2)
+    for split, n in sorted(summary["per_split"].items()):
+        metrics[f"extract/segments/{split}"] = n
+    for emotion, n in summary["dominant"].items():
+        metrics[f"extract/dominant/{emotion}"] = n
+    stats = pairs.meta.get("stats", {})
+    for key in ("segments", "frames", "frames_sampled", "frames_no_face", "frames_corrupt", "frames_unused"):
+        if key in stats:
+            metrics[f"pairs/{key}"] = stats[key]
+    for prefix, manifest in (("pairs", pairs), ("extract", distill)):
+        counts = manifest.skipped.get("counts", {})
+        metrics[f"{prefix}/skipped"] = sum(counts.values())
+        for reason, n in sorted(counts.items()):
+            metrics[f"{prefix}/skipped/{reason}"] = n
+    throughput = (
+        f"{metrics['extract/frames_per_s']:.1f} frames/s ({work['frames']} frames in {work['seconds']:.1f} s)"
+        if work["frames"]
+        else f"all {work.get('reused', 0)} shards reused, nothing to extract"
+    )
+    skipped = {**{f"pairs/{k}": v for k, v in pairs.skipped.get("counts", {}).items()},
+               **{f"extract/{k}": v for k, v in distill.skipped.get("counts", {}).items()}}
+    message = (
+        f"extract: {summary['segments']} segments, {summary['frames']} face frames -> {distill.root}\n"
+        f"extract: throughput {throughput}\n"
+        f"extract: skipped {skipped or 'nothing'}; dominant emotion per segment {summary['dominant']}"
+    )
+    print(message, flush=True)
+    log.info(message)
+    return metrics
+
+
+def dominant_histogram_figure(counts: dict[str, int], title: str = ""):
+    from crossmodal.utils.plots import bar_figure
+
+    return bar_figure({e: counts.get(e, 0) for e in EMOTIONS}, title=title, ylabel="segments")
