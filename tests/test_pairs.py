@@ -1,0 +1,203 @@
+"""Pair shards from real talking-face data: GRID videos, a VoxCeleb1 layout built from the real
+VoxCeleb1 utterances plus face frames cut from GRID video, a VoxCeleb2-style tree; identity splits."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from crossmodal.data.audio import decode_flac
+from crossmodal.data.pairs import PairsConfig, decode_pair_frames, prepare_pairs
+from crossmodal.data.shards import BadSampleError, load_manifest
+from crossmodal.data.splits import IdentitySplit, load_split_file, make_split, save_split
+from crossmodal.data.video import sample_frames
+from crossmodal.tasks.extract import iter_distill  # noqa: F401 - reading helper shared with extraction
+
+pytest.importorskip("cv2")
+
+GRID_CLIPS = ("bbaf2n.mpg", "brbk7n.mpg", "swiz3n.mpg")
+
+
+def read_samples(path: str) -> list[dict]:
+    import webdataset as wds
+
+    with open(path, "rb") as stream:
+        return list(wds.tariterators.group_by_keys(wds.tariterators.tar_file_expander([{"url": path, "stream": stream}])))
+
+
+def all_samples(manifest) -> list[dict]:
+    return [s for p in manifest.paths() for s in read_samples(p)]
+
+
+def grid_folder(grid_root: Path, dest: Path, clips=GRID_CLIPS) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for clip in clips:
+        os.symlink(grid_root / clip, dest / clip)
+    return dest
+
+
+def test_grid_videos_to_pair_shards(grid_root: Path, tmp_path: Path) -> None:
+    source = grid_folder(grid_root, tmp_path / "grid")
+    cfg = PairsConfig(source=str(source), data_dir=str(tmp_path / "data"), unheard_fraction=0.34, videos_per_shard=2)
+    manifest = prepare_pairs(cfg)
+    assert manifest.meta["layout"] == "videos" and manifest.total == 3
+    assert {Path(p).name.split("-")[0] for p in manifest.paths()} == {"train", "unheard"}
+    assert manifest.meta["stats"]["frames_no_face"] == 0 and manifest.meta["stats"]["frames"] == 39
+    for sample in all_samples(manifest):
+        meta = json.loads(sample["json"])
+        frames, times = decode_pair_frames(sample)
+        wave, rate = decode_flac(sample["flac"])
+        assert rate == 16000 and meta["synthetic"] is False and meta["split"] in sample["__url__"]
+        assert frames.shape == (13, 112, 112) and frames.dtype == np.uint8
+        np.testing.assert_allclose(times, np.arange(13) * 0.24, atol=1e-5)
+        # The segment's audio covers every frame time: ~3 s of GRID speech.
+        assert times[-1] < len(wave) / rate <= 3.2 and meta["duration"] == pytest.approx(len(wave) / rate, abs=1e-3)
+        assert meta["identity"] == Path(meta["source"]).stem and "." not in sample["__key__"]
+    split = load_split_file(manifest.meta["split_file"])
+    assert len(split.unheard) == 1
+    # A re-run reuses every shard; a changed recipe is refused rather than mixed in.
+    mtimes = {p: os.stat(p).st_mtime_ns for p in manifest.paths()}
+    again = prepare_pairs(cfg)
+    assert {p: os.stat(p).st_mtime_ns for p in again.paths()} == mtimes
+    with pytest.raises(ValueError, match="segment_seconds"):
+        prepare_pairs(PairsConfig(**{**cfg.__dict__, "segment_seconds": 1.0}))
+
+
+def test_long_video_is_cut_into_segments(grid_root: Path, tmp_path: Path) -> None:
+    source = grid_folder(grid_root, tmp_path / "grid", clips=GRID_CLIPS[:1])
+    cfg = PairsConfig(source=str(source), data_dir=str(tmp_path / "data"), segment_seconds=1.0, min_segment_seconds=0.5,
+                      unheard_fraction=0.0)
+    samples = all_samples(prepare_pairs(cfg))
+    starts = [json.loads(s["json"])["start"] for s in samples]
+    # The face track ends with the audio (2.98 s): 3 equal pieces of ~0.99 s, 4-5 frames each.
+    assert len(samples) == 3 and starts == sorted(starts)
+    for sample in samples:
+        frames, times = decode_pair_frames(sample)
+        wave, _ = decode_flac(sample["flac"])
+        assert 4 <= len(frames) <= 5 and times.min() >= 0 and times.max() < len(wave) / 16000
+
+
+def _silent_video(path: Path) -> None:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for _ in range(30):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+def test_bad_inputs_are_counted_with_paths(grid_root: Path, tmp_path: Path) -> None:
+    source = grid_folder(grid_root, tmp_path / "grid", clips=GRID_CLIPS[:1])
+    (source / "corrupt.mp4").write_bytes(b"\x00\x01junk" * 100)
+    _silent_video(source / "silent.mp4")
+    sf.write(source / "voice_only.wav", np.zeros(16000, np.float32), 16000)
+    os.rename(source / "voice_only.wav", source / "voice_only.mkv")  # audio with no video
+    cfg = PairsConfig(source=str(source), data_dir=str(tmp_path / "data"), unheard_fraction=0.0)
+    manifest = prepare_pairs(cfg)
+    counts, examples = manifest.skipped["counts"], manifest.skipped["examples"]
+    assert counts == {"unreadable_video": 1, "no_audio_stream": 1, "no_video_stream": 1}
+    assert examples["unreadable_video"] == [str(source / "corrupt.mp4")]
+    assert manifest.total == 1
+    with pytest.raises(BadSampleError, match="corrupt.mp4"):
+        prepare_pairs(PairsConfig(**{**cfg.__dict__, "data_dir": str(tmp_path / "strict"), "strict": True}))
+
+
+def _voxceleb1_tree(grid_root: Path, voxceleb1_root: Path, root: Path) -> tuple[Path, Path]:
+    """wav/<id>/<yt>/<n>.wav from the real utterances; <frames>/<id>/<yt>/<n>/NNNNNNN.jpg from GRID video."""
+    wavs = sorted((voxceleb1_root / "testfiles").rglob("*.wav"))
+    assert len(wavs) == 3
+    frames_root = root / "frames"
+    grid_frames = [image for _, image in sample_frames(grid_root / "bbaf2n.mpg", frame_rate=25.0)]
+    for number, wav in enumerate(wavs):
+        youtube_id, utterance = wav.stem.rsplit("_", 1)
+        identity = f"id1000{number}"
+        target = root / "wav" / identity / youtube_id / f"{utterance[-5:]}.wav"
+        target.parent.mkdir(parents=True)
+        shutil.copy(wav, target)
+        folder = frames_root / identity / youtube_id / utterance[-5:]
+        folder.mkdir(parents=True)
+        for index, image in enumerate(grid_frames):
+            # 224x224 face-centred frames, numbered by frame index like the released dense frames.
+            Image.fromarray(image[32:256, 68:292]).save(folder / f"{index + 1:07d}.jpg", quality=90)
+    return root, frames_root
+
+
+def test_voxceleb1_layout(grid_root: Path, voxceleb1_root: Path, tmp_path: Path) -> None:
+    root, frames_root = _voxceleb1_tree(grid_root, voxceleb1_root, tmp_path / "vox1")
+    (sorted(frames_root.rglob("*.jpg"))[6]).write_bytes(b"not a jpeg")  # a corrupt frame (one that is sampled)
+    orphan = frames_root / "id10009" / "someVideo" / "00001"
+    shutil.copytree(next(p for p in frames_root.glob("*/*/*") if p.is_dir()), orphan)
+    lonely = root / "wav" / "id10008" / "otherVideo" / "00003.wav"
+    lonely.parent.mkdir(parents=True)
+    shutil.copy(next((voxceleb1_root / "testfiles").rglob("*.wav")), lonely)
+    cfg = PairsConfig(source=str(root), frames_root=str(frames_root), data_dir=str(tmp_path / "data"), unheard_fraction=0.0)
+    manifest = prepare_pairs(cfg)
+    assert manifest.meta["layout"] == "voxceleb1"
+    assert manifest.skipped["counts"] == {"frames_without_audio": 1, "audio_without_frames": 1}
+    assert manifest.skipped["examples"]["frames_without_audio"] == [str(orphan)]
+    assert manifest.meta["stats"]["frames_corrupt"] == 1
+    samples = all_samples(manifest)
+    assert len(samples) == 3
+    for sample in samples:
+        meta = json.loads(sample["json"])
+        frames, times = decode_pair_frames(sample)
+        wave, _ = decode_flac(sample["flac"])
+        assert meta["identity"].startswith("id1000") and sample["__key__"].startswith(meta["identity"])
+        assert frames.shape[1:] == (112, 112) and len(frames) in (12, 13)  # 3 s of frames at 25/6 fps
+        assert times[-1] < len(wave) / 16000 <= 3.2  # the face track bounds the segment, not the 8-11 s wav
+        assert meta["frames_source"].endswith(meta["utterance"])
+
+
+def test_voxceleb2_layout(grid_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "vox2"
+    for number, clip in enumerate(GRID_CLIPS[:2]):
+        target = root / f"id0000{number}" / "ytVideo" / "00001.mp4"
+        target.parent.mkdir(parents=True)
+        os.symlink(grid_root / clip, target)  # MPEG-PS named .mp4: ffmpeg probes the content
+    manifest = prepare_pairs(PairsConfig(source=str(root), data_dir=str(tmp_path / "data"), unheard_fraction=0.5))
+    assert manifest.meta["layout"] == "voxceleb2" and manifest.total == 2
+    assert sorted(s["__key__"] for s in all_samples(manifest)) == ["id00000_ytVideo_00001_s000", "id00001_ytVideo_00001_s000"]
+
+
+def test_split_round_trip_and_guarantees(tmp_path: Path) -> None:
+    videos = [(f"id{i:05d}", f"v{j}") for i in range(40) for j in range(1 + i % 3)]
+    split = make_split(videos, seed=3, unheard_fraction=0.25, heard_fraction=0.2)
+    identities = {i for i, _ in videos}
+    assert len(split.unheard) == 10
+    path = save_split(split, tmp_path / "splits.json", identities)
+    loaded = load_split_file(path)
+    assert (loaded.unheard, loaded.heard, loaded.seed) == (split.unheard, split.heard, 3)
+    saved = json.loads(path.read_text())
+    assert not set(saved["train"]) & set(saved["unheard"]) and set(saved["train"]) | set(saved["unheard"]) == identities
+    assignments = {(i, v): split.assign(i, v) for i, v in videos}
+    train_ids = {i for (i, _), s in assignments.items() if s == "train"}
+    unheard_ids = {i for (i, _), s in assignments.items() if s == "unheard"}
+    heard_ids = {i for (i, _), s in assignments.items() if s == "heard"}
+    assert split.heard and not train_ids & unheard_ids and heard_ids <= train_ids
+    assert make_split(videos, seed=3, unheard_fraction=0.25, heard_fraction=0.2).unheard == split.unheard
+    assert make_split(videos, seed=4, unheard_fraction=0.25, heard_fraction=0.2).unheard != split.unheard
+    # The text form a user may write (PINs-style identity lists).
+    (tmp_path / "mine.txt").write_text("# my split\nunheard id00001\nid00002 unheard\nheard id00005/v1\ntrain id00005\n")
+    text = load_split_file(tmp_path / "mine.txt")
+    assert text.unheard == {"id00001", "id00002"} and text.heard == {"id00005/v1"}
+    (tmp_path / "bad.txt").write_text("unheard id1\ntrain id1\n")
+    with pytest.raises(ValueError, match="both train and unheard"):
+        load_split_file(tmp_path / "bad.txt")
+
+
+def test_user_split_file_decides_the_shards(grid_root: Path, tmp_path: Path) -> None:
+    source = grid_folder(grid_root, tmp_path / "grid")
+    (tmp_path / "split.txt").write_text("unheard swiz3n\n")
+    manifest = prepare_pairs(PairsConfig(source=str(source), data_dir=str(tmp_path / "data"), split_file=str(tmp_path / "split.txt")))
+    by_split = {json.loads(s["json"])["identity"]: Path(s["__url__"]).name.split("-")[0] for s in all_samples(manifest)}
+    assert by_split == {"bbaf2n": "train", "brbk7n": "train", "swiz3n": "unheard"}
+    assert isinstance(load_split_file(manifest.meta["split_file"]), IdentitySplit)
