@@ -116,8 +116,12 @@ class SpeechFrontend(nn.Module):
             wave = wave + self.dither * torch.randn_like(wave) * valid
         if self.preemphasis:
             wave = torchaudio.functional.preemphasis(wave, self.preemphasis)
-        if samples < self.win_length:  # a too-short clip still gives one (zero-padded) frame
-            wave = nn.functional.pad(wave, (0, self.win_length - samples))
+        # torch.stft centres the win_length window inside each n_fft frame: pad half the difference
+        # on both sides so frame k covers samples [k*hop, k*hop + win) as in VGGVox, and a clip of L
+        # samples gives (L - win) // hop + 1 frames; a too-short clip still gives one padded frame.
+        side = (self.spectrogram.n_fft - self.win_length) // 2
+        short = max(0, self.win_length - samples)
+        wave = nn.functional.pad(wave, (side, side + short))
         spec = self.spectrogram(wave)  # [B, F, T]
         if self.mel is not None:
             spec = torch.log(self.mel(spec) + 1e-6)
@@ -137,7 +141,9 @@ def normalize_per_bin(spec: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5)
     count = mask.sum(-1, keepdim=True).clamp(min=1)
     mean = (spec * mask).sum(-1, keepdim=True) / count
     var = (((spec - mean) * mask) ** 2).sum(-1, keepdim=True) / count
-    return (spec - mean) / torch.sqrt(var + eps)
+    # eps bounds the std from below (not added to the variance): quiet recordings have tiny
+    # per-bin variances that must still be scaled to 1; a silent bin stays 0.
+    return (spec - mean) / torch.sqrt(var).clamp(min=eps)
 
 
 def build_frontend(config: dict[str, Any] | None) -> SpeechFrontend:
