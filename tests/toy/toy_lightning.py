@@ -56,6 +56,9 @@ class ToyData(L.LightningDataModule):
     def val_dataloader(self):
         return eval_loader(ShardStream(self.manifest.paths("val"), decode, collate, self.batch_size, train=False), self.num_workers)
 
+    def test_dataloader(self):  # the toy has no separate test split
+        return self.val_dataloader()
+
 
 class ToyClassifier(L.LightningModule):
     def __init__(self, lr: float = 0.1, hidden: int = 16):
@@ -72,14 +75,31 @@ class ToyClassifier(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch, batch_idx, stage="val"):
         logits = self.net(batch["x"])
         self.val_loss.update(nn.functional.cross_entropy(logits, batch["y"], reduction="none"))
         self.val_acc.update(logits, batch["y"])
         self.val_count.update(torch.tensor(float(len(batch["y"]))))
-        self.log("val/loss", self.val_loss, on_epoch=True)
-        self.log("val/acc", self.val_acc, on_epoch=True)
-        self.log("val/count", self.val_count, on_epoch=True)
+        self.log(f"{stage}/loss", self.val_loss, on_epoch=True)
+        self.log(f"{stage}/acc", self.val_acc, on_epoch=True)
+        self.log(f"{stage}/count", self.val_count, on_epoch=True)
+
+    def test_step(self, batch, batch_idx):
+        self.validation_step(batch, batch_idx, stage="test")
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+class KillAtStep(L.Callback):
+    """SIGKILL this process after a given optimizer step: a crash with no chance to clean up."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)

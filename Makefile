@@ -1,0 +1,34 @@
+# crossmodal: `make demo` runs the main job on the shipped data, `make test` runs the tests.
+# Both install into .venv first when it is missing or older than pyproject.toml/constraints.txt.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-full bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) -m crossmodal.run
+
+test: install
+	WANDB_MODE=disabled $(PY) -m pytest -q
+
+test-full: install
+	WANDB_MODE=disabled $(PY) -m pytest -q -m "slow or not slow"
+
+bench: install
+	$(PY) experiments/perf/run_all.py
+
+lint: install
+	$(PY) -m ruff check crossmodal tests experiments || true
+
+clean:
+	rm -rf $(VENV) .pytest_cache
