@@ -1,0 +1,88 @@
+"""The `crossmodal` command.
+
+    crossmodal predict PATH... [--ckpt CKPT] [--json] [--window S] [--hop S] [--no-embedding]
+    crossmodal export [--ckpt CKPT] --format torchscript|onnx [--out FILE]
+    crossmodal run [experiment=NAME key=value ...]      (the same as python -m crossmodal.run)
+
+Without --ckpt the shipped default student is used (crossmodal/assets/student_cpu.pt, or
+$CROSSMODAL_STUDENT). --ckpt takes a student file or a Lightning checkpoint of a student.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from crossmodal.tasks.predict import DEFAULT_HOP, DEFAULT_WINDOW
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crossmodal", description="Speech emotion from a student distilled from a face-expression teacher.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    predict = commands.add_parser("predict", help="emotion distribution of audio/video files", description="Emotion distribution (8 FER+ emotions) of each file, whole and per window.")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="wav, flac, ogg, mp3, m4a or video files (folders are searched)")
+    predict.add_argument("--ckpt", default=None, help="student file or Lightning checkpoint (default: the shipped student)")
+    predict.add_argument("--json", action="store_true", help="machine-readable output with the embeddings")
+    predict.add_argument("--window", type=float, default=DEFAULT_WINDOW, help=f"window length in seconds for long files (default {DEFAULT_WINDOW}; 0 = whole file only)")
+    predict.add_argument("--hop", type=float, default=DEFAULT_HOP, help=f"hop between windows in seconds (default {DEFAULT_HOP})")
+    predict.add_argument("--no-embedding", action="store_true", help="leave the embeddings out of --json output")
+
+    export = commands.add_parser("export", help="write the student (front-end included) as TorchScript or ONNX")
+    export.add_argument("--ckpt", default=None, help="student file or Lightning checkpoint (default: the shipped student)")
+    export.add_argument("--format", choices=("torchscript", "onnx"), required=True)
+    export.add_argument("--out", default=None, help="output file (default: <student name>.ts.pt or .onnx here)")
+
+    commands.add_parser("run", help="python -m crossmodal.run with the remaining arguments", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run":
+        from crossmodal.run import main as run_main
+
+        run_main(argv[1:])
+        return 0
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        if args.command == "predict":
+            return _predict(args)
+        return _export(args)
+    except (FileNotFoundError, ValueError, RuntimeError) as exn:
+        print(f"error: {exn}", file=sys.stderr)
+        return 2
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from crossmodal.inference import load_student
+    from crossmodal.tasks.predict import as_json, format_table, predict_files
+
+    if args.window < 0 or args.hop <= 0:
+        print(f"error: --window must be >= 0 and --hop > 0 seconds (got {args.window}, {args.hop})", file=sys.stderr)
+        return 2
+    student = load_student(args.ckpt)
+    result = predict_files(student, args.paths, window=args.window or None, hop=args.hop)
+    if args.json:
+        print(as_json(result, student, embeddings=not args.no_embedding))
+    else:
+        print("\n\n".join(format_table(r, student.emotions) for r in result.results))
+    for path, message in result.errors:
+        print(f"error: {message}", file=sys.stderr)
+    if result.errors:
+        print(f"{len(result.errors)} of {len(result.errors) + len(result.results)} files failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from crossmodal.export import export_student
+
+    result = export_student(args.ckpt, args.format, args.out)
+    print(result.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

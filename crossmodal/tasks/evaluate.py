@@ -1,0 +1,404 @@
+"""task=evaluate: what a frozen student is worth on an emotional-speech benchmark.
+
+    python -m crossmodal.run experiment=eval_emodb data.source=/data/emodb [ckpt_path=student.pt]
+
+1. Read the corpus (crossmodal.data.corpora), keep the benchmark's classes.
+2. Run the frozen student on every whole clip (16 kHz, any length): its 8 logits (the paper's
+   features) and, if asked, its embedding.
+3. Score a standardised logistic-regression probe (C by inner CV) two ways: the paper's 10-fold
+   CV over clips, and speaker-independent folds (leave-one-speaker-out or k folds by speaker).
+4. Baselines in the same table: chance (the majority class), the same probe on a randomly
+   initialised student of the same architecture, and zero-shot (the student's own argmax over the
+   FER+ emotions the corpus has, no training).
+5. Write UA/WA mean +- std to metrics.json, a Markdown report (<run>/evaluation.md), a W&B table,
+   confusion matrix PNGs (<run>/plots/) and the features (<run>/features.npz).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from crossmodal.config.checks import ConfigError
+from crossmodal.data.corpora import Clip, CorpusError, corpus_spec, read_corpus, summarise
+from crossmodal.emotions import EMOTIONS, emotion_index
+from crossmodal.eval.metrics import FoldScores, format_mean_std, markdown_table
+from crossmodal.eval.probe import (
+    DEFAULT_CS,
+    Fold,
+    FoldError,
+    auto_speaker_folds,
+    clip_folds,
+    cross_validate_probe,
+    majority_baseline,
+    speaker_folds,
+)
+from crossmodal.inference import SAMPLE_RATE, Student, check_signal, load_student
+from crossmodal.utils.progress import progress
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("clips", "speakers")
+PROTOCOL_TITLES = {"clips": "10-fold CV over clips (paper)", "speakers": "speaker-independent"}
+BASELINES = ("chance", "random_init", "zero_shot")
+FEATURES = ("logits", "embedding")
+
+
+@dataclass
+class BenchmarkConfig:
+    """The `data` node of an eval_* experiment: which corpus, which classes, how to score."""
+
+    corpus: str
+    source: str
+    # The corpus classes the probe predicts (null: all of them); `merge` folds one class into another
+    # first (IEMOCAP's usual 4 classes: merge {exc: hap}).
+    classes: list[str] | None = None
+    merge: dict[str, str] = field(default_factory=dict)
+    # Student outputs used as probe features: logits (the paper's) and/or embedding.
+    features: list[str] = field(default_factory=lambda: ["logits"])
+    folds: int = 10
+    # speaker-independent folds: "loso", a number of folds by speaker, or "auto" (loso up to 24 speakers, else 10)
+    speaker_folds: Any = "auto"
+    Cs: list[float] = field(default_factory=lambda: list(DEFAULT_CS))
+    inner_folds: int = 3
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    # Use at most this many clips (a class-stratified subset; for quick runs and tests).
+    max_clips: int | None = None
+    seed: int = 0
+    confusion_plots: bool = True
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+def run(cfg: DictConfig, ctx) -> dict[str, Any]:
+    bench = benchmark_config(cfg)
+    strict = bool(cfg.get("strict", False))
+    spec = corpus_spec(bench.corpus)
+    clips = read_corpus(spec.name, bench.source, strict=strict)
+    clips, class_names = select_classes(clips, bench)
+    clips = subsample(clips, bench.max_clips, bench.seed)
+    log.info("%s at %s: %s", spec.title, bench.source, summarise(clips))
+
+    student = load_student(cfg.get("ckpt_path"))
+    student_name = student.info.get("net_name", "student")
+    log.info("student: %s (%s)", student_name, student.info.get("path", ""))
+    wanted = ["logits", "embedding"] if "embedding" in bench.features else ["logits"]
+    students = [student]
+    if "random_init" in bench.baselines:
+        students.append(random_init_student(student, bench.seed))
+    outputs, kept, failures = extract_features(students, clips, strict=strict, desc=f"student on {spec.title}")
+    if not kept:
+        raise CorpusError(f"{spec.title}: none of the {len(clips)} clips under {bench.source} could be used; first problem: {failures[0][1]}")
+    clips = [clips[i] for i in kept]
+    features = outputs[0]
+    feature_sets = {f"probe_{name}": features[name] for name in wanted}
+    if len(outputs) > 1:
+        feature_sets.update({f"random_init_{name}": outputs[1][name] for name in wanted})
+
+    report = evaluate_features(clips, class_names, feature_sets, features["logits"], bench, spec_name=spec.name)
+    report.failures = failures
+    report.student = f"{student_name} ({student.info.get('path', '')})"
+    save_features(ctx.run_dir / "features.npz", clips, class_names, feature_sets)
+    write_outputs(report, bench, ctx)
+    return report.metrics()
+
+
+def benchmark_config(cfg: DictConfig) -> BenchmarkConfig:
+    from hydra.utils import instantiate
+
+    node = cfg.get("data")
+    if not node or not node.get("corpus"):
+        raise ConfigError("task=evaluate needs a corpus: experiment=eval_emodb (or eval_ravdess, ...) data.source=/path/to/corpus")
+    if not node.get("source"):
+        raise ConfigError(f"data.source is empty: set data.source=/path/to/{node.corpus}")
+    if node.get("_target_"):
+        bench = instantiate(node, _convert_="all")
+    else:
+        bench = BenchmarkConfig(**{k: v for k, v in node.items()})
+    if not isinstance(bench, BenchmarkConfig):
+        raise ConfigError(f"data._target_ of task=evaluate must be {BenchmarkConfig.__module__}.BenchmarkConfig")
+    unknown = set(bench.features) - set(FEATURES)
+    if unknown or "logits" not in bench.features:
+        raise ConfigError(f"data.features={bench.features}: must include 'logits' and may add 'embedding'")
+    unknown = set(bench.baselines) - set(BASELINES)
+    if unknown:
+        raise ConfigError(f"data.baselines has unknown {sorted(unknown)}; choose among {', '.join(BASELINES)}")
+    return bench
+
+
+def select_classes(clips: list[Clip], bench: BenchmarkConfig) -> tuple[list[Clip], tuple[str, ...]]:
+    """Apply ``merge`` then keep ``classes`` (all classes present when null); return clips + class order."""
+    spec = corpus_spec(bench.corpus)
+    for source, target in bench.merge.items():
+        for label, key in ((source, "data.merge"), (target, "data.merge")):
+            if label not in spec.classes:
+                raise ConfigError(f"{key}: {label!r} is not a {spec.title} class ({', '.join(spec.classes)})")
+    merged = [clip if clip.corpus_label not in bench.merge else _relabel(clip, bench.merge[clip.corpus_label]) for clip in clips]
+    present = [label for label in spec.classes if any(c.corpus_label == label for c in merged)]
+    if bench.classes is None:
+        class_names = tuple(present)
+    else:
+        for label in bench.classes:
+            if label not in spec.classes:
+                raise ConfigError(f"data.classes: {label!r} is not a {spec.title} class ({', '.join(spec.classes)})")
+            if label not in present:
+                raise CorpusError(f"data.classes: no {spec.title} clip of class {label!r} under {bench.source}")
+        class_names = tuple(bench.classes)
+    kept = [clip for clip in merged if clip.corpus_label in class_names]
+    if len(class_names) < 2:
+        raise CorpusError(f"{spec.title} under {bench.source}: only class {class_names} is present; a probe needs at least two")
+    return kept, class_names
+
+
+def _relabel(clip: Clip, label: str) -> Clip:
+    # The FER+ emotion stays the clip's own (zero-shot scores against it).
+    return Clip(clip.path, clip.speaker, label, clip.emotion, clip.corpus)
+
+
+def subsample(clips: list[Clip], max_clips: int | None, seed: int) -> list[Clip]:
+    """A class-stratified subset of at most ``max_clips`` clips (all of them when None)."""
+    if not max_clips or len(clips) <= max_clips:
+        return clips
+    rng = np.random.default_rng(seed)
+    labels = np.array([c.corpus_label for c in clips])
+    chosen: list[int] = []
+    for label in sorted(set(labels)):
+        members = np.flatnonzero(labels == label)
+        take = max(1, round(len(members) * max_clips / len(clips)))
+        chosen += rng.choice(members, size=min(take, len(members)), replace=False).tolist()
+    return [clips[i] for i in sorted(chosen)]
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def extract_features(
+    students: Sequence[Student], clips: Sequence[Clip], strict: bool, desc: str
+) -> tuple[list[dict[str, np.ndarray]], list[int], list[tuple[str, str]]]:
+    """Each student's logits and embedding on each whole clip (each clip decoded once).
+
+    Unusable clips (unreadable, silent) are skipped and reported as (path, reason), or fail when
+    ``strict``. Returns one ``{"logits", "embedding"}`` dict per student, the kept clip indices and
+    the failures.
+    """
+    from crossmodal.data.audio import AudioError, load_audio
+
+    outputs: list[dict[str, list[np.ndarray]]] = [{"logits": [], "embedding": []} for _ in students]
+    kept, failures = [], []
+    with torch.inference_mode():
+        for index, clip in enumerate(progress(clips, desc=desc, unit="clip")):
+            try:
+                wave = load_audio(clip.path, SAMPLE_RATE)
+                check_signal(wave, str(clip.path))
+            except (AudioError, ValueError) as exn:
+                if strict:
+                    raise CorpusError(f"{exn} (strict=true; set strict=false to skip such clips)") from exn
+                failures.append((str(clip.path), str(exn)))
+                log.warning("skipping %s", exn)
+                continue
+            batch = torch.from_numpy(wave)[None]
+            for student, out in zip(students, outputs):
+                logits, embedding = student(batch)
+                out["logits"].append(logits[0].float().numpy())
+                out["embedding"].append(embedding[0].float().numpy())
+            kept.append(index)
+    if failures:
+        log.warning("%s: skipped %d of %d clips (unreadable or silent); e.g. %s", desc, len(failures), len(clips), failures[0][1])
+    stacked = [{name: np.stack(values) if values else np.zeros((0, 0), np.float32) for name, values in out.items()} for out in outputs]
+    return stacked, kept, failures
+
+
+def random_init_student(student: Student, seed: int) -> Student:
+    """The same architecture and front-end with fresh random weights (the 'is it the architecture?' baseline)."""
+    from crossmodal.models.frontend import build_frontend
+    from crossmodal.models.speech import create_student
+
+    info = student.info
+    if not info.get("net_name"):
+        raise ValueError("the student does not record its network name; cannot build a random-init twin")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = create_student(info["net_name"], **dict(info.get("net_kwargs") or {}))
+    frontend = build_frontend(info.get("frontend") or student.frontend.frontend_config())
+    return Student(frontend, net, {**info, "path": "random init"}).eval()
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class Row:
+    method: str
+    protocol: str
+    scores: FoldScores
+    note: str = ""
+
+
+@dataclass
+class Report:
+    corpus: str
+    class_names: tuple[str, ...]
+    clips: int
+    speakers: int
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    student: str = ""
+    class_counts: dict[str, int] = field(default_factory=dict)
+    zero_shot_classes: tuple[str, ...] = ()
+
+    def metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "eval/clips": self.clips,
+            "eval/speakers": self.speakers,
+            "eval/classes": len(self.class_names),
+            "eval/skipped": len(self.failures),
+        }
+        for row in self.rows:
+            for key, value in row.scores.summary().items():
+                out[f"eval/{row.method}/{row.protocol}/{key}"] = value
+        return out
+
+
+METHOD_TITLES = {
+    "probe_logits": "probe on student logits (paper)",
+    "probe_embedding": "probe on student embedding",
+    "random_init_logits": "probe on random-init student logits",
+    "random_init_embedding": "probe on random-init student embedding",
+    "chance": "chance (majority class)",
+    "zero_shot": "zero-shot (student argmax, shared classes)",
+}
+
+
+def evaluate_features(
+    clips: Sequence[Clip],
+    class_names: Sequence[str],
+    feature_sets: dict[str, np.ndarray],
+    student_logits: np.ndarray,
+    bench: BenchmarkConfig,
+    spec_name: str,
+) -> Report:
+    """Probe every feature set and the baselines under both protocols (no model needed: testable
+    on planted features)."""
+    spec = corpus_spec(spec_name)
+    where = f"{spec.title} under {bench.source}"
+    labels = np.array([class_names.index(c.corpus_label) for c in clips])
+    speakers = np.array([c.speaker for c in clips])
+    report = Report(spec.title, tuple(class_names), len(clips), len(set(speakers.tolist())),
+                    class_counts={name: int(np.sum(labels == i)) for i, name in enumerate(class_names)})
+    folds: dict[str, list[Fold]] = {"clips": clip_folds(labels, bench.folds, bench.seed, where=where)}
+    n_speaker_folds = auto_speaker_folds(report.speakers) if bench.speaker_folds == "auto" else bench.speaker_folds
+    try:
+        folds["speakers"] = speaker_folds(speakers, labels, n_speaker_folds, bench.seed, where=where)
+        kind = "leave-one-speaker-out" if n_speaker_folds == "loso" else f"{n_speaker_folds} folds by speaker"
+        report.notes.append(f"speaker-independent protocol: {kind} ({len(folds['speakers'])} folds)")
+    except FoldError as exn:
+        log.warning("%s; reporting the clip-level protocol only", exn)
+        report.notes.append(f"no speaker-independent protocol: {exn}")
+    for protocol, protocol_folds in folds.items():
+        groups = speakers if protocol == "speakers" else None
+        for method, features in feature_sets.items():
+            result = cross_validate_probe(features, labels, protocol_folds, class_names, groups=groups, Cs=bench.Cs, inner_folds=bench.inner_folds, seed=bench.seed)
+            chosen = ", ".join(f"{c:g}" for c in sorted(set(result.chosen_C)))
+            report.rows.append(Row(method, protocol, result.scores, note=f"C in {{{chosen}}}"))
+        if "chance" in bench.baselines:
+            report.rows.append(Row("chance", protocol, majority_baseline(labels, protocol_folds, class_names)))
+        if "zero_shot" in bench.baselines:
+            row = zero_shot_row(clips, student_logits, protocol_folds, protocol)
+            if row is not None:
+                report.rows.append(row)
+                report.zero_shot_classes = row.scores.class_names
+    return report
+
+
+def zero_shot_row(clips: Sequence[Clip], logits: np.ndarray, folds: Sequence[Fold], protocol: str) -> Row | None:
+    """The student's own argmax, restricted to the FER+ emotions the benchmark's classes map to,
+    scored on the clips of those classes; per fold for a mean +- std comparable to the probes."""
+    targets = [c.emotion for c in clips]
+    shared = [e for e in EMOTIONS if e in set(t for t in targets if t is not None)]
+    if len(shared) < 2:
+        return None
+    columns = [emotion_index(e) for e in shared]
+    predicted = np.asarray(logits)[:, columns].argmax(axis=1)
+    truth = np.array([shared.index(t) if t is not None else -1 for t in targets])
+    scores = FoldScores(tuple(shared))
+    for _, test in folds:
+        test = test[truth[test] >= 0]
+        if len(test):
+            scores.add(truth[test], predicted[test])
+    unmapped = sum(t is None for t in targets)
+    note = f"{len(shared)} shared classes" + (f"; {unmapped} clips of unmapped classes left out" if unmapped else "")
+    return Row("zero_shot", protocol, scores, note=note)
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def table_rows(report: Report) -> tuple[list[str], list[list[Any]]]:
+    columns = ["method", "protocol", "UA % (mean ± std)", "WA % (mean ± std)", "folds", "note"]
+    rows = []
+    for row in report.rows:
+        s = row.scores.summary()
+        rows.append([METHOD_TITLES.get(row.method, row.method), PROTOCOL_TITLES[row.protocol],
+                     format_mean_std(s["ua_mean"], s["ua_std"]), format_mean_std(s["wa_mean"], s["wa_std"]), row.scores.folds, row.note])
+    return columns, rows
+
+
+def markdown_report(report: Report, bench: BenchmarkConfig) -> str:
+    columns, rows = table_rows(report)
+    lines = [
+        f"# {report.corpus}: external evaluation",
+        "",
+        f"- corpus: `{bench.source}`; {report.clips} clips, {report.speakers} speakers, {len(report.class_names)} classes",
+        "- classes: " + ", ".join(f"{name} ({report.class_counts.get(name, 0)})" for name in report.class_names),
+        f"- student: {report.student}",
+        f"- features: {', '.join(bench.features)}; probe: standardised multinomial logistic regression, C by {bench.inner_folds}-fold inner CV",
+        *[f"- {note}" for note in report.notes],
+        f"- skipped clips (unreadable or silent): {len(report.failures)}",
+        "",
+        markdown_table(columns, rows),
+        "",
+        "UA = mean per-class recall; WA = accuracy over clips. Mean ± std over folds.",
+    ]
+    main = [row for row in report.rows if row.method == "probe_logits"]
+    if main:
+        recall_columns = ["protocol", *report.class_names]
+        recall_rows = [[PROTOCOL_TITLES[row.protocol], *(f"{100 * row.scores.per_class_recall().get(n, float('nan')):.1f}" for n in report.class_names)] for row in main]
+        lines += ["", "Per-class recall % of the probe on student logits:", "", markdown_table(recall_columns, recall_rows)]
+    if report.failures:
+        lines += ["", "Skipped clips:", ""] + [f"- `{path}`: {reason}" for path, reason in report.failures[:50]]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(report: Report, bench: BenchmarkConfig, ctx) -> None:
+    from crossmodal.utils.plots import confusion_matrix_figure
+
+    columns, rows = table_rows(report)
+    ctx.log_table("eval/results", columns, rows)
+    path = Path(ctx.run_dir) / "evaluation.md"
+    path.write_text(markdown_report(report, bench))
+    log.info("evaluation table: %s\n%s", path, markdown_table(columns, rows))
+    if not bench.confusion_plots:
+        return
+    for row in report.rows:
+        if row.method in ("probe_logits", "probe_embedding", "zero_shot") and row.scores.confusion is not None:
+            title = f"{report.corpus}: {METHOD_TITLES[row.method]}\n{PROTOCOL_TITLES[row.protocol]}, UA {100 * row.scores.summary()['ua_mean']:.1f}%"
+            fig = confusion_matrix_figure(row.scores.confusion, row.scores.class_names, title=title)
+            ctx.save_figure(f"eval/confusion_{row.method}_{row.protocol}", fig)
+
+
+def save_features(path: Path, clips: Sequence[Clip], class_names: Sequence[str], feature_sets: dict[str, np.ndarray]) -> None:
+    np.savez_compressed(
+        path,
+        paths=np.array([str(c.path) for c in clips]),
+        speakers=np.array([c.speaker for c in clips]),
+        labels=np.array([c.corpus_label for c in clips]),
+        class_names=np.array(list(class_names)),
+        **feature_sets,
+    )

@@ -1,0 +1,110 @@
+"""task=predict (and `crossmodal predict`): the student's emotion distribution for audio and video files.
+
+    crossmodal predict clip.wav talk.mp4 [--ckpt student.pt] [--json] [--window 4 --hop 2]
+    python -m crossmodal.run task=predict +data.source=clip.wav [ckpt_path=student.pt]
+
+Each file is decoded (wav/flac/ogg via soundfile; mp3/m4a and the audio track of videos via
+PyAV), mixed to mono and resampled to 16 kHz. The result is the distribution over the 8 FER+
+emotions for the whole file and, for files longer than the window, one row per window. A file
+that cannot be used is reported and skipped; the others are still predicted.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from omegaconf import DictConfig, ListConfig
+
+from crossmodal.config.checks import ConfigError
+from crossmodal.data.corpora import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from crossmodal.inference import FilePrediction, Student, load_student
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW = 4.0  # seconds: the student's training window (4.024 s in the paper)
+DEFAULT_HOP = 2.0
+
+
+@dataclass
+class PredictRun:
+    results: list[FilePrediction] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+
+
+def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders expand to the audio/video files inside them (sorted)."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS | VIDEO_EXTENSIONS)
+            if not found:
+                log.warning("no audio or video files in folder %s", path)
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def predict_files(student: Student, paths: Sequence[str | Path], window: float | None = DEFAULT_WINDOW, hop: float | None = DEFAULT_HOP) -> PredictRun:
+    """Predict every file; a failure is recorded with its reason and the loop carries on."""
+    run = PredictRun()
+    for path in expand_inputs(paths):
+        try:
+            run.results.append(student.predict_file(path, window=window, hop=hop))
+        except Exception as exn:  # noqa: BLE001 - any bad file: report it and go on with the rest
+            message = str(exn) if str(path) in str(exn) else f"{path}: {exn}"
+            run.errors.append((str(path), message))
+    return run
+
+
+def format_table(result: FilePrediction, emotions: Sequence[str]) -> str:
+    """A fixed-width table: the whole file, then one row per window."""
+    head = f"{'':>15}" + "".join(f"{name[:9]:>10}" for name in emotions) + "   top"
+    def line(label: str, probabilities) -> str:
+        return f"{label:>15}" + "".join(f"{p:>10.3f}" for p in probabilities)
+
+    rows = [f"{result.path}  ({result.duration:.2f} s)", head, line("whole file", result.whole.probabilities) + f"   {result.whole.top}"]
+    for window in result.windows:
+        rows.append(line(f"{window.start:6.2f}-{window.end:6.2f} s", window.prediction.probabilities) + f"   {window.prediction.top}")
+    return "\n".join(rows)
+
+
+def as_json(run: PredictRun, student: Student, embeddings: bool = True) -> str:
+    payload: dict[str, Any] = {
+        "student": student.info.get("path", ""),
+        "emotions": list(student.emotions),
+        "files": [result.as_dict(embeddings=embeddings) for result in run.results],
+        "errors": [{"path": path, "error": message} for path, message in run.errors],
+    }
+    return json.dumps(payload, indent=1)
+
+
+def run(cfg: DictConfig, ctx) -> dict[str, Any]:
+    """task=predict: ``data.source`` = a file, a folder or a list; writes predictions.json/.md in the run folder."""
+    data = cfg.get("data") or {}
+    source = data.get("source")
+    if not source:
+        raise ConfigError("task=predict needs files: +data.source=path/to/clip.wav (a file, a folder, or a list [a.wav,b.mp4])")
+    sources = list(source) if isinstance(source, (list, tuple, ListConfig)) else [source]
+    window = data.get("window", DEFAULT_WINDOW)
+    hop = data.get("hop", DEFAULT_HOP)
+    student = load_student(cfg.get("ckpt_path"))
+    result = predict_files(student, sources, window=window, hop=hop)
+    out = Path(ctx.run_dir)
+    (out / "predictions.json").write_text(as_json(result, student))
+    (out / "predictions.md").write_text("\n\n".join(f"```\n{format_table(r, student.emotions)}\n```" for r in result.results) + "\n")
+    ctx.log_table(
+        "predict/files",
+        ["path", "duration_s", "top", *student.emotions],
+        [[r.path, round(r.duration, 2), r.whole.top, *(round(float(p), 4) for p in r.whole.probabilities)] for r in result.results],
+    )
+    for path, message in result.errors:
+        log.error("%s", message)
+    log.info("predicted %d files (%d failed); %s", len(result.results), len(result.errors), out / "predictions.md")
+    if result.errors and cfg.get("strict", False):
+        raise RuntimeError(f"{len(result.errors)} files failed (strict=true); first: {result.errors[0][1]}")
+    return {"predict/files": len(result.results), "predict/failed": len(result.errors)}
