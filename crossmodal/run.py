@@ -151,8 +151,23 @@ def _finish_wandb(loggers: list[Any]) -> None:
             wandb.finish()
 
 
+def _route_library_logs() -> None:
+    """Send Lightning's messages through Hydra's handlers only (console + run.log), not twice."""
+    import warnings
+
+    import lightning  # noqa: F401 - it adds its own console handler on import; remove it after
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # Our training loaders are sized IterableDatasets on purpose (fixed batches per epoch and rank).
+    warnings.filterwarnings("ignore", message=".*IterableDataset. has .__len__. defined.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="run")
 def _hydra_main(cfg: DictConfig) -> Any:
+    _route_library_logs()
     try:
         return execute(cfg)
     except ConfigError as exn:
