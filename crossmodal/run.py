@@ -157,7 +157,7 @@ def _route_library_logs() -> None:
 
     import lightning  # noqa: F401 - it adds its own console handler on import; remove it after
 
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     # Our training loaders are sized IterableDatasets on purpose (fixed batches per epoch and rank).
