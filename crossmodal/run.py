@@ -53,6 +53,11 @@ def preflight(argv: list[str]) -> list[str]:
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion or not args.overrides and not args.cfg:
         return argv
+    if args.multirun and args.cfg:
+        # Hydra refuses `-m` with `--cfg`; show the sweep's config (launcher, sweeper) instead.
+        argv = [a for a in argv if a not in ("-m", "--multirun")]
+        at = argv.index(args.overrides[0]) if args.overrides else 0
+        argv = argv[:at] + ["hydra.mode=MULTIRUN"] + argv[at:]
     extra_dirs = [Path(args.config_dir).resolve()] if args.config_dir else []
     parsed = OverridesParser.create().parse_overrides(args.overrides)
     groups, values, sweeps = [], [], []
@@ -97,7 +102,9 @@ def _translate_gpus_overrides(argv: list[str], composed: DictConfig, values) -> 
     trainer = OmegaConf.to_container(composed.trainer, resolve=False)
     translated = translate_gpus(trainer, explicit)
     extra = [f"trainer.{k}={translated[k]}" for k in ("accelerator", "devices", "strategy") if k not in explicit]
-    return argv + extra
+    # right after the gpus override: argparse takes overrides as one run of positional arguments
+    at = next(i for i, arg in enumerate(argv) if arg.lstrip("+").startswith("trainer.gpus=")) + 1
+    return argv[:at] + extra + argv[at:]
 
 
 # ---------------------------------------------------------------------------------------- a run

@@ -45,8 +45,8 @@ def test_logger_combination_composes():
 
 
 def test_gpus_translation_and_conflicts():
-    argv = preflight(["--cfg", "job", "trainer.gpus=8"])
-    assert argv[-3:] == ["trainer.accelerator=gpu", "trainer.devices=8", "trainer.strategy=ddp"]
+    argv = preflight(["trainer.gpus=8", "--cfg", "job"])
+    assert argv == ["trainer.gpus=8", "trainer.accelerator=gpu", "trainer.devices=8", "trainer.strategy=ddp", "--cfg", "job"]
     assert translate_gpus({"gpus": 0, "accelerator": "gpu"})["accelerator"] == "cpu"
     assert translate_gpus({"gpus": 1, "strategy": "auto"})["strategy"] == "auto"
     assert translate_gpus({"gpus": 2, "num_nodes": 4})["strategy"] == "ddp"

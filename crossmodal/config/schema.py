@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 
 class Task(str, Enum):
@@ -85,5 +86,20 @@ class RunConf:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def _slurm_devices(devices: Any, accelerator: str) -> int:
+    try:
+        count = int(devices)
+    except (TypeError, ValueError):
+        count = -1
+    if count < 1:
+        raise ValueError(
+            f"hydra/launcher=submitit_slurm needs the GPUs per node as a number, but trainer.devices={devices}: "
+            "set trainer.gpus=N (or trainer.devices=N)"
+        )
+    return count
+
+
 def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConf)
+    if not OmegaConf.has_resolver("cm.slurm_devices"):
+        OmegaConf.register_new_resolver("cm.slurm_devices", _slurm_devices)
