@@ -68,11 +68,14 @@ def write_distill_shards(out_dir: Path, emodb_root: Path, per_speaker: int = 6, 
                     "duration": duration, "sample_rate": 16000, "synthetic": True, "label": emotion,
                 },
             }
-            if with_frames:
+            if with_frames:  # a pair-shard sample: face-like frames (PNG, lossless) instead of logits
+                from crossmodal.data.pairs import make_pair_sample
+
                 rng = np.random.default_rng(index)
-                sample["frames.npy"] = rng.integers(0, 256, size=(len(times), frame_size, frame_size), dtype=np.uint8)
-            else:
-                sample["logits.npy"] = constructed_logits(emotion, len(times), index)
+                frames = rng.integers(0, 256, size=(len(times), frame_size, frame_size), dtype=np.uint8)
+                yield make_pair_sample(sample["__key__"], wave, 16000, list(frames), times, sample["json"], image_format="png")
+                continue
+            sample["logits.npy"] = constructed_logits(emotion, len(times), index)
             yield sample
 
     jobs = [ShardJob(f"{split}-000000", split_items) for split, split_items in items.items() if split_items]

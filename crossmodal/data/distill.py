@@ -54,8 +54,12 @@ class BadDistillSample(ValueError):
 
 def frames_in_window(times: np.ndarray, start: float, end: float) -> np.ndarray:
     """Boolean mask of the frames with ``start <= time < end``."""
-    times = np.asarray(times, dtype=np.float64)
-    return (times >= start) & (times < end)
+    times = np.asarray(times)
+    if not np.issubdtype(times.dtype, np.floating):
+        times = times.astype(np.float64)
+    # compare at the timestamps' own precision (float32 in shards): 0.24 s must equal float32(0.24)
+    kind = times.dtype.type
+    return (times >= kind(start)) & (times < kind(end))
 
 
 def aggregate_logits(logits: np.ndarray, times: np.ndarray, start: float, end: float, reduce: str = "max") -> np.ndarray | None:
