@@ -29,6 +29,7 @@ from torch import nn
 
 from crossmodal.emotions import EMOTIONS
 from crossmodal.inference import SAMPLE_RATE, Student, load_student
+from crossmodal.models.frontend import normalize_per_bin
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class OnnxFrontend(nn.Module):
 
     Same steps as SpeechFrontend in eval mode: DC removal, pre-emphasis, Hamming-windowed FFT
     magnitude (or log-mel power), per-bin normalisation over time. No dither, no SpecAugment.
+    It mirrors SpeechFrontend.forward: when that changes, export_student's check (and
+    tests/test_export.py) fails until this class follows.
     """
 
     def __init__(self, frontend: nn.Module) -> None:
@@ -76,9 +79,11 @@ class OnnxFrontend(nn.Module):
         self.preemphasis = float(frontend.preemphasis or 0.0)
         self.normalize = bool(frontend.normalize)
         self.eps = float(frontend.eps)
-        window = spectrogram.window.detach().clone()
-        left = (self.n_fft - window.numel()) // 2  # torch.stft centres a shorter window in n_fft
-        self.register_buffer("window", nn.functional.pad(window, (left, self.n_fft - window.numel() - left)))
+        self.win_length = int(frontend.win_length)
+        # Like SpeechFrontend: pad (n_fft - win) // 2 on both sides so that frame k covers samples
+        # [k*hop, k*hop + win) once torch.stft centres the window in its n_fft frame.
+        self.side = (self.n_fft - self.win_length) // 2
+        self.register_buffer("window", spectrogram.window.detach().clone())
         mel = getattr(frontend, "mel", None)
         self.register_buffer("mel_fb", mel.fb.detach().clone() if mel is not None else torch.zeros(0))
 
@@ -87,16 +92,15 @@ class OnnxFrontend(nn.Module):
             wave = wave - wave.mean(dim=1, keepdim=True)
         if self.preemphasis:
             wave = torch.cat([wave[:, :1], wave[:, 1:] - self.preemphasis * wave[:, :-1]], dim=1)
-        parts = torch.stft(wave, self.n_fft, self.hop_length, self.n_fft, window=self.window, center=False,
+        wave = nn.functional.pad(wave, (self.side, self.side))
+        parts = torch.stft(wave, self.n_fft, self.hop_length, self.win_length, window=self.window, center=False,
                            onesided=self.onesided, return_complex=False)  # [B, F, T, 2]
         power = parts[..., 0] ** 2 + parts[..., 1] ** 2
         spec = torch.sqrt(power) if self.power == 1.0 else power
         if self.mel_fb.numel():
             spec = torch.log(torch.matmul(spec.transpose(1, 2), self.mel_fb).transpose(1, 2) + 1e-6)
         if self.normalize:
-            mean = spec.mean(dim=-1, keepdim=True)
-            var = ((spec - mean) ** 2).mean(dim=-1, keepdim=True)
-            spec = (spec - mean) / torch.sqrt(var + self.eps)
+            spec = normalize_per_bin(spec, torch.ones_like(spec[:, :1, :]), self.eps)
         return spec.unsqueeze(1)  # [B, 1, F, T]
 
 
@@ -118,7 +122,7 @@ def min_samples(student: Student) -> int:
     """Shortest waveform the exported model takes: the network's minimum frame count in samples."""
     frontend = student.frontend
     frames = int(getattr(student.net, "min_frames", 1))
-    return (frames - 1) * int(frontend.hop_length) + int(frontend.spectrogram.n_fft)
+    return (frames - 1) * int(frontend.hop_length) + int(frontend.win_length)
 
 
 def metadata(student: Student, fmt: str) -> dict[str, str]:

@@ -72,7 +72,7 @@ def test_speaker_folds_never_share_a_speaker():
 
 def test_fold_errors_say_what_and_where():
     labels = np.array([0] * 20 + [1] * 4)
-    with pytest.raises(FoldError, match=r"emodb: 1 has 4 clips, fewer than the 10 folds"):
+    with pytest.raises(FoldError, match=r"emodb: fewer clips than the 10 folds of the clip-level protocol in class 1 \(4 clips\)"):
         clip_folds(labels, 10, where="emodb")
     with pytest.raises(FoldError, match="only one speaker \\(03\\).*single-speaker"):
         speaker_folds(["03"] * 24, labels, "loso", where="emodb")

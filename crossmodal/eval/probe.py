@@ -42,10 +42,10 @@ def clip_folds(labels: Sequence, n_folds: int = 10, seed: int = 0, where: str = 
     counts = Counter(labels.tolist())
     small = {label: n for label, n in counts.items() if n < n_folds}
     if small:
-        listed = ", ".join(f"{label!r} has {n}" for label, n in sorted(small.items(), key=lambda kv: str(kv[0])))
+        listed = ", ".join(f"{label!r} ({n} clips)" for label, n in sorted(small.items(), key=lambda kv: str(kv[0])))
         raise FoldError(
-            f"{where}: {listed} clips, fewer than the {n_folds} folds of the clip-level protocol; "
-            "lower evaluate.folds or leave the class out with data.classes"
+            f"{where}: fewer clips than the {n_folds} folds of the clip-level protocol in class {listed}; "
+            "lower data.folds or leave the class out with data.classes"
         )
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     return [(train, test) for train, test in splitter.split(np.zeros(len(labels)), labels)]
@@ -68,9 +68,9 @@ def speaker_folds(speakers: Sequence, labels: Sequence, n_folds: int | str = "lo
     else:
         n_folds = int(n_folds)
         if n_folds < 2:
-            raise FoldError(f"{where}: evaluate.speaker_folds={n_folds}; need at least 2 folds (or 'loso')")
+            raise FoldError(f"{where}: data.speaker_folds={n_folds}; need at least 2 folds (or 'loso')")
         if n_folds > len(unique):
-            raise FoldError(f"{where}: evaluate.speaker_folds={n_folds} but only {len(unique)} speakers; use 'loso' or at most {len(unique)}")
+            raise FoldError(f"{where}: data.speaker_folds={n_folds} but only {len(unique)} speakers; use 'loso' or at most {len(unique)}")
         splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
         splits = splitter.split(np.zeros(len(labels)), labels, groups=speakers)
     return [(train, test) for train, test in splits]

@@ -292,10 +292,11 @@ def evaluate_features(
     speakers = np.array([c.speaker for c in clips])
     report = Report(spec.title, tuple(class_names), len(clips), len(set(speakers.tolist())),
                     class_counts={name: int(np.sum(labels == i)) for i, name in enumerate(class_names)})
-    folds: dict[str, list[Fold]] = {"clips": clip_folds(labels, bench.folds, bench.seed, where=where)}
+    named = np.array([c.corpus_label for c in clips])  # class names, so that fold errors name the class
+    folds: dict[str, list[Fold]] = {"clips": clip_folds(named, bench.folds, bench.seed, where=where)}
     n_speaker_folds = auto_speaker_folds(report.speakers) if bench.speaker_folds == "auto" else bench.speaker_folds
     try:
-        folds["speakers"] = speaker_folds(speakers, labels, n_speaker_folds, bench.seed, where=where)
+        folds["speakers"] = speaker_folds(speakers, named, n_speaker_folds, bench.seed, where=where)
         kind = "leave-one-speaker-out" if n_speaker_folds == "loso" else f"{n_speaker_folds} folds by speaker"
         report.notes.append(f"speaker-independent protocol: {kind} ({len(folds['speakers'])} folds)")
     except FoldError as exn:

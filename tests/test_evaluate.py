@@ -1,0 +1,175 @@
+"""task=evaluate: scoring on planted features, the zero-shot mapping, class selection, bad input,
+and whole runs on corpus layouts built from real EmoDB files."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from omegaconf import OmegaConf
+
+from crossmodal.data.corpora import Clip, CorpusError, read_corpus
+from crossmodal.emotions import EMOTIONS
+from crossmodal.eval.probe import FoldError, clip_folds
+from crossmodal.run import _compose
+from crossmodal.tasks.evaluate import BenchmarkConfig, evaluate_features, run, select_classes, zero_shot_row
+from crossmodal.utils.run_context import RunContext
+from test_corpora import build_cremad, build_iemocap, build_ravdess
+from test_predict import tiny_student_file
+
+ROOT = Path(__file__).resolve().parents[1]
+EMODB_CLASSES = ("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral")
+
+
+def _clips(per_class: int = 12, speakers: int = 6) -> list[Clip]:
+    clips = []
+    for label in EMODB_CLASSES:
+        emotion = None if label == "boredom" else label
+        for i in range(per_class):
+            clips.append(Clip(Path(f"/x/{label}{i}.wav"), f"{i % speakers:02d}", label, emotion, "emodb"))
+    return clips
+
+
+def _planted_logits(clips: list[Clip], rng, signal: float) -> np.ndarray:
+    """Student logits whose true emotion (boredom: neutral's column) is ``signal`` above the rest."""
+    logits = rng.normal(size=(len(clips), len(EMOTIONS)))
+    for row, clip in zip(logits, clips):
+        row[EMOTIONS.index(clip.emotion or "neutral")] += signal
+        row[EMOTIONS.index("contempt")] += 2 * signal  # a class EmoDB lacks: zero-shot must ignore it
+    return logits
+
+
+def test_zero_shot_maps_onto_the_shared_classes():
+    clips = _clips()
+    logits = _planted_logits(clips, np.random.default_rng(0), signal=10.0)
+    folds = clip_folds([c.corpus_label for c in clips], 4)
+    row = zero_shot_row(clips, logits, folds, "clips")
+    assert row.scores.class_names == ("neutral", "happiness", "sadness", "anger", "disgust", "fear")  # FER+ order, no boredom
+    assert row.scores.summary()["ua_mean"] == 1.0  # contempt's bigger logit is never chosen
+    assert row.scores.confusion.sum() == len(clips) - 12  # boredom clips left out
+    assert "12 clips of unmapped classes left out" in row.note
+
+
+def test_probe_and_baselines_on_planted_features():
+    clips = _clips()
+    rng = np.random.default_rng(1)
+    labels = np.array([EMODB_CLASSES.index(c.corpus_label) for c in clips])
+    signal = rng.normal(size=(len(clips), 8))
+    signal[np.arange(len(clips)), labels] += 4.0
+    bench = BenchmarkConfig(corpus="emodb", source="/x", folds=4, Cs=[0.1, 1.0])
+    feature_sets = {"probe_logits": signal, "random_init_logits": rng.normal(size=(len(clips), 8))}
+    report = evaluate_features(clips, EMODB_CLASSES, feature_sets, _planted_logits(clips, rng, 0.0), bench, "emodb")
+    scores = {(r.method, r.protocol): r.scores.summary() for r in report.rows}
+    for protocol in ("clips", "speakers"):
+        assert scores[("probe_logits", protocol)]["ua_mean"] > 0.9
+        assert scores[("random_init_logits", protocol)]["ua_mean"] < 0.35
+        assert scores[("chance", protocol)]["ua_mean"] == pytest.approx(1 / 7, abs=0.01)
+    assert scores[("probe_logits", "speakers")]["folds"] == 6  # leave-one-speaker-out
+    metrics = report.metrics()
+    assert metrics["eval/probe_logits/speakers/ua_mean"] > 0.9 and "eval/zero_shot/clips/wa_std" in metrics
+
+
+def test_single_speaker_and_small_classes_are_explained():
+    clips = [Clip(c.path, "only", c.corpus_label, c.emotion, c.corpus) for c in _clips()]
+    bench = BenchmarkConfig(corpus="emodb", source="/data/emodb", folds=4, Cs=[1.0], baselines=["chance"])
+    features = {"probe_logits": np.random.default_rng(0).normal(size=(len(clips), 8))}
+    report = evaluate_features(clips, EMODB_CLASSES, features, features["probe_logits"], bench, "emodb")
+    assert {r.protocol for r in report.rows} == {"clips"}
+    assert any("only one speaker (only)" in note and "single-speaker" in note for note in report.notes)
+    with pytest.raises(FoldError, match=r"EmoDB under /data/emodb: fewer clips than the 20 folds .* in class 'anger' \(12 clips\), 'boredom' \(12 clips\)"):
+        evaluate_features(clips, EMODB_CLASSES, features, features["probe_logits"], BenchmarkConfig(corpus="emodb", source="/data/emodb", folds=20), "emodb")
+
+
+def test_iemocap_four_class_selection(emodb_root, tmp_path):
+    root = build_iemocap(emodb_root, tmp_path / "iemocap")
+    exc = root / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01_F.txt"
+    exc.write_text(exc.read_text().replace("\tang\t", "\texc\t", 1))  # one clip becomes 'excited'
+    cfg = _compose(["experiment=eval_iemocap", f"data.source={root}"], [])
+    bench = BenchmarkConfig(**{k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "_target_"})
+    clips, classes = select_classes(read_corpus("iemocap", root), bench)
+    assert classes == ("neu", "hap", "sad", "ang")
+    assert {c.corpus_label for c in clips} == set(classes)  # fru dropped, exc merged into hap
+    assert any(c.path.stem == "Ses01F_impro01_F000" and c.corpus_label == "hap" and c.emotion == "happiness" for c in clips)
+
+
+def _cfg(experiment: str, source: Path, ckpt: Path, *overrides: str):
+    cfg = _compose([f"experiment={experiment}", f"data.source={source}", f"ckpt_path={ckpt}", *overrides], [])
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=False) | {"paths": {}, "logger": None})
+
+
+def test_evaluate_run_on_a_ravdess_layout(emodb_root, tmp_path):
+    root = build_ravdess(emodb_root, tmp_path / "ravdess", per_speaker=2)
+    # A silent clip and an unreadable one: skipped and reported, not fatal (strict=false).
+    sf.write(root / "Actor_03" / "03-01-05-02-02-02-03.wav", np.zeros(16000, np.float32), 16000)
+    (root / "Actor_03" / "03-01-04-02-02-02-03.wav").write_bytes(b"RIFF....garbage")
+    student = tiny_student_file(tmp_path / "student.pt")
+    cfg = _cfg("eval_ravdess", root, student, "data.folds=4", "data.features=[logits,embedding]", "data.Cs=[0.1,10.0]")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    metrics = run(cfg, RunContext(cfg, run_dir))
+    assert metrics["eval/skipped"] == 2 and metrics["eval/speakers"] == 4 and metrics["eval/classes"] == 7
+    for method in ("probe_logits", "probe_embedding", "random_init_logits", "random_init_embedding", "chance", "zero_shot"):
+        for protocol in ("clips", "speakers"):
+            assert 0.0 <= metrics[f"eval/{method}/{protocol}/ua_mean"] <= 1.0
+            assert 0.0 <= metrics[f"eval/{method}/{protocol}/wa_std"] <= 1.0
+    assert metrics["eval/chance/clips/ua_mean"] == pytest.approx(1 / 7)
+    report = (run_dir / "evaluation.md").read_text()
+    assert "leave-one-speaker-out (4 folds)" in report and "skipped clips (unreadable or silent): 2" in report
+    assert "03-01-05-02-02-02-03.wav`: " in report and "silent" in report
+    plots = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
+    assert "eval_confusion_probe_logits_speakers.png" in plots and "eval_confusion_zero_shot_clips.png" in plots
+    saved = np.load(run_dir / "features.npz")
+    assert saved["probe_logits"].shape == (metrics["eval/clips"], 8) and saved["probe_embedding"].shape[1] == 16
+    # strict=true: the silent clip is an error naming it.
+    with pytest.raises(CorpusError, match="03-01-0[45]-02-02-02-03.wav"):
+        run(OmegaConf.merge(cfg, {"strict": True}), RunContext(cfg, run_dir))
+
+
+def test_no_recognisable_files(tmp_path):
+    (tmp_path / "empty").mkdir()
+    cfg = _cfg("eval_emodb", tmp_path / "empty", tmp_path / "unused.pt")
+    with pytest.raises(CorpusError, match=r"no EmoDB files found under .*empty"):
+        run(cfg, RunContext(cfg, tmp_path))
+
+
+def test_entry_point_on_a_cremad_layout(emodb_root, tmp_path):
+    """The real command line: python -m crossmodal.run experiment=eval_cremad ... writes metrics.json and plots/."""
+    root = build_cremad(emodb_root, tmp_path / "cremad", per_speaker=2)
+    student = tiny_student_file(tmp_path / "student.pt")
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "disabled", "CROSSMODAL_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "crossmodal.run", "experiment=eval_cremad", f"data.source={root}", f"ckpt_path={student}",
+           "data.folds=4", "data.Cs=[1.0,10.0]", f"hydra.run.dir={run_dir}", "logger=csv"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["eval/clips"] == len(read_corpus("cremad", root))
+    assert {"eval/probe_logits/clips/ua_mean", "eval/probe_logits/speakers/ua_mean", "eval/random_init_logits/speakers/wa_mean",
+            "eval/chance/speakers/ua_mean", "eval/zero_shot/speakers/ua_mean"} <= set(metrics)
+    assert (run_dir / "plots" / "eval_confusion_probe_logits_clips.png").exists()
+    assert "speaker-independent" in (run_dir / "evaluation.md").read_text()
+    # A misspelt probe key fails at once, naming the key.
+    bad = subprocess.run([*cmd[:-2], "data.fold=3", f"hydra.run.dir={tmp_path / 'bad'}"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert bad.returncode != 0 and "data.fold" in bad.stderr
+
+
+@pytest.mark.slow
+def test_eval_emodb_full(emodb_root, tmp_path):
+    """The done-when command on all 535 EmoDB clips (about a minute on 2 CPU cores with a small student)."""
+    student = tiny_student_file(tmp_path / "student.pt")
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "disabled", "CROSSMODAL_NO_PROGRESS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "crossmodal.run", "experiment=eval_emodb", f"data.source={emodb_root}",
+                           f"ckpt_path={student}", f"hydra.run.dir={run_dir}", "logger=csv"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["eval/clips"] == 535 and metrics["eval/speakers"] == 10
+    assert metrics["eval/probe_logits/speakers/folds"] == 10
+    assert metrics["eval/chance/clips/ua_mean"] == pytest.approx(1 / 7)
+    assert len(list((run_dir / "plots").glob("eval_confusion_*.png"))) == 4
