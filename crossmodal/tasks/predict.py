@@ -1,7 +1,7 @@
 """task=predict (and `crossmodal predict`): the student's emotion distribution for audio and video files.
 
     crossmodal predict clip.wav talk.mp4 [--ckpt student.pt] [--json] [--window 4 --hop 2]
-    python -m crossmodal.run task=predict +data.source=clip.wav [ckpt_path=student.pt]
+    python -m crossmodal.run task=predict data=predict data.source=clip.wav [ckpt_path=student.pt]
 
 Each file is decoded (wav/flac/ogg via soundfile; mp3/m4a and the audio track of videos via
 PyAV), mixed to mono and resampled to 16 kHz. The result is the distribution over the 8 FER+
@@ -88,7 +88,7 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     data = cfg.get("data") or {}
     source = data.get("source")
     if not source:
-        raise ConfigError("task=predict needs files: +data.source=path/to/clip.wav (a file, a folder, or a list [a.wav,b.mp4])")
+        raise ConfigError("task=predict needs files: data=predict data.source=path/to/clip.wav (a file, a folder, or a list [a.wav,b.mp4])")
     sources = list(source) if isinstance(source, (list, tuple, ListConfig)) else [source]
     window = data.get("window", DEFAULT_WINDOW)
     hop = data.get("hop", DEFAULT_HOP)
