@@ -1,0 +1,390 @@
+"""TeacherFER: the face-expression teacher (FER+), and the teacher inference API.
+
+Training (``TeacherFER``, a LightningModule): soft-target cross-entropy for the ``probability`` /
+``crossentropy`` label modes, ordinary cross-entropy for ``majority``; SGD with the paper's step
+schedule by default, cosine / one-cycle and AdamW as options; pretrained layers at
+``pretrained_lr_mult`` x the lr. Metrics on val and test: top-1 against the majority label
+(``acc``, the FER+ number), per-class recall and a row-normalised confusion matrix (PNG).
+
+Inference (what extraction and online distillation use)::
+
+    teacher = load_teacher()                       # the shipped crossmodal/assets/teacher_cpu.pt
+    logits = teacher(teacher.preprocess(images))   # uint8 [N,H,W] grey or [N,H,W,3] RGB, any size
+
+``load_teacher`` also reads a TeacherFER Lightning ``.ckpt`` and the authors' MatConvNet-port
+``resnet50_ferplus_dag.pth`` / ``senet50_ferplus_dag.pth``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassRecall
+
+from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
+from crossmodal.models.face import PreprocessSpec, create_face_backbone, guess_matconvnet_arch, load_matconvnet_ferplus
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "teacher_cpu.pt"
+SLIM_FORMAT = "crossmodal-face-teacher"
+
+
+class FaceTeacher(nn.Module):
+    """A face-expression network plus the preprocessing it was trained with. Eval mode by default.
+
+    ``preprocess(images)`` takes uint8 (or 0..255 float) faces [N,H,W] grey, [N,H,W,3] RGB or
+    [N,C,H,W], any size, and returns the network input; ``forward(x)`` returns 8 logits in
+    ``EMOTIONS`` order. ``tta_flip`` averages the logits of the image and its mirror.
+    """
+
+    def __init__(self, backbone: nn.Module, preprocess: PreprocessSpec, *, name: str = "", kwargs: dict | None = None,
+                 tta_flip: bool = False) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.spec = preprocess
+        self.name = name
+        self.kwargs = dict(kwargs or {})
+        self.tta_flip = tta_flip
+        self.emotions = EMOTIONS
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    @torch.no_grad()
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        device = next(self.backbone.parameters()).device
+        return self.spec(torch.as_tensor(images).to(device), random_crop=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.backbone(x)
+        if self.tta_flip:
+            logits = (logits + self.backbone(torch.flip(x, dims=[-1]))) / 2
+        return logits
+
+
+# ----------------------------------------------------------------------------------------- training
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
+class TeacherFER(L.LightningModule):
+    def __init__(
+        self,
+        backbone: str = "vgg_small",
+        backbone_kwargs: dict | None = None,
+        pretrained: str | None = None,
+        preprocess: dict | None = None,
+        label_mode: str = "probability",
+        drop_rate: float = 0.5,
+        optimizer: str = "sgd",
+        lr: float = 1e-2,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        weight_decay: float = 5e-4,
+        betas: Sequence[float] = (0.9, 0.999),
+        scheduler: str = "step",
+        step_epochs: Sequence[int] = (60, 120),
+        step_gamma: float = 0.1,
+        warmup_epochs: float = 0.0,
+        min_lr_ratio: float = 0.0,
+        pretrained_lr_mult: float = 0.1,
+        label_smoothing: float = 0.0,
+        tta_flip: bool = False,
+        channels_last: bool = True,
+        init_from: str | None = None,
+        plot_every_n_epochs: int = 1,
+        time_budget_minutes: float | None = None,
+    ) -> None:
+        super().__init__()
+        if init_from:  # evaluate / fine-tune a saved teacher: its architecture and preprocessing win
+            saved = load_teacher(None if init_from == "default" else init_from)
+            backbone, backbone_kwargs, preprocess = saved.name, saved.kwargs, saved.spec.as_dict()
+            pretrained = None
+        self.save_hyperparameters()
+        if label_mode not in ("majority", "probability", "crossentropy"):
+            raise ValueError(f"model.label_mode={label_mode!r}: use majority, probability or crossentropy")
+        if optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"model.optimizer={optimizer!r}: use sgd or adamw")
+        if scheduler not in ("step", "cosine", "onecycle", "none"):
+            raise ValueError(f"model.scheduler={scheduler!r}: use step, cosine, onecycle or none")
+        if time_budget_minutes and scheduler not in ("cosine", "none"):
+            raise ValueError("model.time_budget_minutes needs model.scheduler=cosine (the anneal follows wall time)")
+        spec = PreprocessSpec.from_config(preprocess)
+        kwargs = dict(backbone_kwargs or {})
+        kwargs.setdefault("in_chans", spec.channels)
+        net = create_face_backbone(backbone, pretrained=pretrained, drop_rate=drop_rate, **kwargs)
+        self.teacher = FaceTeacher(net, spec, name=backbone, kwargs=dict(kwargs, drop_rate=drop_rate), tta_flip=False)
+        if init_from:
+            self.teacher.backbone.load_state_dict(saved.backbone.state_dict())
+        if channels_last:
+            self.teacher = self.teacher.to(memory_format=torch.channels_last)
+        # Parameters that came from a pretrained file/cache get the lr multiplier; a new head does not.
+        self._pretrained_names = set()
+        if pretrained:
+            head = _head_names(net)
+            self._pretrained_names = {n for n, _ in net.named_parameters() if not any(n.startswith(h) for h in head)}
+        self._train_seconds = 0.0  # wall time spent in fit (kept in checkpoints, for the time budget)
+        self._clock: float | None = None
+        self.metrics = nn.ModuleDict({
+            stage: nn.ModuleDict({
+                "acc": MulticlassAccuracy(NUM_EMOTIONS, average="micro"),
+                "recall": MulticlassRecall(NUM_EMOTIONS, average="none"),
+                "confusion": MulticlassConfusionMatrix(NUM_EMOTIONS),
+            }) for stage in ("val", "test")
+        })
+
+    # -- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:  # raw faces (a loader without the DataModule's batch transform)
+            x = self.teacher.spec(x)
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.teacher(x)
+
+    def setup(self, stage: str) -> None:
+        # The model's preprocessing is the one the weights need; the DataModule follows it.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "preprocess"):
+            if datamodule.preprocess != self.teacher.spec:
+                log.info("data preprocessing %s replaced by the model's %s", datamodule.preprocess, self.teacher.spec)
+            datamodule.preprocess = self.teacher.spec
+
+    # -- the time budget: the schedule runs on wall time, so a busy machine shortens training, not the anneal
+    def on_train_start(self) -> None:
+        self._clock = time.monotonic()
+
+    def elapsed_minutes(self) -> float:
+        now = time.monotonic()
+        if self._clock is not None:
+            self._train_seconds += now - self._clock
+            self._clock = now
+        return self._train_seconds / 60
+
+    def time_progress(self) -> float | None:
+        budget = self.hparams.time_budget_minutes
+        return None if not budget else min(1.0, self.elapsed_minutes() / budget)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        progress = self.time_progress()
+        if progress is not None:
+            self.log("train/minutes", self.elapsed_minutes())
+            if progress >= 1.0:
+                log.info("time budget of %.1f min used up: stopping", self.hparams.time_budget_minutes)
+                self.trainer.should_stop = True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["train_seconds"] = self._train_seconds
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._train_seconds = float(checkpoint.get("train_seconds", 0.0))
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        if self.hparams.label_mode == "majority":
+            return F.cross_entropy(logits.float(), batch["label"], label_smoothing=self.hparams.label_smoothing)
+        target = batch["target"]
+        if self.hparams.label_smoothing:
+            target = target * (1 - self.hparams.label_smoothing) + self.hparams.label_smoothing / NUM_EMOTIONS
+        return soft_target_cross_entropy(logits, target)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self.loss(logits, batch)
+        n = len(batch["label"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/acc", (logits.argmax(-1) == batch["label"]).float().mean(), batch_size=n)
+        self.log("data/skipped", batch["skipped"].float(), reduce_fx="sum", batch_size=n)
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+        x = batch["image"]
+        logits = self(x)
+        if self.hparams.tta_flip:
+            logits = (logits + self(torch.flip(x, dims=[-1]))) / 2
+        n = len(batch["label"])
+        self.log(f"{stage}/loss", self.loss(logits, batch), batch_size=n)
+        self.log("data/skipped", batch["skipped"].float(), reduce_fx="sum", batch_size=n)
+        preds = logits.argmax(-1)
+        for metric in self.metrics[stage].values():
+            metric.update(preds, batch["label"])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        metrics = self.metrics[stage]
+        self.log(f"{stage}/acc", metrics["acc"].compute(), prog_bar=True)
+        recall = metrics["recall"].compute()
+        for name, value in zip(EMOTIONS, recall):
+            self.log(f"{stage}/recall/{name}", value)
+        self.log(f"{stage}/uar", recall.mean())
+        confusion = metrics["confusion"].compute().cpu().numpy()
+        for metric in metrics.values():
+            metric.reset()
+        every = max(1, self.hparams.plot_every_n_epochs)
+        if self._trainer is not None and not self.trainer.sanity_checking and (stage == "test" or self.current_epoch % every == 0
+                                                                              or self.current_epoch == self.trainer.max_epochs - 1):
+            from crossmodal.utils.figures import log_figure
+            from crossmodal.utils.plots import confusion_matrix_figure
+
+            acc = confusion.trace() / max(1, confusion.sum())
+            fig = confusion_matrix_figure(confusion, EMOTIONS, title=f"FER+ {stage}: top-1 {acc:.1%} (n={int(confusion.sum())})")
+            log_figure(self.trainer, f"{stage}/confusion", fig)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # -- optimisation
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay, no_decay, pre_decay, pre_no_decay = [], [], [], []
+        for name, param in self.teacher.backbone.named_parameters():
+            if not param.requires_grad:
+                continue
+            pretrained = name in self._pretrained_names
+            flat = param.ndim <= 1  # no weight decay on norms and biases
+            (pre_no_decay if pretrained and flat else pre_decay if pretrained else no_decay if flat else decay).append(param)
+        mult = hp.pretrained_lr_mult
+        groups = [g for g in (
+            {"params": decay, "weight_decay": hp.weight_decay, "lr": hp.lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": hp.lr},
+            {"params": pre_decay, "weight_decay": hp.weight_decay, "lr": hp.lr * mult},
+            {"params": pre_no_decay, "weight_decay": 0.0, "lr": hp.lr * mult},
+        ) if g["params"]]
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
+        if hp.scheduler == "none":
+            return optimizer
+        if hp.scheduler == "step":
+            milestones = list(hp.step_epochs)
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=hp.step_gamma)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        warmup = int(hp.warmup_epochs * steps_per_epoch)
+        if hp.scheduler == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=[g["lr"] for g in groups], total_steps=total,
+                pct_start=max(warmup, 1) / total if warmup else 0.25, div_factor=25.0,
+                final_div_factor=1.0 / max(hp.min_lr_ratio, 1e-4) / 25.0, cycle_momentum=hp.optimizer == "sgd")
+        else:
+            floor = hp.min_lr_ratio
+
+            def cosine(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / warmup
+                by_time = self.time_progress()
+                progress = by_time if by_time is not None else min(1.0, (step - warmup) / max(1, total - warmup))
+                return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _head_names(net: nn.Module) -> list[str]:
+    """Parameter-name prefixes of the classifier (randomly initialised, full lr)."""
+    getter = getattr(net, "get_classifier", None)
+    if getter is not None:
+        head = getter()
+        return [n for n, m in net.named_modules() if m is head and n] or ["fc", "head", "classifier", "last_linear"]
+    return ["head", "fc", "classifier", "last_linear"]
+
+
+# ----------------------------------------------------------------------------------------- slim files
+
+
+def save_teacher(teacher: FaceTeacher | TeacherFER, path: str | Path, *, half: bool = True, meta: dict | None = None) -> Path:
+    """Write a slim teacher file: backbone name + kwargs + preprocessing + (fp16) state dict + meta."""
+    if isinstance(teacher, TeacherFER):
+        teacher = teacher.teacher
+    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous(memory_format=torch.contiguous_format).clone()
+             for k, v in teacher.backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
+    payload = {
+        "format": SLIM_FORMAT,
+        "version": 1,
+        "backbone": teacher.name,
+        "backbone_kwargs": teacher.kwargs,
+        "preprocess": teacher.spec.as_dict(),
+        "tta_flip": teacher.tta_flip,
+        "emotions": list(EMOTIONS),
+        "state_dict": state,
+        "meta": dict(meta or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_teacher(path: str | Path | None = None, device: str | torch.device = "cpu") -> FaceTeacher:
+    """A FaceTeacher in eval mode from a slim ``.pt``, a TeacherFER ``.ckpt`` or a MatConvNet-port ``.pth``.
+
+    ``path=None`` loads the project's default teacher, ``crossmodal/assets/teacher_cpu.pt``.
+    """
+    path = Path(path) if path is not None else DEFAULT_TEACHER
+    if not path.exists():
+        hint = " (the shipped default teacher is missing: reinstall crossmodal or give a path)" if path == DEFAULT_TEACHER else ""
+        raise FileNotFoundError(f"teacher file {path} does not exist{hint}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exn:  # noqa: BLE001 - name the file whatever went wrong
+        raise ValueError(f"cannot read teacher file {path}: {exn}") from exn
+    if isinstance(payload, dict) and payload.get("format") == SLIM_FORMAT:
+        teacher = _from_slim(payload)
+    elif isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload:
+        teacher = _from_lightning(payload, path)
+    elif isinstance(payload, dict) and any(k.startswith("conv1_7x7_s2") for k in payload):
+        net, spec = load_matconvnet_ferplus(payload)
+        teacher = FaceTeacher(net, spec, name=f"matconvnet:{guess_matconvnet_arch(payload)}")
+    else:
+        raise ValueError(f"{path} is not a crossmodal teacher (.pt from save_teacher), a TeacherFER Lightning checkpoint, "
+                         "or a resnet50/senet50_ferplus_dag MatConvNet port")
+    return teacher.to(device).eval()
+
+
+def _from_slim(payload: dict[str, Any]) -> FaceTeacher:
+    kwargs = dict(payload["backbone_kwargs"])
+    net = create_face_backbone(payload["backbone"], **kwargs)
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}, strict=False)
+    missing = [k for k in net.state_dict() if k not in payload["state_dict"] and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ValueError(f"teacher file lacks {len(missing)} tensors of {payload['backbone']} (first: {missing[:3]})")
+    spec = PreprocessSpec.from_config(payload["preprocess"])
+    teacher = FaceTeacher(net, spec, name=payload["backbone"], kwargs=kwargs, tta_flip=payload.get("tta_flip", False))
+    teacher.meta = payload.get("meta", {})
+    return teacher
+
+
+def _from_lightning(payload: dict[str, Any], path: Path) -> FaceTeacher:
+    hp = dict(payload["hyper_parameters"])
+    spec = PreprocessSpec.from_config(hp.get("preprocess"))
+    kwargs = dict(hp.get("backbone_kwargs") or {})
+    kwargs.setdefault("in_chans", spec.channels)
+    kwargs["drop_rate"] = hp.get("drop_rate", 0.5)
+    net = create_face_backbone(hp["backbone"], **kwargs)
+    prefix = "teacher.backbone."
+    state = {k[len(prefix):]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+    if not state:
+        raise ValueError(f"{path} is a Lightning checkpoint without TeacherFER weights (no '{prefix}*' keys)")
+    net.load_state_dict(state)
+    return FaceTeacher(net, spec, name=hp["backbone"], kwargs=kwargs, tta_flip=bool(hp.get("tta_flip", False)))
