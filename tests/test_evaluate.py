@@ -107,27 +107,33 @@ def test_evaluate_run_on_a_ravdess_layout(emodb_root, tmp_path):
     # A silent clip and an unreadable one: skipped and reported, not fatal (strict=false).
     sf.write(root / "Actor_03" / "03-01-05-02-02-02-03.wav", np.zeros(16000, np.float32), 16000)
     (root / "Actor_03" / "03-01-04-02-02-02-03.wav").write_bytes(b"RIFF....garbage")
+    sf.write(root / "Actor_03" / "take2.wav", np.ones(1600, np.float32) * 0.1, 16000)  # a name that does not parse
     student = tiny_student_file(tmp_path / "student.pt")
     cfg = _cfg("eval_ravdess", root, student, "data.folds=4", "data.features=[logits,embedding]", "data.Cs=[0.1,10.0]")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     metrics = run(cfg, RunContext(cfg, run_dir))
-    assert metrics["eval/skipped"] == 2 and metrics["eval/speakers"] == 4 and metrics["eval/classes"] == 7
+    assert metrics["eval/skipped"] == 3 and metrics["eval/speakers"] == 4 and metrics["eval/classes"] == 7
     for method in ("probe_logits", "probe_embedding", "random_init_logits", "random_init_embedding", "chance", "zero_shot"):
         for protocol in ("clips", "speakers"):
             assert 0.0 <= metrics[f"eval/{method}/{protocol}/ua_mean"] <= 1.0
             assert 0.0 <= metrics[f"eval/{method}/{protocol}/wa_std"] <= 1.0
     assert metrics["eval/chance/clips/ua_mean"] == pytest.approx(1 / 7)
     report = (run_dir / "evaluation.md").read_text()
-    assert "leave-one-speaker-out (4 folds)" in report and "skipped clips (unreadable or silent): 2" in report
+    assert "leave-one-speaker-out (4 folds)" in report and "skipped files (unparseable name, unreadable or silent): 3" in report
     assert "03-01-05-02-02-02-03.wav`: " in report and "silent" in report
+    assert "take2.wav`: name does not parse" in report
     plots = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
     assert "eval_confusion_probe_logits_speakers.png" in plots and "eval_confusion_zero_shot_clips.png" in plots
     saved = np.load(run_dir / "features.npz")
     assert saved["probe_logits"].shape == (metrics["eval/clips"], 8) and saved["probe_embedding"].shape[1] == 16
-    # strict=true: the silent clip is an error naming it.
+    # strict=true: the unparseable name, then the unreadable or silent clip, is an error naming it.
+    strict = OmegaConf.merge(cfg, {"strict": True})
+    with pytest.raises(CorpusError, match="cannot parse .*take2.wav: RAVDESS names are"):
+        run(strict, RunContext(cfg, run_dir))
+    (root / "Actor_03" / "take2.wav").unlink()
     with pytest.raises(CorpusError, match="03-01-0[45]-02-02-02-03.wav"):
-        run(OmegaConf.merge(cfg, {"strict": True}), RunContext(cfg, run_dir))
+        run(strict, RunContext(cfg, run_dir))
 
 
 def test_no_recognisable_files(tmp_path):

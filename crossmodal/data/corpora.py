@@ -72,18 +72,22 @@ class CorpusSpec:
         return tuple(label for label in self.classes if self.to_ferplus[label] is not None)
 
 
-def read_corpus(name: str, root: str | Path, strict: bool = True) -> list[Clip]:
+def read_corpus(name: str, root: str | Path, strict: bool = True, skipped: list[tuple[str, str]] | None = None) -> list[Clip]:
     """All clips of corpus ``name`` under ``root``, sorted by path.
 
     With ``strict`` (the default) a file whose name does not parse is an error naming it; without
-    it, such files are skipped and counted in a warning. A folder with no recognisable file is
-    always an error.
+    it, such files are skipped, counted in a warning and appended to ``skipped`` as (path, reason)
+    when a list is given. A folder with no recognisable file is always an error.
     """
     spec = corpus_spec(name)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise CorpusError(f"{spec.title} folder not found: {root} (set data.source to the corpus folder; expected {spec.layout})")
-    clips = sorted(spec.reader(root, strict), key=lambda clip: str(clip.path))
+    _Skips.collected = skipped
+    try:
+        clips = sorted(spec.reader(root, strict), key=lambda clip: str(clip.path))
+    finally:
+        _Skips.collected = None
     if not clips:
         raise CorpusError(f"no {spec.title} files found under {root}; expected {spec.layout}")
     for clip in clips:
@@ -124,6 +128,8 @@ def _media_files(root: Path, extensions: frozenset[str]) -> Iterator[Path]:
 class _Skips:
     """Unparseable files: an error at once (strict) or a count in one warning at the end."""
 
+    collected: list[tuple[str, str]] | None = None  # read_corpus(skipped=...) gathers them here
+
     def __init__(self, corpus: str, root: Path, strict: bool) -> None:
         self.corpus, self.root, self.strict = corpus, root, strict
         self.examples: list[str] = []
@@ -133,6 +139,8 @@ class _Skips:
         if self.strict:
             raise CorpusError(message + " (rename or remove the file, or pass strict=False to skip such files)")
         self.examples.append(message)
+        if _Skips.collected is not None:
+            _Skips.collected.append((str(path), f"name does not parse: {why}"))
 
     def report(self) -> None:
         if self.examples:

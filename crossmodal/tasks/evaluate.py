@@ -80,7 +80,8 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     bench = benchmark_config(cfg)
     strict = bool(cfg.get("strict", False))
     spec = corpus_spec(bench.corpus)
-    clips = read_corpus(spec.name, bench.source, strict=strict)
+    unparsed: list[tuple[str, str]] = []
+    clips = read_corpus(spec.name, bench.source, strict=strict, skipped=unparsed)
     clips, class_names = select_classes(clips, bench)
     clips = subsample(clips, bench.max_clips, bench.seed)
     log.info("%s at %s: %s", spec.title, bench.source, summarise(clips))
@@ -102,7 +103,7 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
         feature_sets.update({f"random_init_{name}": outputs[1][name] for name in wanted})
 
     report = evaluate_features(clips, class_names, feature_sets, features["logits"], bench, spec_name=spec.name)
-    report.failures = failures
+    report.failures = unparsed + failures
     report.student = f"{student_name} ({student.info.get('path', '')})"
     save_features(ctx.run_dir / "features.npz", clips, class_names, feature_sets)
     write_outputs(report, bench, ctx)
@@ -361,7 +362,7 @@ def markdown_report(report: Report, bench: BenchmarkConfig) -> str:
         f"- student: {report.student}",
         f"- features: {', '.join(bench.features)}; probe: standardised multinomial logistic regression, C by {bench.inner_folds}-fold inner CV",
         *[f"- {note}" for note in report.notes],
-        f"- skipped clips (unreadable or silent): {len(report.failures)}",
+        f"- skipped files (unparseable name, unreadable or silent): {len(report.failures)}",
         "",
         markdown_table(columns, rows),
         "",
@@ -373,7 +374,7 @@ def markdown_report(report: Report, bench: BenchmarkConfig) -> str:
         recall_rows = [[PROTOCOL_TITLES[row.protocol], *(f"{100 * row.scores.per_class_recall().get(n, float('nan')):.1f}" for n in report.class_names)] for row in main]
         lines += ["", "Per-class recall % of the probe on student logits:", "", markdown_table(recall_columns, recall_rows)]
     if report.failures:
-        lines += ["", "Skipped clips:", ""] + [f"- `{path}`: {reason}" for path, reason in report.failures[:50]]
+        lines += ["", "Skipped files:", ""] + [f"- `{path}`: {reason}" for path, reason in report.failures[:50]]
     return "\n".join(lines) + "\n"
 
 
