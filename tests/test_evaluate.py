@@ -179,3 +179,14 @@ def test_eval_emodb_full(emodb_root, tmp_path):
     assert metrics["eval/probe_logits/speakers/folds"] == 10
     assert metrics["eval/chance/clips/ua_mean"] == pytest.approx(1 / 7)
     assert len(list((run_dir / "plots").glob("eval_confusion_*.png"))) == 4
+
+
+def test_speaker_selection(emodb_root):
+    from crossmodal.config.checks import ConfigError
+    from crossmodal.tasks.evaluate import select_speakers
+
+    clips = read_corpus("emodb", emodb_root)
+    kept = select_speakers(clips, BenchmarkConfig(corpus="emodb", source=str(emodb_root), speakers=[3, "08"]))
+    assert {c.speaker for c in kept} == {"03", "08"} and len(kept) == sum(c.speaker in ("03", "08") for c in clips)
+    with pytest.raises(ConfigError, match="no clip of speaker\\(s\\) 99 under .*speakers there: 03, 08, 09"):
+        select_speakers(clips, BenchmarkConfig(corpus="emodb", source=str(emodb_root), speakers=["99"]))

@@ -44,7 +44,7 @@ from crossmodal.utils.progress import progress
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("clips", "speakers")
-PROTOCOL_TITLES = {"clips": "10-fold CV over clips (paper)", "speakers": "speaker-independent"}
+PROTOCOL_TITLES = {"clips": "k-fold CV over clips (paper)", "speakers": "speaker-independent"}
 BASELINES = ("chance", "random_init", "zero_shot")
 FEATURES = ("logits", "embedding")
 
@@ -59,6 +59,9 @@ class BenchmarkConfig:
     # first (IEMOCAP's usual 4 classes: merge {exc: hap}).
     classes: list[str] | None = None
     merge: dict[str, str] = field(default_factory=dict)
+    # Keep only these speakers (null: all). For a student whose training audio came from this corpus
+    # (the CPU pseudo-pair student hears EmoDB), evaluate on its unheard speakers only.
+    speakers: list[str] | None = None
     # Student outputs used as probe features: logits (the paper's) and/or embedding.
     features: list[str] = field(default_factory=lambda: ["logits"])
     folds: int = 10
@@ -82,6 +85,7 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     spec = corpus_spec(bench.corpus)
     unparsed: list[tuple[str, str]] = []
     clips = read_corpus(spec.name, bench.source, strict=strict, skipped=unparsed)
+    clips = select_speakers(clips, bench)
     clips, class_names = select_classes(clips, bench)
     clips = subsample(clips, bench.max_clips, bench.seed)
     log.info("%s at %s: %s", spec.title, bench.source, summarise(clips))
@@ -131,6 +135,22 @@ def benchmark_config(cfg: DictConfig) -> BenchmarkConfig:
     if unknown:
         raise ConfigError(f"data.baselines has unknown {sorted(unknown)}; choose among {', '.join(BASELINES)}")
     return bench
+
+
+def select_speakers(clips: list[Clip], bench: BenchmarkConfig) -> list[Clip]:
+    if bench.speakers is None:
+        return clips
+    # Hydra reads data.speakers=[03,08] as numbers: match "03" and 3 alike.
+    def key(speaker: Any) -> str:
+        text = str(speaker)
+        return str(int(text)) if text.isdigit() else text
+
+    wanted = {key(s) for s in bench.speakers}
+    present = sorted({c.speaker for c in clips})
+    missing = sorted(wanted - {key(s) for s in present})
+    if missing:
+        raise ConfigError(f"data.speakers: no clip of speaker(s) {', '.join(missing)} under {bench.source}; speakers there: {', '.join(present)}")
+    return [c for c in clips if key(c.speaker) in wanted]
 
 
 def select_classes(clips: list[Clip], bench: BenchmarkConfig) -> tuple[list[Clip], tuple[str, ...]]:
@@ -357,7 +377,8 @@ def markdown_report(report: Report, bench: BenchmarkConfig) -> str:
     lines = [
         f"# {report.corpus}: external evaluation",
         "",
-        f"- corpus: `{bench.source}`; {report.clips} clips, {report.speakers} speakers, {len(report.class_names)} classes",
+        f"- corpus: `{bench.source}`; {report.clips} clips, {report.speakers} speakers, {len(report.class_names)} classes"
+        + (f" (speakers {', '.join(map(str, bench.speakers))} only)" if bench.speakers else ""),
         "- classes: " + ", ".join(f"{name} ({report.class_counts.get(name, 0)})" for name in report.class_names),
         f"- student: {report.student}",
         f"- features: {', '.join(bench.features)}; probe: standardised multinomial logistic regression, C by {bench.inner_folds}-fold inner CV",
