@@ -219,11 +219,20 @@ def extract_logits(
             "extract: %d frames of %d segments in %.1f s: %.1f frames/s (rank %d)",
             work["frames"], work["segments"], work["seconds"], work["frames"] / work["seconds"], rank,
         )
+    if rank != 0:
+        # Only rank 0 writes the manifest; the others are done (after the barrier, under torch.distributed).
+        if world_size > 1 and _distributed():
+            wait_for_shards(out_dir, names)
+        return None, work
     if world_size > 1:
         wait_for_shards(out_dir, names)
-    if rank != 0:
-        return None, work
     return write_manifest(out_dir, names, meta), work
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
 
 
 def _check_same_teacher(out_dir: Path, teacher_name: str, pairs: Manifest) -> None:

@@ -1,0 +1,188 @@
+"""Teacher-logit extraction: shapes, timestamps against the audio, resume after a kill, reuse, the task."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crossmodal.data.audio import decode_flac
+from crossmodal.data.pairs import PairsConfig, prepare_pairs
+from crossmodal.data.shards import load_manifest
+from crossmodal.emotions import EMOTIONS
+from crossmodal.tasks.extract import extract_logits, iter_distill, summarise
+
+pytest.importorskip("cv2")
+
+TESTS = Path(__file__).resolve().parent
+SHIPPED_TEACHER = TESTS.parent / "crossmodal" / "assets" / "teacher_cpu.pt"
+
+
+class StandInTeacher(torch.nn.Module):
+    """A fixed (non-random) face network with the teacher API: preprocess(uint8) -> forward -> [N, 8]."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(16 * 16, 8)
+        with torch.no_grad():
+            grid = torch.arange(8 * 256, dtype=torch.float32).reshape(8, 256)
+            self.proj.weight.copy_(torch.sin(grid) / 16)
+            self.proj.bias.copy_(torch.linspace(-1, 1, 8))
+        self.delay = delay
+        self.eval()
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float()
+        if x.ndim == 4:
+            x = x.mean(-1)
+        return (F.interpolate(x[:, None], size=(16, 16), mode="area") - 128.0) / 64.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.delay:
+            time.sleep(self.delay)
+        return self.proj(x.flatten(1))
+
+
+@pytest.fixture(scope="module")
+def grid_pairs(grid_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    source = tmp_path_factory.mktemp("grid")
+    for clip in ("bbaf2n.mpg", "brbk7n.mpg", "swiz3n.mpg", "lbax4n.mpg"):
+        os.symlink(grid_root / clip, source / clip)
+    cfg = PairsConfig(source=str(source), data_dir=str(tmp_path_factory.mktemp("data")), videos_per_shard=1, unheard_fraction=0.25)
+    return prepare_pairs(cfg)
+
+
+def read_all(manifest) -> dict[str, dict]:
+    return {s["__key__"]: s for s in iter_distill(manifest.paths())}
+
+
+def test_logit_shapes_and_times_line_up_with_audio(grid_pairs, tmp_path: Path) -> None:
+    manifest, work = extract_logits(grid_pairs, tmp_path / "distill", StandInTeacher(), teacher_name="standin", batch_size=7)
+    assert [s["name"] for s in manifest.shards] == [s["name"] for s in grid_pairs.shards]  # 1 out shard per in shard
+    assert work["frames"] == 52 and work["segments"] == 4 and work["written"] == 4
+    assert manifest.meta["teacher"] == "standin" and manifest.meta["emotions"] == list(EMOTIONS)
+    assert manifest.meta["split_file"] == grid_pairs.meta["split_file"]
+    samples = read_all(manifest)
+    for key, sample in samples.items():
+        logits, times, meta = sample["logits"], sample["times"], sample["meta"]
+        assert logits.dtype == np.float16 and logits.shape == (len(times), 8) == (meta["n_frames"], 8)
+        wave, rate = decode_flac(sample["flac"])
+        assert np.all(np.diff(times) > 0) and times[0] >= 0 and times[-1] < len(wave) / rate
+        assert meta["teacher"] == "standin" and meta["split"] in sample["__url__"] and "frame_rate" in meta
+
+
+def test_logits_are_the_teachers_on_the_pair_frames(grid_pairs, tmp_path: Path) -> None:
+    from crossmodal.tasks.extract import _read_pair_shard
+
+    manifest, _ = extract_logits(grid_pairs, tmp_path / "d32", StandInTeacher(), teacher_name="standin", logits_dtype="float32")
+    samples = read_all(manifest)
+    teacher = StandInTeacher()
+    pair_samples, events = _read_pair_shard(grid_pairs.paths()[0], strict=True)
+    assert not events
+    for pair in pair_samples:
+        with torch.no_grad():
+            expected = teacher(teacher.preprocess(torch.from_numpy(pair["frames"]))).numpy()
+        got = samples[pair["key"]]
+        assert got["logits"].dtype == np.float32
+        np.testing.assert_allclose(got["logits"], expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(got["times"], pair["times"])
+        assert got["flac"] == pair["flac"]
+
+
+RESUME_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_extract import StandInTeacher
+from crossmodal.data.shards import load_manifest
+from crossmodal.tasks.extract import extract_logits
+extract_logits(load_manifest({pairs!r}), {out!r}, StandInTeacher(delay=0.6), teacher_name="standin", batch_size=4)
+"""
+
+
+def test_resume_after_kill_equals_uninterrupted_run(grid_pairs, tmp_path: Path) -> None:
+    reference, _ = extract_logits(grid_pairs, tmp_path / "whole", StandInTeacher(), teacher_name="standin", batch_size=4)
+    out = tmp_path / "killed"
+    script = RESUME_SCRIPT.format(tests=str(TESTS), pairs=str(grid_pairs.root), out=str(out))
+    env = dict(os.environ, CROSSMODAL_NO_PROGRESS="1")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not list(out.glob("*.json")) or not [p for p in out.glob("*-0*.json")]:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() < deadline, "the extraction never finished a shard"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # mid-run: at least one shard finished, the next one half-done
+    proc.wait()
+    finished = sorted(p.stem for p in out.glob("*-0*.json"))
+    assert 1 <= len(finished) < 4 and not (out / "manifest.json").exists()
+    before = {name: os.stat(out / f"{name}.tar").st_mtime_ns for name in finished}
+    resumed, work = extract_logits(grid_pairs, out, StandInTeacher(), teacher_name="standin", batch_size=4)
+    assert work["reused"] == len(finished) and work["written"] == 4 - len(finished)
+    assert {name: os.stat(out / f"{name}.tar").st_mtime_ns for name in finished} == before
+    assert not list(out.glob(".*.tmp-*"))  # the killed writer's partial shard was cleaned up
+    whole, again = read_all(reference), read_all(resumed)
+    assert sorted(whole) == sorted(again)
+    for key in whole:
+        np.testing.assert_array_equal(whole[key]["logits"], again[key]["logits"])
+        np.testing.assert_array_equal(whole[key]["times"], again[key]["times"])
+        assert whole[key]["meta"] == again[key]["meta"] and whole[key]["flac"] == again[key]["flac"]
+    assert [s["count"] for s in resumed.shards] == [s["count"] for s in reference.shards]
+
+
+def test_other_teacher_in_same_folder_is_refused(grid_pairs, tmp_path: Path) -> None:
+    extract_logits(grid_pairs, tmp_path / "d", StandInTeacher(), teacher_name="standin")
+    with pytest.raises(ValueError, match="distill_dir"):
+        extract_logits(grid_pairs, tmp_path / "d", StandInTeacher(), teacher_name="another")
+
+
+def test_ranks_split_the_shards(grid_pairs, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    none, rank1 = extract_logits(grid_pairs, out, StandInTeacher(), teacher_name="standin", rank=1, world_size=2)
+    assert none is None and rank1["written"] == 2
+    manifest, rank0 = extract_logits(grid_pairs, out, StandInTeacher(), teacher_name="standin", rank=0, world_size=2)
+    assert rank0["written"] == 2 and manifest.total == 4
+
+
+def test_worker_processes_give_the_same_shards(grid_pairs, tmp_path: Path) -> None:
+    serial, _ = extract_logits(grid_pairs, tmp_path / "w0", StandInTeacher(), teacher_name="standin")
+    parallel, _ = extract_logits(grid_pairs, tmp_path / "w2", StandInTeacher(), teacher_name="standin", num_workers=2)
+    a, b = read_all(serial), read_all(parallel)
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k]["logits"], b[k]["logits"]) for k in a)
+    summary = summarise(parallel)
+    assert summary["segments"] == 4 and summary["frames"] == 52 and sum(summary["dominant"].values()) == 4
+
+
+@pytest.mark.skipif(not SHIPPED_TEACHER.exists(), reason="the shipped teacher crossmodal/assets/teacher_cpu.pt is not there yet")
+def test_shipped_teacher(grid_pairs, tmp_path: Path) -> None:
+    from crossmodal.lit.teacher import load_teacher
+
+    manifest, work = extract_logits(grid_pairs, tmp_path / "shipped", load_teacher(), teacher_name="teacher_cpu", batch_size=32)
+    for sample in read_all(manifest).values():
+        assert sample["logits"].shape == (len(sample["times"]), 8) and np.isfinite(sample["logits"].astype(np.float32)).all()
+    assert work["frames"] == 52
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHIPPED_TEACHER.exists(), reason="the shipped teacher crossmodal/assets/teacher_cpu.pt is not there yet")
+def test_extract_task_end_to_end(grid_root: Path, tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "crossmodal.run", "experiment=extract_logits", f"data.source={grid_root}",
+        f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}", "logger=csv",
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, cwd=TESTS.parent, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "frames/s" in first.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["extract/segments"] == 11 and metrics["extract/frames"] == 143 and metrics["pairs/skipped"] == 0
+    assert (tmp_path / "run" / "plots" / "extract_dominant_emotion.png").exists()
+    second = subprocess.run(command, capture_output=True, text=True, cwd=TESTS.parent, timeout=600)
+    assert second.returncode == 0 and "reused" in second.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["extract/shards_written"] == 0 and metrics["extract/segments"] == 11
