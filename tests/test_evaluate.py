@@ -190,3 +190,17 @@ def test_speaker_selection(emodb_root):
     assert {c.speaker for c in kept} == {"03", "08"} and len(kept) == sum(c.speaker in ("03", "08") for c in clips)
     with pytest.raises(ConfigError, match="no clip of speaker\\(s\\) 99 under .*speakers there: 03, 08, 09"):
         select_speakers(clips, BenchmarkConfig(corpus="emodb", source=str(emodb_root), speakers=["99"]))
+
+
+def test_speakers_the_student_trained_on_are_left_out():
+    from crossmodal.tasks.evaluate import drop_student_speakers
+
+    clips = _clips()
+    info = {"train_speakers": {"emodb": ["00", "01", "02", "03"], "ravdess": ["Actor_01"]}}
+    kept, note = drop_student_speakers(clips, info, "emodb", exclude=True)
+    assert {c.speaker for c in kept} == {"04", "05"} and "left out speakers 00, 01, 02, 03" in note
+    kept, note = drop_student_speakers(clips, info, "emodb", exclude=False)
+    assert kept == clips and note.startswith("WARNING")
+    assert drop_student_speakers(clips, {}, "emodb", exclude=True) == (clips, "")
+    with pytest.raises(CorpusError, match="every speaker here"):
+        drop_student_speakers(clips, {"train_speakers": {"emodb": [f"{i:02d}" for i in range(6)]}}, "emodb", exclude=True)

@@ -62,6 +62,9 @@ class BenchmarkConfig:
     # Keep only these speakers (null: all). For a student whose training audio came from this corpus
     # (the CPU pseudo-pair student hears EmoDB), evaluate on its unheard speakers only.
     speakers: list[str] | None = None
+    # Leave out the speakers whose audio the student trained on, when its file records them
+    # (info["train_speakers"][corpus], e.g. the CPU student's EmoDB pseudo-pairs).
+    exclude_student_speakers: bool = True
     # Student outputs used as probe features: logits (the paper's) and/or embedding.
     features: list[str] = field(default_factory=lambda: ["logits"])
     folds: int = 10
@@ -85,14 +88,14 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     spec = corpus_spec(bench.corpus)
     unparsed: list[tuple[str, str]] = []
     clips = read_corpus(spec.name, bench.source, strict=strict, skipped=unparsed)
-    clips = select_speakers(clips, bench)
-    clips, class_names = select_classes(clips, bench)
-    clips = subsample(clips, bench.max_clips, bench.seed)
-    log.info("%s at %s: %s", spec.title, bench.source, summarise(clips))
-
     student = load_student(cfg.get("ckpt_path"))
     student_name = student.info.get("net_name", "student")
     log.info("student: %s (%s)", student_name, student.info.get("path", ""))
+    clips = select_speakers(clips, bench)
+    clips, heard_note = drop_student_speakers(clips, student.info, spec.name, bench.exclude_student_speakers)
+    clips, class_names = select_classes(clips, bench)
+    clips = subsample(clips, bench.max_clips, bench.seed)
+    log.info("%s at %s: %s", spec.title, bench.source, summarise(clips))
     wanted = ["logits", "embedding"] if "embedding" in bench.features else ["logits"]
     students = [student]
     if "random_init" in bench.baselines:
@@ -108,6 +111,8 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
 
     report = evaluate_features(clips, class_names, feature_sets, features["logits"], bench, spec_name=spec.name)
     report.failures = unparsed + failures
+    if heard_note:
+        report.notes.insert(0, heard_note)
     report.student = f"{student_name} ({student.info.get('path', '')})"
     save_features(ctx.run_dir / "features.npz", clips, class_names, feature_sets)
     write_outputs(report, bench, ctx)
@@ -151,6 +156,24 @@ def select_speakers(clips: list[Clip], bench: BenchmarkConfig) -> list[Clip]:
     if missing:
         raise ConfigError(f"data.speakers: no clip of speaker(s) {', '.join(missing)} under {bench.source}; speakers there: {', '.join(present)}")
     return [c for c in clips if key(c.speaker) in wanted]
+
+
+def drop_student_speakers(clips: list[Clip], info: dict[str, Any], corpus: str, exclude: bool) -> tuple[list[Clip], str]:
+    """Leave out (or flag) the speakers of this corpus whose audio the student was trained on."""
+    heard = {str(s) for s in ((info.get("train_speakers") or {}).get(corpus) or [])}
+    overlap = sorted(heard & {c.speaker for c in clips})
+    if not overlap:
+        return clips, ""
+    if not exclude:
+        note = f"WARNING: the student trained on audio of speakers {', '.join(overlap)} of this corpus; their scores are optimistic"
+        log.warning("%s", note)
+        return clips, note
+    kept = [c for c in clips if c.speaker not in heard]
+    if not kept:
+        raise CorpusError(f"every speaker here ({', '.join(overlap)}) was in the student's training audio; set data.exclude_student_speakers=false to score them anyway")
+    note = f"left out speakers {', '.join(overlap)}: the student trained on their audio (data.exclude_student_speakers=false keeps them)"
+    log.info("%s", note)
+    return kept, note
 
 
 def select_classes(clips: list[Clip], bench: BenchmarkConfig) -> tuple[list[Clip], tuple[str, ...]]:
