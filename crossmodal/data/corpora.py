@@ -59,7 +59,7 @@ class CorpusSpec:
     classes: tuple[str, ...]  # the corpus's own class names, in the corpus's usual order
     to_ferplus: dict[str, str | None]  # corpus class -> FER+ emotion (None: no FER+ counterpart)
     layout: str  # the folder layout the reader expects, for error messages
-    reader: Callable[[Path, bool], Iterator[Clip]]
+    reader: Callable[[Path, "_Skips"], Iterator[Clip]]
 
     @property
     def unmapped(self) -> tuple[str, ...]:
@@ -83,11 +83,9 @@ def read_corpus(name: str, root: str | Path, strict: bool = True, skipped: list[
     root = Path(root).expanduser()
     if not root.is_dir():
         raise CorpusError(f"{spec.title} folder not found: {root} (set data.source to the corpus folder; expected {spec.layout})")
-    _Skips.collected = skipped
-    try:
-        clips = sorted(spec.reader(root, strict), key=lambda clip: str(clip.path))
-    finally:
-        _Skips.collected = None
+    skips = _Skips(spec.title, root, strict, skipped)
+    clips = sorted(spec.reader(root, skips), key=lambda clip: str(clip.path))
+    skips.report()
     if not clips:
         raise CorpusError(f"no {spec.title} files found under {root}; expected {spec.layout}")
     for clip in clips:
@@ -126,12 +124,11 @@ def _media_files(root: Path, extensions: frozenset[str]) -> Iterator[Path]:
 
 
 class _Skips:
-    """Unparseable files: an error at once (strict) or a count in one warning at the end."""
+    """Unparseable files: an error at once (strict) or a count in one warning at the end, and
+    (path, reason) pairs in ``collected`` when the caller passes a list."""
 
-    collected: list[tuple[str, str]] | None = None  # read_corpus(skipped=...) gathers them here
-
-    def __init__(self, corpus: str, root: Path, strict: bool) -> None:
-        self.corpus, self.root, self.strict = corpus, root, strict
+    def __init__(self, corpus: str, root: Path, strict: bool, collected: list[tuple[str, str]] | None = None) -> None:
+        self.corpus, self.root, self.strict, self.collected = corpus, root, strict, collected
         self.examples: list[str] = []
 
     def bad(self, path: Path, why: str) -> None:
@@ -139,8 +136,8 @@ class _Skips:
         if self.strict:
             raise CorpusError(message + " (rename or remove the file, or pass strict=False to skip such files)")
         self.examples.append(message)
-        if _Skips.collected is not None:
-            _Skips.collected.append((str(path), f"name does not parse: {why}"))
+        if self.collected is not None:
+            self.collected.append((str(path), f"name does not parse: {why}"))
 
     def report(self) -> None:
         if self.examples:
@@ -158,9 +155,8 @@ _EMODB_NAME = re.compile(r"^(\d\d)([a-z]\d\d)([A-Z])([a-z])$")
 _EMODB_CODES = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness", "T": "sadness", "N": "neutral"}
 
 
-def _read_emodb(root: Path, strict: bool) -> Iterator[Clip]:
+def _read_emodb(root: Path, skips: _Skips) -> Iterator[Clip]:
     folder = root / "wav" if (root / "wav").is_dir() else root
-    skips = _Skips("EmoDB", folder, strict)
     for path in _media_files(folder, AUDIO_EXTENSIONS):
         match = _EMODB_NAME.match(path.stem)
         if not match:
@@ -171,7 +167,6 @@ def _read_emodb(root: Path, strict: bool) -> Iterator[Clip]:
             skips.bad(path, f"emotion letter {code!r} is not one of {', '.join(_EMODB_CODES)} (W anger, L boredom, E disgust, A fear, F happiness, T sadness, N neutral)")
             continue
         yield _clip("emodb", path, speaker, _EMODB_CODES[code])
-    skips.report()
 
 
 # ----------------------------------------------------------------------------- RAVDESS
@@ -181,8 +176,7 @@ _RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$"
 _RAVDESS_EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful", "07": "disgust", "08": "surprised"}
 
 
-def _read_ravdess(root: Path, strict: bool) -> Iterator[Clip]:
-    skips = _Skips("RAVDESS", root, strict)
+def _read_ravdess(root: Path, skips: _Skips) -> Iterator[Clip]:
     # Audio-only files (modality 03) and full audio-visual videos (01); video-only (02) has no sound.
     for path in _media_files(root, AUDIO_EXTENSIONS | VIDEO_EXTENSIONS):
         match = _RAVDESS_NAME.match(path.stem)
@@ -196,7 +190,6 @@ def _read_ravdess(root: Path, strict: bool) -> Iterator[Clip]:
             skips.bad(path, f"emotion code {emotion} is not 01..08")
             continue
         yield _clip("ravdess", path, f"Actor_{actor}", _RAVDESS_EMOTIONS[emotion])
-    skips.report()
 
 
 # ----------------------------------------------------------------------------- CREMA-D
@@ -206,9 +199,8 @@ _CREMAD_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 _CREMAD_EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 
 
-def _read_cremad(root: Path, strict: bool) -> Iterator[Clip]:
+def _read_cremad(root: Path, skips: _Skips) -> Iterator[Clip]:
     folder = root / "AudioWAV" if (root / "AudioWAV").is_dir() else root
-    skips = _Skips("CREMA-D", folder, strict)
     for path in _media_files(folder, AUDIO_EXTENSIONS):
         match = _CREMAD_NAME.match(path.stem)
         if not match:
@@ -219,7 +211,6 @@ def _read_cremad(root: Path, strict: bool) -> Iterator[Clip]:
             skips.bad(path, f"emotion {emotion!r} is not one of {', '.join(_CREMAD_EMOTIONS)}")
             continue
         yield _clip("cremad", path, actor, emotion)
-    skips.report()
 
 
 # ----------------------------------------------------------------------------- IEMOCAP
@@ -230,8 +221,7 @@ _IEMOCAP_UTTERANCE = re.compile(r"^(Ses\d\d)[FM]_.*_([FM])\d+$")
 _IEMOCAP_EMOTIONS = ("neu", "hap", "exc", "sad", "ang", "sur", "fea", "dis", "fru", "oth", "xxx")
 
 
-def _read_iemocap(root: Path, strict: bool) -> Iterator[Clip]:
-    skips = _Skips("IEMOCAP", root, strict)
+def _read_iemocap(root: Path, skips: _Skips) -> Iterator[Clip]:
     evaluations = sorted(
         path
         for path in root.rglob("*.txt")
@@ -263,7 +253,6 @@ def _read_iemocap(root: Path, strict: bool) -> Iterator[Clip]:
             yield _clip("iemocap", audio[utterance], f"{session}{speaker_sex}", label)
     if missing:
         log.warning("IEMOCAP: %d labelled utterances have no audio file under %s/Session*/sentences/wav (e.g. %s)", len(missing), root, missing[0])
-    skips.report()
 
 
 # ----------------------------------------------------------------------------- eNTERFACE'05
@@ -274,8 +263,7 @@ _SUBJECT_FOLDER = re.compile(r"^subject[\s_-]*(\d+)$", re.IGNORECASE)
 _ENTERFACE_NAME = re.compile(r"^s_?(\d+)[_ -]([a-z]{2})", re.IGNORECASE)
 
 
-def _read_enterface(root: Path, strict: bool) -> Iterator[Clip]:
-    skips = _Skips("eNTERFACE'05", root, strict)
+def _read_enterface(root: Path, skips: _Skips) -> Iterator[Clip]:
     for path in _media_files(root, VIDEO_EXTENSIONS | AUDIO_EXTENSIONS):
         folders = path.relative_to(root).parts[:-1]
         name = _ENTERFACE_NAME.match(path.stem)
@@ -289,7 +277,6 @@ def _read_enterface(root: Path, strict: bool) -> Iterator[Clip]:
             skips.bad(path, "expected 'subject N/<emotion>/sentence K/sN_em_K.avi' (emotion folders anger, disgust, fear, happiness, sadness, surprise)")
             continue
         yield _clip("enterface", path, f"subject{int(subject):02d}", emotion)
-    skips.report()
 
 
 # ----------------------------------------------------------------------------- RML
@@ -298,8 +285,7 @@ _RML_CODES = {"an": "anger", "di": "disgust", "fe": "fear", "ha": "happiness", "
 _RML_SPEAKER = re.compile(r"^s(\d+)$", re.IGNORECASE)
 
 
-def _read_rml(root: Path, strict: bool) -> Iterator[Clip]:
-    skips = _Skips("RML", root, strict)
+def _read_rml(root: Path, skips: _Skips) -> Iterator[Clip]:
     for path in _media_files(root, VIDEO_EXTENSIONS | AUDIO_EXTENSIONS):
         folders = path.relative_to(root).parts[:-1]
         # rml-1/s1/an1.avi or s1/<language>/an1.avi: the speaker is the sN folder, else the top folder.
@@ -311,7 +297,6 @@ def _read_rml(root: Path, strict: bool) -> Iterator[Clip]:
             skips.bad(path, "expected speaker folders (s1 ... s8) holding clips named by emotion code, e.g. s1/an1.avi (an, di, fe, ha, sa, su)")
             continue
         yield _clip("rml", path, speaker, _RML_CODES[code])
-    skips.report()
 
 
 # ----------------------------------------------------------------------------- registry
