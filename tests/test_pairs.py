@@ -201,3 +201,49 @@ def test_user_split_file_decides_the_shards(grid_root: Path, tmp_path: Path) -> 
     by_split = {json.loads(s["json"])["identity"]: Path(s["__url__"]).name.split("-")[0] for s in all_samples(manifest)}
     assert by_split == {"bbaf2n": "train", "brbk7n": "train", "swiz3n": "unheard"}
     assert isinstance(load_split_file(manifest.meta["split_file"]), IdentitySplit)
+
+
+# ------------------------------------------------------------------------------------ pseudo-pairs
+
+EMODB_CLIPS = ("03a01Fa", "03a01Wa", "03a02Ta", "03a04Lc", "08a01Ab", "08a01Fd", "08a02Ac", "10a01Ac", "10a02Ab", "10a01Wa")
+
+
+def test_pseudo_pairs_on_emodb(emodb_root: Path, ferplus_root: Path, tmp_path: Path) -> None:
+    from crossmodal.data.ferplus import read_ferplus
+    from crossmodal.data.pseudo_pairs import PseudoPairsConfig, prepare_pseudo_pairs
+    from crossmodal.emotions import EMOTIONS
+
+    corpus = tmp_path / "emodb" / "wav"
+    corpus.mkdir(parents=True)
+    for stem in EMODB_CLIPS:
+        assert (emodb_root / "wav" / f"{stem}.wav").exists(), stem
+        os.symlink(emodb_root / "wav" / f"{stem}.wav", corpus / f"{stem}.wav")
+    cfg = PseudoPairsConfig(source=str(corpus.parent), ferplus=str(ferplus_root), data_dir=str(tmp_path / "data"),
+                            unheard_fraction=0.34, heard_fraction=0.0, faces_per_pool=3)
+    manifest = prepare_pseudo_pairs(cfg)
+    assert manifest.meta["synthetic"] is True and "not in-the-wild" in manifest.meta["purpose"]
+    assert manifest.skipped["counts"] == {"unmapped_label": 1}  # 03a04Lc: boredom has no FER+ emotion
+    majority = {f"{f.split}/{f.name}": EMOTIONS[f.majority] for f in read_ferplus(ferplus_root, splits=["val", "test"])}
+    pools: dict[tuple[str, str], set[str]] = {}
+    splits_of: dict[str, set[str]] = {}
+    samples = all_samples(manifest)
+    assert len(samples) == 9
+    for sample in samples:
+        meta = json.loads(sample["json"])
+        frames, times = decode_pair_frames(sample)
+        wave, rate = decode_flac(sample["flac"])
+        assert meta["synthetic"] is True and meta["corpus"] == "emodb"
+        assert frames.shape[1:] == (48, 48) and all(k.endswith(".png") for k in sample if k.startswith("f0"))
+        # Frames cover the clip at 25/6 fps and every face shows the clip's emotion.
+        assert len(frames) == int(np.ceil(len(wave) / rate * cfg.frame_rate - 1e-9)) and times[-1] < len(wave) / rate
+        assert {majority[face] for face in meta["faces"]} == {meta["label"]}
+        pools.setdefault((meta["identity"], meta["label"]), set()).update(meta["faces"])
+        splits_of.setdefault(meta["identity"], set()).add(meta["split"])
+    assert all(len(faces) <= 3 for faces in pools.values())  # a consistent pool per speaker and emotion
+    by_emotion: dict[str, list[set[str]]] = {}
+    for (_, emotion), faces in pools.items():
+        by_emotion.setdefault(emotion, []).append(faces)
+    for emotion, groups in by_emotion.items():  # different speakers, different faces
+        assert sum(len(g) for g in groups) == len(set().union(*groups)), emotion
+    assert sorted(s for splits in splits_of.values() for s in splits) == ["train", "train", "unheard"]
+    assert all(len(s) == 1 for s in splits_of.values())  # speaker-independent

@@ -161,9 +161,12 @@ class PairsConfig:
     def face_config(self) -> FaceConfig:
         return FaceConfig(frame_rate=self.frame_rate, crop_size=self.crop_size, margin=self.margin, grey=self.grey)
 
+    def prepare(self, rank: int | None = None, world_size: int | None = None, strict: bool | None = None) -> Manifest:
+        return prepare_pairs(self, rank=rank, world_size=world_size, strict=strict)
+
     def prepare_data(self) -> Manifest:
         """Build (or reuse) the pair shards; the `prepare` task calls this."""
-        return prepare_pairs(self)
+        return self.prepare()
 
 
 # ----------------------------------------------------------------------------------- discovery
@@ -622,6 +625,11 @@ def _check_settings(cfg: PairsConfig, out_dir: Path, layout: str, items: Sequenc
     settings["layout"] = layout
     settings["split_file"] = _file_digest(cfg.split_file) if cfg.split_file else None
     settings["items"] = hashlib.sha1("\n".join(sorted(i.key for i in items)).encode()).hexdigest()[:16]
+    check_settings(out_dir, settings, dist_info()[0])
+
+
+def check_settings(out_dir: Path, settings: dict[str, Any], rank: int = 0) -> None:
+    """Refuse to add to shards built with other settings (or other source files); else record them."""
     path = out_dir / SETTINGS_FILE
     if path.exists() and _has_shards(out_dir):
         saved = json.loads(path.read_text())
@@ -632,7 +640,7 @@ def _check_settings(cfg: PairsConfig, out_dir: Path, layout: str, items: Sequenc
                 f"{out_dir} holds pair shards built with other settings ({diffs}). "
                 "Use another data.name (or data.pairs) folder, or delete the old shards to rebuild them"
             )
-    if dist_info()[0] == 0:
+    if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
 

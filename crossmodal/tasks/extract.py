@@ -31,7 +31,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from crossmodal.data.pairs import PairsConfig, decode_pair_frames, npy_bytes, prefetched, prepare_pairs, wait_for_shards
+from crossmodal.data.pairs import PairsConfig, decode_pair_frames, npy_bytes, prefetched, wait_for_shards
 from crossmodal.data.shards import (
     Manifest,
     ShardJob,
@@ -53,7 +53,7 @@ def run(cfg, ctx) -> dict[str, Any]:
 
     if not cfg.get("data"):
         raise ValueError("task=extract needs pair data: use experiment=extract_logits with data.source=... or data.pairs=...")
-    data = PairsConfig.from_cfg(cfg.data)
+    data = pair_data(cfg.data)
     strict = bool(cfg.get("strict")) or data.strict
     rank, world = dist_info()
     device = "cuda" if torch.cuda.is_available() and str(cfg.trainer.get("accelerator", "cpu")) in ("gpu", "cuda", "auto") else "cpu"
@@ -63,7 +63,7 @@ def run(cfg, ctx) -> dict[str, Any]:
     teacher_ckpt = cfg.get("teacher_ckpt")
     teacher = load_teacher(teacher_ckpt, device=device)
     name = teacher_name(teacher_ckpt)
-    pairs = prepare_pairs(data, rank=rank, world_size=world, strict=strict)
+    pairs = data.prepare(rank=rank, world_size=world, strict=strict)
     out_dir = Path(data.distill_dir) if data.distill_dir else Path(data.data_dir) / "distill" / f"{pairs.root.name}-{name}"
     manifest, stats = extract_logits(
         pairs, out_dir, teacher, teacher_name=name, batch_size=data.batch_size, logits_dtype=data.logits_dtype,
@@ -76,6 +76,21 @@ def run(cfg, ctx) -> dict[str, Any]:
     fig = dominant_histogram_figure(summary["dominant"], title=f"teacher {name}: dominant emotion per segment ({manifest.root.name})")
     ctx.save_figure("extract/dominant_emotion", fig)
     return metrics
+
+
+def pair_data(node: Any):
+    """The data config as an object with ``prepare(rank, world_size, strict) -> Manifest`` and the
+    extraction keys: PairsConfig (real talking faces) or PseudoPairsConfig (the controlled study)."""
+    from hydra.utils import instantiate
+
+    target = node.get("_target_") if hasattr(node, "get") else None
+    if target:
+        data = instantiate(node, _convert_="all")
+    else:
+        data = PairsConfig.from_cfg(node)
+    if not callable(getattr(data, "prepare", None)):
+        raise ValueError(f"task=extract needs pair data (data=pairs or data=pseudo_pairs), got data._target_={target}")
+    return data
 
 
 def teacher_name(ckpt: str | None) -> str:

@@ -1,0 +1,324 @@
+"""Pseudo-pairs: a labelled speech corpus (EmoDB) paired with FER+ faces of the same emotion.
+
+    python -m crossmodal.run experiment=pseudo_pairs data.source=/data/emodb data.ferplus=/data/ferplus
+
+WHAT THIS IS FOR. No audio-visual emotional corpus can be downloaded here, and in real talking-face
+video (VoxCeleb) the face shows little emotion most of the time. To check the *whole transfer*
+end to end on real faces and real voices, each clip of an acted speech corpus is paired with face
+images from FER+ whose crowd majority is the clip's emotion. The teacher then runs on real faces
+and its predictions carry the true emotion of the voice, so a student distilled from these
+pseudo-pairs should learn to recognise emotion from speech, and how well it does says whether
+extraction, aggregation, the loss and the student work together. It is a controlled study and a
+CPU demo, NOT a reproduction of the paper's data: the face and the voice are of different people
+and were never recorded together; the shards are marked ``synthetic: true`` (sample json and
+manifest) so no result from them can pass for an in-the-wild number.
+
+How pairs are made
+- Only clips whose label maps onto a FER+ emotion are used (EmoDB's boredom has none: counted as
+  ``unmapped_label``).
+- Each speaker gets a consistent pool of ``faces_per_pool`` FER+ faces per emotion, drawn with a
+  seeded RNG from the FER+ splits in ``ferplus_splits`` (default val+test: faces the teacher was not
+  trained on) among images whose majority share is at least ``min_agreement``. Pools of different
+  speakers are disjoint while FER+ has enough images of that emotion; otherwise they overlap
+  (counted in the manifest as ``shared_pools``).
+- A clip of duration d gets frames at ``frame_rate`` (times k / frame_rate < d), each drawn from its
+  speaker's pool for its emotion; frames are stored as the native 48x48 grey PNG.
+- Speakers are split like identities (crossmodal.data.splits): ``unheard`` speakers are held out
+  entirely; ``heard`` holds out clips of training speakers.
+The samples are ordinary pair shards (``flac``, ``fNNN.png``, ``times.npy``, ``json`` with
+``label``, ``corpus_label``, ``synthetic: true`` and the source paths), so ``task=extract`` and
+online distillation read them unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from crossmodal.data.audio import AudioError, load_audio
+from crossmodal.data.pairs import (
+    BuildStats,
+    _SkipRecorder,
+    _skip_summary,
+    _slug,
+    _wait_manifest,
+    check_settings,
+    make_pair_sample,
+    prefetched,
+    segment_bounds,
+    wait_for_shards,
+)
+from crossmodal.data.shards import Manifest, ShardJob, SkipLog, dist_info, shard_done, write_manifest, write_shard_set
+from crossmodal.data.splits import SPLIT_FILE, load_split_file, make_split, save_split
+from crossmodal.emotions import EMOTIONS
+
+log = logging.getLogger(__name__)
+
+SETTINGS = (
+    "corpus", "ferplus_splits", "faces_per_pool", "min_agreement", "frame_rate", "segment_seconds",
+    "min_segment_seconds", "sample_rate", "clips_per_shard", "seed", "unheard_fraction", "heard_fraction",
+)
+
+
+@dataclass
+class PseudoPairsConfig:
+    """Pseudo-pair data (``conf/data/pseudo_pairs.yaml``): build pair shards, then extract like real pairs."""
+
+    source: str | None = None  # the speech corpus folder (EmoDB: <source>/wav/*.wav)
+    ferplus: str | None = None  # the FER+ folder (FER2013Train/Valid/Test with label.csv, or the csv pair)
+    corpus: str = "emodb"  # a reader of crossmodal.data.corpora
+    ferplus_splits: list[str] = field(default_factory=lambda: ["val", "test"])
+    faces_per_pool: int = 4  # FER+ faces per speaker and emotion
+    min_agreement: float = 0.5  # majority share of a face's emotion votes
+    data_dir: str = "data"
+    name: str | None = None  # default: <corpus>_ferplus
+    split_file: str | None = None  # speakers as identities; default: seed + fractions
+    seed: int = 0
+    unheard_fraction: float = 0.2
+    heard_fraction: float = 0.1
+    frame_rate: float = 25.0 / 6.0
+    segment_seconds: float = 10.0
+    min_segment_seconds: float = 0.5
+    sample_rate: int = 16000
+    clips_per_shard: int = 100
+    num_workers: int = 0
+    strict: bool = False
+    # extraction (task=extract), as in PairsConfig
+    pairs: str | None = None
+    distill_dir: str | None = None
+    batch_size: int = 256
+    logits_dtype: str = "float16"
+
+    @property
+    def dataset_name(self) -> str:
+        return self.name or f"{_slug(self.corpus)}_ferplus"
+
+    @property
+    def pairs_dir(self) -> Path:
+        return Path(self.pairs) if self.pairs else Path(self.data_dir) / "pairs" / self.dataset_name
+
+    def prepare(self, rank: int | None = None, world_size: int | None = None, strict: bool | None = None) -> Manifest:
+        return prepare_pseudo_pairs(self, rank=rank, world_size=world_size, strict=strict)
+
+    def prepare_data(self) -> Manifest:
+        """The `prepare` task calls this."""
+        return self.prepare()
+
+
+@dataclass(frozen=True)
+class PseudoItem:
+    speaker: str
+    clip: str  # the clip's file stem (its "video")
+    path: str
+    label: str | None  # FER+ emotion, None when the corpus class has none
+    corpus_label: str
+
+
+def face_pools(
+    faces: Sequence[Any], speakers: Sequence[str], emotions: Sequence[str], per_pool: int, seed: int
+) -> tuple[dict[tuple[str, str], list[Any]], int]:
+    """``{(speaker, emotion): [FER+ image, ...]}`` and how many pools had to share faces.
+
+    Deterministic in the seed and the sorted inputs; pools are disjoint across speakers while
+    there are enough faces of an emotion.
+    """
+    by_emotion: dict[str, list[Any]] = defaultdict(list)
+    for face in sorted(faces, key=lambda f: (f.split, f.name)):
+        by_emotion[EMOTIONS[face.majority]].append(face)
+    pools: dict[tuple[str, str], list[Any]] = {}
+    shared = 0
+    for emotion in sorted(emotions):
+        candidates = by_emotion.get(emotion, [])
+        if not candidates:
+            raise ValueError(f"no FER+ face with majority {emotion!r} passes the filters (data.ferplus_splits, data.min_agreement)")
+        rng = random.Random(f"pools-{seed}-{emotion}")
+        order = rng.sample(candidates, len(candidates))
+        disjoint = len(order) >= per_pool * len(speakers)
+        for index, speaker in enumerate(sorted(speakers)):
+            if disjoint:
+                pools[(speaker, emotion)] = order[index * per_pool : (index + 1) * per_pool]
+            else:
+                pools[(speaker, emotion)] = rng.sample(order, min(per_pool, len(order)))
+                shared += 1
+    return pools, shared
+
+
+def _read_items(cfg: PseudoPairsConfig) -> list[PseudoItem]:
+    from crossmodal.data.corpora import read_corpus
+
+    if not cfg.source:
+        raise ValueError("data.source is not set: point it at the speech corpus folder (e.g. EmoDB)")
+    clips = read_corpus(cfg.corpus, cfg.source, strict=cfg.strict)
+    return [PseudoItem(c.speaker, Path(c.path).stem, str(c.path), c.emotion, c.corpus_label) for c in clips]
+
+
+def _read_faces(cfg: PseudoPairsConfig) -> list[Any]:
+    from crossmodal.data.ferplus import read_ferplus
+
+    if not cfg.ferplus:
+        raise ValueError("data.ferplus is not set: point it at the FER+ folder (FER2013Train/Valid/Test with label.csv)")
+    faces = read_ferplus(cfg.ferplus, splits=list(cfg.ferplus_splits), cleaning="cntk")
+    return [f for f in faces if f.votes[f.majority] / max(1.0, float(np.sum(f.votes[: len(EMOTIONS)]))) >= cfg.min_agreement]
+
+
+def _clip_samples(
+    item: PseudoItem, split: str, pool: list[Any], cfg: PseudoPairsConfig, skips: SkipLog, stats: BuildStats
+) -> Iterator[dict[str, Any]]:
+    from crossmodal.data.ferplus import load_ferplus_image
+
+    if item.label is None:
+        skips.skip("unmapped_label", item.path, f"{cfg.corpus} class {item.corpus_label!r} has no FER+ emotion")
+        return
+    try:
+        wave = load_audio(item.path, cfg.sample_rate)
+    except AudioError as exn:
+        skips.skip(exn.reason, item.path, str(exn))
+        return
+    duration = len(wave) / cfg.sample_rate
+    if duration < cfg.min_segment_seconds:
+        skips.skip("too_short", item.path, f"{duration:.2f} s < min_segment_seconds={cfg.min_segment_seconds}")
+        return
+    rng = random.Random(f"frames-{cfg.seed}-{item.speaker}-{item.clip}")
+    for index, (start, end) in enumerate(segment_bounds(0.0, duration, cfg.segment_seconds)):
+        n_frames = int(np.ceil((end - start) * cfg.frame_rate - 1e-9))
+        times = (np.arange(n_frames) / cfg.frame_rate).astype(np.float32)
+        chosen = [rng.choice(pool) for _ in range(n_frames)]
+        frames = [load_ferplus_image(face) for face in chosen]
+        a, b = int(round(start * cfg.sample_rate)), int(round(end * cfg.sample_rate))
+        meta = {
+            "identity": item.speaker,
+            "video": item.clip,
+            "utterance": "0",
+            "track": 0,
+            "segment": index,
+            "split": split,
+            "start": round(start, 6),
+            "frame_rate": cfg.frame_rate,
+            "synthetic": True,
+            "label": item.label,
+            "corpus_label": item.corpus_label,
+            "corpus": cfg.corpus,
+            "source": item.path,
+            "faces": [f"{face.split}/{face.name}" for face in chosen],
+        }
+        stats.segments += 1
+        stats.frames += n_frames
+        stats.frames_sampled += n_frames
+        yield make_pair_sample(f"{_slug(item.speaker)}_{_slug(item.clip)}_s{index:03d}", wave[a:b], cfg.sample_rate, frames,
+                               times, meta, image_format="png")
+
+
+def prepare_pseudo_pairs(
+    cfg_data: Any, *, rank: int | None = None, world_size: int | None = None, strict: bool | None = None
+) -> Manifest:
+    """Build (or reuse) the pseudo-pair shards of ``cfg_data`` (a PseudoPairsConfig, dict or config node)."""
+    from crossmodal.data.shards import load_manifest
+
+    cfg = cfg_data if isinstance(cfg_data, PseudoPairsConfig) else PseudoPairsConfig(**_plain(cfg_data))
+    if cfg.pairs:
+        return load_manifest(cfg.pairs)
+    strict = cfg.strict if strict is None else strict
+    if rank is None or world_size is None:
+        rank, world_size = dist_info()
+    out_dir = cfg.pairs_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = _read_items(cfg)
+    faces = _read_faces(cfg)
+    speakers = sorted({i.speaker for i in items})
+    emotions = sorted({i.label for i in items if i.label})
+    pools, shared = face_pools(faces, speakers, emotions, cfg.faces_per_pool, cfg.seed)
+    settings = {k: getattr(cfg, k) for k in SETTINGS}
+    settings["ferplus_splits"] = list(cfg.ferplus_splits)
+    settings["items"] = len(items)
+    check_settings(out_dir, settings, rank)
+    if cfg.split_file:
+        split = load_split_file(cfg.split_file)
+    else:
+        split = make_split([(i.speaker, i.clip) for i in items], seed=cfg.seed,
+                           unheard_fraction=cfg.unheard_fraction, heard_fraction=cfg.heard_fraction)
+    split_path = out_dir / SPLIT_FILE
+    if rank == 0:
+        save_split(split, split_path, speakers)
+    by_split: dict[str, list[tuple[str, PseudoItem]]] = {"train": [], "heard": [], "unheard": []}
+    for item in items:
+        which = split.assign(item.speaker, item.clip)
+        by_split[which].append((which, item))
+    jobs = [
+        ShardJob(f"{which}-{start // cfg.clips_per_shard:06d}", members[start : start + cfg.clips_per_shard])
+        for which, members in by_split.items()
+        for start in range(0, len(members), cfg.clips_per_shard)
+    ]
+    mine = jobs[rank::world_size]
+    todo = [job for job in mine if not shard_done(out_dir, job.name)]
+
+    def build(job: ShardJob):
+        recorder, stats, samples = _SkipRecorder(), BuildStats(), []
+        for which, item in job.items:
+            pool = pools.get((item.speaker, item.label), []) if item.label else []
+            samples.extend(_clip_samples(item, which, pool, cfg, recorder, stats))
+        return samples, recorder.events, dataclasses.asdict(stats)
+
+    results = prefetched(todo, build, cfg.num_workers)
+
+    def make_samples(job: ShardJob, skips: SkipLog) -> Iterator[dict[str, Any]]:
+        name, (samples, events, stats) = next(results)
+        assert name == job.name
+        for reason, where, detail in events:
+            skips.skip(reason, where, detail)
+        (out_dir / f"{job.name}.stats.json").write_text(json.dumps(stats, sort_keys=True))
+        yield from samples
+
+    write_shard_set(out_dir, jobs, make_samples, strict=strict, desc="pseudo-pair shards", rank=rank, world_size=world_size,
+                    finalize=False)
+    names = [job.name for job in jobs]
+    if world_size > 1:
+        wait_for_shards(out_dir, names)
+    if rank != 0:
+        return _wait_manifest(out_dir)
+    stats = BuildStats()
+    for name in names:
+        path = out_dir / f"{name}.stats.json"
+        if path.exists():
+            stats.add(json.loads(path.read_text()))
+    meta = {
+        "kind": "pairs",
+        "synthetic": True,
+        "purpose": "pseudo-pairs: speech clips paired with FER+ faces of the clip's emotion (a controlled check, not in-the-wild data)",
+        "corpus": cfg.corpus,
+        "source": str(cfg.source),
+        "ferplus": str(cfg.ferplus),
+        "ferplus_splits": list(cfg.ferplus_splits),
+        "faces_per_pool": cfg.faces_per_pool,
+        "shared_pools": shared,
+        "split_file": str(split_path),
+        "split_source": split.source,
+        "frame_rate": cfg.frame_rate,
+        "sample_rate": cfg.sample_rate,
+        "crop_size": 48,
+        "grey": True,
+        "segment_seconds": cfg.segment_seconds,
+        "items": len(items),
+        "stats": dataclasses.asdict(stats),
+    }
+    manifest = write_manifest(out_dir, names, meta)
+    log.info("pseudo-pairs: %d segments, %d faces, %s -> %s; %s", stats.segments, stats.frames,
+             {k: len(v) for k, v in by_split.items()}, out_dir, _skip_summary(manifest))
+    return manifest
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return {k: v for k, v in dict(cfg).items() if not str(k).startswith("_")}
