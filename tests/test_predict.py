@@ -173,3 +173,30 @@ def test_predict_task_writes_the_run_folder(student_path, rated_files, tmp_path)
     assert payload["errors"][0]["path"].endswith("missing.wav")
     assert "whole file" in (tmp_path / "predictions.md").read_text()
     assert (tmp_path / "tables" / "predict_files.md").exists()
+
+
+def _encode(source: Path, target: Path, codec: str) -> Path:
+    """Compressed audio written with PyAV (ffmpeg inside the wheel)."""
+    import av
+
+    wave, rate = sf.read(str(source), dtype="float32")
+    with av.open(str(target), "w") as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(wave[None], format="flt", layout="mono")
+        frame.sample_rate = rate
+        for packet in list(stream.encode(frame)) + list(stream.encode()):
+            out.mux(packet)
+    return target
+
+
+def test_predict_compressed_audio(student_path, emodb_root, tmp_path, capsys):
+    source = emodb_root / "wav" / "03a01Wa.wav"
+    files = [_encode(source, tmp_path / "clip.mp3", "libmp3lame"), _encode(source, tmp_path / "clip.m4a", "aac")]
+    assert cli_main(["predict", str(tmp_path), "--ckpt", str(student_path), "--json", "--no-embedding"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert sorted(Path(f["path"]).name for f in payload["files"]) == sorted(f.name for f in files)
+    reference = load_student(student_path).predict_file(source).whole.probabilities
+    for item in payload["files"]:
+        assert "embedding" not in item and item["duration"] == pytest.approx(2.0, abs=0.1)
+        np.testing.assert_allclose(list(item["probabilities"].values()), reference, atol=0.05)
