@@ -166,7 +166,12 @@ class PairsConfig:
 
     def prepare_data(self) -> Manifest:
         """Build (or reuse) the pair shards; the `prepare` task calls this."""
-        return self.prepare()
+        self._manifest = self.prepare()
+        return self._manifest
+
+    def prepare_report(self) -> dict[str, Any]:
+        """Counts for the `prepare` task's metrics.json (segments, frames, skips by reason)."""
+        return prepare_report(getattr(self, "_manifest", None) or load_manifest(self.pairs_dir))
 
 
 # ----------------------------------------------------------------------------------- discovery
@@ -217,7 +222,7 @@ def _video_files(root: Path) -> list[Path]:
 def discover(cfg: PairsConfig) -> tuple[str, list[PairItem]]:
     """The items of the source, in a fixed order, and the layout used."""
     if not cfg.source:
-        raise ValueError("data.source is not set: point it at a folder of talking-face data")
+        raise ValueError("data.source is not set: point it at a folder of talking-face data (or data.pairs at pair shards)")
     source = Path(cfg.source)
     if not source.is_dir():
         raise FileNotFoundError(f"data.source={source} is not a folder")
@@ -743,11 +748,22 @@ def prepare_pairs(cfg_data: Any, *, rank: int | None = None, world_size: int | N
     return manifest
 
 
-def _wait_manifest(out_dir: Path, poll_seconds: float = 1.0) -> Manifest:
-    import torch.distributed as dist
+def prepare_report(manifest: Manifest) -> dict[str, Any]:
+    metrics: dict[str, Any] = {"pairs/segments": manifest.total, "pairs/shards": len(manifest.shards)}
+    for split in ("train", "heard", "unheard"):
+        metrics[f"pairs/segments/{split}"] = manifest.count(split)
+    for key, value in manifest.meta.get("stats", {}).items():
+        if key != "segments":
+            metrics[f"pairs/{key}"] = value
+    counts = manifest.skipped.get("counts", {})
+    metrics["pairs/skipped"] = sum(counts.values())
+    metrics.update({f"pairs/skipped/{reason}": n for reason, n in sorted(counts.items())})
+    log.info("pairs: %s", ", ".join(f"{k}={v}" for k, v in metrics.items()))
+    return metrics
 
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+
+def _wait_manifest(out_dir: Path, poll_seconds: float = 1.0) -> Manifest:
+    """Other ranks: all shards are done (after wait_for_shards); wait for rank 0's manifest."""
     path = out_dir / "manifest.json"
     while not path.exists():
         time.sleep(poll_seconds)

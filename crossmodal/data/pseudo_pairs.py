@@ -52,6 +52,7 @@ from crossmodal.data.pairs import (
     check_settings,
     make_pair_sample,
     prefetched,
+    prepare_report,
     segment_bounds,
     wait_for_shards,
 )
@@ -109,7 +110,13 @@ class PseudoPairsConfig:
 
     def prepare_data(self) -> Manifest:
         """The `prepare` task calls this."""
-        return self.prepare()
+        self._manifest = self.prepare()
+        return self._manifest
+
+    def prepare_report(self) -> dict[str, Any]:
+        from crossmodal.data.shards import load_manifest
+
+        return prepare_report(getattr(self, "_manifest", None) or load_manifest(self.pairs_dir))
 
 
 @dataclass(frozen=True)

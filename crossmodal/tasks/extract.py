@@ -31,7 +31,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from crossmodal.data.pairs import PairsConfig, decode_pair_frames, npy_bytes, prefetched, wait_for_shards
+from crossmodal.data.pairs import PairsConfig, decode_pair_frames, npy_bytes, prefetched, prepare_report, wait_for_shards
 from crossmodal.data.shards import (
     Manifest,
     ShardJob,
@@ -312,15 +312,10 @@ def report(pairs: Manifest, distill: Manifest, work: dict[str, Any], summary: di
         metrics[f"extract/segments/{split}"] = n
     for emotion, n in summary["dominant"].items():
         metrics[f"extract/dominant/{emotion}"] = n
-    stats = pairs.meta.get("stats", {})
-    for key in ("segments", "frames", "frames_sampled", "frames_no_face", "frames_corrupt", "frames_unused"):
-        if key in stats:
-            metrics[f"pairs/{key}"] = stats[key]
-    for prefix, manifest in (("pairs", pairs), ("extract", distill)):
-        counts = manifest.skipped.get("counts", {})
-        metrics[f"{prefix}/skipped"] = sum(counts.values())
-        for reason, n in sorted(counts.items()):
-            metrics[f"{prefix}/skipped/{reason}"] = n
+    metrics.update(prepare_report(pairs))
+    counts = distill.skipped.get("counts", {})
+    metrics["extract/skipped"] = sum(counts.values())
+    metrics.update({f"extract/skipped/{reason}": n for reason, n in sorted(counts.items())})
     throughput = (
         f"{metrics['extract/frames_per_s']:.1f} frames/s ({work['frames']} frames in {work['seconds']:.1f} s)"
         if work["frames"]
