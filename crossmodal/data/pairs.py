@@ -8,7 +8,9 @@ Sources (``data.layout``; ``auto`` tells them apart):
   centre crop of ``center_crop`` of each frame (the paper's 1/1.6 of the released face box).
 - ``voxceleb1``: ``<source>/wav/<id>/<youtube_id>/<n>.wav`` with the released face frames in
   ``<frames_root>/<id>/<youtube_id>/<n>/*.jpg``; a frame file's number is its frame index at
-  ``frames_fps`` (25), so its time is (index - first index) / frames_fps. Centre crop as above.
+  ``frames_fps`` (25), so its time is (index - first index) / frames_fps: the first frame is taken
+  to start with the wav, as the released utterances are cut to their face tracks. Centre crop
+  as above.
 - ``videos``: any folder of talking-face videos. Faces are found and tracked with OpenCV (see
   :mod:`crossmodal.data.video`). Identity = the first folder under ``source`` (``<id>/...``), or
   the file name for videos lying directly in ``source``.

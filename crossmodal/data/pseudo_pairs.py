@@ -157,12 +157,12 @@ def face_pools(
     return pools, shared
 
 
-def _read_items(cfg: PseudoPairsConfig) -> list[PseudoItem]:
+def _read_items(cfg: PseudoPairsConfig, unparsed: list[tuple[str, str]]) -> list[PseudoItem]:
     from crossmodal.data.corpora import read_corpus
 
     if not cfg.source:
         raise ValueError("data.source is not set: point it at the speech corpus folder (e.g. EmoDB)")
-    clips = read_corpus(cfg.corpus, cfg.source, strict=cfg.strict)
+    clips = read_corpus(cfg.corpus, cfg.source, strict=cfg.strict, skipped=unparsed)
     return [PseudoItem(c.speaker, Path(c.path).stem, str(c.path), c.emotion, c.corpus_label) for c in clips]
 
 
@@ -236,7 +236,8 @@ def prepare_pseudo_pairs(
         rank, world_size = dist_info()
     out_dir = cfg.pairs_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    items = _read_items(cfg)
+    unparsed: list[tuple[str, str]] = []  # files whose names the corpus reader could not parse
+    items = _read_items(cfg, unparsed)
     faces = _read_faces(cfg)
     speakers = sorted({i.speaker for i in items})
     emotions = sorted({i.label for i in items if i.label})
@@ -312,6 +313,7 @@ def prepare_pseudo_pairs(
         "grey": True,
         "segment_seconds": cfg.segment_seconds,
         "items": len(items),
+        "unparsed_files": {"count": len(unparsed), "examples": [path for path, _ in unparsed[:5]]},
         "stats": dataclasses.asdict(stats),
     }
     manifest = write_manifest(out_dir, names, meta)

@@ -73,7 +73,8 @@ def run(cfg, ctx) -> dict[str, Any]:
         return {}
     summary = summarise(manifest)
     metrics = report(pairs, manifest, stats, summary)
-    fig = dominant_histogram_figure(summary["dominant"], title=f"teacher {name}: dominant emotion per segment ({manifest.root.name})")
+    title = f"teacher {name} on {pairs.root.name}: dominant emotion of {summary['segments']} segments"
+    fig = dominant_histogram_figure(summary["dominant"], title=title)
     ctx.save_figure("extract/dominant_emotion", fig)
     return metrics
 
@@ -328,8 +329,7 @@ def report(pairs: Manifest, distill: Manifest, work: dict[str, Any], summary: di
         f"extract: throughput {throughput}\n"
         f"extract: skipped {skipped or 'nothing'}; dominant emotion per segment {summary['dominant']}"
     )
-    print(message, flush=True)
-    log.info(message)
+    log.info(message)  # Hydra's logging puts it on the console and in run.log
     return metrics
 
 
