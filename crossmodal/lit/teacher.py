@@ -29,12 +29,18 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassRecall
 
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
-from crossmodal.models.face import PreprocessSpec, create_face_backbone, guess_matconvnet_arch, load_matconvnet_ferplus
+from crossmodal.models.face import (
+    PreprocessSpec,
+    create_face_backbone,
+    guess_matconvnet_arch,
+    load_matconvnet_ferplus,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "teacher_cpu.pt"
 SLIM_FORMAT = "crossmodal-face-teacher"
+PREFIX = "teacher.backbone."  # TeacherFER's name for the network's weights
 
 
 class FaceTeacher(nn.Module):
@@ -103,13 +109,16 @@ class TeacherFER(L.LightningModule):
         tta_flip: bool = False,
         channels_last: bool = True,
         init_from: str | None = None,
+        init_from_default: bool = False,
         plot_every_n_epochs: int = 1,
         time_budget_minutes: float | None = None,
     ) -> None:
         super().__init__()
-        if init_from:  # evaluate / fine-tune a saved teacher: its architecture and preprocessing win
-            saved = load_teacher(None if init_from == "default" else init_from)
-            backbone, backbone_kwargs, preprocess = saved.name, saved.kwargs, saved.spec.as_dict()
+        saved = None
+        if init_from or init_from_default:  # evaluate / fine-tune a saved teacher: its architecture and preprocessing win
+            saved = load_teacher(init_from or None)
+            backbone, backbone_kwargs, preprocess = saved.name, dict(saved.kwargs), saved.spec.as_dict()
+            drop_rate = backbone_kwargs.pop("drop_rate", drop_rate)
             pretrained = None
         self.save_hyperparameters()
         if label_mode not in ("majority", "probability", "crossentropy"):
@@ -125,7 +134,7 @@ class TeacherFER(L.LightningModule):
         kwargs.setdefault("in_chans", spec.channels)
         net = create_face_backbone(backbone, pretrained=pretrained, drop_rate=drop_rate, **kwargs)
         self.teacher = FaceTeacher(net, spec, name=backbone, kwargs=dict(kwargs, drop_rate=drop_rate), tta_flip=False)
-        if init_from:
+        if saved is not None:
             self.teacher.backbone.load_state_dict(saved.backbone.state_dict())
         if channels_last:
             self.teacher = self.teacher.to(memory_format=torch.channels_last)
@@ -187,6 +196,9 @@ class TeacherFER(L.LightningModule):
         checkpoint["train_seconds"] = self._train_seconds
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("format") == SLIM_FORMAT:  # a slim teacher file given as ckpt_path: weights only
+            own = self.state_dict()
+            checkpoint["state_dict"] = {k: v.to(own[k].dtype) if k in own else v for k, v in checkpoint["state_dict"].items()}
         self._train_seconds = float(checkpoint.get("train_seconds", 0.0))
 
     def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
@@ -311,22 +323,28 @@ def _head_names(net: nn.Module) -> list[str]:
 # ----------------------------------------------------------------------------------------- slim files
 
 
-def save_teacher(teacher: FaceTeacher | TeacherFER, path: str | Path, *, half: bool = True, meta: dict | None = None) -> Path:
-    """Write a slim teacher file: backbone name + kwargs + preprocessing + (fp16) state dict + meta."""
+def save_teacher(teacher: FaceTeacher | TeacherFER, path: str | Path, *, half: bool = True, meta: dict | None = None,
+                 tta_flip: bool | None = None) -> Path:
+    """Write a slim teacher file: backbone name + kwargs + preprocessing + (fp16) weights + meta.
+
+    The weights sit under TeacherFER's names with Lightning's version key, so the same file also
+    works as ``ckpt_path`` of ``task=test`` (Lightning restores only the weights from it).
+    """
     if isinstance(teacher, TeacherFER):
         teacher = teacher.teacher
-    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous(memory_format=torch.contiguous_format).clone()
-             for k, v in teacher.backbone.state_dict().items() if not k.endswith("num_batches_tracked")}
+    state = {PREFIX + k: (v.half() if half and v.is_floating_point() else v).contiguous().clone()
+             for k, v in teacher.backbone.state_dict().items()}
     payload = {
         "format": SLIM_FORMAT,
         "version": 1,
         "backbone": teacher.name,
         "backbone_kwargs": teacher.kwargs,
         "preprocess": teacher.spec.as_dict(),
-        "tta_flip": teacher.tta_flip,
+        "tta_flip": teacher.tta_flip if tta_flip is None else tta_flip,
         "emotions": list(EMOTIONS),
         "state_dict": state,
         "meta": dict(meta or {}),
+        "pytorch-lightning_version": L.__version__,
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -355,7 +373,7 @@ def load_teacher(path: str | Path | None = None, device: str | torch.device = "c
         teacher = _from_lightning(payload, path)
     elif isinstance(payload, dict) and any(k.startswith("conv1_7x7_s2") for k in payload):
         net, spec = load_matconvnet_ferplus(payload)
-        teacher = FaceTeacher(net, spec, name=f"matconvnet:{guess_matconvnet_arch(payload)}")
+        teacher = FaceTeacher(net, spec, name=f"matconvnet_{guess_matconvnet_arch(payload)}", kwargs={"in_chans": 3})
     else:
         raise ValueError(f"{path} is not a crossmodal teacher (.pt from save_teacher), a TeacherFER Lightning checkpoint, "
                          "or a resnet50/senet50_ferplus_dag MatConvNet port")
@@ -365,10 +383,12 @@ def load_teacher(path: str | Path | None = None, device: str | torch.device = "c
 def _from_slim(payload: dict[str, Any]) -> FaceTeacher:
     kwargs = dict(payload["backbone_kwargs"])
     net = create_face_backbone(payload["backbone"], **kwargs)
-    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}, strict=False)
-    missing = [k for k in net.state_dict() if k not in payload["state_dict"] and not k.endswith("num_batches_tracked")]
+    state = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in payload["state_dict"].items()}
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
     if missing:
         raise ValueError(f"teacher file lacks {len(missing)} tensors of {payload['backbone']} (first: {missing[:3]})")
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     spec = PreprocessSpec.from_config(payload["preprocess"])
     teacher = FaceTeacher(net, spec, name=payload["backbone"], kwargs=kwargs, tta_flip=payload.get("tta_flip", False))
     teacher.meta = payload.get("meta", {})
@@ -382,9 +402,8 @@ def _from_lightning(payload: dict[str, Any], path: Path) -> FaceTeacher:
     kwargs.setdefault("in_chans", spec.channels)
     kwargs["drop_rate"] = hp.get("drop_rate", 0.5)
     net = create_face_backbone(hp["backbone"], **kwargs)
-    prefix = "teacher.backbone."
-    state = {k[len(prefix):]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+    state = {k[len(PREFIX):]: v for k, v in payload["state_dict"].items() if k.startswith(PREFIX)}
     if not state:
-        raise ValueError(f"{path} is a Lightning checkpoint without TeacherFER weights (no '{prefix}*' keys)")
+        raise ValueError(f"{path} is a Lightning checkpoint without TeacherFER weights (no '{PREFIX}*' keys)")
     net.load_state_dict(state)
     return FaceTeacher(net, spec, name=hp["backbone"], kwargs=kwargs, tta_flip=bool(hp.get("tta_flip", False)))

@@ -344,10 +344,28 @@ def guess_matconvnet_arch(state: dict[str, torch.Tensor]) -> str:
     return "senet50" if any("1x1_down" in k for k in state) else "resnet50"
 
 
-def load_matconvnet_ferplus(source: str | Path | dict[str, torch.Tensor], arch: str | None = None) -> tuple[nn.Module, PreprocessSpec]:
-    """The authors' teacher port as a timm model in eval mode, with its preprocessing (224 px, paper mean, std 1)."""
+def matconvnet_backbone(arch: str) -> nn.Module:
+    """timm's resnet50 / legacy_seresnet50 with the geometry of the Caffe-born MatConvNet models.
+
+    The ports downsample in the first 1x1 conv of a stage (Caffe ResNet), not in the 3x3 as timm's
+    resnet50 does, and pool1 is a 3x3/2 max-pool without padding, rounding up. timm's
+    legacy_seresnet50 already has both.
+    """
     import timm
 
+    if arch not in MATCONVNET_ARCHS:
+        raise ValueError(f"unknown MatConvNet FER+ architecture {arch!r}: use resnet50 or senet50")
+    model = timm.create_model(MATCONVNET_ARCHS[arch], pretrained=False, num_classes=NUM_EMOTIONS)
+    if arch == "resnet50":
+        model.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
+        for stage in (model.layer2, model.layer3, model.layer4):
+            first = stage[0]
+            first.conv1.stride, first.conv2.stride = (2, 2), (1, 1)
+    return model
+
+
+def load_matconvnet_ferplus(source: str | Path | dict[str, torch.Tensor], arch: str | None = None) -> tuple[nn.Module, PreprocessSpec]:
+    """The authors' teacher port as a timm model in eval mode, with its preprocessing (224 px, paper mean, std 1)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.exists():
@@ -357,10 +375,30 @@ def load_matconvnet_ferplus(source: str | Path | dict[str, torch.Tensor], arch: 
         state = source
     arch = arch or guess_matconvnet_arch(state)
     converted = convert_matconvnet_state_dict(state, arch)
-    model = timm.create_model(MATCONVNET_ARCHS[arch], pretrained=False, num_classes=NUM_EMOTIONS)
+    model = matconvnet_backbone(arch)
     missing, unexpected = model.load_state_dict(converted, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ValueError(f"MatConvNet {arch} state dict does not fill timm {MATCONVNET_ARCHS[arch]}: "
                          f"missing {missing[:3]} ({len(missing)}), unexpected {unexpected[:3]} ({len(unexpected)})")
     return model.eval(), MATCONVNET_PREPROCESS
+
+
+@FACE_MODELS.register("matconvnet_resnet50")
+def matconvnet_resnet50(num_classes: int = NUM_EMOTIONS, drop_rate: float = 0.0, in_chans: int = 3) -> nn.Module:
+    """The geometry of resnet50_ferplus_dag (load its weights with load_matconvnet_ferplus)."""
+    return _matconvnet_entry("resnet50", num_classes, drop_rate, in_chans)
+
+
+@FACE_MODELS.register("matconvnet_senet50")
+def matconvnet_senet50(num_classes: int = NUM_EMOTIONS, drop_rate: float = 0.0, in_chans: int = 3) -> nn.Module:
+    """The geometry of senet50_ferplus_dag (load its weights with load_matconvnet_ferplus)."""
+    return _matconvnet_entry("senet50", num_classes, drop_rate, in_chans)
+
+
+def _matconvnet_entry(arch: str, num_classes: int, drop_rate: float, in_chans: int) -> nn.Module:
+    if in_chans != 3 or num_classes != NUM_EMOTIONS:
+        raise ValueError(f"matconvnet_{arch} takes 3-channel 224 px faces and has {NUM_EMOTIONS} outputs")
+    model = matconvnet_backbone(arch)
+    model.drop_rate = drop_rate
+    return model

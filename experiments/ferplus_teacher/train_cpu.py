@@ -41,8 +41,10 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16-mixed")
     parser.add_argument("--max-minutes", type=float, default=57)
     parser.add_argument("--no-val", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; on a shared 2-core machine 1 thread beat 2 threads 3x (oversubscription)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     L.seed_everything(0)
     kwargs = {"widths": [int(w) for w in args.widths.split(",")], "depths": [int(d) for d in args.depths.split(",")],
               "input_size": PREPROCESS["input_size"]} if args.backbone == "vgg_small" else {}
