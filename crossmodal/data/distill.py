@@ -236,7 +236,8 @@ class DistillDataModule(L.LightningDataModule):
     Validation and test read the heard and unheard shards plus ``train_eval_shards`` training
     shards (the paper's train-subset ROC); each batch carries the per-sample split.
     ``prepare``: how to build the shards when they are missing (see :func:`prepare_shards`), e.g.
-    ``{kind: pseudo_pairs, emodb: ..., ferplus: ..., teacher: null}`` for the CPU experiment.
+    ``{kind: pseudo_pairs, teacher: null}`` with ``emodb`` and ``ferplus`` (raw corpus folders)
+    for the CPU experiment.
     """
 
     def __init__(
@@ -259,6 +260,8 @@ class DistillDataModule(L.LightningDataModule):
         seed: int = 0,
         strict: bool = False,
         prepare: dict[str, Any] | None = None,
+        emodb: str | None = None,
+        ferplus: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -274,13 +277,19 @@ class DistillDataModule(L.LightningDataModule):
         self.train_eval_shards = train_eval_shards
         self.seed = seed
         self.strict = strict
-        self.prepare = prepare
+        self.prepare = dict(prepare) if prepare else None
+        # raw sources of the pseudo-pair recipe (data.emodb, data.ferplus)
+        if self.prepare is not None:
+            for name, value in (("emodb", emodb), ("ferplus", ferplus)):
+                if value is not None:
+                    self.prepare.setdefault(name, value)
         self.window_seconds = window_seconds
         self.decoder_kwargs = dict(
             mode=mode, window_seconds=window_seconds, max_seconds=max_seconds, min_seconds=min_seconds,
             reduce=reduce, silence_rms=silence_rms,
         )
         self._train_loader: EpochLoader | None = None
+        self._pending_state: dict[str, Any] = {}
 
     # -- shards
     def prepare_data(self) -> None:
@@ -337,7 +346,10 @@ class DistillDataModule(L.LightningDataModule):
             paths, DistillDecoder(train=True, **self.decoder_kwargs), SpeechCollate(pad_to), batch_size,
             train=True, seed=self.seed, shuffle_buffer=self.shuffle_buffer, strict=self.strict,
         )
-        self._train_loader = EpochLoader(stream, min(self.num_workers, len(paths)) if self.num_workers else 0, self.train_batches_per_epoch(batch_size))
+        self._train_loader = EpochLoader(stream, self.num_workers, self.train_batches_per_epoch(batch_size))
+        if self._pending_state:
+            self._train_loader.load_state_dict(self._pending_state)
+            self._pending_state = {}
         return self._train_loader
 
     def _eval_loader(self):
@@ -359,34 +371,46 @@ class DistillDataModule(L.LightningDataModule):
         return self._train_loader.state_dict() if self._train_loader is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state and self._train_loader is not None:
-            self._train_loader.load_state_dict(state)
-        self._pending_state = state
+        # Lightning restores this before it asks for the loader: keep it until train_dataloader()
+        self._pending_state = dict(state or {})
+        if self._pending_state and self._train_loader is not None:
+            self._train_loader.load_state_dict(self._pending_state)
+            self._pending_state = {}
 
 
 def prepare_shards(shards: str | Path, mode: str, recipe: dict[str, Any]) -> None:
     """Build a missing shard set from ``recipe`` (the first use of an experiment prepares its data).
 
-    ``kind: pseudo_pairs``: EmoDB voices x FER+ faces of the same emotion (speaker-independent
-    split) -> pair shards at ``recipe.pairs`` (default ``<shards>_pairs``); in ``cached`` mode the
-    teacher (``recipe.teacher``, None = the shipped CPU teacher) then extracts the logits into
-    ``shards``. Everything else in ``recipe`` goes to the pseudo-pair builder.
+    ``kind: pseudo_pairs``: the ``emodb`` voices x ``ferplus`` faces of the same emotion (speakers
+    split, some held out entirely) -> pair shards in ``<data_dir>/pairs/<name>`` (reused when
+    there); in ``cached`` mode the teacher (``teacher``: a checkpoint, None = the shipped CPU
+    teacher) then writes the distillation shards into ``shards``. The other keys are
+    :class:`crossmodal.data.pseudo_pairs.PseudoPairsConfig` fields (seed, fractions, ...).
     """
     recipe = dict(recipe)
     kind = recipe.pop("kind", "pseudo_pairs")
     if kind != "pseudo_pairs":
-        raise ValueError(f"data.prepare.kind={kind!r}: only 'pseudo_pairs' can be built automatically; run task=prepare/extract for others")
-    from crossmodal.data import pseudo_pairs
-    from crossmodal.lit.teacher import load_teacher
-    from crossmodal.tasks.extract import extract_logits, teacher_name
+        raise ValueError(f"data.prepare.kind={kind!r}: only 'pseudo_pairs' is built automatically; write other shards with task=prepare / task=extract")
+    from crossmodal.data.pseudo_pairs import PseudoPairsConfig, prepare_pseudo_pairs
 
     shards = Path(shards)
     teacher = recipe.pop("teacher", None)
-    pairs_dir = Path(recipe.pop("pairs", None) or (shards if mode == "online" else shards.parent / f"{shards.name}_pairs"))
-    if not (pairs_dir / "manifest.json").exists():
-        log.info("building pseudo-pair shards in %s", pairs_dir)
-        pseudo_pairs.build_pseudo_pairs(out_dir=pairs_dir, **recipe)
+    source = recipe.pop("emodb", None) or recipe.pop("source", None)
+    for key, value in (("data.emodb", source), ("data.ferplus", recipe.get("ferplus"))):
+        if not value or not Path(value).exists():
+            raise FileNotFoundError(
+                f"{key}={value}: the pseudo-pairs for {shards} are built from the raw corpus there; "
+                f"set {key}=<folder> (EmoDB: the folder with wav/; FER+: FER2013Train/Valid/Test with label.csv)"
+            )
+    config = PseudoPairsConfig(source=str(source), **recipe)
+    log.info("pseudo-pair shards for %s: %s", shards, config.pairs_dir)
+    pairs = prepare_pseudo_pairs(config)
     if mode == "online":
+        if Path(pairs.root).resolve() != shards.resolve():
+            raise ValueError(f"data.mode=online reads the pair shards: set data.shards={pairs.root}")
         return
-    log.info("extracting teacher logits into %s", shards)
-    extract_logits(load_manifest(pairs_dir), shards, load_teacher(teacher), teacher_name=teacher_name(teacher))
+    from crossmodal.lit.teacher import load_teacher
+    from crossmodal.tasks.extract import extract_logits, teacher_name
+
+    log.info("extracting teacher logits (%s) into %s", teacher or "shipped teacher_cpu", shards)
+    extract_logits(pairs, shards, load_teacher(teacher), teacher_name=teacher_name(teacher))

@@ -118,8 +118,9 @@ class DistillationModule(SpeechModuleBase):
         label_classes: Sequence[str] | None = None,
         roc_figures: bool = True,
         export_student: bool = True,
+        figure_every_n_epochs: int = 10,
     ) -> None:
-        super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student)
+        super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student, figure_every_n_epochs)
         self.save_hyperparameters()
         if mode not in ("cached", "online"):
             raise ValueError(f"model.mode={mode!r} must be 'cached' or 'online'")
@@ -220,7 +221,7 @@ class DistillationModule(SpeechModuleBase):
             return
         scores, labels, groups = self.scores.compute()
         self.scores.reset()
-        figures = self.roc_figures and not self.trainer.sanity_checking
+        figures = self.roc_figures and self.want_figures(stage)
         table: dict[str, dict[str, Any]] = {}
         for index, split in enumerate(SPLITS):
             chosen = groups == index

@@ -91,6 +91,7 @@ class SpeechModuleBase(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
         label_classes: Sequence[str] | None = None,
         export_student: bool = True,
+        figure_every_n_epochs: int = 10,
     ) -> None:
         super().__init__()
         student = dict(student or {"name": "vggvox"})
@@ -104,6 +105,7 @@ class SpeechModuleBase(L.LightningModule):
         # classes the labelled corpus has: a student cannot be right about a class the corpus lacks).
         self.label_classes = [emotion_index(name) for name in (label_classes or EMOTIONS)]
         self.export_student = export_student
+        self.figure_every_n_epochs = figure_every_n_epochs
         self.confusion = per_split(lambda: MulticlassConfusionMatrix(NUM_EMOTIONS))
         self.skipped = SumMetric()
 
@@ -141,9 +143,19 @@ class SpeechModuleBase(L.LightningModule):
             for name, value in scores.items():
                 if name in ("ua", "wa"):
                     self.log(f"{stage}/{name}_{split}", value)
-            if stage != "train" and not self.trainer.sanity_checking:
+            if self.want_figures(stage):
                 self.confusion_figure(stage, split, confusion)
         return results
+
+    def want_figures(self, stage: str) -> bool:
+        """Figures at test time, and at validation every ``figure_every_n_epochs`` and at the last epoch."""
+        if self.trainer.sanity_checking or stage == "train":
+            return False
+        if stage != "val":
+            return True
+        epoch, last = self.current_epoch + 1, self.trainer.max_epochs
+        every = self.figure_every_n_epochs
+        return bool(every) and (epoch % every == 0 or (last is not None and epoch >= last))
 
     def confusion_figure(self, stage: str, split: str, confusion: torch.Tensor) -> None:
         try:
@@ -227,8 +239,9 @@ class StudentSpeech(SpeechModuleBase):
         label_classes: Sequence[str] | None = None,
         label_smoothing: float = 0.0,
         export_student: bool = True,
+        figure_every_n_epochs: int = 10,
     ) -> None:
-        super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student)
+        super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student, figure_every_n_epochs)
         self.save_hyperparameters()
         self.label_smoothing = label_smoothing
         self.split_loss = per_split(MeanMetric)
