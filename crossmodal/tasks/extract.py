@@ -288,13 +288,26 @@ def summarise(manifest: Manifest) -> dict[str, Any]:
     per_split: Counter[str] = Counter()
     frames = 0
     segments = 0
+    # Pseudo-pairs carry the true emotion: how often the teacher agrees with it (segments, frames).
+    labelled = agree_segments = labelled_frames = agree_frames = 0
     for sample in iter_distill(manifest.paths()):
         logits = sample["logits"].astype(np.float32)
-        dominant[EMOTIONS[int(np.argmax(logits.max(axis=0)))]] += 1
+        top = EMOTIONS[int(np.argmax(logits.max(axis=0)))]
+        dominant[top] += 1
         per_split[sample["meta"].get("split", "?")] += 1
         frames += len(logits)
         segments += 1
-    return {"segments": segments, "frames": frames, "dominant": dict(dominant), "per_split": dict(per_split)}
+        label = sample["meta"].get("label")
+        if label in EMOTIONS:
+            labelled += 1
+            agree_segments += int(top == label)
+            labelled_frames += len(logits)
+            agree_frames += int(np.sum(np.argmax(logits, axis=1) == EMOTIONS.index(label)))
+    summary = {"segments": segments, "frames": frames, "dominant": dict(dominant), "per_split": dict(per_split)}
+    if labelled:
+        summary["label_agreement"] = agree_segments / labelled
+        summary["frame_label_agreement"] = agree_frames / max(1, labelled_frames)
+    return summary
 
 
 def report(pairs: Manifest, distill: Manifest, work: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
@@ -313,6 +326,9 @@ def report(pairs: Manifest, distill: Manifest, work: dict[str, Any], summary: di
         metrics[f"extract/segments/{split}"] = n
     for emotion, n in summary["dominant"].items():
         metrics[f"extract/dominant/{emotion}"] = n
+    for key in ("label_agreement", "frame_label_agreement"):
+        if key in summary:
+            metrics[f"extract/{key}"] = round(summary[key], 4)
     metrics.update(prepare_report(pairs))
     counts = distill.skipped.get("counts", {})
     metrics["extract/skipped"] = sum(counts.values())
@@ -329,6 +345,9 @@ def report(pairs: Manifest, distill: Manifest, work: dict[str, Any], summary: di
         f"extract: throughput {throughput}\n"
         f"extract: skipped {skipped or 'nothing'}; dominant emotion per segment {summary['dominant']}"
     )
+    if "label_agreement" in summary:
+        message += (f"\nextract: teacher agrees with the true label on {summary['label_agreement']:.1%} of segments "
+                    f"({summary['frame_label_agreement']:.1%} of frames)")
     log.info(message)  # Hydra's logging puts it on the console and in run.log
     return metrics
 
