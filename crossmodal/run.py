@@ -140,7 +140,7 @@ def execute(cfg: DictConfig) -> Any:
         if is_zero:
             ctx.write_metrics()
             log.info("run folder: %s (metrics.json, plots/, checkpoints/, run.log)", run_dir)
-        _finish_wandb(loggers)
+        _finish_wandb(loggers, run_dir if is_zero else None)
     if cfg.get("optimized_metric"):
         value = ctx.metrics.get(cfg.optimized_metric)
         if value is None:
@@ -149,13 +149,23 @@ def execute(cfg: DictConfig) -> Any:
     return None
 
 
-def _finish_wandb(loggers: list[Any]) -> None:
-    # Each run (and each sweep job) is its own W&B run: close it before the next one starts.
-    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
-        import wandb
+def _finish_wandb(loggers: list[Any], run_dir: Path | None) -> None:
+    """Each run (and each sweep job) is its own W&B run: record which one in <run>/wandb_run.json
+    (the sweep summary links to it) and close it before the next job starts."""
+    if not any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        return
+    import json
 
-        if wandb.run is not None:
-            wandb.finish()
+    import wandb
+
+    run = wandb.run
+    if run is None:
+        return
+    if run_dir is not None and not run.disabled:
+        info = {"id": run.id, "name": run.name, "group": run.group, "tags": list(run.tags), "dir": run.dir,
+                "project": run.project, "mode": run.settings.mode}
+        (run_dir / "wandb_run.json").write_text(json.dumps(info, indent=1))
+    wandb.finish()
 
 
 def _route_library_logs() -> None:

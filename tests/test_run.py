@@ -148,22 +148,51 @@ def test_ddp_cpu_training_finishes(tmp_path, toy_shards):
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["val/count"] == 60
 
 
-def test_resume_gives_the_same_weights(tmp_path, toy_shards):
-    common = ["trainer.max_epochs=3", "callbacks.periodic_checkpoint.every_n_train_steps=4", "data.num_workers=2"]
-    _run(tmp_path / "full", toy_shards, *common)
-    # the same run, SIGKILLed at step 10 (mid-epoch 1; last.ckpt was written at step 8), then resumed
+RESUME_RUN = ["trainer.max_epochs=3", "callbacks.periodic_checkpoint.every_n_train_steps=4", "data.num_workers=2"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, toy_shards):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    _run(run_dir, toy_shards, *RESUME_RUN)
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+
+
+@pytest.mark.parametrize("signal_name, returncode, saved_step", [("SIGKILL", -9, 8), ("SIGTERM", 0, 10)])
+def test_resume_after_kill_gives_the_same_weights(tmp_path, toy_shards, uninterrupted, signal_name, returncode, saved_step):
+    # SIGKILL at step 10 (mid-epoch 1) leaves the periodic last.ckpt of step 8; SIGTERM (SLURM's
+    # pre-emption notice) saves last.ckpt at step 10 and exits cleanly. Either way, resuming with
+    # ckpt_path=last ends with exactly the weights of the uninterrupted run.
     env = dict(os.environ, PYTHONPATH=str(TOY), WANDB_MODE="disabled")
-    killed = subprocess.run(
+    stopped = subprocess.run(
         [sys.executable, "-m", "crossmodal.run", "--config-dir", str(TOY / "conf"), "experiment=toy", f"data.shard_dir={toy_shards}",
-         f"hydra.run.dir={tmp_path / 'cut'}", "logger=csv", *common, "+callbacks.kill._target_=toy_lightning.KillAtStep",
-         "+callbacks.kill.step=10"],
+         f"hydra.run.dir={tmp_path}", "logger=csv", *RESUME_RUN, "+callbacks.kill._target_=toy_lightning.KillAtStep",
+         "+callbacks.kill.step=10", f"+callbacks.kill.signal_name={signal_name}"],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
     )
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    assert torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8
-    _run(tmp_path / "cut", toy_shards, *common, "ckpt_path=last")
-    full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=False)
-    cut = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert full["global_step"] == cut["global_step"] == 18
-    for key, value in full["state_dict"].items():
-        assert torch.equal(value, cut["state_dict"][key]), key
+    assert stopped.returncode == returncode, stopped.stderr[-2000:]
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == saved_step
+    _run(tmp_path, toy_shards, *RESUME_RUN, "ckpt_path=last")
+    resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert uninterrupted["global_step"] == resumed["global_step"] == 18
+    for key, value in uninterrupted["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+
+
+def test_local_sweep_runs_each_job_as_its_own_wandb_run_in_one_group(tmp_path, toy_shards):
+    env = dict(os.environ, PYTHONPATH=str(TOY), WANDB_MODE="offline", CROSSMODAL_NO_PROGRESS="1")
+    sweep_dir = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "-m", "crossmodal.run", "--config-dir", str(TOY / "conf"), "-m", "experiment=toy",
+         "hparams_search=toy_grid", f"data.shard_dir={toy_shards}", f"hydra.sweep.dir={sweep_dir}", "trainer.max_epochs=1"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    runs = [json.loads((job / "wandb_run.json").read_text()) for job in jobs]
+    assert len({r["id"] for r in runs}) == 4 and {r["group"] for r in runs} == {"sweep"}
+    assert all((job / "metrics.json").exists() and len(list((job / "wandb").glob("offline-run-*"))) == 1 for job in jobs)
+    assert {tuple(sorted(t for t in r["tags"] if t.startswith("model."))) for r in runs} == {
+        ("model.hidden=8", "model.lr=0.1"), ("model.hidden=16", "model.lr=0.1"),
+        ("model.hidden=8", "model.lr=0.05"), ("model.hidden=16", "model.lr=0.05")}

@@ -151,7 +151,11 @@ def sweep_info() -> tuple[str | None, str | None, list[str]]:
     sweep_dir = Path(hydra_cfg.sweep.dir)
     group = f"{sweep_dir.parent.parent.name}-{sweep_dir.name}" if sweep_dir.parent.name == "multiruns" else sweep_dir.name
     overrides = list(hydra_cfg.overrides.task)
-    return group, hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}", overrides
+    # name a job by what the sweep varies (its sweeper params), e.g. "model.loss.temperature=2,data.reduce=max"
+    swept = set((hydra_cfg.sweeper.get("params") or {}).keys())
+    varied = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept]
+    name = ",".join(varied) or hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
+    return group, f"{name}#{hydra_cfg.job.num}", overrides
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:

@@ -92,14 +92,16 @@ class ToyClassifier(L.LightningModule):
 
 
 class KillAtStep(L.Callback):
-    """SIGKILL this process after a given optimizer step: a crash with no chance to clean up."""
+    """Send a signal to this process after a given optimizer step: SIGKILL is a crash with no
+    chance to clean up, SIGTERM is what SLURM sends before pre-emption."""
 
-    def __init__(self, step: int):
+    def __init__(self, step: int, signal_name: str = "SIGKILL"):
         self.step = step
+        self.signal_name = signal_name
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
             import os
             import signal
 
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), getattr(signal, self.signal_name))
