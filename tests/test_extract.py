@@ -186,3 +186,39 @@ def test_extract_task_end_to_end(grid_root: Path, tmp_path: Path) -> None:
     assert second.returncode == 0 and "reused" in second.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["extract/shards_written"] == 0 and metrics["extract/segments"] == 11
+
+
+class DroppingTeacher(StandInTeacher):
+    """A broken teacher that loses a frame of every batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)[1:]
+
+
+def test_bad_pairs_and_logit_mismatches_are_counted(tmp_path: Path) -> None:
+    from crossmodal.data.pairs import make_pair_sample
+    from crossmodal.data.shards import BadSampleError, ShardJob, write_shard_set
+
+    rng = np.random.default_rng(0)
+
+    def sample(key: str, n: int) -> dict:
+        frames = [rng.integers(0, 255, (48, 48), dtype=np.uint8) for _ in range(n)]
+        return make_pair_sample(key, rng.normal(0, 0.1, 16000).astype(np.float32), 16000, frames,
+                                np.arange(n, dtype=np.float32) / 4, {"identity": "a", "split": "train"}, image_format="png")
+
+    def make(job, skips):
+        good, bad = sample("good", 4), sample("bad", 4)
+        bad["f001.png"] = b"not a png"
+        short = sample("short", 4)
+        del short["f003.png"]  # 3 frames, 4 timestamps
+        yield from (good, bad, short)
+
+    pairs, _ = write_shard_set(tmp_path / "pairs", [ShardJob("train-000000", [0])], make)
+    manifest, work = extract_logits(pairs, tmp_path / "out", StandInTeacher(), teacher_name="standin")
+    assert manifest.total == 1 and work["frames"] == 4
+    assert manifest.skipped["counts"] == {"corrupt_pair_sample": 1, "frames_times_mismatch": 1}
+    assert any(path.endswith(":bad") for path in manifest.skipped["examples"]["corrupt_pair_sample"])
+    broken, _ = extract_logits(pairs, tmp_path / "broken", DroppingTeacher(), teacher_name="dropping")
+    assert broken.total == 0 and broken.skipped["counts"]["logits_frames_mismatch"] == 1
+    with pytest.raises(BadSampleError, match="f001.png"):
+        extract_logits(pairs, tmp_path / "strict", StandInTeacher(), teacher_name="standin", strict=True)
