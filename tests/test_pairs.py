@@ -247,3 +247,12 @@ def test_pseudo_pairs_on_emodb(emodb_root: Path, ferplus_root: Path, tmp_path: P
         assert sum(len(g) for g in groups) == len(set().union(*groups)), emotion
     assert sorted(s for splits in splits_of.values() for s in splits) == ["train", "train", "unheard"]
     assert all(len(s) == 1 for s in splits_of.values())  # speaker-independent
+
+
+def test_audio_is_aligned_to_the_first_video_frame() -> None:
+    from crossmodal.data.pairs import align_audio_to_video
+
+    wave = np.arange(10, dtype=np.float32)
+    assert align_audio_to_video(wave, 0.0, 10).tolist() == wave.tolist()
+    assert align_audio_to_video(wave, 0.2, 10).tolist()[:3] == [0.0, 0.0, 0.0]  # audio starts late: pad
+    assert align_audio_to_video(wave, -0.2, 10).tolist()[0] == 2.0  # audio starts early: trim

@@ -456,6 +456,8 @@ def item_samples(item: PairItem, split: str, cfg: PairsConfig, skips: SkipLog, s
     wave = _load_audio_or_skip(item.audio or item.media, cfg, skips)
     if wave is None:
         return
+    if item.audio is None:
+        wave = align_audio_to_video(wave, av_offset(item.media), cfg.sample_rate)
     try:
         if item.kind == "centred_video":
             crops = centred_face_crops(item.media, face_cfg, cfg.center_crop)
@@ -487,6 +489,28 @@ def probe_video(path: str, needs_audio: bool = True) -> tuple[str, str] | None:
     if needs_audio and not has_audio:
         return "no_audio_stream", "a video with no audio stream"
     return None
+
+
+def av_offset(path: str) -> float:
+    """Seconds by which the first audio stream starts after the first video stream (0 when unknown)."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            video, audio = container.streams.video[0], container.streams.audio[0]
+            if video.start_time is None or audio.start_time is None:
+                return 0.0
+            return float(audio.start_time * audio.time_base - video.start_time * video.time_base)
+    except Exception:  # noqa: BLE001 - probe_video already vetted the file; no offset then
+        return 0.0
+
+
+def align_audio_to_video(wave: np.ndarray, offset: float, sample_rate: int) -> np.ndarray:
+    """Make audio sample 0 fall on video time 0 (frame times count from the first video frame)."""
+    shift = int(round(offset * sample_rate))
+    if shift > 0:
+        return np.concatenate([np.zeros(shift, dtype=wave.dtype), wave])
+    return wave[-shift:] if shift < 0 else wave
 
 
 def frame_index_times(paths: Sequence[Path], fps: float) -> np.ndarray:
