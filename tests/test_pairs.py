@@ -219,11 +219,11 @@ def test_pseudo_pairs_on_emodb(emodb_root: Path, ferplus_root: Path, tmp_path: P
         assert (emodb_root / "wav" / f"{stem}.wav").exists(), stem
         os.symlink(emodb_root / "wav" / f"{stem}.wav", corpus / f"{stem}.wav")
     cfg = PseudoPairsConfig(source=str(corpus.parent), ferplus=str(ferplus_root), data_dir=str(tmp_path / "data"),
-                            unheard_fraction=0.34, heard_fraction=0.0, faces_per_pool=3)
+                            unheard_fraction=0.34, heard_fraction=0.0, faces_per_pool=3, ferplus_splits=["test"])
     manifest = prepare_pseudo_pairs(cfg)
     assert manifest.meta["synthetic"] is True and "not in-the-wild" in manifest.meta["purpose"]
     assert manifest.skipped["counts"] == {"unmapped_label": 1}  # 03a04Lc: boredom has no FER+ emotion
-    majority = {f"{f.split}/{f.name}": EMOTIONS[f.majority] for f in read_ferplus(ferplus_root, splits=["val", "test"])}
+    majority = {f"{f.split}/{f.name}": EMOTIONS[f.majority] for f in read_ferplus(ferplus_root, splits=["test"])}
     pools: dict[tuple[str, str], set[str]] = {}
     splits_of: dict[str, set[str]] = {}
     samples = all_samples(manifest)
