@@ -385,10 +385,13 @@ def _from_slim(payload: dict[str, Any]) -> FaceTeacher:
     net = create_face_backbone(payload["backbone"], **kwargs)
     state = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in payload["state_dict"].items()}
     own = net.state_dict()
-    missing = [k for k in own if k not in state]
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     if missing:
         raise ValueError(f"teacher file lacks {len(missing)} tensors of {payload['backbone']} (first: {missing[:3]})")
-    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    unexpected = [k for k in state if k not in own]
+    if unexpected:
+        raise ValueError(f"teacher file has {len(unexpected)} tensors {payload['backbone']} does not (first: {unexpected[:3]})")
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
     spec = PreprocessSpec.from_config(payload["preprocess"])
     teacher = FaceTeacher(net, spec, name=payload["backbone"], kwargs=kwargs, tta_flip=payload.get("tta_flip", False))
     teacher.meta = payload.get("meta", {})

@@ -310,6 +310,8 @@ def matconvnet_key_to_timm(key: str, arch: str) -> str | None:
     if not match:
         return None
     stage, block, part, bn = int(match[1]), int(match[2]) - 1, match[3], bool(match[4])
+    if stage not in _STAGES or block < 0:
+        return None
     prefix = f"{_STAGES[stage]}.{block}"
     if part == "1x1_proj":
         return f"{prefix}.downsample.{1 if bn else 0}.{param}"
