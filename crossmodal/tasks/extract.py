@@ -166,7 +166,8 @@ def extract_logits(
     """Write one distillation shard per pair shard into ``out_dir``; reuse finished ones.
 
     Returns the manifest (None on ranks other than 0) and this rank's work:
-    ``{"frames": n, "segments": n, "seconds": wall time, "written": shards, "reused": shards}``.
+    ``{"frames": n, "segments": n, "seconds": wall time, "teacher_seconds": time inside the teacher,
+    "written": shards, "reused": shards}``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -176,7 +177,7 @@ def extract_logits(
     jobs = [ShardJob(n, [str(pairs.root / f"{n}.tar")]) for n in names]
     mine = jobs[rank::world_size]
     todo = [job for job in mine if not shard_done(out_dir, job.name)]
-    work = {"frames": 0, "segments": 0, "seconds": 0.0}
+    work = {"frames": 0, "segments": 0, "seconds": 0.0, "teacher_seconds": 0.0}
     results = prefetched(todo, lambda job: _read_pair_shard(job.items[0], strict), num_workers)
 
     def make_samples(job: ShardJob, skips: SkipLog) -> Iterator[dict[str, Any]]:
@@ -188,7 +189,9 @@ def extract_logits(
         logits_per_sample: dict[int, np.ndarray] = {}
         for _, members in _group_by_shape(samples).items():
             frames = np.concatenate([samples[i]["frames"] for i in members])
+            tick = time.perf_counter()
             logits = teacher_logits(teacher, frames, batch_size, device)
+            work["teacher_seconds"] += time.perf_counter() - tick
             if logits.shape != (len(frames), NUM_EMOTIONS):
                 skips.skip("logits_frames_mismatch", job.items[0], f"teacher gave {tuple(logits.shape)} for {len(frames)} frames")
                 return
@@ -319,6 +322,7 @@ def report(pairs: Manifest, distill: Manifest, work: dict[str, Any], summary: di
         "extract/shards_reused": work.get("reused", 0),
         "extract/frames_this_run": work["frames"],
         "extract/seconds": round(work["seconds"], 3),
+        "extract/teacher_seconds": round(work["teacher_seconds"], 3),
     }
     if work["frames"]:
         metrics["extract/frames_per_s"] = round(work["frames"] / max(work["seconds"], 1e-9), 2)
