@@ -268,3 +268,14 @@ def test_shipped_teacher_recorded_accuracy_on_ferplus_test(ferplus_root, tmp_pat
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test/acc"] == pytest.approx(_recorded_test_accuracy(), abs=0.002)
     assert f"{100 * _recorded_test_accuracy():.1f}" in README.read_text()
+
+
+def test_pretrained_from_cache_never_downloads(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch"))
+    with pytest.raises(FileNotFoundError, match="torch hub cache"):  # legacy_seresnet50: a URL-only weight file
+        create_face_backbone("legacy_seresnet50", pretrained="cache")
+    with pytest.raises(FileNotFoundError, match="never downloads"):  # resnet18: a Hugging Face hub weight file
+        create_face_backbone("resnet18", pretrained="cache")

@@ -339,8 +339,7 @@ def prepare_ferplus(
     cleaning counts and its ``skipped`` the unusable rows/images.
     """
     report, read_skips = CleaningReport(cleaning), SkipLog(strict=strict)
-    items = read_ferplus(source, splits, cleaning, report=report, skips=read_skips)
-    print(report.summary(), flush=True)
+    items = read_ferplus(source, splits, cleaning, report=report, skips=read_skips)  # logs the cleaning counts
     jobs = []
     for split in splits:
         in_split = [item for item in items if item.split == split]

@@ -247,7 +247,11 @@ def create_face_backbone(name: str, num_classes: int = NUM_EMOTIONS, pretrained:
             raise KeyError(f"unknown face backbone {name!r}: not in FACE_MODELS ({', '.join(FACE_MODELS.names())}) "
                            f"nor in timm (similar: {', '.join(close) or 'none'})")
         from_cache = pretrained is True or pretrained == "cache"
-        if from_cache:
+        cached_file = _torch_hub_cached_file(name) if from_cache else None
+        if cached_file is not None:  # weights published as a URL only: the torch hub cache, never the URL
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(cached_file)},
+                                      num_classes=num_classes, drop_rate=drop_rate, in_chans=in_chans, **kwargs)
+        elif from_cache:
             with _hf_offline():
                 try:
                     model = timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate,
@@ -261,6 +265,24 @@ def create_face_backbone(name: str, num_classes: int = NUM_EMOTIONS, pretrained:
     if pretrained and not (pretrained is True or pretrained == "cache"):
         load_pretrained_file(model, pretrained)
     return model
+
+
+def _torch_hub_cached_file(name: str) -> Path | None:
+    """For a timm model whose weights have no Hugging Face id, the torch hub cache file (or an error)."""
+    from urllib.parse import urlparse
+
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or cfg.hf_hub_id:
+        return None
+    if not cfg.url:
+        raise FileNotFoundError(f"timm publishes no pretrained weights for {name!r}; give model.pretrained=/path/to/weights")
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
+    if not cached.exists():
+        raise FileNotFoundError(f"pretrained weights for {name!r} are not in the torch hub cache ({cached}) and crossmodal "
+                                f"never downloads them. Put the file there or give model.pretrained=/path/to/weights")
+    return cached
 
 
 def load_pretrained_file(model: nn.Module, path: str | Path) -> list[str]:
