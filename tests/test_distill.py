@@ -120,6 +120,18 @@ def test_decoder_takes_a_window_and_its_target():
     assert train["wave"].shape == (16000,)
 
 
+def test_labels_only_reads_the_true_label_and_no_teacher_output():
+    import json
+
+    sample = _sample()
+    del sample["logits.npy"], sample["times.npy"]
+    out = DistillDecoder(train=True, labels_only=True, window_seconds=1.0)(sample)
+    assert out["label"] == EMOTIONS.index("anger") and "target" not in out and out["wave"].shape == (16000,)
+    sample["json"] = json.dumps({"split": "train"}).encode()
+    with pytest.raises(BadDistillSample, match="no_label"):
+        DistillDecoder(train=True, labels_only=True)(sample)
+
+
 @pytest.mark.parametrize(
     "reason, kwargs",
     [

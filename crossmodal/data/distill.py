@@ -13,6 +13,9 @@ Training draws a random window (default 4.024 s, the paper's) from each utteranc
 all its frames, as the paper's per-track evaluation does; the loader only decodes, crops and
 aggregates: features are computed on the device by the model's front-end.
 
+``labels_only=true`` (supervised training, StudentSpeech) reads labelled shards (pseudo-pair or
+distillation shards whose json has the true ``label``) and ignores logits and frames.
+
 Bad samples (non-finite logits, a logit dimension other than the emotion set's, no teacher frame
 in the window, a silent or too-short clip) are counted and skipped, or raise with the sample key
 when ``strict=true``.
@@ -101,7 +104,7 @@ class DistillDecoder:
         num_classes: int = NUM_EMOTIONS,
         silence_rms: float = 1e-4,
         window_tries: int = 5,
-        need_logits: bool = True,
+        labels_only: bool = False,
         sample_rate: int = SAMPLE_RATE,
     ) -> None:
         if mode not in ("cached", "online"):
@@ -117,7 +120,7 @@ class DistillDecoder:
         self.num_classes = num_classes
         self.silence_rms = silence_rms
         self.window_tries = window_tries
-        self.need_logits = need_logits
+        self.labels_only = labels_only
         self.sample_rate = sample_rate
 
     def _audio(self, sample: dict[str, Any], key: str) -> np.ndarray:
@@ -153,22 +156,13 @@ class DistillDecoder:
         meta = json.loads(sample["json"]) if "json" in sample else {}
         wave = self._audio(sample, key)
         duration = len(wave) / self.sample_rate
-        if self.mode == "cached":
-            logits, times = self._logits(sample, key)
-        else:
-            from crossmodal.data.pairs import decode_pair_frames
-
-            frames, times = decode_pair_frames(sample)
-            frames, times = np.asarray(frames), np.asarray(times, dtype=np.float32).reshape(-1)
-            if len(frames) != len(times):
-                raise BadDistillSample("times_mismatch", key, f"{len(frames)} frames but {len(times)} timestamps")
-        for _ in range(self.window_tries if self.train else 1):
+        if self.labels_only:  # supervised training: the true label, no teacher output needed
+            label = _label_index(meta.get("label"))
+            if label == NO_LABEL:
+                raise BadDistillSample("no_label", key, "json has no emotion `label` (data.labels_only needs labelled shards)")
             start, end = choose_window(duration, self.window_seconds, self.train)
-            inside = frames_in_window(times, start, end)
-            if inside.any():
-                break
         else:
-            raise BadDistillSample("no_frame_in_window", key, f"no teacher frame in [{start:.2f}, {end:.2f}) s of a {duration:.2f} s clip")
+            start, end, inside, teacher = self._window_with_frames(sample, key, duration)
         begin = int(round(start * self.sample_rate))
         stop = min(len(wave), begin + int(round((end - start) * self.sample_rate)))
         out: dict[str, Any] = {
@@ -178,12 +172,32 @@ class DistillDecoder:
             "label": _label_index(meta.get("label")),
             "identity": str(meta.get("identity", "")),
         }
+        if self.labels_only:
+            return out
         if self.mode == "cached":
-            selected = logits[inside]
+            selected = teacher[inside]
             out["target"] = torch.from_numpy(selected.max(0) if self.reduce == "max" else selected.mean(0))
         else:
-            out["frames"] = torch.from_numpy(np.ascontiguousarray(frames[inside]))
+            out["frames"] = torch.from_numpy(np.ascontiguousarray(teacher[inside]))
         return out
+
+    def _window_with_frames(self, sample: dict[str, Any], key: str, duration: float) -> tuple[float, float, np.ndarray, np.ndarray]:
+        """A window holding at least one teacher frame: (start, end, frames-inside mask, logits or face frames)."""
+        if self.mode == "cached":
+            teacher, times = self._logits(sample, key)
+        else:
+            from crossmodal.data.pairs import decode_pair_frames
+
+            teacher, times = decode_pair_frames(sample)
+            teacher, times = np.asarray(teacher), np.asarray(times, dtype=np.float32).reshape(-1)
+            if len(teacher) != len(times):
+                raise BadDistillSample("times_mismatch", key, f"{len(teacher)} frames but {len(times)} timestamps")
+        for _ in range(self.window_tries if self.train else 1):
+            start, end = choose_window(duration, self.window_seconds, self.train)
+            inside = frames_in_window(times, start, end)
+            if inside.any():
+                return start, end, inside, teacher
+        raise BadDistillSample("no_frame_in_window", key, f"no teacher frame in [{start:.2f}, {end:.2f}) s of a {duration:.2f} s clip")
 
 
 def _label_index(label: Any) -> int:
@@ -262,6 +276,7 @@ class DistillDataModule(L.LightningDataModule):
         prepare: dict[str, Any] | None = None,
         emodb: str | None = None,
         ferplus: str | None = None,
+        labels_only: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -286,8 +301,9 @@ class DistillDataModule(L.LightningDataModule):
         self.window_seconds = window_seconds
         self.decoder_kwargs = dict(
             mode=mode, window_seconds=window_seconds, max_seconds=max_seconds, min_seconds=min_seconds,
-            reduce=reduce, silence_rms=silence_rms,
+            reduce=reduce, silence_rms=silence_rms, labels_only=labels_only,
         )
+        self.labels_only = labels_only
         self._train_loader: EpochLoader | None = None
         self._pending_state: dict[str, Any] = {}
 
@@ -300,7 +316,7 @@ class DistillDataModule(L.LightningDataModule):
                 f"no shard set at data.shards={self.shards} (no manifest.json). Write it with `task=extract` "
                 "(or `task=prepare` for pair shards), or point data.shards at an existing shard set"
             )
-        prepare_shards(self.shards, self.mode, dict(self.prepare))
+        prepare_shards(self.shards, "labels" if self.labels_only else self.mode, dict(self.prepare))
 
     def manifest(self):
         return load_manifest(self.shards)
@@ -405,9 +421,9 @@ def prepare_shards(shards: str | Path, mode: str, recipe: dict[str, Any]) -> Non
     config = PseudoPairsConfig(source=str(source), **recipe)
     log.info("pseudo-pair shards for %s: %s", shards, config.pairs_dir)
     pairs = prepare_pseudo_pairs(config)
-    if mode == "online":
+    if mode in ("online", "labels"):
         if Path(pairs.root).resolve() != shards.resolve():
-            raise ValueError(f"data.mode=online reads the pair shards: set data.shards={pairs.root}")
+            raise ValueError(f"data.mode=online and data.labels_only read the pair shards: set data.shards={pairs.root}")
         return
     from crossmodal.lit.teacher import load_teacher
     from crossmodal.tasks.extract import extract_logits, teacher_name
