@@ -116,8 +116,8 @@ def test_train_run_writes_run_folder_and_learns(tmp_path, toy_shards):
     import csv
 
     rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
-    losses = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
-    assert len(losses) == 3 and losses[-1] < losses[0]
+    by_epoch = {int(r["epoch"]): float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch") and r.get("epoch")}
+    assert sorted(by_epoch) == [0, 1, 2] and by_epoch[2] < by_epoch[0]
 
 
 def test_same_seed_same_metrics(tmp_path, toy_shards):
