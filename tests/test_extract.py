@@ -182,6 +182,7 @@ def test_extract_task_end_to_end(grid_root: Path, tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["extract/segments"] == 11 and metrics["extract/frames"] == 143 and metrics["pairs/skipped"] == 0
     assert (tmp_path / "run" / "plots" / "extract_dominant_emotion.png").exists()
+    assert len(list((tmp_path / "data" / "distill").glob("grid-teacher_cpu-*"))) == 1
     second = subprocess.run(command, capture_output=True, text=True, cwd=TESTS.parent, timeout=600)
     assert second.returncode == 0 and "reused" in second.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -222,3 +223,14 @@ def test_bad_pairs_and_logit_mismatches_are_counted(tmp_path: Path) -> None:
     assert broken.total == 0 and broken.skipped["counts"]["logits_frames_mismatch"] == 1
     with pytest.raises(BadSampleError, match="f001.png"):
         extract_logits(pairs, tmp_path / "strict", StandInTeacher(), teacher_name="standin", strict=True)
+
+
+def test_another_teacher_file_is_not_mixed_in(grid_pairs, tmp_path: Path) -> None:
+    from crossmodal.tasks.extract import teacher_digest
+
+    (tmp_path / "a.pt").write_bytes(b"weights a")
+    (tmp_path / "b.pt").write_bytes(b"weights b")
+    assert teacher_digest(str(tmp_path / "a.pt")) != teacher_digest(str(tmp_path / "b.pt"))
+    extract_logits(grid_pairs, tmp_path / "d", StandInTeacher(), teacher_name="t", teacher_id=teacher_digest(str(tmp_path / "a.pt")))
+    with pytest.raises(ValueError, match="sha1"):
+        extract_logits(grid_pairs, tmp_path / "d", StandInTeacher(), teacher_name="t", teacher_id=teacher_digest(str(tmp_path / "b.pt")))

@@ -63,11 +63,15 @@ def run(cfg, ctx) -> dict[str, Any]:
     teacher_ckpt = cfg.get("teacher_ckpt")
     teacher = load_teacher(teacher_ckpt, device=device)
     name = teacher_name(teacher_ckpt)
+    digest = teacher_digest(teacher_ckpt)
     pairs = data.prepare(rank=rank, world_size=world, strict=strict)
-    out_dir = Path(data.distill_dir) if data.distill_dir else Path(data.data_dir) / "distill" / f"{pairs.root.name}-{name}"
+    # The default folder names the teacher's file contents too: a retrained teacher gets new shards.
+    default_dir = Path(data.data_dir) / "distill" / f"{pairs.root.name}-{name}-{digest[:8]}"
+    out_dir = Path(data.distill_dir) if data.distill_dir else default_dir
     manifest, stats = extract_logits(
-        pairs, out_dir, teacher, teacher_name=name, batch_size=data.batch_size, logits_dtype=data.logits_dtype,
-        num_workers=data.num_workers, strict=strict, rank=rank, world_size=world, device=device,
+        pairs, out_dir, teacher, teacher_name=name, teacher_id=digest, batch_size=data.batch_size,
+        logits_dtype=data.logits_dtype, num_workers=data.num_workers, strict=strict, rank=rank, world_size=world,
+        device=device,
     )
     if manifest is None:  # not rank 0
         return {}
@@ -96,6 +100,19 @@ def pair_data(node: Any):
 
 def teacher_name(ckpt: str | None) -> str:
     return "teacher_cpu" if not ckpt else Path(str(ckpt)).stem
+
+
+def teacher_digest(ckpt: str | None) -> str:
+    """SHA-1 of the teacher file (the shipped one for None): which weights made a set of logits."""
+    import hashlib
+
+    from crossmodal.lit.teacher import DEFAULT_TEACHER
+
+    digest = hashlib.sha1()
+    with open(ckpt or DEFAULT_TEACHER, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------- extraction
@@ -155,6 +172,7 @@ def extract_logits(
     teacher: torch.nn.Module,
     *,
     teacher_name: str,
+    teacher_id: str | None = None,
     batch_size: int = 256,
     logits_dtype: str = "float16",
     num_workers: int = 0,
@@ -167,11 +185,12 @@ def extract_logits(
 
     Returns the manifest (None on ranks other than 0) and this rank's work:
     ``{"frames": n, "segments": n, "seconds": wall time, "teacher_seconds": time inside the teacher,
-    "written": shards, "reused": shards}``.
+    "written": shards, "reused": shards}``. ``teacher_id`` (e.g. :func:`teacher_digest`) guards the
+    reuse: shards of another teacher file in ``out_dir`` are an error, never silently kept.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_teacher(out_dir, teacher_name, pairs)
+    _check_same_teacher(out_dir, teacher_name, teacher_id, pairs)
     dtype = {"float16": np.float16, "float32": np.float32}[logits_dtype]
     names = [Path(s["name"]).stem for s in pairs.shards]
     jobs = [ShardJob(n, [str(pairs.root / f"{n}.tar")]) for n in names]
@@ -219,6 +238,7 @@ def extract_logits(
     meta = {
         "kind": "distill",
         "teacher": teacher_name,
+        "teacher_sha1": teacher_id,
         "pairs": str(pairs.root),
         "split_file": pairs.meta.get("split_file"),
         "frame_rate": pairs.meta.get("frame_rate"),
@@ -254,16 +274,17 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def _check_same_teacher(out_dir: Path, teacher_name: str, pairs: Manifest) -> None:
+def _check_same_teacher(out_dir: Path, teacher_name: str, teacher_id: str | None, pairs: Manifest) -> None:
     """Refuse to mix shards of another teacher or other pairs into one output folder."""
     stamp = out_dir / "extract_source.json"
-    mine = {"teacher": teacher_name, "pairs": str(Path(pairs.root).resolve())}
+    mine = {"teacher": teacher_name, "teacher_sha1": teacher_id, "pairs": str(Path(pairs.root).resolve())}
     if stamp.exists():
         saved = json.loads(stamp.read_text())
         if saved != mine and any(out_dir.glob("*.tar")):
             raise ValueError(
-                f"{out_dir} holds distillation shards of teacher {saved.get('teacher')} on {saved.get('pairs')}, "
-                f"not {teacher_name} on {mine['pairs']}. Set data.distill_dir to another folder, or delete the old shards"
+                f"{out_dir} holds distillation shards of teacher {saved.get('teacher')} (sha1 {saved.get('teacher_sha1')}) "
+                f"on {saved.get('pairs')}, not {teacher_name} (sha1 {teacher_id}) on {mine['pairs']}. "
+                "Set data.distill_dir to another folder, or delete the old shards"
             )
     if dist_info()[0] == 0:
         stamp.write_text(json.dumps(mine, indent=1) + "\n")
