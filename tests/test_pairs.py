@@ -163,9 +163,28 @@ def test_voxceleb2_layout(grid_root: Path, tmp_path: Path) -> None:
         target = root / f"id0000{number}" / "ytVideo" / "00001.mp4"
         target.parent.mkdir(parents=True)
         os.symlink(grid_root / clip, target)  # MPEG-PS named .mp4: ffmpeg probes the content
+    # The first one also has its audio as a separate .m4a (48 kHz stereo AAC), which is preferred.
+    from crossmodal.data.audio import load_audio
+
+    voice = load_audio(grid_root / GRID_CLIPS[0], sample_rate=48000)
+    m4a = root / "id00000" / "ytVideo" / "00001.m4a"
+    with av.open(str(m4a), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=48000, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(np.stack([voice, voice]), format="fltp", layout="stereo")
+        frame.sample_rate = 48000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
     manifest = prepare_pairs(PairsConfig(source=str(root), data_dir=str(tmp_path / "data"), unheard_fraction=0.5))
     assert manifest.meta["layout"] == "voxceleb2" and manifest.total == 2
-    assert sorted(s["__key__"] for s in all_samples(manifest)) == ["id00000_ytVideo_00001_s000", "id00001_ytVideo_00001_s000"]
+    samples = {s["__key__"]: s for s in all_samples(manifest)}
+    assert sorted(samples) == ["id00000_ytVideo_00001_s000", "id00001_ytVideo_00001_s000"]
+    first = json.loads(samples["id00000_ytVideo_00001_s000"]["json"])
+    assert first["audio_source"] == str(m4a) and "audio_source" not in json.loads(samples["id00001_ytVideo_00001_s000"]["json"])
+    from_m4a, _ = decode_flac(samples["id00000_ytVideo_00001_s000"]["flac"])
+    from_video = load_audio(grid_root / GRID_CLIPS[0])
+    # The same speech, up to the AAC encoder's priming delay (tens of ms).
+    best = max(np.corrcoef(from_m4a[4000 + lag : 30000 + lag], from_video[4000:30000])[0, 1] for lag in range(0, 1200, 2))
+    assert best > 0.9
 
 
 def test_split_round_trip_and_guarantees(tmp_path: Path) -> None:
@@ -256,3 +275,13 @@ def test_audio_is_aligned_to_the_first_video_frame() -> None:
     assert align_audio_to_video(wave, 0.0, 10).tolist() == wave.tolist()
     assert align_audio_to_video(wave, 0.2, 10).tolist()[:3] == [0.0, 0.0, 0.0]  # audio starts late: pad
     assert align_audio_to_video(wave, -0.2, 10).tolist()[0] == 2.0  # audio starts early: trim
+
+
+@pytest.mark.slow
+def test_decoding_workers_give_the_same_pair_shards(grid_root: Path, tmp_path: Path) -> None:
+    cfg = dict(source=str(grid_root), videos_per_shard=3)
+    serial = prepare_pairs(PairsConfig(**cfg, data_dir=str(tmp_path / "serial")))
+    parallel = prepare_pairs(PairsConfig(**cfg, data_dir=str(tmp_path / "parallel"), num_workers=2))
+    strip = lambda samples: {s["__key__"]: {k: v for k, v in s.items() if not k.startswith("__")} for s in samples}  # noqa: E731
+    assert strip(all_samples(serial)) == strip(all_samples(parallel))
+    assert serial.meta["stats"] == parallel.meta["stats"]
