@@ -99,7 +99,16 @@ def _slurm_devices(devices: Any, accelerator: str) -> int:
     return count
 
 
+def _asset(relative: str = "") -> str:
+    """Absolute path of a file the package ships (crossmodal/assets/...)."""
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parents[1] / "assets" / relative)
+
+
 def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConf)
+    if not OmegaConf.has_resolver("cm.asset"):
+        OmegaConf.register_new_resolver("cm.asset", _asset)
     if not OmegaConf.has_resolver("cm.slurm_devices"):
         OmegaConf.register_new_resolver("cm.slurm_devices", _slurm_devices)
