@@ -276,3 +276,25 @@ def test_distillation_on_real_clips_lowers_the_loss(emodb_distill_shards, tmp_pa
     assert (plots / "val_roc_unheard.png").stat().st_size > 1000
     table = (plots / "val_auc_table.csv").read_text()
     assert table.startswith("emotion,") and "absent" in table  # surprise/contempt never dominate here
+
+
+def test_supervised_student_trains_on_labels_and_writes_its_student_file(emodb_distill_shards, tmp_path):
+    from crossmodal.lit.student import StudentSpeech
+    from crossmodal.models.speech import load_student_file
+
+    L.seed_everything(0)
+    dm = DistillDataModule(str(emodb_distill_shards), labels_only=True, batch_size=8, eval_batch_size=8, num_workers=0,
+                           batches_per_epoch=2, window_seconds=2.0, shuffle_buffer=8)
+    model = StudentSpeech(student={"name": "small_cnn", "kwargs": {"channels": [8, 16, 16, 32]}}, frontend={"features": "logmel", "n_mels": 32},
+                          optimizer={"name": "adamw", "lr": 1e-3}, scheduler={"name": "onecycle"}, label_classes=SHARED)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    trainer.test(model, datamodule=dm)
+    metrics = trainer.callback_metrics
+    assert {"test/ua_unheard", "test/wa_heard", "test/loss_unheard"} <= set(metrics)
+    assert 0.0 <= float(metrics["test/ua_unheard"]) <= 1.0
+    _, net, info = load_student_file(tmp_path / "student.pt")
+    assert info["net_name"] == "small_cnn" and info["module"] == "StudentSpeech" and info["label_classes"] == SHARED
+    assert "test/ua_unheard" in info["metrics"]
+    assert (tmp_path / "plots" / "test_confusion_unheard.png").exists()

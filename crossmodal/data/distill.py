@@ -331,6 +331,28 @@ class DistillDataModule(L.LightningDataModule):
             raise ValueError(f"{self.shards} has no heard-/unheard- shards (and train_eval_shards=0): nothing to validate on")
         return paths
 
+    def student_info(self) -> dict[str, Any]:
+        """What a student file should record about its training data: the shards, the teacher, and
+        ``train_speakers[corpus]`` (identities whose audio it heard) so evaluation can leave them out."""
+        try:
+            manifest = self.manifest()
+        except FileNotFoundError:
+            return {}
+        meta = dict(manifest.meta)
+        pairs_meta = meta
+        if meta.get("kind") != "pairs" and meta.get("pairs") and (Path(meta["pairs"]) / "manifest.json").exists():
+            pairs_meta = load_manifest(meta["pairs"]).meta
+        info: dict[str, Any] = {"data": str(self.shards), "synthetic": bool(meta.get("synthetic", False))}
+        if meta.get("teacher"):
+            info["teacher"] = meta["teacher"]
+        split_file = meta.get("split_file") or pairs_meta.get("split_file")
+        corpus = pairs_meta.get("corpus") or pairs_meta.get("name") or Path(str(pairs_meta.get("source", self.shards))).name
+        if split_file and Path(split_file).exists():
+            train = json.loads(Path(split_file).read_text()).get("train") or []
+            if train:
+                info["train_speakers"] = {str(corpus): sorted(str(s) for s in train)}
+        return info
+
     # -- loaders
     def world_size(self) -> int:
         trainer = getattr(self, "trainer", None)

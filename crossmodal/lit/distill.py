@@ -23,13 +23,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_auroc, binary_roc
 
 from crossmodal.data.distill import SPLITS
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS, RARE_IN_THE_WILD
 from crossmodal.lit.losses import DistillationLoss
-from crossmodal.lit.student import SpeechModuleBase, log_split_losses, per_split
+from crossmodal.lit.student import SpeechModuleBase, SplitMean, log_split_losses
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,10 @@ class ScoreCollector(Metric):
         self.scores.append(scores.detach().float())
         self.labels.append(labels.detach().long())
         self.groups.append(groups.detach().long())
+
+    def start_epoch(self) -> None:
+        """An empty entry, so that a rank that gets no clip (all its samples skipped) still syncs."""
+        self.update(torch.zeros(0, NUM_EMOTIONS, device=self.device), torch.zeros(0, device=self.device), torch.zeros(0, device=self.device))
 
     def compute(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         def cat(items):
@@ -131,7 +135,7 @@ class DistillationModule(SpeechModuleBase):
         self.teacher_batch_size = teacher_batch_size
         self.roc_figures = roc_figures
         self.scores = ScoreCollector()
-        self.split_loss = per_split(MeanMetric)
+        self.split_loss = SplitMean()
         # Plain attribute: not a submodule, so not in state_dict, the optimiser, or DDP.
         self.__dict__["teacher"] = None
 
@@ -198,7 +202,7 @@ class DistillationModule(SpeechModuleBase):
         for index, split in enumerate(SPLITS):
             chosen = batch["split"] == index
             if chosen.any():
-                self.split_loss[f"split_{split}"].update(self.criterion(logits[chosen], targets[chosen])["loss"], chosen.sum())
+                self.split_loss.update(index, self.criterion(logits[chosen], targets[chosen])["loss"], int(chosen.sum()))
         self.scores.update(torch.softmax(logits.float(), -1), targets.argmax(-1), batch["split"])
         self.update_recall(logits, batch)
 
@@ -207,6 +211,12 @@ class DistillationModule(SpeechModuleBase):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch)
+
+    def on_validation_epoch_start(self) -> None:
+        self.scores.start_epoch()
+
+    def on_test_epoch_start(self) -> None:
+        self.scores.start_epoch()
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
@@ -217,9 +227,7 @@ class DistillationModule(SpeechModuleBase):
     def _eval_epoch_end(self, stage: str) -> None:
         log_split_losses(self, stage, self.split_loss)
         self.log_recall(stage)
-        if not self.scores.update_called:
-            return
-        scores, labels, groups = self.scores.compute()
+        scores, labels, groups = self.scores.compute()  # on every rank (a collective under DDP)
         self.scores.reset()
         figures = self.roc_figures and self.want_figures(stage)
         table: dict[str, dict[str, Any]] = {}

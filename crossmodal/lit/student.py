@@ -25,8 +25,7 @@ import lightning as L
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchmetrics import MeanMetric, SumMetric
-from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics import Metric, SumMetric
 
 from crossmodal.data.distill import NO_LABEL, SPLITS
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS, emotion_index
@@ -58,24 +57,57 @@ def recall_from_confusion(confusion: torch.Tensor, classes: Sequence[int]) -> di
     return out
 
 
-def per_split(make_metric) -> nn.ModuleDict:
-    """One metric per split, keyed ``split_<name>`` (``train`` is a reserved nn.Module attribute)."""
-    return nn.ModuleDict({f"split_{split}": make_metric() for split in SPLITS})
+class SplitMean(Metric):
+    """Per-split running mean (e.g. the loss on train / heard / unheard clips), summed across ranks.
+
+    Fixed-size tensor states: every rank computes and syncs them even when it saw no clip of
+    some split, so no rank waits on another at the end of an epoch.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("sums", default=torch.zeros(len(SPLITS), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("counts", default=torch.zeros(len(SPLITS), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, split: int, mean: torch.Tensor, count: int | torch.Tensor) -> None:
+        self.sums[split] += mean.detach().double() * float(count)
+        self.counts[split] += float(count)
+
+    def compute(self) -> dict[str, float]:
+        return {name: float(self.sums[i] / self.counts[i]) for i, name in enumerate(SPLITS) if self.counts[i] > 0}
 
 
-def log_split_losses(module: L.LightningModule, stage: str, losses: nn.ModuleDict) -> None:
+class SplitConfusion(Metric):
+    """Confusion matrices ``[split, true, predicted]`` of the labelled clips, summed across ranks."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int = NUM_EMOTIONS) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.add_state("matrix", default=torch.zeros(len(SPLITS), num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, predictions: torch.Tensor, labels: torch.Tensor, splits: torch.Tensor) -> None:
+        c = self.num_classes
+        index = (splits.long() * c + labels.long()) * c + predictions.long()
+        self.matrix += torch.bincount(index, minlength=len(SPLITS) * c * c).view(len(SPLITS), c, c)
+
+    def compute(self) -> torch.Tensor:
+        return self.matrix
+
+
+def log_split_losses(module: L.LightningModule, stage: str, losses: SplitMean) -> None:
     """Log ``<stage>/loss_<split>`` and ``<stage>/loss``: the heard split's loss when there is one.
 
     Model selection watches ``val/loss``; taking it from held-out clips of training speakers keeps
     the unheard speakers out of every choice made during training.
     """
-    values = {}
-    for name, metric in losses.items():
-        split = name.removeprefix("split_")
-        if metric.update_called:
-            values[split] = metric.compute()
-            module.log(f"{stage}/loss_{split}", values[split])
-        metric.reset()
+    values = losses.compute()
+    losses.reset()
+    for split, value in values.items():
+        module.log(f"{stage}/loss_{split}", value)
     for split in ("heard", "unheard", "train"):
         if split in values:
             module.log(f"{stage}/loss", values[split])
@@ -106,7 +138,7 @@ class SpeechModuleBase(L.LightningModule):
         self.label_classes = [emotion_index(name) for name in (label_classes or EMOTIONS)]
         self.export_student = export_student
         self.figure_every_n_epochs = figure_every_n_epochs
-        self.confusion = per_split(lambda: MulticlassConfusionMatrix(NUM_EMOTIONS))
+        self.confusion = SplitConfusion(NUM_EMOTIONS)
         self.skipped = SumMetric()
 
     # -- network
@@ -122,21 +154,16 @@ class SpeechModuleBase(L.LightningModule):
     def update_recall(self, logits: torch.Tensor, batch: dict[str, Any]) -> None:
         labels, splits = batch["label"], batch["split"]
         labelled = labels != NO_LABEL
-        if not labelled.any():
-            return
         predictions = self.restricted_prediction(logits.detach())
-        for index, split in enumerate(SPLITS):
-            chosen = labelled & (splits == index)
-            if chosen.any():
-                self.confusion[f"split_{split}"].update(predictions[chosen], labels[chosen])
+        self.confusion.update(predictions[labelled], labels[labelled], splits[labelled])
 
     def log_recall(self, stage: str) -> dict[str, dict[str, float]]:
+        matrices = self.confusion.compute()  # on every rank (a collective under DDP)
+        self.confusion.reset()
         results = {}
-        for split in SPLITS:
-            metric = self.confusion[f"split_{split}"]
-            confusion = metric.compute() if metric.update_called else None
-            metric.reset()
-            if confusion is None or confusion.sum() == 0:
+        for index, split in enumerate(SPLITS):
+            confusion = matrices[index]
+            if confusion.sum() == 0:
                 continue
             scores = recall_from_confusion(confusion, self.label_classes)
             results[split] = scores
@@ -172,8 +199,7 @@ class SpeechModuleBase(L.LightningModule):
             self.skipped.update(batch["skipped"].float().sum())
 
     def on_train_epoch_end(self) -> None:
-        if self.skipped.update_called:
-            self.log("data/skipped", self.skipped.compute())
+        self.log("data/skipped", self.skipped.compute())  # SumMetric: 0 when nothing was skipped
         self.skipped.reset()
 
     # -- optimisation
@@ -223,7 +249,13 @@ class SpeechModuleBase(L.LightningModule):
     def on_test_end(self) -> None:
         if self.export_student and self.trainer.is_global_zero and not getattr(self.trainer, "fast_dev_run", False):
             path = Path(self.trainer.default_root_dir) / "student.pt"
-            self.save_student_file(path, extra={"module": type(self).__name__, "label_classes": [EMOTIONS[c] for c in self.label_classes]})
+            extra: dict[str, Any] = {"module": type(self).__name__, "label_classes": [EMOTIONS[c] for c in self.label_classes]}
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is not None and hasattr(datamodule, "student_info"):
+                extra.update(datamodule.student_info())
+            metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/") and "/" in k and v.numel() == 1}
+            extra["metrics"] = metrics
+            self.save_student_file(path, extra=extra)
             log.info("wrote the student file %s (use it with predict/export)", path)
 
 
@@ -244,7 +276,7 @@ class StudentSpeech(SpeechModuleBase):
         super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student, figure_every_n_epochs)
         self.save_hyperparameters()
         self.label_smoothing = label_smoothing
-        self.split_loss = per_split(MeanMetric)
+        self.split_loss = SplitMean()
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if (labels == NO_LABEL).all():
@@ -264,7 +296,7 @@ class StudentSpeech(SpeechModuleBase):
         for index, split in enumerate(SPLITS):
             chosen = (labels != NO_LABEL) & (batch["split"] == index)
             if chosen.any():
-                self.split_loss[f"split_{split}"].update(self.loss(logits[chosen], labels[chosen]), chosen.sum())
+                self.split_loss.update(index, self.loss(logits[chosen], labels[chosen]), int(chosen.sum()))
         self.update_recall(logits, batch)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
