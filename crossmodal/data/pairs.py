@@ -91,7 +91,7 @@ class PairsConfig:
     layout: str = "auto"  # auto | voxceleb2 | voxceleb1 | videos
     frames_root: str | None = None  # voxceleb1: folder of <id>/<youtube_id>/<n>/*.jpg face frames
     pairs: str | None = None  # an existing pair shard set to use instead of building one from source
-    data_dir: str = "data"  # shards go to <data_dir>/pairs/<name> and <data_dir>/distill/<name>-<teacher>
+    data_dir: str = "data"  # shards go to <data_dir>/pairs/<name> and <data_dir>/distill/<name>-<teacher>-<sha1>
     name: str | None = None  # default: the source folder's name
     split_file: str | None = None  # a user's split file; default: made from seed + fractions
     seed: int = 0
@@ -112,7 +112,7 @@ class PairsConfig:
     num_workers: int = 0  # loader worker processes for decoding (prepare and extract)
     strict: bool = False
     # extraction (task=extract)
-    distill_dir: str | None = None  # default: <data_dir>/distill/<name>-<teacher>
+    distill_dir: str | None = None  # default: <data_dir>/distill/<name>-<teacher>-<sha1 of the teacher file>
     batch_size: int = 256  # face frames per teacher forward pass
     logits_dtype: str = "float16"  # float16 | float32
 
@@ -129,7 +129,7 @@ class PairsConfig:
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> "PairsConfig":
-        """From a PairsConfig, a dict or an OmegaConf node (``_target_`` and unknown keys are errors)."""
+        """From a PairsConfig, a dict or an OmegaConf node (``_target_`` is ignored, unknown keys are errors)."""
         if isinstance(cfg, cls):
             return cfg
         try:

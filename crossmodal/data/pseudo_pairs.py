@@ -97,6 +97,16 @@ class PseudoPairsConfig:
     batch_size: int = 256
     logits_dtype: str = "float16"
 
+    def __post_init__(self) -> None:
+        if self.logits_dtype not in ("float16", "float32"):
+            raise ValueError(f"data.logits_dtype={self.logits_dtype!r}: expected float16 or float32")
+        if self.faces_per_pool < 1 or self.frame_rate <= 0 or self.min_segment_seconds > self.segment_seconds:
+            raise ValueError(
+                f"data.faces_per_pool={self.faces_per_pool}, data.frame_rate={self.frame_rate}, "
+                f"data.min_segment_seconds={self.min_segment_seconds}, data.segment_seconds={self.segment_seconds}: "
+                "need at least one face per pool, a positive frame rate and min <= segment length"
+            )
+
     @property
     def dataset_name(self) -> str:
         return self.name or f"{_slug(self.corpus)}_ferplus"
