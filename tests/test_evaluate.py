@@ -196,7 +196,7 @@ def test_speakers_the_student_trained_on_are_left_out():
     from crossmodal.tasks.evaluate import drop_student_speakers
 
     clips = _clips()
-    info = {"train_speakers": {"emodb": ["00", "01", "02", "03"], "ravdess": ["Actor_01"]}}
+    info = {"train_speakers": {"EmoDB": ["00", "01", "02", "03"], "ravdess": ["Actor_01"], "voxceleb1": ["id10001"]}}
     kept, note = drop_student_speakers(clips, info, "emodb", exclude=True)
     assert {c.speaker for c in kept} == {"04", "05"} and "left out speakers 00, 01, 02, 03" in note
     kept, note = drop_student_speakers(clips, info, "emodb", exclude=False)

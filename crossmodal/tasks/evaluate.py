@@ -160,7 +160,14 @@ def select_speakers(clips: list[Clip], bench: BenchmarkConfig) -> list[Clip]:
 
 def drop_student_speakers(clips: list[Clip], info: dict[str, Any], corpus: str, exclude: bool) -> tuple[list[Clip], str]:
     """Leave out (or flag) the speakers of this corpus whose audio the student was trained on."""
-    heard = {str(s) for s in ((info.get("train_speakers") or {}).get(corpus) or [])}
+    heard: set[str] = set()
+    for name, speakers in (info.get("train_speakers") or {}).items():
+        try:
+            same = corpus_spec(str(name)).name == corpus
+        except CorpusError:
+            same = False
+        if same:
+            heard |= {str(s) for s in speakers or []}
     overlap = sorted(heard & {c.speaker for c in clips})
     if not overlap:
         return clips, ""
