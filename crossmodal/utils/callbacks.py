@@ -79,3 +79,39 @@ class TrainingCurves(L.Callback):
         for kind, series in by_kind.items():
             if any(len(x) > 1 for x, _ in series.values()):
                 log_figure(trainer, f"curves/{kind}", curves_figure(series, title=kind, xlabel="epoch", ylabel=kind))
+
+
+class LineProgress(L.Callback):
+    """Progress for logs, CI and SLURM (no terminal): a line every ~10% of an epoch and one per epoch
+    with its metrics. On a terminal Lightning's own bar is used instead."""
+
+    def __init__(self, lines_per_epoch: int = 10) -> None:
+        self.lines_per_epoch = lines_per_epoch
+        self._start = 0.0
+
+    def _total(self, trainer) -> int | None:
+        total = trainer.num_training_batches
+        return int(total) if total not in (None, float("inf")) else None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        import time
+
+        self._start = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        total = self._total(trainer)
+        every = max(5, (total or 100) // self.lines_per_epoch)
+        if trainer.is_global_zero and (batch_idx + 1) % every == 0 and (total is None or batch_idx + 1 < total):
+            loss = trainer.callback_metrics.get("train/loss_step", trainer.callback_metrics.get("train/loss"))
+            loss_text = f" loss {float(loss):.4f}" if loss is not None else ""
+            log.info("epoch %d/%s batch %d/%s%s", trainer.current_epoch + 1, trainer.max_epochs, batch_idx + 1, total or "?", loss_text)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        import time
+
+        if not trainer.is_global_zero:
+            return
+        shown = {k: float(v) for k, v in trainer.callback_metrics.items()
+                 if v.numel() == 1 and k.count("/") == 1 and not k.endswith("_step")}
+        text = ", ".join(f"{k} {v:.4f}" for k, v in sorted(shown.items()))
+        log.info("epoch %d/%s done in %.1f s: %s", trainer.current_epoch + 1, trainer.max_epochs, time.monotonic() - self._start, text)

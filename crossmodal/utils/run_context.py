@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -16,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from crossmodal.config.checks import translate_gpus
+from crossmodal.utils.callbacks import LineProgress
 from crossmodal.utils.figures import save_and_send
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,10 @@ class RunContext:
         built = [instantiate(c) for c in (self.cfg.get("callbacks") or {}).values() if c and c.get("_target_")]
         kwargs = self.trainer_kwargs()
         kwargs.update(overrides)
+        if kwargs.get("enable_progress_bar") is None and not sys.stderr.isatty():
+            # no terminal (log file, CI, SLURM): a live bar draws nothing useful; log lines instead
+            kwargs["enable_progress_bar"] = False
+            built.append(LineProgress())
         return L.Trainer(
             default_root_dir=str(self.run_dir),
             logger=self.loggers or False,
