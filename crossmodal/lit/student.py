@@ -170,6 +170,8 @@ class SpeechModuleBase(L.LightningModule):
             for name, value in scores.items():
                 if name in ("ua", "wa"):
                     self.log(f"{stage}/{name}_{split}", value)
+                else:  # recall/<emotion>
+                    self.log(f"{stage}/recall_{split}/{name.split('/', 1)[1]}", value)
             if self.want_figures(stage):
                 self.confusion_figure(stage, split, confusion)
         return results
