@@ -204,3 +204,17 @@ def test_speakers_the_student_trained_on_are_left_out():
     assert drop_student_speakers(clips, {}, "emodb", exclude=True) == (clips, "")
     with pytest.raises(CorpusError, match="every speaker here"):
         drop_student_speakers(clips, {"train_speakers": {"emodb": [f"{i:02d}" for i in range(6)]}}, "emodb", exclude=True)
+
+
+def test_classes_smaller_than_the_folds_are_dropped_or_refused():
+    from crossmodal.tasks.evaluate import drop_small_classes
+
+    clips = [c for c in _clips(per_class=12) if not (c.corpus_label == "disgust" and int(c.path.stem[7:]) >= 3)]  # disgust: 3 clips
+    bench = BenchmarkConfig(corpus="emodb", source="/data/emodb", folds=10)
+    keep, classes, note = drop_small_classes(clips, EMODB_CLASSES, bench)
+    assert "disgust" not in classes and len(classes) == 6 and len(keep) == len(clips) - 3
+    assert "disgust (3 clips)" in note and "10 folds" in note
+    bench.small_classes = "error"
+    assert drop_small_classes(clips, EMODB_CLASSES, bench)[1] == EMODB_CLASSES  # left to clip_folds, which raises
+    with pytest.raises(FoldError, match="'disgust' \\(3 clips\\)"):
+        clip_folds([c.corpus_label for c in clips], 10, where="emodb")

@@ -68,6 +68,8 @@ class BenchmarkConfig:
     # Student outputs used as probe features: logits (the paper's) and/or embedding.
     features: list[str] = field(default_factory=lambda: ["logits"])
     folds: int = 10
+    # A class with fewer clips than `folds`: "drop" it (named in the log and the report) or "error".
+    small_classes: str = "drop"
     # speaker-independent folds: "loso", a number of folds by speaker, or "auto" (loso up to 24 speakers, else 10)
     speaker_folds: Any = "auto"
     Cs: list[float] = field(default_factory=lambda: list(DEFAULT_CS))
@@ -104,15 +106,18 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     if not kept:
         raise CorpusError(f"{spec.title}: none of the {len(clips)} clips under {bench.source} could be used; first problem: {failures[0][1]}")
     clips = [clips[i] for i in kept]
-    features = outputs[0]
-    feature_sets = {f"probe_{name}": features[name] for name in wanted}
+    keep, class_names, small_note = drop_small_classes(clips, class_names, bench)
+    clips = [clips[i] for i in keep]
+    feature_sets = {f"probe_{name}": outputs[0][name][keep] for name in wanted}
     if len(outputs) > 1:
-        feature_sets.update({f"random_init_{name}": outputs[1][name] for name in wanted})
+        feature_sets.update({f"random_init_{name}": outputs[1][name][keep] for name in wanted})
+    features = {"logits": outputs[0]["logits"][keep]}
 
     report = evaluate_features(clips, class_names, feature_sets, features["logits"], bench, spec_name=spec.name)
     report.failures = unparsed + failures
-    if heard_note:
-        report.notes.insert(0, heard_note)
+    for note in (small_note, heard_note):
+        if note:
+            report.notes.insert(0, note)
     report.student = f"{student_name} ({student.info.get('path', '')})"
     save_features(ctx.run_dir / "features.npz", clips, class_names, feature_sets)
     write_outputs(report, bench, ctx)
@@ -205,6 +210,24 @@ def select_classes(clips: list[Clip], bench: BenchmarkConfig) -> tuple[list[Clip
     if len(class_names) < 2:
         raise CorpusError(f"{spec.title} under {bench.source}: only class {class_names} is present; a probe needs at least two")
     return kept, class_names
+
+
+def drop_small_classes(clips: Sequence[Clip], class_names: tuple[str, ...], bench: BenchmarkConfig) -> tuple[list[int], tuple[str, ...], str]:
+    """Indices of the clips to keep, the classes left, and a note naming any class dropped for
+    having fewer clips than the clip-level folds (``data.small_classes=drop``)."""
+    counts = {name: sum(c.corpus_label == name for c in clips) for name in class_names}
+    small = [name for name in class_names if counts[name] < bench.folds]
+    if not small or bench.small_classes == "error":
+        return list(range(len(clips))), class_names, ""  # clip_folds raises, naming the classes
+    if bench.small_classes != "drop":
+        raise ConfigError(f"data.small_classes={bench.small_classes!r}: choose drop or error")
+    left = tuple(name for name in class_names if name not in small)
+    listed = ", ".join(f"{name} ({counts[name]} clips)" for name in small)
+    if len(left) < 2:
+        raise CorpusError(f"{bench.corpus} under {bench.source}: every class but {left} has fewer clips than the {bench.folds} folds ({listed}); lower data.folds")
+    note = f"dropped classes with fewer clips than the {bench.folds} folds: {listed} (data.small_classes=error makes this an error; or lower data.folds)"
+    log.warning("%s under %s: %s", bench.corpus, bench.source, note)
+    return [i for i, c in enumerate(clips) if c.corpus_label in left], left, note
 
 
 def _relabel(clip: Clip, label: str) -> Clip:
