@@ -206,15 +206,20 @@ def test_speakers_the_student_trained_on_are_left_out():
         drop_student_speakers(clips, {"train_speakers": {"emodb": [f"{i:02d}" for i in range(6)]}}, "emodb", exclude=True)
 
 
-def test_classes_smaller_than_the_folds_are_dropped_or_refused():
-    from crossmodal.tasks.evaluate import drop_small_classes
+def test_classes_smaller_than_the_folds():
+    from crossmodal.tasks.evaluate import fit_classes_to_folds
 
-    clips = [c for c in _clips(per_class=12) if not (c.corpus_label == "disgust" and int(c.path.stem[7:]) >= 3)]  # disgust: 3 clips
+    # disgust: 3 clips, fear: 1 clip, the rest 12
+    clips = [c for c in _clips(per_class=12) if not (c.corpus_label == "disgust" and int(c.path.stem[7:]) >= 3)
+             and not (c.corpus_label == "fear" and int(c.path.stem[4:]) >= 1)]
     bench = BenchmarkConfig(corpus="emodb", source="/data/emodb", folds=10)
-    keep, classes, note = drop_small_classes(clips, EMODB_CLASSES, bench)
-    assert "disgust" not in classes and len(classes) == 6 and len(keep) == len(clips) - 3
-    assert "disgust (3 clips)" in note and "10 folds" in note
+    keep, classes, folds, note = fit_classes_to_folds(clips, EMODB_CLASSES, bench)  # shrink (default)
+    assert folds == 3 and "fear" not in classes and "disgust" in classes and len(keep) == len(clips) - 1
+    assert "folds lowered from 10 to 3: class disgust" in note and "fear (1 clips)" in note
+    bench.small_classes = "drop"
+    keep, classes, folds, note = fit_classes_to_folds(clips, EMODB_CLASSES, bench)
+    assert folds == 10 and classes == ("anger", "boredom", "happiness", "sadness", "neutral") and "disgust (3 clips)" in note
     bench.small_classes = "error"
-    assert drop_small_classes(clips, EMODB_CLASSES, bench)[1] == EMODB_CLASSES  # left to clip_folds, which raises
-    with pytest.raises(FoldError, match="'disgust' \\(3 clips\\)"):
+    assert fit_classes_to_folds(clips, EMODB_CLASSES, bench)[1:3] == (EMODB_CLASSES, 10)  # left to clip_folds, which raises
+    with pytest.raises(FoldError, match="'disgust' \\(3 clips\\), 'fear' \\(1 clips\\)"):
         clip_folds([c.corpus_label for c in clips], 10, where="emodb")

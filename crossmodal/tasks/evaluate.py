@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +69,9 @@ class BenchmarkConfig:
     # Student outputs used as probe features: logits (the paper's) and/or embedding.
     features: list[str] = field(default_factory=lambda: ["logits"])
     folds: int = 10
-    # A class with fewer clips than `folds`: "drop" it (named in the log and the report) or "error".
-    small_classes: str = "drop"
+    # A class with fewer clips than `folds`: "shrink" the clip-level folds to its size (at least 2;
+    # smaller classes are dropped), "drop" the class, or "error". Every change is named in the report.
+    small_classes: str = "shrink"
     # speaker-independent folds: "loso", a number of folds by speaker, or "auto" (loso up to 24 speakers, else 10)
     speaker_folds: Any = "auto"
     Cs: list[float] = field(default_factory=lambda: list(DEFAULT_CS))
@@ -106,7 +108,8 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     if not kept:
         raise CorpusError(f"{spec.title}: none of the {len(clips)} clips under {bench.source} could be used; first problem: {failures[0][1]}")
     clips = [clips[i] for i in kept]
-    keep, class_names, small_note = drop_small_classes(clips, class_names, bench)
+    keep, class_names, folds, small_note = fit_classes_to_folds(clips, class_names, bench)
+    bench = dataclasses.replace(bench, folds=folds)
     clips = [clips[i] for i in keep]
     feature_sets = {f"probe_{name}": outputs[0][name][keep] for name in wanted}
     if len(outputs) > 1:
@@ -212,22 +215,34 @@ def select_classes(clips: list[Clip], bench: BenchmarkConfig) -> tuple[list[Clip
     return kept, class_names
 
 
-def drop_small_classes(clips: Sequence[Clip], class_names: tuple[str, ...], bench: BenchmarkConfig) -> tuple[list[int], tuple[str, ...], str]:
-    """Indices of the clips to keep, the classes left, and a note naming any class dropped for
-    having fewer clips than the clip-level folds (``data.small_classes=drop``)."""
+def fit_classes_to_folds(clips: Sequence[Clip], class_names: tuple[str, ...], bench: BenchmarkConfig) -> tuple[list[int], tuple[str, ...], int, str]:
+    """Reconcile class sizes with the clip-level fold count (``data.small_classes``).
+
+    Returns the indices of the clips to keep, the classes left, the number of clip-level folds to
+    use, and a note naming what changed ("" when nothing did). ``error`` changes nothing and
+    leaves clip_folds to refuse, naming the classes.
+    """
     counts = {name: sum(c.corpus_label == name for c in clips) for name in class_names}
     small = [name for name in class_names if counts[name] < bench.folds]
     if not small or bench.small_classes == "error":
-        return list(range(len(clips))), class_names, ""  # clip_folds raises, naming the classes
-    if bench.small_classes != "drop":
-        raise ConfigError(f"data.small_classes={bench.small_classes!r}: choose drop or error")
-    left = tuple(name for name in class_names if name not in small)
-    listed = ", ".join(f"{name} ({counts[name]} clips)" for name in small)
+        return list(range(len(clips))), class_names, bench.folds, ""
+    if bench.small_classes not in ("shrink", "drop"):
+        raise ConfigError(f"data.small_classes={bench.small_classes!r}: choose shrink, drop or error")
+    minimum = bench.folds if bench.small_classes == "drop" else 2
+    dropped = [name for name in small if counts[name] < minimum]
+    left = tuple(name for name in class_names if name not in dropped)
     if len(left) < 2:
-        raise CorpusError(f"{bench.corpus} under {bench.source}: every class but {left} has fewer clips than the {bench.folds} folds ({listed}); lower data.folds")
-    note = f"dropped classes with fewer clips than the {bench.folds} folds: {listed} (data.small_classes=error makes this an error; or lower data.folds)"
+        listed = ", ".join(f"{name} ({counts[name]} clips)" for name in class_names)
+        raise CorpusError(f"{bench.corpus} under {bench.source}: too few clips per class for {bench.folds} folds ({listed}); lower data.folds")
+    folds = min([bench.folds] + [counts[name] for name in left])
+    notes = []
+    if folds < bench.folds:
+        notes.append(f"clip-level folds lowered from {bench.folds} to {folds}: class {min(left, key=counts.get)} has only {folds} clips")
+    if dropped:
+        notes.append("dropped classes with too few clips: " + ", ".join(f"{name} ({counts[name]} clips)" for name in dropped))
+    note = "; ".join(notes) + " (data.small_classes=error refuses instead)"
     log.warning("%s under %s: %s", bench.corpus, bench.source, note)
-    return [i for i, c in enumerate(clips) if c.corpus_label in left], left, note
+    return [i for i, c in enumerate(clips) if c.corpus_label in left], left, folds, note
 
 
 def _relabel(clip: Clip, label: str) -> Clip:
