@@ -12,6 +12,7 @@ in --work-dir. See experiments/perf/README.md for the figures and what they mean
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ferplus", default=None, help="FER+ folder (default: ../shared/data/ferplus when there)")
     parser.add_argument("--synthetic", action="store_true", help="synthesised audio and faces even when the real data is there")
     parser.add_argument("--json", default=None, help="write all figures to this JSON file")
+    parser.add_argument("--repeats", type=int, default=0, help="rounds of alternation (default: 3 full, 1 quick)")
     # internal: the P1 bare loop runs in its own process, as the Lightning run does
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--shards", default=None, help=argparse.SUPPRESS)
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     level = "tiny" if args.tiny else "quick" if args.quick else "full"
     sizes = {"tiny": perfkit.TINY, "quick": perfkit.QUICK, "full": perfkit.Sizes()}[level]
+    if args.repeats:
+        sizes = dataclasses.replace(sizes, repeats=args.repeats)
     work = Path(args.work_dir) / level
     work.mkdir(parents=True, exist_ok=True)
     emodb, ferplus = (None, None) if args.synthetic else default_sources()
