@@ -123,6 +123,10 @@ def execute(cfg: DictConfig) -> Any:
     experiment = hydra_cfg.runtime.choices.get("experiment")
     missing_values(cfg, experiment)
     check_targets(cfg)
+    if cfg.get("cpu_threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.cpu_threads))
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     is_zero = rank_zero_only.rank == 0

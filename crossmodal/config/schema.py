@@ -48,9 +48,9 @@ class TrainerConf:
     min_epochs: Optional[int] = None
     max_steps: int = -1
     max_time: Optional[str] = None
-    limit_train_batches: Optional[float] = None
-    limit_val_batches: Optional[float] = None
-    limit_test_batches: Optional[float] = None
+    limit_train_batches: Any = None  # int = batches, float = fraction (Lightning's rule)
+    limit_val_batches: Any = None  # int = batches, float = fraction (Lightning's rule)
+    limit_test_batches: Any = None  # int = batches, float = fraction (Lightning's rule)
     val_check_interval: Optional[float] = None
     check_val_every_n_epoch: Optional[int] = 1
     num_sanity_val_steps: Optional[int] = None
@@ -74,6 +74,7 @@ class RunConf:
     ckpt_path: Optional[str] = None
     teacher_ckpt: Optional[str] = None
     strict: bool = False
+    cpu_threads: Optional[int] = None  # torch threads per process (1 is often faster on a shared CPU box)
     test_after_fit: bool = True
     optimized_metric: Optional[str] = None  # the metric a sweeper (Optuna) optimises
     tags: list[str] = field(default_factory=list)

@@ -21,7 +21,7 @@ COLUMNS = {
     "unheard AUC": ["test/auc_unheard/mean", "val/auc_unheard/mean"],
     "unheard AUC (paper)": ["test/auc_unheard/mean_paper", "val/auc_unheard/mean_paper"],
     "heard AUC": ["test/auc_heard/mean", "val/auc_heard/mean"],
-    "external UA": ["test/ua_unheard", "eval/speaker_independent/ua_mean", "test/ua"],
+    "external UA": ["test/ua_unheard", "eval/probe_logits/speakers/ua_mean", "test/ua"],
 }
 
 
