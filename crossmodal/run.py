@@ -123,6 +123,7 @@ def execute(cfg: DictConfig) -> Any:
     experiment = hydra_cfg.runtime.choices.get("experiment")
     missing_values(cfg, experiment)
     check_targets(cfg)
+    check_output_dirs(cfg, run_dir)
     if cfg.get("cpu_threads"):
         import torch
 
@@ -151,6 +152,20 @@ def execute(cfg: DictConfig) -> Any:
             raise ConfigError(f"optimized_metric={cfg.optimized_metric} is not among this run's metrics: {sorted(ctx.metrics)}")
         return value
     return None
+
+
+def check_output_dirs(cfg: DictConfig, run_dir: Path) -> None:
+    """Out-of-disk or unwritable output: fail now, with the key to change, not hours into a job."""
+    from crossmodal.data.shards import check_writable
+
+    need = float(cfg.paths.get("min_free_gb", 0)) * 1e9
+    for key, folder in (("hydra.run.dir", run_dir), ("paths.data_dir", Path(cfg.paths.data_dir))):
+        existing = next(p for p in (folder, *folder.parents) if p.exists())  # data_dir is made when first used
+        try:
+            check_writable(existing, int(need))
+        except OSError as exn:
+            raise ConfigError(f"{key}={folder}: {exn}. Point {key} at a writable folder with space, "
+                              "or lower paths.min_free_gb") from exn
 
 
 def _finish_wandb(loggers: list[Any], run_dir: Path | None) -> None:

@@ -104,6 +104,25 @@ def test_missing_value_names_key_and_experiment(tmp_path):
     assert "experiment=toy needs a value for data.shard_dir" in proc.stderr + proc.stdout
 
 
+@pytest.mark.parametrize("override, message", [
+    ("paths.min_free_gb=1e9", "hydra.run.dir=.* GB free but about 1000000000.00 GB is needed"),
+    ("paths.data_dir={blocker}/data", "paths.data_dir={blocker}/data: .*Point paths.data_dir at a writable folder"),
+])
+def test_full_disk_or_unwritable_output_fails_before_any_work(tmp_path, toy_shards, override, message):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    env = dict(os.environ, PYTHONPATH=str(TOY), WANDB_MODE="disabled")
+    cmd = [sys.executable, "-m", "crossmodal.run", "--config-dir", str(TOY / "conf"), "experiment=toy",
+           f"data.shard_dir={toy_shards}", f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}",
+           "logger=csv", override.format(blocker=blocker)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode != 0
+    import re
+
+    assert re.search(message.format(blocker=blocker), proc.stderr + proc.stdout), proc.stderr[-2000:]
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_train_run_writes_run_folder_and_learns(tmp_path, toy_shards):
     run_dir = tmp_path / "run"
     _run(run_dir, toy_shards)

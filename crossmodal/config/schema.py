@@ -32,6 +32,7 @@ class PathsConf:
     data_dir: str = "${paths.root_dir}/data"
     log_dir: str = "${paths.root_dir}/logs"
     output_dir: str = "${hydra:runtime.output_dir}"
+    min_free_gb: float = 1.0  # checked on the run folder and data_dir before any work starts
 
 
 @dataclass

@@ -253,7 +253,7 @@ def check_writable(folder: Path, need_bytes: int = 0) -> None:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as exn:
-        raise PermissionError(f"cannot write to {folder}: {exn}. Choose another folder (paths.data_dir or hydra.run.dir)") from exn
+        raise PermissionError(f"cannot write to {folder}: {exn}") from exn
     if need_bytes:
         free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
         if free < need_bytes:
