@@ -21,9 +21,10 @@ def shards(emodb_root, tmp_path_factory):
     return write_distill_shards(tmp_path_factory.mktemp("scaling") / "distill", emodb_root, per_speaker=6)
 
 
-def _run(run_dir: Path, shards: Path, *overrides: str, timeout: int = 420) -> dict:
+def _run(run_dir: Path, shards: Path, *overrides: str, timeout: int = 420, prepare: bool = False) -> dict:
     env = dict(os.environ, WANDB_MODE="disabled", CROSSMODAL_NO_PROGRESS="1")
-    cmd = [sys.executable, "-m", "crossmodal.run", "experiment=distill_cpu", f"data.shards={shards}", "data.prepare=null",
+    cmd = [sys.executable, "-m", "crossmodal.run", "experiment=distill_cpu", f"data.shards={shards}",
+           *([] if prepare else ["data.prepare=null"]),
            "data.num_workers=1", "data.batches_per_epoch=3", "data.batch_size=8", "data.window_seconds=2.0",
            "logger=csv", f"hydra.run.dir={run_dir}", *overrides]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
@@ -47,3 +48,17 @@ def test_ddp_distillation_metrics_equal_single_process(shards, tmp_path):
 def test_ddp_distillation_training_with_uneven_shards_finishes(shards, tmp_path):
     metrics = _run(tmp_path / "ddp", shards, "trainer=ddp_cpu", "trainer.max_epochs=2", "test_after_fit=false", timeout=400)
     assert metrics["val/auc_unheard/mean"] is not None
+
+
+def test_ddp_builds_missing_shards_on_first_use_without_deadlock(tmp_path):
+    """Lightning runs prepare_data on one process per node while the others wait in its own
+    barrier, so building the pseudo-pairs and the teacher logits there must use no collective.
+    Runs on the shipped demo data (no ../shared needed)."""
+    assets = ROOT / "crossmodal" / "assets" / "demo"
+    metrics = _run(
+        tmp_path / "run", tmp_path / "data" / "distill" / "demo",
+        f"data.emodb={assets / 'emodb'}", f"data.ferplus={assets / 'ferplus'}", f"paths.data_dir={tmp_path / 'data'}",
+        "trainer=ddp_cpu", "trainer.max_epochs=1", "test_after_fit=false", "data.batches_per_epoch=2", timeout=420, prepare=True,
+    )
+    assert metrics["val/auc_unheard/mean"] is not None
+    assert (tmp_path / "data" / "distill" / "demo" / "manifest.json").exists()

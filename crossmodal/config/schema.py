@@ -32,6 +32,7 @@ class PathsConf:
     data_dir: str = "${paths.root_dir}/data"
     log_dir: str = "${paths.root_dir}/logs"
     output_dir: str = "${hydra:runtime.output_dir}"
+    shared_data_dir: str = "${paths.root_dir}/../shared/data"
     min_free_gb: float = 1.0  # checked on the run folder and data_dir before any work starts
 
 
@@ -108,9 +109,23 @@ def _asset(relative: str = "") -> str:
     return str(Path(__file__).resolve().parents[1] / "assets" / relative)
 
 
+def _raw_corpus(name: str, markers: str, *roots: str) -> str:
+    """``<root>/<name>`` for the first root where that folder holds one of ``markers`` ("a|b"), so
+    a raw corpus is found in paths.data_dir or else in paths.shared_data_dir; with none, the first
+    root's (the error then names the usual place)."""
+    from pathlib import Path
+
+    for root in roots:
+        if any((Path(root) / name / marker).exists() for marker in markers.split("|")):
+            return str(Path(root) / name)
+    return str(Path(roots[0]) / name)
+
+
 def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConf)
     if not OmegaConf.has_resolver("cm.asset"):
         OmegaConf.register_new_resolver("cm.asset", _asset)
+    if not OmegaConf.has_resolver("cm.raw_corpus"):
+        OmegaConf.register_new_resolver("cm.raw_corpus", _raw_corpus)
     if not OmegaConf.has_resolver("cm.slurm_devices"):
         OmegaConf.register_new_resolver("cm.slurm_devices", _slurm_devices)

@@ -442,13 +442,15 @@ def prepare_shards(shards: str | Path, mode: str, recipe: dict[str, Any]) -> Non
             )
     config = PseudoPairsConfig(source=str(source), **recipe)
     log.info("pseudo-pair shards for %s: %s", shards, config.pairs_dir)
-    pairs = prepare_pseudo_pairs(config)
+    # Lightning calls prepare_data on one process per node while the others wait in its own
+    # barrier: build as a single writer (rank 0 of 1), never through a collective here.
+    pairs = prepare_pseudo_pairs(config, rank=0, world_size=1)
     if mode in ("online", "labels"):
         if Path(pairs.root).resolve() != shards.resolve():
             raise ValueError(f"data.mode=online and data.labels_only read the pair shards: set data.shards={pairs.root}")
         return
     from crossmodal.lit.teacher import load_teacher
-    from crossmodal.tasks.extract import extract_logits, teacher_name
+    from crossmodal.tasks.extract import extract_logits, teacher_digest, teacher_name
 
     log.info("extracting teacher logits (%s) into %s", teacher or "shipped teacher_cpu", shards)
-    extract_logits(pairs, shards, load_teacher(teacher), teacher_name=teacher_name(teacher))
+    extract_logits(pairs, shards, load_teacher(teacher), teacher_name=teacher_name(teacher), teacher_id=teacher_digest(teacher))

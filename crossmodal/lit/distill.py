@@ -238,11 +238,11 @@ class DistillationModule(SpeechModuleBase):
             result = per_emotion_auc(scores[chosen], labels[chosen], with_curves=figures)
             table[split] = result
             for emotion, auc in result["auc"].items():
-                self.log(f"{stage}/auc_{split}/{emotion}", auc)
+                self.log(f"{stage}/auc_{split}/{emotion}", auc, sync_dist=True)
             for name in ("mean", "mean_paper"):
                 if name in result:
-                    self.log(f"{stage}/auc_{split}/{name}", result[name])
-            self.log(f"{stage}/auc_{split}/scored", float(len(result["auc"])))
+                    self.log(f"{stage}/auc_{split}/{name}", result[name], sync_dist=True)
+            self.log(f"{stage}/auc_{split}/scored", float(len(result["auc"])), sync_dist=True)
             if figures and result["curves"]:
                 self.roc_figure(stage, split, result)
         if figures and table:

@@ -102,15 +102,17 @@ def log_split_losses(module: L.LightningModule, stage: str, losses: SplitMean) -
     """Log ``<stage>/loss_<split>`` and ``<stage>/loss``: the heard split's loss when there is one.
 
     Model selection watches ``val/loss``; taking it from held-out clips of training speakers keeps
-    the unheard speakers out of every choice made during training.
+    the unheard speakers out of every choice made during training. The values come from
+    torchmetrics (already reduced over ranks); ``sync_dist=True`` on identical values is an exact
+    no-op that tells Lightning so (as on the other epoch-end metrics of these modules).
     """
     values = losses.compute()
     losses.reset()
     for split, value in values.items():
-        module.log(f"{stage}/loss_{split}", value)
+        module.log(f"{stage}/loss_{split}", value, sync_dist=True)
     for split in ("heard", "unheard", "train"):
         if split in values:
-            module.log(f"{stage}/loss", values[split])
+            module.log(f"{stage}/loss", values[split], sync_dist=True)
             break
 
 
@@ -169,9 +171,9 @@ class SpeechModuleBase(L.LightningModule):
             results[split] = scores
             for name, value in scores.items():
                 if name in ("ua", "wa"):
-                    self.log(f"{stage}/{name}_{split}", value)
+                    self.log(f"{stage}/{name}_{split}", value, sync_dist=True)
                 else:  # recall/<emotion>
-                    self.log(f"{stage}/recall_{split}/{name.split('/', 1)[1]}", value)
+                    self.log(f"{stage}/recall_{split}/{name.split('/', 1)[1]}", value, sync_dist=True)
             if self.want_figures(stage):
                 self.confusion_figure(stage, split, confusion)
         return results
@@ -201,7 +203,7 @@ class SpeechModuleBase(L.LightningModule):
             self.skipped.update(batch["skipped"].float().sum())
 
     def on_train_epoch_end(self) -> None:
-        self.log("data/skipped", self.skipped.compute())  # SumMetric: 0 when nothing was skipped
+        self.log("data/skipped", self.skipped.compute(), sync_dist=True)  # SumMetric: 0 when nothing was skipped
         self.skipped.reset()
 
     # -- optimisation

@@ -224,8 +224,8 @@ class TeacherFER(L.LightningModule):
         if self.hparams.tta_flip:
             logits = (logits + self(torch.flip(x, dims=[-1]))) / 2
         n = len(batch["label"])
-        self.log(f"{stage}/loss", self.loss(logits, batch), batch_size=n)
-        self.log("data/skipped", batch["skipped"].float(), reduce_fx="sum", batch_size=n)
+        self.log(f"{stage}/loss", self.loss(logits, batch), batch_size=n, sync_dist=True)
+        self.log("data/skipped", batch["skipped"].float(), reduce_fx="sum", batch_size=n, sync_dist=True)
         preds = logits.argmax(-1)
         for metric in self.metrics[stage].values():
             metric.update(preds, batch["label"])
@@ -238,11 +238,11 @@ class TeacherFER(L.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         metrics = self.metrics[stage]
-        self.log(f"{stage}/acc", metrics["acc"].compute(), prog_bar=True)
+        self.log(f"{stage}/acc", metrics["acc"].compute(), prog_bar=True, sync_dist=True)
         recall = metrics["recall"].compute()
         for name, value in zip(EMOTIONS, recall):
-            self.log(f"{stage}/recall/{name}", value)
-        self.log(f"{stage}/uar", recall.mean())
+            self.log(f"{stage}/recall/{name}", value, sync_dist=True)
+        self.log(f"{stage}/uar", recall.mean(), sync_dist=True)
         confusion = metrics["confusion"].compute().cpu().numpy()
         for metric in metrics.values():
             metric.reset()
