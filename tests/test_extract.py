@@ -189,6 +189,30 @@ def test_extract_task_end_to_end(grid_root: Path, tmp_path: Path) -> None:
     assert metrics["extract/shards_written"] == 0 and metrics["extract/segments"] == 11
 
 
+@pytest.mark.skipif(not SHIPPED_TEACHER.exists(), reason="the shipped teacher crossmodal/assets/teacher_cpu.pt is not there yet")
+def test_extract_task_under_ddp_equals_one_process(grid_root: Path, tmp_path: Path) -> None:
+    """trainer=ddp_cpu: 2 processes build the pair shards and extract one shard each; the result
+    equals a single process's extraction of the same pairs."""
+    from crossmodal.lit.teacher import load_teacher
+
+    command = [
+        sys.executable, "-m", "crossmodal.run", "experiment=extract_logits", f"data.source={grid_root}", "trainer=ddp_cpu",
+        f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}", "logger=csv",
+    ]
+    env = dict(os.environ, WANDB_MODE="disabled", CROSSMODAL_NO_PROGRESS="1")
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=TESTS.parent, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(rank 0)" in proc.stdout + proc.stderr and "(rank 1)" in proc.stdout + proc.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["extract/frames_this_run"] == metrics["extract/frames"] == 143  # both ranks' work
+    pairs = load_manifest(tmp_path / "data" / "pairs" / "grid")
+    (distilled,) = (tmp_path / "data" / "distill").glob("grid-teacher_cpu-*")
+    alone, _ = extract_logits(pairs, tmp_path / "alone", load_teacher(), teacher_name="teacher_cpu")
+    ddp, one = read_all(load_manifest(distilled)), read_all(alone)
+    assert sorted(ddp) == sorted(one) and len(one) == 11
+    assert all(np.array_equal(ddp[k]["logits"], one[k]["logits"]) for k in one)
+
+
 class DroppingTeacher(StandInTeacher):
     """A broken teacher that loses a frame of every batch."""
 

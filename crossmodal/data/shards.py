@@ -165,12 +165,15 @@ def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> int:
     return count
 
 
-def clean_partial(out_dir: Path) -> int:
-    """Remove temporary files a killed writer left behind; return how many."""
+def clean_partial(out_dir: Path, names: Iterable[str] | None = None) -> int:
+    """Remove temporary files a killed writer left behind (of the shards ``names`` only, when
+    given: other ranks may be writing theirs right now); return how many."""
+    patterns = [f".{name}.*.tmp-*" for name in names] if names is not None else [".*.tmp-*"]
     removed = 0
-    for tmp in Path(out_dir).glob(".*.tmp-*"):
-        tmp.unlink(missing_ok=True)
-        removed += 1
+    for pattern in patterns:
+        for tmp in Path(out_dir).glob(pattern):
+            tmp.unlink(missing_ok=True)
+            removed += 1
     return removed
 
 
@@ -198,11 +201,11 @@ def write_shard_set(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_writable(out_dir)
-    clean_partial(out_dir)
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"shard names must be unique in {out_dir}")
     mine = list(jobs)[rank::world_size]
+    clean_partial(out_dir, [job.name for job in mine] + (["manifest"] if rank == 0 else []))
     todo = [job for job in mine if not shard_done(out_dir, job.name)]
     stats = {"written": 0, "reused": len(mine) - len(todo)}
     if stats["reused"]:

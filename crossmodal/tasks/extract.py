@@ -55,10 +55,10 @@ def run(cfg, ctx) -> dict[str, Any]:
         raise ValueError("task=extract needs pair data: use experiment=extract_logits with data.source=... or data.pairs=...")
     data = pair_data(cfg.data)
     strict = bool(cfg.get("strict")) or data.strict
-    rank, world = dist_info()
-    device = "cuda" if torch.cuda.is_available() and str(cfg.trainer.get("accelerator", "cpu")) in ("gpu", "cuda", "auto") else "cpu"
-    if device == "cuda" and world > 1:
-        torch.cuda.set_device(rank % torch.cuda.device_count())
+    # trainer=ddp / trainer.gpus=N / num_nodes: one process per device, each extracting its shards
+    fabric = ctx.launch_processes()
+    rank, world = fabric.global_rank, fabric.world_size
+    device = fabric.device
     # The teacher first: a missing or unreadable teacher fails before any decoding work.
     teacher_ckpt = cfg.get("teacher_ckpt")
     teacher = load_teacher(teacher_ckpt, device=device)
@@ -73,6 +73,7 @@ def run(cfg, ctx) -> dict[str, Any]:
         logits_dtype=data.logits_dtype, num_workers=data.num_workers, strict=strict, rank=rank, world_size=world,
         device=device,
     )
+    stats = _all_ranks(stats, device) if world > 1 else stats
     if manifest is None:  # not rank 0
         return {}
     summary = summarise(manifest)
@@ -81,6 +82,18 @@ def run(cfg, ctx) -> dict[str, Any]:
     fig = dominant_histogram_figure(summary["dominant"], title=title)
     ctx.save_figure("extract/dominant_emotion", fig)
     return metrics
+
+
+def _all_ranks(work: dict[str, Any], device: Any) -> dict[str, Any]:
+    """This run's work over every rank: counts summed, wall and teacher time of the slowest rank."""
+    import torch.distributed as dist
+
+    summed, slowest = ("frames", "segments", "written", "reused"), ("seconds", "teacher_seconds")
+    counts = torch.tensor([float(work.get(k, 0)) for k in summed], dtype=torch.float64, device=device)
+    times = torch.tensor([float(work.get(k, 0.0)) for k in slowest], dtype=torch.float64, device=device)
+    dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+    dist.all_reduce(times, op=dist.ReduceOp.MAX)
+    return {**work, **{k: int(v) for k, v in zip(summed, counts.tolist())}, **dict(zip(slowest, times.tolist()))}
 
 
 def pair_data(node: Any):

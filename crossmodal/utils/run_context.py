@@ -111,6 +111,17 @@ class RunContext:
         kwargs = translate_gpus(trainer_cfg, explicit_trainer_keys(command_line_overrides()))
         return {k: v for k, v in kwargs.items() if v is not None}
 
+    def launch_processes(self) -> Any:
+        """For tasks that are not a Trainer loop (extraction): start the trainer config's processes
+        the way Lightning does (local subprocesses, torchrun or SLURM tasks, `trainer.num_nodes`),
+        join the process group, and return the Fabric (``.device``, ``.global_rank``, ``.world_size``)."""
+        from lightning.fabric import Fabric
+
+        kwargs = self.trainer_kwargs()
+        fabric = Fabric(**{k: kwargs[k] for k in ("accelerator", "devices", "num_nodes", "strategy") if k in kwargs})
+        fabric.launch()
+        return fabric
+
     def build_trainer(self, callbacks: list[L.Callback] | None = None, **overrides: Any) -> L.Trainer:
         built = [instantiate(c) for c in (self.cfg.get("callbacks") or {}).values() if c and c.get("_target_")]
         kwargs = self.trainer_kwargs()
