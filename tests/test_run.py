@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,8 +118,6 @@ def test_full_disk_or_unwritable_output_fails_before_any_work(tmp_path, toy_shar
            "logger=csv", override.format(blocker=blocker)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert proc.returncode != 0
-    import re
-
     assert re.search(message.format(blocker=blocker), proc.stderr + proc.stdout), proc.stderr[-2000:]
     assert not (tmp_path / "run" / "checkpoints").exists()
 

@@ -110,8 +110,8 @@ class SpeechFrontend(nn.Module):
             lengths = torch.full((batch,), samples, dtype=torch.long, device=wave.device)
         lengths = lengths.to(wave.device).long().clamp(max=samples)
         # On a CPU the batch's ~10 elementwise passes over [B, F, T] fall out of cache: slices of a
-        # few rows run 1.6-2.9x faster (experiments/perf, P5). Rows are independent, so the result
-        # is the same; one pass on a GPU, and when traced for export.
+        # few rows run ~1.4x faster (experiments/perf, P5). Rows are independent, so the result is
+        # the same; one pass on a GPU, and when traced for export.
         step = self.cpu_slice
         if wave.device.type == "cpu" and step and batch > step and not torch.jit.is_tracing():
             parts = [self.features_of(w, n) for w, n in zip(wave.split(step), lengths.split(step))]
