@@ -62,3 +62,13 @@ def test_ddp_builds_missing_shards_on_first_use_without_deadlock(tmp_path):
     )
     assert metrics["val/auc_unheard/mean"] is not None
     assert (tmp_path / "data" / "distill" / "demo" / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_compiled_student_trains_and_writes_a_loadable_student_file(shards, tmp_path):
+    from crossmodal import load_student
+
+    metrics = _run(tmp_path / "compiled", shards, "model.compile_student=true", "trainer.max_epochs=1", timeout=600)
+    assert metrics["test/loss"] > 0
+    student = load_student(tmp_path / "compiled" / "student.pt")  # no torch.compile prefixes in the keys
+    assert not any("_orig_mod" in key for key in student.state_dict())

@@ -123,8 +123,10 @@ class DistillationModule(SpeechModuleBase):
         roc_figures: bool = True,
         export_student: bool = True,
         figure_every_n_epochs: int = 10,
+        compile_student: bool = False,
     ) -> None:
-        super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student, figure_every_n_epochs)
+        super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student, figure_every_n_epochs,
+                         compile_student)
         self.save_hyperparameters()
         if mode not in ("cached", "online"):
             raise ValueError(f"model.mode={mode!r} must be 'cached' or 'online'")

@@ -126,6 +126,7 @@ class SpeechModuleBase(L.LightningModule):
         label_classes: Sequence[str] | None = None,
         export_student: bool = True,
         figure_every_n_epochs: int = 10,
+        compile_student: bool = False,
     ) -> None:
         super().__init__()
         student = dict(student or {"name": "vggvox"})
@@ -140,8 +141,14 @@ class SpeechModuleBase(L.LightningModule):
         self.label_classes = [emotion_index(name) for name in (label_classes or EMOTIONS)]
         self.export_student = export_student
         self.figure_every_n_epochs = figure_every_n_epochs
+        self.compile_student = compile_student
         self.confusion = SplitConfusion(NUM_EMOTIONS)
         self.skipped = SumMetric()
+
+    def configure_model(self) -> None:
+        # torch.compile in place (nn.Module.compile): checkpoints and student files keep their keys
+        if self.compile_student and getattr(self.net, "_compiled_call_impl", None) is None:
+            self.net.compile(dynamic=True)  # evaluation feeds whole clips of any length
 
     # -- network
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,8 +283,10 @@ class StudentSpeech(SpeechModuleBase):
         label_smoothing: float = 0.0,
         export_student: bool = True,
         figure_every_n_epochs: int = 10,
+        compile_student: bool = False,
     ) -> None:
-        super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student, figure_every_n_epochs)
+        super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student, figure_every_n_epochs,
+                         compile_student)
         self.save_hyperparameters()
         self.label_smoothing = label_smoothing
         self.split_loss = SplitMean()
