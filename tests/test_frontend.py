@@ -52,18 +52,6 @@ def test_padded_batch_gives_each_clip_its_own_features(clip):
     assert features[1, 0, :, n:].abs().max() == 0  # padding stays zero
 
 
-@pytest.mark.parametrize("features", ["spectrogram", "logmel"])
-def test_cpu_slices_give_the_one_pass_features(clip, features):
-    frontend = SpeechFrontend(features=features, cpu_slice=8).eval()
-    lengths = torch.randint(len(clip) // 4, len(clip) + 1, (19,))
-    batch = torch.stack([torch.cat([clip[:n], torch.zeros(len(clip) - n)]) for n in lengths.tolist()])
-    sliced, sliced_frames = frontend(batch, lengths)  # 8 + 8 + 3 rows
-    frontend.cpu_slice = 0
-    whole, whole_frames = frontend(batch, lengths)
-    assert torch.equal(sliced_frames, whole_frames)
-    torch.testing.assert_close(sliced, whole, atol=1e-5, rtol=1e-5)
-
-
 def test_logmel_and_specaugment_only_in_training(clip):
     frontend = SpeechFrontend(features="logmel", n_mels=40, f_min=20, f_max=8000, freq_mask=8, time_mask=20)
     frontend.eval()

@@ -32,7 +32,7 @@ class PathsConf:
     data_dir: str = "${paths.root_dir}/data"
     log_dir: str = "${paths.root_dir}/logs"
     output_dir: str = "${hydra:runtime.output_dir}"
-    shared_data_dir: str = "${paths.root_dir}/../shared/data"
+    shared_data_dir: Optional[str] = None  # a shared copy of the raw corpora, searched after data_dir
     min_free_gb: float = 1.0  # checked on the run folder and data_dir before any work starts
 
 
@@ -109,13 +109,13 @@ def _asset(relative: str = "") -> str:
     return str(Path(__file__).resolve().parents[1] / "assets" / relative)
 
 
-def _raw_corpus(name: str, markers: str, *roots: str) -> str:
+def _raw_corpus(name: str, markers: str, *roots: str | None) -> str:
     """``<root>/<name>`` for the first root where that folder holds one of ``markers`` ("a|b"), so
-    a raw corpus is found in paths.data_dir or else in paths.shared_data_dir; with none, the first
-    root's (the error then names the usual place)."""
+    a raw corpus is found in paths.data_dir or else in paths.shared_data_dir (when set); with none,
+    the first root's (the error then names the usual place)."""
     from pathlib import Path
 
-    for root in roots:
+    for root in filter(None, roots):
         if any((Path(root) / name / marker).exists() for marker in markers.split("|")):
             return str(Path(root) / name)
     return str(Path(roots[0]) / name)

@@ -165,13 +165,12 @@ def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> int:
     return count
 
 
-def clean_partial(out_dir: Path, names: Iterable[str] | None = None) -> int:
-    """Remove temporary files a killed writer left behind (of the shards ``names`` only, when
-    given: other ranks may be writing theirs right now); return how many."""
-    patterns = [f".{name}.*.tmp-*" for name in names] if names is not None else [".*.tmp-*"]
+def clean_partial(out_dir: Path, names: Iterable[str]) -> int:
+    """Remove the temporary files a killed writer left behind for the shards ``names`` (only
+    those: other ranks may be writing theirs right now); return how many."""
     removed = 0
-    for pattern in patterns:
-        for tmp in Path(out_dir).glob(pattern):
+    for name in names:
+        for tmp in Path(out_dir).glob(f".{name}.*.tmp-*"):
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -49,7 +49,6 @@ class SpeechFrontend(nn.Module):
         n_freq_masks: int = 1,
         n_time_masks: int = 1,
         eps: float = 1e-5,
-        cpu_slice: int = 0,
     ) -> None:
         super().__init__()
         if features not in FEATURES:
@@ -66,7 +65,6 @@ class SpeechFrontend(nn.Module):
         self.remove_dc = remove_dc
         self.normalize = normalize
         self.eps = eps
-        self.cpu_slice = cpu_slice
         # Log-mel features are built from the one-sided power spectrum.
         onesided = onesided or features == "logmel"
         self.spectrogram = torchaudio.transforms.Spectrogram(
@@ -109,19 +107,6 @@ class SpeechFrontend(nn.Module):
         if lengths is None:
             lengths = torch.full((batch,), samples, dtype=torch.long, device=wave.device)
         lengths = lengths.to(wave.device).long().clamp(max=samples)
-        # cpu_slice=N runs a CPU batch in slices of N rows: the front-end alone is ~1.4x faster so
-        # (its [B, F, T] passes stay in cache; experiments/perf, P5), but a whole training epoch was
-        # not, so it is off by default. Rows are independent: the result is the same either way.
-        # Always one pass on a GPU and when traced for export.
-        step = self.cpu_slice
-        if wave.device.type == "cpu" and step and batch > step and not torch.jit.is_tracing():
-            parts = [self.features_of(w, n) for w, n in zip(wave.split(step), lengths.split(step))]
-            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        return self.features_of(wave, lengths)
-
-    def features_of(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The front-end on one batch in one pass (``forward`` may cut a CPU batch into slices)."""
-        samples = wave.shape[1]
         valid = torch.arange(samples, device=wave.device)[None, :] < lengths[:, None]
         wave = wave * valid
         if self.remove_dc:

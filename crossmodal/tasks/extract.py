@@ -293,8 +293,6 @@ def _check_same_teacher(out_dir: Path, teacher_name: str, teacher_id: str | None
     mine = {"teacher": teacher_name, "teacher_sha1": teacher_id, "pairs": str(Path(pairs.root).resolve())}
     if stamp.exists():
         saved = json.loads(stamp.read_text())
-        if saved.get("teacher_sha1") is None:  # a stamp written without the digest: compare the rest
-            saved["teacher_sha1"] = teacher_id
         if saved != mine and any(out_dir.glob("*.tar")):
             raise ValueError(
                 f"{out_dir} holds distillation shards of teacher {saved.get('teacher')} (sha1 {saved.get('teacher_sha1')}) "
