@@ -54,6 +54,9 @@ from crossmodal.data.shards import (
     write_shard_set,
 )
 from crossmodal.emotions import FERPLUS_VOTE_COLUMNS, NUM_EMOTIONS
+from crossmodal.pipeline.cache import check_skips, claim, find_sets, note_unfingerprinted, read_manifest
+from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
+from crossmodal.pipeline.lock import folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +327,19 @@ def decode_png(data: bytes) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- prepare
 
 
+def ferplus_fingerprint(
+    source: str | Path, *, cleaning: str = "cntk", splits: Sequence[str] = ("train", "val", "test"), samples_per_shard: int = 2000
+) -> dict[str, Any]:
+    """What FER+ face shards are built from: the source's listing and the settings that change them."""
+    return input_fingerprint("ferplus", sources={"source": source},
+                             settings={"cleaning": cleaning, "splits": list(splits), "samples_per_shard": samples_per_shard})
+
+
+def ferplus_folder(data_dir: str | Path, source: str | Path, fingerprint: dict[str, Any]) -> Path:
+    """``<data_dir>/ferplus/<source name>-<cleaning>-<digest8>``."""
+    return shard_folder(data_dir, "ferplus", f"{Path(source).resolve().name}-{fingerprint['settings']['cleaning']}", fingerprint)
+
+
 def prepare_ferplus(
     source: str | Path,
     out_dir: str | Path,
@@ -332,12 +348,28 @@ def prepare_ferplus(
     splits: Sequence[str] = ("train", "val", "test"),
     samples_per_shard: int = 2000,
     strict: bool = False,
+    fingerprint: dict[str, Any] | None = None,
+    named_by: str | None = "out_dir",
 ):
     """Write face shards (``<split>-NNNNNN.tar``: png + json with name, split, votes) into ``out_dir``.
 
-    Shards already written are reused. Returns the :class:`Manifest`; its meta holds the
-    cleaning counts and its ``skipped`` the unusable rows/images.
+    A finished set of the same inputs (``fingerprint``, computed from the arguments when not
+    given) is reused; a set of other inputs there is an error naming both (``named_by``: the
+    config key that named ``out_dir``, for the message). Unfinished shards are resumed.
+    Returns the :class:`Manifest`; its meta holds the fingerprint, the cleaning counts and its
+    ``skipped`` the unusable rows/images.
     """
+    splits = list(splits)
+    if fingerprint is None:
+        fingerprint = ferplus_fingerprint(source, cleaning=cleaning, splits=splits, samples_per_shard=samples_per_shard)
+    with folder_lock(out_dir, "FER+ shards"):
+        if claim(out_dir, fingerprint, strict=strict, named_by=named_by, what="FER+ face shard set"):
+            return load_manifest(out_dir)
+        return _write_ferplus(source, Path(out_dir), cleaning, splits, samples_per_shard, strict, fingerprint)
+
+
+def _write_ferplus(source, out_dir: Path, cleaning: str, splits: list[str], samples_per_shard: int, strict: bool,
+                   fingerprint: dict[str, Any]):
     report, read_skips = CleaningReport(cleaning), SkipLog(strict=strict)
     items = read_ferplus(source, splits, cleaning, report=report, skips=read_skips)  # logs the cleaning counts
     jobs = []
@@ -363,7 +395,7 @@ def prepare_ferplus(
             }
 
     meta = {"dataset": "ferplus", "layout": detect_layout(source), "cleaning_report": report.as_dict(),
-            "read_skipped": read_skips.as_dict(), "vote_columns": list(FERPLUS_VOTE_COLUMNS)}
+            "read_skipped": read_skips.as_dict(), "vote_columns": list(FERPLUS_VOTE_COLUMNS), "fingerprint": fingerprint}
     manifest, stats = write_shard_set(out_dir, jobs, make_samples, meta=meta, strict=strict, desc="FER+ shards")
     log.info("FER+ shards in %s: %d written, %d reused; %d images", out_dir, stats["written"], stats["reused"], manifest.total)
     return manifest
@@ -440,7 +472,8 @@ class FerPlusDataModule(L.LightningDataModule):
     def __init__(
         self,
         source: str | None = None,
-        shard_dir: str = "data/ferplus/cntk",
+        shard_dir: str | None = None,
+        data_dir: str = "data",
         cleaning: str = "cntk",
         label_mode: str = "probability",
         batch_size: int = 128,
@@ -460,7 +493,11 @@ class FerPlusDataModule(L.LightningDataModule):
         if label_mode not in LABEL_MODES:
             raise ValueError(f"data.label_mode={label_mode!r} is not one of {', '.join(LABEL_MODES)}")
         self.save_hyperparameters()
-        self.source, self.shard_dir = source, Path(shard_dir)
+        self.source, self.data_dir = source, data_dir
+        # data.shard_dir names the folder explicitly; None: <data_dir>/ferplus/<source>-<cleaning>-<fingerprint>
+        self.named_dir = Path(shard_dir) if shard_dir else None
+        self._shard_dir: Path | None = None
+        self._fingerprint: dict[str, Any] | None = None
         self.cleaning, self.label_mode = cleaning, label_mode
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.samples_per_shard = num_workers, samples_per_shard
@@ -474,14 +511,45 @@ class FerPlusDataModule(L.LightningDataModule):
         self.manifest = None
 
     # -- preparation
-    def prepare_data(self) -> None:
-        if (self.shard_dir / "manifest.json").exists():
-            return
-        if not self.source:
-            raise FileNotFoundError(f"no FER+ shards in {self.shard_dir} and no data.source to prepare them from. "
+    @property
+    def shard_dir(self) -> Path:
+        """The face-shard folder of this run's inputs (found or named from their fingerprint)."""
+        if self._shard_dir is None:
+            self._shard_dir = self._resolve()
+        return self._shard_dir
+
+    def _resolve(self) -> Path:
+        if self.source:
+            self._fingerprint = ferplus_fingerprint(self.source, cleaning=self.cleaning, samples_per_shard=self.samples_per_shard)
+            return self.named_dir or ferplus_folder(self.data_dir, self.source, self._fingerprint)
+        if self.named_dir:
+            return self.named_dir
+        kind_dir = Path(self.data_dir) / "ferplus"
+        found = find_sets(kind_dir, lambda fp: fp.get("kind") == "ferplus" and fp["settings"].get("cleaning") == self.cleaning)
+        if len(found) == 1:
+            log.info("FER+ shards: data.source not given; using the only %s-cleaned set in %s: %s (from %s)",
+                     self.cleaning, kind_dir, found[0][0].name, found[0][1]["sources"]["source"]["path"])
+            return found[0][0]
+        if not found:
+            raise FileNotFoundError(f"no FER+ shards in {kind_dir} (cleaning {self.cleaning!r}) and no data.source to prepare them from. "
                                     "Set data.source to the FER+ root (FER2013Train/ ...) or the folder with fer2013.csv")
-        prepare_ferplus(self.source, self.shard_dir, cleaning=self.cleaning,
-                        samples_per_shard=self.samples_per_shard, strict=self.strict)
+        listing = "\n".join(f"  {folder}  (data.source={fp['sources']['source']['path']})" for folder, fp in found)
+        raise ValueError(f"{len(found)} FER+ shard sets (cleaning {self.cleaning!r}) in {kind_dir}:\n{listing}\n"
+                         "Say which with data.source=<the FER+ folder they were made from>")
+
+    def prepare_data(self) -> None:
+        folder = self.shard_dir
+        if not self.source:  # a set named or found without its inputs: use it as it is
+            manifest = read_manifest(folder)
+            if manifest is None:
+                raise FileNotFoundError(f"no FER+ shards in {folder} and no data.source to prepare them from. "
+                                        "Set data.source to the FER+ root (FER2013Train/ ...) or the folder with fer2013.csv")
+            check_skips(folder, manifest, self.strict)
+            return
+        if self.named_dir is None and not (folder / "manifest.json").exists():
+            note_unfingerprinted(folder.parent, "FER+ shards")
+        prepare_ferplus(self.source, folder, cleaning=self.cleaning, samples_per_shard=self.samples_per_shard,
+                        strict=self.strict, fingerprint=self._fingerprint, named_by="data.shard_dir" if self.named_dir else None)
 
     def setup(self, stage: str | None = None) -> None:
         self.manifest = load_manifest(self.shard_dir)

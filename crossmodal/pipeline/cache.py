@@ -1,0 +1,150 @@
+"""Reuse a prepared set only when it was built from the same inputs.
+
+Every builder calls :func:`claim` on its output folder (under :func:`crossmodal.pipeline.lock.folder_lock`):
+
+* a finished set (``manifest.json``) whose ``meta.fingerprint`` matches -> reuse it (``True``);
+  under ``strict`` a reused set that recorded skipped items is an error, as building it would be;
+* no finished set -> build it (``False``); the fingerprint is stamped in ``fingerprint.json`` first,
+  so a half-built folder is never finished with other inputs;
+* anything else (another fingerprint, or none) -> an error showing both fingerprints, which
+  inputs differ and how to fix it. Folders named from the fingerprint never get here unless
+  they were edited by hand; folders the user named (``data.shards=DIR``) do.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from crossmodal.pipeline.fingerprint import describe, fingerprint_differences
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+STAMP = "fingerprint.json"
+
+
+class CacheMismatch(ValueError):
+    """A folder holds a set built from other inputs than this run's."""
+
+
+class CachedSkips(RuntimeError):
+    """``strict=true`` and the reused set recorded skipped items."""
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any] | None:
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def recorded_fingerprint(folder: str | Path) -> dict[str, Any] | None:
+    """The fingerprint of a finished set (its manifest), else of a set under construction (its stamp)."""
+    manifest = read_manifest(folder)
+    if manifest is not None:
+        return (manifest.get("meta") or {}).get("fingerprint")
+    stamp = Path(folder) / STAMP
+    return json.loads(stamp.read_text()) if stamp.exists() else None
+
+
+def claim(
+    folder: str | Path,
+    fingerprint: Mapping[str, Any],
+    *,
+    strict: bool = False,
+    named_by: str | None = None,
+    what: str = "shard set",
+    write_stamp: bool = True,
+) -> bool:
+    """True: ``folder`` holds a finished set of these inputs (reuse it). False: build it there.
+
+    ``named_by``: the config key through which the user named the folder (for the message), or
+    None for a folder named by :func:`~crossmodal.pipeline.fingerprint.shard_folder`.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest is not None:
+        stored = (manifest.get("meta") or {}).get("fingerprint")
+        if stored and stored.get("digest") == fingerprint["digest"]:
+            check_skips(folder, manifest, strict)
+            log.info("%s: reusing %s (inputs match: fingerprint %s)", what, folder, fingerprint["digest"][:8])
+            return True
+        raise CacheMismatch(mismatch_message(folder, stored, fingerprint, named_by, what))
+    stamp = folder / STAMP
+    has_shards = folder.is_dir() and any(folder.glob("*.tar"))
+    if stamp.exists():
+        stored = json.loads(stamp.read_text())
+        if stored.get("digest") != fingerprint["digest"] and has_shards:
+            raise CacheMismatch(mismatch_message(folder, stored, fingerprint, named_by, what, finished=False))
+    elif has_shards:
+        raise CacheMismatch(mismatch_message(folder, None, fingerprint, named_by, what, finished=False))
+    if write_stamp:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = stamp.with_name(f".{STAMP}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(dict(fingerprint), indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, stamp)
+    return False
+
+
+def check_skips(folder: str | Path, manifest: Mapping[str, Any] | None, strict: bool) -> None:
+    """``strict=true`` refuses a cached set whose manifest records skipped items."""
+    if not strict or manifest is None:
+        return
+    counts = dict((manifest.get("skipped") or {}).get("counts") or {})
+    meta = manifest.get("meta") or {}
+    for reason, n in ((meta.get("read_skipped") or {}).get("counts") or {}).items():  # FER+ rows dropped while reading
+        counts[reason] = counts.get(reason, 0) + n
+    counts = {reason: n for reason, n in counts.items() if n and "(kept)" not in reason}
+    if counts:
+        examples = (manifest.get("skipped") or {}).get("examples") or {}
+        first = next((paths[0] for paths in examples.values() if paths), None)
+        raise CachedSkips(
+            f"strict=true, but the cached shard set {folder} was built with skips: "
+            + ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+            + (f" (e.g. {first})" if first else "")
+            + ". Fix or remove those inputs and delete the folder to rebuild it under strict=true, or run with strict=false"
+        )
+
+
+def mismatch_message(
+    folder: Path, stored: Mapping[str, Any] | None, wanted: Mapping[str, Any], named_by: str | None, what: str,
+    finished: bool = True,
+) -> str:
+    held = "holds a" if finished else "holds an unfinished"
+    lines = [
+        f"{folder} {held} {what} built from other inputs than this run's, so it is not reused.",
+        f"  in the folder: {describe(stored)}",
+        f"  this run:      {describe(wanted)}",
+        "  differences:   " + "; ".join(fingerprint_differences(stored, wanted)),
+    ]
+    if named_by:
+        lines.append(f"Fix: drop {named_by} to let the run build (or find) the set for these inputs in its own folder, "
+                     f"point {named_by} at another folder, or delete {folder} to rebuild it there.")
+    else:
+        lines.append(f"Fix: delete {folder} (it was changed after it was built) and run again.")
+    return "\n".join(lines)
+
+
+def find_sets(kind_dir: str | Path, accept: Callable[[Mapping[str, Any]], bool]) -> list[tuple[Path, dict[str, Any]]]:
+    """Finished sets under ``kind_dir`` (e.g. ``<data_dir>/distill``) whose fingerprint ``accept`` s."""
+    found = []
+    for manifest_path in sorted(Path(kind_dir).glob(f"*/{MANIFEST}")):
+        try:
+            fingerprint = (json.loads(manifest_path.read_text()).get("meta") or {}).get("fingerprint")
+        except (OSError, ValueError):
+            continue
+        if fingerprint and accept(fingerprint):
+            found.append((manifest_path.parent, fingerprint))
+    return found
+
+
+def note_unfingerprinted(kind_dir: str | Path, what: str) -> None:
+    """Log the older sets (no fingerprint) beside a new one: they are not reused, and why."""
+    old = [p.parent for p in sorted(Path(kind_dir).glob(f"*/{MANIFEST}")) if not recorded_fingerprint(p.parent)]
+    if old:
+        log.info("%s: %d older set(s) in %s record no input fingerprint (%s) and are not reused: "
+                 "what built them cannot be checked. Delete them when no longer needed",
+                 what, len(old), kind_dir, ", ".join(p.name for p in old[:5]))
