@@ -11,9 +11,28 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 
 from crossmodal.tasks.predict import DEFAULT_HOP, DEFAULT_WINDOW
+
+
+def _seconds(allow_zero: bool):
+    """argparse type: a finite number of seconds above 0 (or exactly 0 when ``allow_zero``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if allow_zero and value == 0:
+            return 0.0
+        if not math.isfinite(value) or value <= 0:
+            wanted = "0 (whole file only) or a finite number of seconds above 0" if allow_zero else "a finite number of seconds above 0"
+            raise argparse.ArgumentTypeError(f"{text!r}: give {wanted}")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,8 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("paths", nargs="+", metavar="PATH", help="wav, flac, ogg, mp3, m4a or video files (folders are searched)")
     predict.add_argument("--ckpt", default=None, help="student file or Lightning checkpoint (default: the shipped student)")
     predict.add_argument("--json", action="store_true", help="machine-readable output with the embeddings")
-    predict.add_argument("--window", type=float, default=DEFAULT_WINDOW, help=f"window length in seconds for long files (default {DEFAULT_WINDOW}; 0 = whole file only)")
-    predict.add_argument("--hop", type=float, default=DEFAULT_HOP, help=f"hop between windows in seconds (default {DEFAULT_HOP})")
+    predict.add_argument(
+        "--window", type=_seconds(allow_zero=True), default=DEFAULT_WINDOW,
+        help=f"window length in seconds for long files (default {DEFAULT_WINDOW}); 0 = whole file only. Files over "
+        "a minute are streamed in bounded memory, their whole-file answer pooled over 20-s stretches",
+    )
+    predict.add_argument("--hop", type=_seconds(allow_zero=False), default=DEFAULT_HOP, help=f"hop between windows in seconds (default {DEFAULT_HOP})")
     predict.add_argument("--no-embedding", action="store_true", help="leave the embeddings out of --json output")
 
     export = commands.add_parser("export", help="write the student (front-end included) as TorchScript or ONNX")
@@ -59,9 +82,6 @@ def _predict(args: argparse.Namespace) -> int:
     from crossmodal.inference import load_student
     from crossmodal.tasks.predict import as_json, format_table, predict_files
 
-    if args.window < 0 or args.hop <= 0:
-        print(f"error: --window must be >= 0 and --hop > 0 seconds (got {args.window}, {args.hop})", file=sys.stderr)
-        return 2
     student = load_student(args.ckpt)
     result = predict_files(student, args.paths, window=args.window or None, hop=args.hop)
     if args.json:

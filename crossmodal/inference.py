@@ -7,6 +7,12 @@
     out.embedding                                 # [D], the student's penultimate layer
     model.predict_file("clip.mp4", window=4.0, hop=2.0)   # whole file + one row per window
 
+What the student cannot judge is refused, naming the input: audio shorter than
+:attr:`Student.min_seconds` (:class:`TooShortAudioError`) and audio with no speech-like energy, such
+as digital silence or a constant DC offset (:class:`SilentAudioError`). Files longer than
+``STREAM_ABOVE_SECONDS`` are read in blocks and never held whole; their whole-file prediction is
+pooled over consecutive stretches of ``POOL_SECONDS`` (see :meth:`Student.predict_file`).
+
 :class:`Student` is an ``nn.Module`` holding the front-end and the network, so ``student(wave)``
 (raw 16 kHz waveforms ``[B, samples]``) gives ``(logits, embedding)``; that module is what
 :mod:`crossmodal.export` writes as TorchScript or ONNX.
@@ -26,12 +32,26 @@ from crossmodal.emotions import EMOTIONS
 
 SAMPLE_RATE = 16000
 DEFAULT_STUDENT = Path(__file__).resolve().parent / "assets" / "student_cpu.pt"
-# Peak amplitude below which a signal counts as silent (16-bit audio's 1 LSB is 3e-5).
-SILENCE_PEAK = 1e-4
+# RMS (after removing the mean, i.e. any DC offset) below which audio holds no speech-like energy:
+# the rule the distillation data applies to its training segments (data.silence_rms = 1e-4; 16-bit
+# audio's 1 LSB is 3e-5).
+SILENCE_RMS = 1e-4
+# The student never saw shorter audio: the distillation data drops segments under data.min_seconds.
+MIN_SPEECH_SECONDS = 0.5
+# Files up to this long are predicted in one pass (as ever); longer ones are streamed (bounded memory).
+STREAM_ABOVE_SECONDS = 60.0
+# A streamed file's whole-file prediction: the student on consecutive stretches of this length (the
+# longest segments it trained on are ~20 s), logits and embeddings averaged, weighted by length.
+POOL_SECONDS = 20.0
+WINDOW_BATCH = 16  # windows predicted per forward pass (equal lengths: no padding)
 
 
 class SilentAudioError(ValueError):
-    """The audio holds no signal (all zeros or below the silence threshold)."""
+    """The audio holds no speech-like energy (silence, or a constant DC offset)."""
+
+
+class TooShortAudioError(ValueError):
+    """The audio is shorter than the student can judge (:attr:`Student.min_seconds`)."""
 
 
 @dataclass
@@ -99,10 +119,30 @@ class Student(nn.Module):
 
     # ------------------------------------------------------------------ numpy in, numpy out
 
+    @property
+    def min_seconds(self) -> float:
+        """The shortest audio this student judges: ``MIN_SPEECH_SECONDS`` (the shortest segment
+        distillation trains on; ``info["min_seconds"]`` when the student file records its own), or
+        longer when the network needs more input than that for one output step without padding
+        (front-end window + (net.min_frames - 1) hops: 0.175 s for small_cnn, 0.665 s for VGGVox)."""
+        return max(float(self.info.get("min_seconds", MIN_SPEECH_SECONDS)), self.network_min_samples / SAMPLE_RATE)
+
+    @property
+    def network_min_samples(self) -> int:
+        frames = int(getattr(self.net, "min_frames", 1))
+        win = int(getattr(self.frontend, "win_length", 0))
+        hop = int(getattr(self.frontend, "hop_length", 0))
+        return win + (frames - 1) * hop
+
     @torch.inference_mode()
     def predict(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> Prediction:
-        """Emotion distribution and embedding of one whole piece of audio (any rate and length)."""
+        """Emotion distribution and embedding of one whole piece of audio (any rate and length).
+
+        Audio shorter than :attr:`min_seconds` or without speech-like energy is refused
+        (:class:`TooShortAudioError`, :class:`SilentAudioError`).
+        """
         wave = prepare_waveform(waveform, sample_rate)
+        check_signal(wave, "waveform", round(self.min_seconds * SAMPLE_RATE))
         return self._predict_batch(wave[None])[0]
 
     @torch.inference_mode()
@@ -111,28 +151,87 @@ class Student(nn.Module):
 
         Audio no longer than one window gives a single window covering it all.
         """
-        if window <= 0 or hop <= 0:
-            raise ValueError(f"window ({window}) and hop ({hop}) must be positive seconds")
+        check_seconds(window, "window")
+        check_seconds(hop, "hop")
         wave = prepare_waveform(waveform, sample_rate)
         spans = window_spans(len(wave), round(window * SAMPLE_RATE), round(hop * SAMPLE_RATE))
         predictions: list[Prediction] = []
-        for first in range(0, len(spans), 16):  # equal-length windows batch without padding
-            chunk = spans[first : first + 16]
+        for first in range(0, len(spans), WINDOW_BATCH):  # equal-length windows batch without padding
+            chunk = spans[first : first + WINDOW_BATCH]
             predictions += self._predict_batch(np.stack([wave[start:end] for start, end in chunk]))
         return [WindowPrediction(start / SAMPLE_RATE, end / SAMPLE_RATE, p) for (start, end), p in zip(spans, predictions)]
 
     def predict_file(self, path: str | Path, window: float | None = None, hop: float | None = None) -> FilePrediction:
-        """The whole file, plus per-window predictions when ``window`` is set and the file is longer."""
-        from crossmodal.data.audio import load_audio
+        """The whole file, plus per-window predictions when ``window`` is set and the file is longer.
 
+        ``window=None`` (or 0) asks for the whole file only. A file whose header says it is at most
+        ``STREAM_ABOVE_SECONDS`` long is read at once and predicted in one pass. A longer one (or one
+        of unknown length) is streamed in blocks: its windows are cut from the stream exactly where
+        :func:`window_spans` puts them, and its whole-file prediction pools the student's outputs
+        over consecutive ``POOL_SECONDS`` stretches (the last one absorbs a remainder under half a
+        stretch): logits and embedding are averaged weighted by stretch length, probabilities are
+        the softmax of the pooled logits, and stretches without speech-like energy are left out.
+        Memory then stays bounded whatever the file's length.
+        """
+        from crossmodal.data.audio import MAX_STREAM_SECONDS, load_audio, probe_audio
+
+        if window is not None and window != 0:
+            check_seconds(window, "window")
+        if hop is not None:
+            check_seconds(hop, "hop")
+        window = window or None
+        hop = hop or (window / 2 if window else None)
+        info = probe_audio(path, MAX_STREAM_SECONDS)  # refuses absurd or truncated headers before any read
+        if info.duration is None or info.duration > STREAM_ABOVE_SECONDS:
+            return self._predict_stream(path, window, hop)
         wave = load_audio(path, SAMPLE_RATE)
-        check_signal(wave, str(path))
+        check_signal(wave, str(path), self.min_samples)
         duration = len(wave) / SAMPLE_RATE
-        result = FilePrediction(str(path), duration, self.predict(wave, SAMPLE_RATE))
+        result = FilePrediction(str(path), duration, self._predict_batch(wave[None])[0])
         if window and duration > window:
-            result.windows = self.predict_windows(wave, SAMPLE_RATE, window, hop or window / 2)
+            result.windows = self.predict_windows(wave, SAMPLE_RATE, window, hop)
         return result
 
+    @property
+    def min_samples(self) -> int:
+        return round(self.min_seconds * SAMPLE_RATE)
+
+    @torch.inference_mode()
+    def _predict_stream(self, path: str | Path, window: float | None, hop: float | None) -> FilePrediction:
+        """:meth:`predict_file` for long files: one pass over the file's blocks, nothing held whole."""
+        from crossmodal.data.audio import MAX_STREAM_SECONDS, stream_audio
+
+        where = str(path)
+        stretches = StretchCutter(round(POOL_SECONDS * SAMPLE_RATE))
+        cutter = WindowCutter(round(window * SAMPLE_RATE), round(hop * SAMPLE_RATE)) if window and hop else None
+        pool = _Pool(self, where)
+        windows: list[WindowPrediction] = []
+        queued: list[tuple[int, int, np.ndarray]] = []
+
+        def flush() -> None:
+            predictions = self._predict_batch(np.stack([wave for _start, _end, wave in queued]))
+            windows.extend(WindowPrediction(start / SAMPLE_RATE, end / SAMPLE_RATE, p) for (start, end, _w), p in zip(queued, predictions))
+            queued.clear()
+
+        total = 0
+        for block in stream_audio(path, SAMPLE_RATE, max_seconds=MAX_STREAM_SECONDS):
+            if not np.all(np.isfinite(block)):
+                raise ValueError(f"{where}: audio contains NaN or infinite samples (near {total / SAMPLE_RATE:.1f} s)")
+            total += len(block)
+            for stretch in stretches.push(block):
+                pool.add(stretch)
+            for span in cutter.push(block) if cutter else ():
+                queued.append(span)
+                if len(queued) == WINDOW_BATCH:
+                    flush()
+        for stretch in stretches.finish():
+            pool.add(stretch)
+        queued.extend(cutter.finish() if cutter else ())
+        if queued:
+            flush()
+        return FilePrediction(where, total / SAMPLE_RATE, pool.result(), windows)
+
+    @torch.inference_mode()
     def _predict_batch(self, waves: np.ndarray) -> list[Prediction]:
         device = next(self.parameters()).device
         logits, embedding = self(torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32)).to(device))
@@ -163,13 +262,142 @@ def prepare_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int) -> n
     return resample(wave, int(sample_rate), SAMPLE_RATE)
 
 
-def check_signal(wave: np.ndarray, where: str) -> None:
-    """Fail on audio that holds no usable signal, naming it."""
+def check_signal(wave: np.ndarray, where: str, min_samples: int = 0) -> None:
+    """Fail on 16 kHz audio the student cannot judge, naming it: non-finite samples, fewer than
+    ``min_samples`` (:class:`TooShortAudioError`), or no speech-like energy: an RMS around the mean
+    (so a constant DC offset counts as silence) below ``SILENCE_RMS`` (:class:`SilentAudioError`)."""
+    seconds = len(wave) / SAMPLE_RATE
+    if len(wave) < max(min_samples, 1):
+        raise TooShortAudioError(
+            f"{where}: too short to judge: {seconds:.3f} s of audio ({len(wave)} samples at {SAMPLE_RATE} Hz), "
+            f"the student needs at least {min_samples / SAMPLE_RATE:.2f} s (it never trained on shorter speech)"
+        )
     if not np.all(np.isfinite(wave)):
         raise ValueError(f"{where}: audio contains NaN or infinite samples")
-    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-    if peak < SILENCE_PEAK:
-        raise SilentAudioError(f"{where}: audio is silent (peak amplitude {peak:.2g} over {len(wave) / SAMPLE_RATE:.2f} s)")
+    mean = float(np.mean(wave, dtype=np.float64))
+    rms = float(np.sqrt(np.mean(np.square(wave - mean, dtype=np.float64))))
+    if rms < SILENCE_RMS:
+        level = f", only a constant DC offset of {mean:+.3g}" if abs(mean) >= SILENCE_RMS else ""
+        raise SilentAudioError(
+            f"{where}: audio is silent: no speech-like energy (RMS {rms:.2g} around its mean over {seconds:.2f} s, "
+            f"below {SILENCE_RMS:g}{level})"
+        )
+
+
+def check_seconds(value: Any, name: str) -> float:
+    """A window or hop length: a finite number of seconds above zero, or a ValueError naming it."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not np.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{name} must be a finite number of seconds above 0, got {value!r}")
+    return seconds
+
+
+class StretchCutter:
+    """Consecutive stretches of ``size`` samples from a stream of blocks; the remainder at the end
+    is appended to the last stretch when under half a stretch, else is a stretch of its own."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.parts: list[np.ndarray] = []
+        self.held = 0
+        self.full: np.ndarray | None = None  # held back until we know whether a short remainder follows
+
+    def push(self, block: np.ndarray) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        self.parts.append(block)
+        self.held += len(block)
+        while self.held >= self.size:
+            buffer = np.concatenate(self.parts)
+            if self.full is not None:
+                out.append(self.full)
+            self.full = buffer[: self.size].copy()
+            self.parts, self.held = [buffer[self.size :].copy()], len(buffer) - self.size
+        return out
+
+    def finish(self) -> list[np.ndarray]:
+        rest = np.concatenate(self.parts) if self.held else np.zeros(0, np.float32)
+        if self.full is None:
+            return [rest] if len(rest) else []
+        if len(rest) < self.size // 2:
+            return [np.concatenate([self.full, rest])]
+        return [self.full, rest]
+
+
+class WindowCutter:
+    """The windows of :func:`window_spans` (``(start, end, samples)``) cut from a stream of blocks
+    without knowing its length in advance; holds about one window plus one block."""
+
+    def __init__(self, window: int, hop: int) -> None:
+        self.window, self.hop = window, hop
+        self.buffer = np.zeros(0, np.float32)
+        self.buffer_start = 0  # stream position of buffer[0]
+        self.total = 0
+        self.next_start = 0
+        self.last_end = 0
+
+    def push(self, block: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+        self.buffer = np.concatenate([self.buffer, block])
+        self.total += len(block)
+        out = []
+        while self.next_start + self.window <= self.total and self.total > self.window:  # one window only: none
+            at = self.next_start - self.buffer_start
+            out.append((self.next_start, self.next_start + self.window, self.buffer[at : at + self.window].copy()))
+            self.last_end = self.next_start + self.window
+            self.next_start += self.hop
+        keep = max(self.buffer_start, min(self.next_start, self.total - self.window))
+        self.buffer = self.buffer[keep - self.buffer_start :].copy()
+        self.buffer_start = keep
+        return out
+
+    def finish(self) -> list[tuple[int, int, np.ndarray]]:
+        """The last window, ending at the end, when the stepped ones stop short of it (none when the
+        whole stream fits in one window: then the whole-file prediction says it all)."""
+        if self.total <= self.window or self.last_end >= self.total:
+            return []
+        at = self.total - self.window - self.buffer_start
+        return [(self.total - self.window, self.total, self.buffer[at : at + self.window].copy())]
+
+
+class _Pool:
+    """A streamed file's whole-file prediction: the length-weighted mean of its stretches' logits
+    and embeddings (softmax of the mean logits); stretches the student cannot judge are left out."""
+
+    def __init__(self, student: Student, where: str) -> None:
+        self.student, self.where = student, where
+        self.weight = 0
+        self.logits: np.ndarray | None = None
+        self.embedding: np.ndarray | None = None
+        self.refused: list[ValueError] = []
+        self.count = 0
+
+    def add(self, stretch: np.ndarray) -> None:
+        self.count += 1
+        try:
+            check_signal(stretch, self.where, self.student.min_samples)
+        except (SilentAudioError, TooShortAudioError) as exn:
+            self.refused.append(exn)
+            return
+        prediction = self.student._predict_batch(stretch[None])[0]
+        weight = len(stretch)
+        self.logits = prediction.logits * weight if self.logits is None else self.logits + prediction.logits * weight
+        self.embedding = prediction.embedding * weight if self.embedding is None else self.embedding + prediction.embedding * weight
+        self.weight += weight
+
+    def result(self) -> Prediction:
+        if self.logits is None or self.embedding is None:
+            if self.count == 1 and self.refused:
+                raise self.refused[0]
+            raise SilentAudioError(
+                f"{self.where}: audio is silent: no speech-like energy in any of its {self.count} stretches of "
+                f"{POOL_SECONDS:.0f} s (RMS around the mean below {SILENCE_RMS:g} everywhere)"
+            )
+        logits = (self.logits / self.weight).astype(np.float32)
+        embedding = (self.embedding / self.weight).astype(np.float32)
+        shifted = np.exp(logits - logits.max())
+        return Prediction(shifted / shifted.sum(), logits, embedding, self.student.emotions)
 
 
 def window_spans(samples: int, window: int, hop: int) -> list[tuple[int, int]]:

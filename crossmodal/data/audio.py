@@ -4,11 +4,22 @@ soundfile (libsndfile) reads wav/flac/ogg and friends; PyAV (ffmpeg inside the w
 compressed formats libsndfile does not (mp3, m4a/aac, ...) and the audio track of video files.
 Channels are averaged to mono and the signal is resampled with torchaudio's band-limited
 resampler. Every failure names the file and says what is wrong with it.
+
+Before anything is allocated, the header is checked (:func:`probe_audio`): a sample rate or channel
+count no recording has, or a duration beyond the cap, is refused, and a wav whose header promises
+more data than the file holds is named as truncated. :func:`load_audio` reads a file at once (up to
+``MAX_LOAD_SECONDS``); :func:`stream_audio` yields it in blocks of bounded size, resampled block by
+block with enough context on both sides that the blocks join into the same signal as a whole-file
+resample (to float rounding).
 """
 from __future__ import annotations
 
 import io
+import math
+import struct
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -16,37 +27,169 @@ import soundfile as sf
 # Extensions libsndfile reads directly; anything else goes through PyAV.
 SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".snd", ".w64", ".caf"}
 
+# Header sanity: below 4 kHz there is no speech band left to judge (the telephone band needs 8 kHz);
+# more channels than any microphone array writes, or longer than the caps, is a broken or hostile header.
+MIN_SAMPLE_RATE = 4000
+MAX_SAMPLE_RATE = 768_000
+MAX_CHANNELS = 64
+MAX_LOAD_SECONDS = 2 * 3600.0  # load_audio holds the whole file: 2 h at 16 kHz is 460 MB of float32
+MAX_STREAM_SECONDS = 24 * 3600.0  # stream_audio holds one block at a time
+BLOCK_SECONDS = 10.0  # stream_audio's native block length
+# torchaudio.functional.resample's defaults (the stream resampler needs its kernel reach)
+_LOWPASS_WIDTH, _ROLLOFF = 6, 0.99
+
 
 class AudioError(RuntimeError):
     """An audio file could not be used. ``reason`` is a short tag for skip counts:
-    ``missing``, ``unreadable_audio``, ``no_audio_stream`` or ``empty_audio``."""
+    ``missing``, ``unreadable_audio``, ``no_audio_stream``, ``empty_audio``, ``truncated_audio``
+    or ``bad_header``."""
 
     def __init__(self, message: str, reason: str = "unreadable_audio") -> None:
         super().__init__(message)
         self.reason = reason
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """Read ``path`` as float32 mono at ``sample_rate`` (values in [-1, 1]).
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file's header says, checked: ``frames`` is exact for soundfile formats, estimated
+    (or None) for PyAV ones."""
 
-    Raises :class:`AudioError` naming the file when it is missing, unreadable, has no audio
-    stream or holds no samples.
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int | None
+    reader: str  # "soundfile" | "pyav"
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.frames is None else self.frames / self.sample_rate
+
+
+def probe_audio(path: str | Path, max_seconds: float = MAX_LOAD_SECONDS) -> AudioInfo:
+    """Read and check the header of ``path`` without decoding any audio.
+
+    Raises :class:`AudioError` naming the file when it is missing or unreadable, when its sample
+    rate, channel count or duration is implausible (``bad_header``: refused before any allocation),
+    or when it is a wav whose header promises more data than the file holds (``truncated_audio``).
     """
     path = Path(path)
     if not path.exists():
         raise AudioError(f"audio file not found: {path}", "missing")
+    info = None
     if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
+        try:
+            header = sf.info(str(path))
+        except Exception:  # noqa: BLE001 - e.g. a .wav holding a codec libsndfile lacks: let ffmpeg try
+            header = None
+        if header is not None:
+            info = AudioInfo(path, int(header.samplerate), int(header.channels), int(header.frames), "soundfile")
+            _check_riff_length(path)
+    if info is None:
+        info = _probe_pyav(path)
+    _check_header(info, max_seconds)
+    return info
+
+
+def load_audio(path: str | Path, sample_rate: int = 16000, max_seconds: float = MAX_LOAD_SECONDS) -> np.ndarray:
+    """Read ``path`` as float32 mono at ``sample_rate`` (values in [-1, 1]).
+
+    Raises :class:`AudioError` naming the file when it is missing, unreadable, truncated, has an
+    implausible header (see :func:`probe_audio`; longer than ``max_seconds`` included: use
+    :func:`stream_audio` for long files), has no audio stream or holds no samples.
+    """
+    info = probe_audio(path, max_seconds)
+    path = info.path
+    if info.reader == "soundfile":
         try:
             wave, rate = _read_soundfile(path)
         except AudioError:
             raise
-        except Exception:  # noqa: BLE001 - e.g. a .wav holding a codec libsndfile lacks: let ffmpeg try
+        except Exception:  # noqa: BLE001 - e.g. a flac that loses sync part-way: let ffmpeg try
             wave, rate = _read_pyav(path)
+        _check_complete(info, len(wave))
     else:
         wave, rate = _read_pyav(path)
     if wave.size == 0:
         raise AudioError(f"audio file is empty (no samples): {path}", "empty_audio")
     return resample(wave, rate, sample_rate)
+
+
+def stream_audio(
+    path: str | Path, sample_rate: int = 16000, block_seconds: float = BLOCK_SECONDS, max_seconds: float = MAX_STREAM_SECONDS
+) -> Iterator[np.ndarray]:
+    """``path`` as consecutive float32 mono blocks at ``sample_rate``, never holding the whole file.
+
+    The header is checked first (:func:`probe_audio`). Each block holds at most about
+    ``block_seconds`` (plus the resampler's context) of audio; concatenated, the blocks equal
+    :func:`load_audio`'s signal up to float rounding. A file that ends before its header says is
+    reported as truncated when the stream reaches its end.
+    """
+    info = probe_audio(path, max_seconds)
+    if info.reader == "soundfile":
+        native = _soundfile_blocks(info, block_seconds)
+    else:
+        native = _pyav_chunks(info.path)
+    rate = info.sample_rate
+    yielded = False
+    for block in resample_stream(native, rate, sample_rate, max(1, round(block_seconds * rate))):
+        if block.size:
+            yielded = True
+            yield block
+    if not yielded:
+        raise AudioError(f"audio file is empty (no samples): {info.path}", "empty_audio")
+
+
+def resample_stream(chunks: Iterable[np.ndarray], from_rate: int, to_rate: int, block: int) -> Iterator[np.ndarray]:
+    """Resample a stream of mono chunks block by block, as :func:`resample` would the whole signal.
+
+    Input is re-cut into blocks of ``block`` samples (rounded to the rate ratio's period); each is
+    resampled with ``context`` real samples on both sides (zeros at the file's start, as torchaudio
+    pads), so every output sample sees the same input as in a whole-signal resample. Output blocks
+    hold at most ``(block + 2 * context) * to_rate / from_rate`` samples.
+    """
+    from_rate, to_rate = int(from_rate), int(to_rate)
+    if from_rate == to_rate:
+        yield from _rechunk(chunks, block)
+        return
+    gcd = math.gcd(from_rate, to_rate)
+    o, n = from_rate // gcd, to_rate // gcd
+    width = math.ceil(_LOWPASS_WIDTH * o / (min(o, n) * _ROLLOFF))
+    context = o * (math.ceil(width / o) + 2)  # the kernel reaches width before and width + o after
+    block = o * max(math.ceil(block / o), context // o)  # whole periods, and at least the context
+    left = np.zeros(context, dtype=np.float32)
+    pending: list[np.ndarray] = []
+    held = 0
+    for chunk in chunks:
+        pending.append(np.asarray(chunk, dtype=np.float32))
+        held += len(chunk)
+        if held < block + context:
+            continue
+        buffer = np.concatenate(pending)
+        start = 0
+        while len(buffer) - start >= block + context:
+            piece = np.concatenate([left, buffer[start : start + block + context]])
+            yield resample(piece, from_rate, to_rate)[context * n // o : (context + block) * n // o]
+            left = buffer[start + block - context : start + block]
+            start += block
+        pending, held = [buffer[start:]], len(buffer) - start
+    if held:
+        rest = np.concatenate(pending)
+        yield resample(np.concatenate([left, rest]), from_rate, to_rate)[context * n // o :]
+
+
+def _rechunk(chunks: Iterable[np.ndarray], block: int) -> Iterator[np.ndarray]:
+    pending: list[np.ndarray] = []
+    held = 0
+    for chunk in chunks:
+        pending.append(np.asarray(chunk, dtype=np.float32))
+        held += len(chunk)
+        if held >= block:
+            buffer = np.concatenate(pending)
+            cut = len(buffer) - len(buffer) % block
+            yield from (buffer[i : i + block] for i in range(0, cut, block))
+            pending, held = [buffer[cut:]], len(buffer) - cut
+    if held:
+        yield np.concatenate(pending)
 
 
 def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -77,7 +220,117 @@ def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
     return _to_mono(data), int(rate)
 
 
+def _soundfile_blocks(info: AudioInfo, block_seconds: float) -> Iterator[np.ndarray]:
+    """Native-rate mono blocks through libsndfile; a file that ends early is reported as truncated."""
+    blocksize = max(1, round(block_seconds * info.sample_rate))
+    frames = 0
+    try:
+        with sf.SoundFile(str(info.path)) as handle:
+            for data in handle.blocks(blocksize=blocksize, dtype="float32", always_2d=True):
+                frames += len(data)
+                yield _to_mono(data)
+    except sf.LibsndfileError as exn:
+        raise AudioError(
+            f"cannot decode {info.path} after {frames / info.sample_rate:.2f} s of the {info.duration:.2f} s its header "
+            f"promises (truncated or corrupt?): {exn}", "truncated_audio"
+        ) from exn
+    _check_complete(info, frames)
+
+
+def _check_complete(info: AudioInfo, frames: int) -> None:
+    if info.frames is not None and frames < info.frames:
+        raise AudioError(
+            f"{info.path} is truncated: its header promises {info.frames} frames ({info.duration:.2f} s) but only "
+            f"{frames} ({frames / info.sample_rate:.2f} s) could be read (an incomplete download or copy?)", "truncated_audio"
+        )
+
+
+def _check_header(info: AudioInfo, max_seconds: float) -> None:
+    """Refuse a header no real recording has, before anything is allocated from it."""
+    where = f"{info.path}: header says"
+    if not MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            f"{where} {info.sample_rate} Hz; a usable recording is sampled at {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz "
+            "(a damaged or mislabelled header?)", "bad_header"
+        )
+    if not 1 <= info.channels <= MAX_CHANNELS:
+        raise AudioError(f"{where} {info.channels} channels (1-{MAX_CHANNELS} expected; a damaged header?)", "bad_header")
+    if info.duration is not None and info.duration > max_seconds:
+        raise AudioError(
+            f"{where} {info.duration:.0f} s ({info.frames} frames at {info.sample_rate} Hz), over the {max_seconds:.0f} s "
+            "this reader accepts; cut the file, or predict it streamed (crossmodal predict --window 0)", "bad_header"
+        )
+
+
+def _check_riff_length(path: Path) -> None:
+    """A RIFF/WAVE file whose data chunk claims more bytes than follow it is truncated (libsndfile
+    quietly shortens such files, so its frame count cannot tell)."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        offset = 12
+        for _ in range(256):  # a wav has a handful of chunks; stop on garbage
+            handle.seek(offset)
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return
+            name, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"data":
+                if length in (0, 0xFFFFFFFF):  # a streamed wav whose writer never filled in the size
+                    return
+                held = size - offset - 8
+                if length > held:
+                    raise AudioError(
+                        f"{path} is truncated: its header promises {length} bytes of audio but the file holds {max(held, 0)} "
+                        f"({100 * max(held, 0) / length:.0f} %; an incomplete download or copy?)", "truncated_audio"
+                    )
+                return
+            offset += 8 + length + (length & 1)
+
+
+def _probe_pyav(path: Path) -> AudioInfo:
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as exn:  # noqa: BLE001 - PyAV raises many error types for bad files
+        raise AudioError(f"cannot read audio from {path}: {exn}") from exn
+    with container:
+        if not container.streams.audio:
+            raise AudioError(f"no audio stream in {path} (is it a silent video?)", "no_audio_stream")
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate or stream.rate
+        if not rate:
+            raise AudioError(f"audio stream of {path} has no sample rate")
+        channels = stream.codec_context.channels or 1
+        seconds = None
+        if stream.duration and stream.time_base:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration:
+            seconds = container.duration / 1e6  # av.time_base
+    frames = None if seconds is None else round(seconds * rate)
+    return AudioInfo(path, int(rate), int(channels), frames, "pyav")
+
+
 def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
+    chunks: list[np.ndarray] = []
+    rate = 0
+    for chunk, rate in _pyav_decode(path):
+        chunks.append(chunk)
+    if not chunks:
+        raise AudioError(f"audio stream of {path} holds no samples", "empty_audio")
+    return np.concatenate(chunks).astype(np.float32, copy=False), int(rate)
+
+
+def _pyav_chunks(path: Path) -> Iterator[np.ndarray]:
+    for chunk, _rate in _pyav_decode(path):
+        yield chunk
+
+
+def _pyav_decode(path: Path) -> Iterator[tuple[np.ndarray, int]]:
+    """(mono float32 chunk at the native rate, rate) for each decoded frame of the first audio stream."""
     import av
 
     try:
@@ -94,23 +347,24 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
         # Convert inside ffmpeg to planar float at the native rate and layout; channels are averaged
         # here (ffmpeg's own downmix adds channels at -3 dB, which can overflow [-1, 1]).
         converter = None
-        chunks: list[np.ndarray] = []
+        decoded = False
         try:
             for frame in container.decode(stream):
                 if converter is None:
                     converter = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=rate)
                 for out in converter.resample(frame):
-                    chunks.append(out.to_ndarray().mean(axis=0))
+                    decoded = True
+                    yield out.to_ndarray().mean(axis=0).astype(np.float32, copy=False), int(rate)
             if converter is not None:
                 for out in converter.resample(None):
-                    chunks.append(out.to_ndarray().mean(axis=0))
+                    decoded = True
+                    yield out.to_ndarray().mean(axis=0).astype(np.float32, copy=False), int(rate)
+        except AudioError:
+            raise
         except Exception as exn:  # noqa: BLE001
-            if not chunks:
+            if not decoded:
                 raise AudioError(f"cannot decode the audio of {path}: {exn}") from exn
-            # A truncated file: keep what decoded (the caller decides whether it is long enough).
-    if not chunks:
-        raise AudioError(f"audio stream of {path} holds no samples", "empty_audio")
-    return np.concatenate(chunks).astype(np.float32, copy=False), int(rate)
+            # A damaged tail: keep what decoded (the caller decides whether it is long enough).
 
 
 def encode_flac(wave: np.ndarray, sample_rate: int) -> bytes:

@@ -6,7 +6,11 @@
 Each file is decoded (wav/flac/ogg via soundfile; mp3/m4a and the audio track of videos via
 PyAV), mixed to mono and resampled to 16 kHz. The result is the distribution over the 8 FER+
 emotions for the whole file and, for files longer than the window, one row per window. A file
-that cannot be used is reported and skipped; the others are still predicted.
+that cannot be used is reported and skipped; the others are still predicted. That includes what
+the student cannot judge: audio shorter than its minimum (0.5 s for the shipped student), audio
+with no speech-like energy (silence, a constant DC offset), a truncated file, or a header that
+implies an absurd length. Files over a minute are streamed in bounded memory (see
+:meth:`crossmodal.inference.Student.predict_file` for how their whole-file answer is pooled).
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from omegaconf import DictConfig, ListConfig
 
 from crossmodal.config.checks import ConfigError
 from crossmodal.data.corpora import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
-from crossmodal.inference import FilePrediction, Student, load_student
+from crossmodal.inference import FilePrediction, Student, check_seconds, load_student
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,11 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     sources = list(source) if isinstance(source, (list, tuple, ListConfig)) else [source]
     window = data.get("window", DEFAULT_WINDOW)
     hop = data.get("hop", DEFAULT_HOP)
+    try:  # also checked at composition (crossmodal.config.checks); here for direct callers
+        window = None if window in (None, 0) else check_seconds(window, "data.window")
+        hop = None if hop is None else check_seconds(hop, "data.hop")
+    except ValueError as exn:
+        raise ConfigError(f"{exn} (data.window=0 or null: the whole file only)") from None
     student = load_student(cfg.get("ckpt_path"))
     result = predict_files(student, sources, window=window, hop=hop)
     out = Path(ctx.run_dir)
