@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import multiprocessing as mp
 import os
 import random
 import tarfile
@@ -317,10 +318,13 @@ class ShardStream(IterableDataset):
         # Batches this rank has already consumed in the current epoch (set on a mid-epoch resume).
         self.skip_batches = 0
         self._role = 0
+        # (rank, world) pinned by the loader in the main process before its workers start: a
+        # spawned/forkserver worker has no torch.distributed group and would read (0, 1).
+        self.dist: tuple[int, int] | None = None
 
     # -- shard selection
     def _shard_urls(self) -> Iterator[str]:
-        rank, world = dist_info()
+        rank, world = self.dist or dist_info()
         worker, num_workers = worker_info()
         if self.train:
             rng = random.Random(f"{self.seed}-{self.epoch}-{rank}-{self._role}")
@@ -332,9 +336,8 @@ class ShardStream(IterableDataset):
                 f"(each needs at least one shard). Lower data.num_workers to {max(1, len(self.shards) // world)} "
                 "or write the data into more, smaller shards (data.samples_per_shard)."
             )
-        urls = ({"url": u} for u in self.shards)
-        for item in wds.split_by_worker(wds.split_by_node(urls)):
-            yield item["url"]
+        # webdataset's split_by_node then split_by_worker, with the pinned rank
+        yield from self.shards[rank::world][worker::num_workers]
 
     # -- sample stream
     def _samples(self, counter: list[int]) -> Iterator[dict[str, Any]]:
@@ -368,7 +371,7 @@ class ShardStream(IterableDataset):
         if not self.train or self.shuffle_buffer <= 1:
             yield from samples
             return
-        rank, _ = dist_info()
+        rank, _ = self.dist or dist_info()
         rng = random.Random(f"shuffle-{self.seed}-{self.epoch}-{rank}-{self._role}")
         buffer: list[dict[str, Any]] = []
         for sample in samples:
@@ -411,6 +414,53 @@ class ShardStream(IterableDataset):
         return out
 
 
+def worker_context(dataset: ShardStream | None = None) -> Any:
+    """The start method of loader workers: forkserver (spawn where there is none), never fork.
+
+    Forking a process that runs other threads (DDP's gloo/NCCL threads, the pin-memory thread,
+    loggers) copies whatever locks those threads hold; the child can then wait on them forever
+    (py-spy showed a DDP run's loader worker stuck in ``os.fork()``). A forkserver child is forked
+    from a single-threaded server process instead. The server imports torch, webdataset and the
+    dataset's decode/collate modules once when it starts (later calls cannot change that), so a
+    worker starts in a fraction of a second rather than importing torch again.
+    """
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    preload = ["__main__", __name__]
+    for fn in (getattr(dataset, "decode", None), getattr(dataset, "collate", None)):
+        module = getattr(fn, "__module__", None)
+        if module and module not in preload:
+            preload.append(module)
+    ctx.set_forkserver_preload(preload)  # only takes effect before the server's first start
+    return ctx
+
+
+def _worker_kwargs(dataset: ShardStream, num_workers: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """DataLoader arguments shared by both loaders: workers started once per loader, not per epoch."""
+    out = {"pin_memory": torch.cuda.is_available(), **kwargs}
+    if num_workers > 0:
+        out.setdefault("multiprocessing_context", worker_context(dataset))
+        out.setdefault("persistent_workers", True)
+    return out
+
+
+class _LiveStream(IterableDataset):
+    """The loader's view of a training :class:`ShardStream`: every ``iter()`` (in a worker that
+    outlives the epoch) first reads the epoch, the resume skip and the rank from shared memory,
+    where the main process wrote them before it started the epoch."""
+
+    def __init__(self, stream: ShardStream, state: torch.Tensor) -> None:
+        super().__init__()
+        self.stream = stream
+        self.state = state  # int64 [epoch, skip_batches, rank, world], in shared memory
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        epoch, skip, rank, world = (int(v) for v in self.state.tolist())
+        self.stream.epoch, self.stream.skip_batches, self.stream.dist = epoch, skip, (rank, world)
+        return iter(self.stream)
+
+
 class EpochLoader:
     """Training loader over an endless :class:`ShardStream`: ``batches_per_epoch`` batches per epoch.
 
@@ -420,6 +470,11 @@ class EpochLoader:
     batches the killed run already consumed, so no batch of the epoch is lost or repeated.
     Batches are drawn lazily (the loader has a length, so Lightning does not prefetch before
     ``set_epoch``).
+
+    Workers are started once (forkserver, persistent) rather than forked again every epoch; the
+    epoch, resume skip and rank reach them through a small shared-memory tensor that each worker
+    reads when the next epoch's iteration starts. ``persistent_workers=False`` or
+    ``multiprocessing_context="fork"`` in ``kwargs`` restore the old behaviour (benchmarks only).
     """
 
     def __init__(self, dataset: ShardStream, num_workers: int, batches_per_epoch: int, **kwargs: Any) -> None:
@@ -427,8 +482,10 @@ class EpochLoader:
             raise ValueError(f"batches_per_epoch must be at least 1, got {batches_per_epoch}")
         self.dataset = dataset
         self.batches_per_epoch = batches_per_epoch
+        self._state = torch.zeros(4, dtype=torch.int64).share_memory_()
         self.loader = DataLoader(
-            dataset, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available(), **kwargs
+            _LiveStream(dataset, self._state), batch_size=None, num_workers=num_workers,
+            **_worker_kwargs(dataset, num_workers, kwargs),
         )
         self.sampler = self  # Lightning's per-epoch hook looks for ``dataloader.sampler.set_epoch``
         self._consumed = 0
@@ -446,7 +503,9 @@ class EpochLoader:
         skip, self._resume_skip = self._resume_skip, 0
         self.dataset.skip_batches = skip
         self._consumed = skip
-        iterator = iter(self.loader)
+        rank, world = dist_info()  # here, in the main process, where torch.distributed is set up
+        self._state.copy_(torch.tensor([self.dataset.epoch, skip, rank, world], dtype=torch.int64))
+        iterator = iter(self.loader)  # (re)starts the workers' streams: they read _state now
         for _ in range(self.batches_per_epoch - skip):
             batch = next(iterator)
             self._consumed += 1
@@ -460,11 +519,19 @@ class EpochLoader:
         self._resume_skip = state["consumed"] % self.batches_per_epoch
 
 
+class _EvalLoader(DataLoader):
+    """A DataLoader that pins the rank on its ShardStream before its workers start."""
+
+    def __iter__(self) -> Any:
+        self.dataset.dist = dist_info()
+        return super().__iter__()
+
+
 def eval_loader(dataset: ShardStream, num_workers: int, **kwargs: Any) -> DataLoader:
-    """Evaluation loader: each sample exactly once across ranks and workers."""
+    """Evaluation loader: each sample exactly once across ranks and workers (every iteration)."""
     if dataset.train:
         raise ValueError("eval_loader needs a ShardStream with train=False")
-    return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=torch.cuda.is_available(), **kwargs)
+    return _EvalLoader(dataset, batch_size=None, num_workers=num_workers, **_worker_kwargs(dataset, num_workers, kwargs))
 
 
 def stack_field(batch: list[dict[str, Any]], name: str) -> torch.Tensor:
