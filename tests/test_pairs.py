@@ -62,12 +62,15 @@ def test_grid_videos_to_pair_shards(grid_root: Path, tmp_path: Path) -> None:
         assert meta["identity"] == Path(meta["source"]).stem and "." not in sample["__key__"]
     split = load_split_file(manifest.meta["split_file"])
     assert len(split.unheard) == 1
-    # A re-run reuses every shard; a changed recipe is refused rather than mixed in.
+    # A re-run reuses every shard; a changed recipe gets its own folder, or is refused in a named one.
     mtimes = {p: os.stat(p).st_mtime_ns for p in manifest.paths()}
     again = prepare_pairs(cfg)
     assert {p: os.stat(p).st_mtime_ns for p in again.paths()} == mtimes
-    with pytest.raises(ValueError, match="segment_seconds"):
-        prepare_pairs(PairsConfig(**{**cfg.__dict__, "segment_seconds": 1.0}))
+    assert manifest.meta["fingerprint"]["digest"][:8] in manifest.root.name
+    changed = PairsConfig(**{**cfg.__dict__, "segment_seconds": 1.0})
+    assert changed.pairs_dir != manifest.root and changed.pairs_dir.parent == manifest.root.parent
+    with pytest.raises(ValueError, match=r"(?s)in the folder: pairs .*this run: .*settings.segment_seconds: 10.0 -> 1.0"):
+        prepare_pairs(PairsConfig(**{**changed.__dict__, "pairs": str(manifest.root)}))
 
 
 def test_long_video_is_cut_into_segments(grid_root: Path, tmp_path: Path) -> None:

@@ -34,6 +34,8 @@ import torch
 
 from crossmodal.data.shards import EpochLoader, ShardStream, eval_loader, load_manifest, load_npy
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
+from crossmodal.pipeline.cache import CacheMismatch, check_skips, claim, find_sets, mismatch_message, read_manifest
+from crossmodal.pipeline.fingerprint import describe, file_sha256, input_fingerprint, shard_folder
 
 log = logging.getLogger(__name__)
 
@@ -240,13 +242,101 @@ class SpeechCollate:
         return collate_speech(items, self.pad_to)
 
 
+# ---------------------------------------------------------------------------- which shards
+
+
+def teacher_file(ckpt: str | Path | None) -> Path:
+    """The teacher's file: ``teacher_ckpt``, or the shipped default teacher for None."""
+    if ckpt:
+        return Path(ckpt)
+    from crossmodal.lit.teacher import DEFAULT_TEACHER
+
+    return Path(DEFAULT_TEACHER)
+
+
+def teacher_label(ckpt: str | Path | None) -> str:
+    """A readable teacher name for folder names: the file's stem (``teacher_cpu`` for the default)."""
+    return teacher_file(ckpt).stem
+
+
+def distill_fingerprint(
+    pairs_fingerprint: dict[str, Any] | None, teacher: str | Path | None, *, logits_dtype: str = "float16",
+    pairs_root: str | Path | None = None,
+) -> dict[str, Any]:
+    """What distillation shards are built from: the pair set's fingerprint, the teacher file's bytes
+    (None: the shipped teacher) and the extraction settings. A pair set without a fingerprint
+    (made by hand) stands in by its resolved folder."""
+    pairs = pairs_fingerprint or ({"kind": "pairs", "folder": str(Path(pairs_root).resolve())} if pairs_root else None)
+    return input_fingerprint("distill", teacher=teacher_file(teacher), settings={"logits_dtype": logits_dtype},
+                             inputs={"pairs": pairs})
+
+
+def distill_folder(data_dir: str | Path, pairs_name: str, teacher: str | Path | None, fingerprint: dict[str, Any]) -> Path:
+    """``<data_dir>/distill/<pairs name>-<teacher name>-<digest8>``."""
+    return shard_folder(data_dir, "distill", f"{pairs_name}-{teacher_label(teacher)}", fingerprint)
+
+
+def extract_command(source: str | None, teacher: str | None, data_dir: str | Path) -> str:
+    parts = ["python -m crossmodal.run experiment=extract_logits", f"data.source={source or '/path/to/talking-face/videos'}"]
+    if teacher:
+        parts.append(f"teacher_ckpt={teacher}")
+    parts.append(f"paths.data_dir={data_dir}")
+    return " ".join(parts)
+
+
+def find_distill_set(data_dir: str | Path, teacher: str | None, source: str | None) -> Path:
+    """The distillation set under ``<data_dir>/distill`` made with this teacher file (and from
+    ``source`` when given): what ``task=extract`` wrote, found without a path key."""
+    kind_dir = Path(data_dir) / "distill"
+    digest = file_sha256(teacher_file(teacher))
+    wanted = str(Path(source).resolve()) if source else None
+
+    def pairs_source(fp: dict[str, Any]) -> str | None:
+        listing = ((fp.get("inputs") or {}).get("pairs") or {}).get("sources", {}).get("source")
+        return listing["path"] if listing else None
+
+    def accept(fp: dict[str, Any]) -> bool:
+        return (fp.get("kind") == "distill" and (fp.get("teacher") or {}).get("sha256") == digest
+                and (wanted is None or pairs_source(fp) == wanted))
+
+    found = find_sets(kind_dir, accept)
+    who = f"teacher {teacher_file(teacher)} (sha256 {digest[:12]})" + (f" on data.source={wanted}" if wanted else "")
+    if not found:
+        others = find_sets(kind_dir, lambda fp: fp.get("kind") == "distill")
+        seen = "".join(f"\n  {folder} ({describe(fp)})" for folder, fp in others[:10])
+        raise FileNotFoundError(
+            f"no distillation shards of {who} in {kind_dir}. Extract them first:\n  {extract_command(source, teacher, data_dir)}"
+            + (f"\nSets there (other teachers or sources):{seen}" if seen else "")
+            + "\nor point data.shards at a distillation shard set"
+        )
+    if len(found) > 1:
+        listing = "".join(f"\n  {folder}  (data.source={pairs_source(fp)})" for folder, fp in found)
+        raise ValueError(f"{len(found)} distillation sets of {who} in {kind_dir}:{listing}\n"
+                         "Say which with data.source=<the videos they were extracted from> (or data.shards=<folder>)")
+    folder, fp = found[0]
+    if wanted:  # the videos may have changed since the extraction
+        recorded = fp["inputs"]["pairs"]["sources"]["source"]
+        now = input_fingerprint("listing", sources={"source": wanted})["sources"]["source"]
+        if recorded.get("listing_sha256") != now["listing_sha256"]:
+            raise CacheMismatch(
+                f"{folder} was extracted from {wanted} when it held {recorded['files']} files; it now holds {now['files']} "
+                f"(or they changed). Extract again:\n  {extract_command(source, teacher, data_dir)}"
+            )
+    log.info("distillation shards of %s: %s", who, folder)
+    return folder
+
+
 # ---------------------------------------------------------------------------- DataModule
 
 
 class DistillDataModule(L.LightningDataModule):
     """Distillation (or pair, for ``mode=online``) shards -> train windows and whole-clip eval batches.
 
-    ``shards``: the shard-set folder (``manifest.json`` + ``train-*``, ``heard-*``, ``unheard-*``).
+    ``shards``: the shard-set folder (``manifest.json`` + ``train-*``, ``heard-*``, ``unheard-*``);
+    None: found from the inputs' fingerprint under ``data_dir`` (with a ``prepare`` recipe: the set
+    of that recipe and ``teacher``, built when missing; without: the set ``task=extract`` wrote with
+    ``teacher``, from ``source`` when given). A named folder holding a set made from other
+    inputs is refused with both fingerprints.
     Validation and test read the heard and unheard shards plus ``train_eval_shards`` training
     shards (the paper's train-subset ROC); each batch carries the per-sample split.
     ``prepare``: how to build the shards when they are missing (see :func:`prepare_shards`), e.g.
@@ -256,7 +346,7 @@ class DistillDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        shards: str,
+        shards: str | None = None,
         mode: str = "cached",
         window_seconds: float = 4.024,
         max_seconds: float = 19.9,
@@ -277,10 +367,16 @@ class DistillDataModule(L.LightningDataModule):
         emodb: str | None = None,
         ferplus: str | None = None,
         labels_only: bool = False,
+        data_dir: str = "data",
+        teacher: str | None = None,
+        source: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.shards = shards
+        self.shards = shards  # as configured (None: found from the fingerprint)
+        self.data_dir, self.teacher, self.source = data_dir, teacher, source
+        self._shard_dir: Path | None = None
+        self._fingerprint: dict[str, Any] | None = None
         self.mode = mode
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -308,18 +404,73 @@ class DistillDataModule(L.LightningDataModule):
         self._pending_state: dict[str, Any] = {}
 
     # -- shards
+    @property
+    def shard_dir(self) -> Path:
+        """The shard folder this run reads (resolved once; the same on every process)."""
+        if self._shard_dir is None:
+            self._shard_dir = self._resolve()
+        return self._shard_dir
+
+    def _recipe_config(self):
+        from crossmodal.data.pseudo_pairs import PseudoPairsConfig
+
+        recipe = dict(self.prepare)
+        kind = recipe.pop("kind", "pseudo_pairs")
+        if kind != "pseudo_pairs":
+            raise ValueError(f"data.prepare.kind={kind!r}: only 'pseudo_pairs' is built automatically; "
+                             "write other shards with task=prepare / task=extract")
+        teacher = recipe.pop("teacher", self.teacher)
+        source = recipe.pop("emodb", None) or recipe.pop("source", None)
+        recipe.setdefault("data_dir", self.data_dir)
+        for key, value in (("data.emodb", source), ("data.ferplus", recipe.get("ferplus"))):
+            if not value or not Path(value).exists():
+                raise FileNotFoundError(
+                    f"{key}={value}: the pseudo-pairs of data.prepare are built from the raw corpus there; "
+                    f"set {key}=<folder> (EmoDB: the folder with wav/; FER+: FER2013Train/Valid/Test with label.csv)"
+                )
+        return PseudoPairsConfig(source=str(source), **recipe), teacher
+
+    def _resolve(self) -> Path:
+        named = Path(self.shards) if self.shards else None
+        if self.prepare:
+            config, teacher = self._recipe_config()
+            pairs_fp = config.fingerprint()
+            if self.mode == "online" or self.labels_only:  # the pair shards themselves
+                self._fingerprint = pairs_fp
+                return named or config.folder_for(pairs_fp)
+            self._fingerprint = distill_fingerprint(pairs_fp, teacher, logits_dtype=config.logits_dtype)
+            return named or distill_folder(config.data_dir, config.dataset_name, teacher, self._fingerprint)
+        if named:
+            return named
+        if self.mode == "online" or self.labels_only:
+            raise ValueError("data.mode=online and data.labels_only read pair shards: set data.shards=<pair shard folder> "
+                             "(or data.prepare to build pseudo-pairs)")
+        return find_distill_set(self.data_dir, self.teacher, self.source)
+
     def prepare_data(self) -> None:
-        if (Path(self.shards) / "manifest.json").exists():
-            return
+        folder = self.shard_dir
+        named_by = "data.shards" if self.shards else None
         if not self.prepare:
-            raise FileNotFoundError(
-                f"no shard set at data.shards={self.shards} (no manifest.json). Write it with `task=extract` "
-                "(or `task=prepare` for pair shards), or point data.shards at an existing shard set"
-            )
-        prepare_shards(self.shards, "labels" if self.labels_only else self.mode, dict(self.prepare))
+            manifest = read_manifest(folder)
+            if manifest is None:
+                raise FileNotFoundError(
+                    f"no shard set at data.shards={folder} (no manifest.json). Write it with `task=extract` "
+                    "(or `task=prepare` for pair shards), or point data.shards at an existing shard set"
+                )
+            stored = (manifest.get("meta") or {}).get("fingerprint")
+            if self.shards and self.teacher and self.mode == "cached" and not self.labels_only:
+                wanted = file_sha256(teacher_file(self.teacher))
+                if not stored or (stored.get("teacher") or {}).get("sha256") != wanted:
+                    raise CacheMismatch(mismatch_message(
+                        folder, stored, {"kind": "distill", "teacher": {"sha256": wanted}, "digest": ""}, named_by,
+                        f"distillation shard set (teacher_ckpt={self.teacher} is not the teacher that made it)"))
+            check_skips(folder, manifest, self.strict)
+            return
+        prepare_shards(folder, "labels" if self.labels_only else self.mode, dict(self.prepare), fingerprint=self._fingerprint,
+                       named_by=named_by, strict=self.strict, teacher=self.teacher, data_dir=self.data_dir)
 
     def manifest(self):
-        return load_manifest(self.shards)
+        return load_manifest(self.shard_dir)
 
     def split_paths(self, split: str) -> list[str]:
         return self.manifest().paths(f"{split}-")
@@ -328,7 +479,7 @@ class DistillDataModule(L.LightningDataModule):
         paths = self.split_paths("heard") + self.split_paths("unheard")
         paths += self.split_paths("train")[: max(0, self.train_eval_shards)]
         if not paths:
-            raise ValueError(f"{self.shards} has no heard-/unheard- shards (and train_eval_shards=0): nothing to validate on")
+            raise ValueError(f"{self.shard_dir} has no heard-/unheard- shards (and train_eval_shards=0): nothing to validate on")
         return paths
 
     def student_info(self) -> dict[str, Any]:
@@ -342,11 +493,11 @@ class DistillDataModule(L.LightningDataModule):
         pairs_meta = meta
         if meta.get("kind") != "pairs" and meta.get("pairs") and (Path(meta["pairs"]) / "manifest.json").exists():
             pairs_meta = load_manifest(meta["pairs"]).meta
-        info: dict[str, Any] = {"data": str(self.shards), "synthetic": bool(meta.get("synthetic", False))}
+        info: dict[str, Any] = {"data": str(self.shard_dir), "synthetic": bool(meta.get("synthetic", False))}
         if meta.get("teacher"):
             info["teacher"] = meta["teacher"]
         split_file = meta.get("split_file") or pairs_meta.get("split_file")
-        corpus = pairs_meta.get("corpus") or pairs_meta.get("name") or Path(str(pairs_meta.get("source", self.shards))).name
+        corpus = pairs_meta.get("corpus") or pairs_meta.get("name") or Path(str(pairs_meta.get("source", self.shard_dir))).name
         if split_file and Path(split_file).exists():
             train = json.loads(Path(split_file).read_text()).get("train") or []
             if train:
@@ -377,7 +528,7 @@ class DistillDataModule(L.LightningDataModule):
     def train_dataloader(self):
         paths = self.split_paths("train")
         if not paths:
-            raise ValueError(f"{self.shards} has no train-* shards")
+            raise ValueError(f"{self.shard_dir} has no train-* shards")
         pad_to = int(round(self.window_seconds * SAMPLE_RATE))
         batch_size = self.train_batch_size()
         stream = ShardStream(
@@ -416,41 +567,38 @@ class DistillDataModule(L.LightningDataModule):
             self._pending_state = {}
 
 
-def prepare_shards(shards: str | Path, mode: str, recipe: dict[str, Any]) -> None:
+def prepare_shards(
+    shards: str | Path, mode: str, recipe: dict[str, Any], *, fingerprint: dict[str, Any] | None = None,
+    named_by: str | None = None, strict: bool = False, teacher: str | None = None, data_dir: str | Path = "data",
+) -> None:
     """Build a missing shard set from ``recipe`` (the first use of an experiment prepares its data).
 
     ``kind: pseudo_pairs``: the ``emodb`` voices x ``ferplus`` faces of the same emotion (speakers
-    split, some held out entirely) -> pair shards in ``<data_dir>/pairs/<name>`` (reused when
-    there); in ``cached`` mode the teacher (``teacher``: a checkpoint, None = the shipped CPU
-    teacher) then writes the distillation shards into ``shards``. The other keys are
+    split, some held out entirely) -> pair shards in ``<data_dir>/pairs/<name>-<fingerprint8>``
+    (reused when there); in ``cached`` mode the teacher (``teacher``: a teacher file, None = the
+    shipped CPU teacher) then writes the distillation shards into ``shards``. The other keys are
     :class:`crossmodal.data.pseudo_pairs.PseudoPairsConfig` fields (seed, fractions, ...).
+    ``fingerprint``: the inputs of ``shards`` (computed from the recipe when not given).
     """
-    recipe = dict(recipe)
-    kind = recipe.pop("kind", "pseudo_pairs")
-    if kind != "pseudo_pairs":
-        raise ValueError(f"data.prepare.kind={kind!r}: only 'pseudo_pairs' is built automatically; write other shards with task=prepare / task=extract")
-    from crossmodal.data.pseudo_pairs import PseudoPairsConfig, prepare_pseudo_pairs
+    from crossmodal.data.pseudo_pairs import prepare_pseudo_pairs
 
+    module = DistillDataModule(shards=str(shards), mode="online" if mode == "online" else "cached",
+                               labels_only=mode == "labels", prepare=recipe, teacher=teacher, data_dir=str(data_dir))
+    config, teacher = module._recipe_config()
     shards = Path(shards)
-    teacher = recipe.pop("teacher", None)
-    source = recipe.pop("emodb", None) or recipe.pop("source", None)
-    for key, value in (("data.emodb", source), ("data.ferplus", recipe.get("ferplus"))):
-        if not value or not Path(value).exists():
-            raise FileNotFoundError(
-                f"{key}={value}: the pseudo-pairs for {shards} are built from the raw corpus there; "
-                f"set {key}=<folder> (EmoDB: the folder with wav/; FER+: FER2013Train/Valid/Test with label.csv)"
-            )
-    config = PseudoPairsConfig(source=str(source), **recipe)
     log.info("pseudo-pair shards for %s: %s", shards, config.pairs_dir)
     # Lightning calls prepare_data on one process per node while the others wait in its own
     # barrier: build as a single writer (rank 0 of 1), never through a collective here.
-    pairs = prepare_pseudo_pairs(config, rank=0, world_size=1)
     if mode in ("online", "labels"):
-        if Path(pairs.root).resolve() != shards.resolve():
-            raise ValueError(f"data.mode=online and data.labels_only read the pair shards: set data.shards={pairs.root}")
+        prepare_pseudo_pairs(config, rank=0, world_size=1, strict=strict, out_dir=shards, named_by=named_by)
         return
+    fingerprint = fingerprint or distill_fingerprint(config.fingerprint(), teacher, logits_dtype=config.logits_dtype)
+    if claim(shards, fingerprint, strict=strict, named_by=named_by, what="distillation shard set", write_stamp=False):
+        return
+    pairs = prepare_pseudo_pairs(config, rank=0, world_size=1, strict=strict)
     from crossmodal.lit.teacher import load_teacher
-    from crossmodal.tasks.extract import extract_logits, teacher_digest, teacher_name
+    from crossmodal.tasks.extract import extract_logits, teacher_digest
 
-    log.info("extracting teacher logits (%s) into %s", teacher or "shipped teacher_cpu", shards)
-    extract_logits(pairs, shards, load_teacher(teacher), teacher_name=teacher_name(teacher), teacher_id=teacher_digest(teacher))
+    log.info("extracting teacher logits (%s) into %s", teacher_file(teacher), shards)
+    extract_logits(pairs, shards, load_teacher(teacher), teacher_name=teacher_label(teacher), teacher_id=teacher_digest(teacher),
+                   fingerprint=fingerprint, named_by=named_by, strict=strict, logits_dtype=config.logits_dtype)

@@ -67,14 +67,16 @@ from crossmodal.data.video import (
     resize,
     to_grey,
 )
+from crossmodal.pipeline.cache import check_skips, claim, note_unfingerprinted
+from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
+from crossmodal.pipeline.lock import folder_lock
 
 log = logging.getLogger(__name__)
 
 LAYOUTS = ("auto", "voxceleb2", "voxceleb1", "videos")
 VIDEO_EXTENSIONS = (".mp4", ".mpg", ".mpeg", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-SETTINGS_FILE = "pairs_settings.json"
-# Settings that change the content of the shards: a re-run with other values must not reuse them.
+# Settings that change the content of the shards: part of the set's fingerprint (and folder name).
 CONTENT_SETTINGS = (
     "layout", "frame_rate", "frames_fps", "segment_seconds", "min_segment_seconds", "min_frames",
     "crop_size", "margin", "center_crop", "grey", "jpeg_quality", "sample_rate", "videos_per_shard",
@@ -91,7 +93,7 @@ class PairsConfig:
     layout: str = "auto"  # auto | voxceleb2 | voxceleb1 | videos
     frames_root: str | None = None  # voxceleb1: folder of <id>/<youtube_id>/<n>/*.jpg face frames
     pairs: str | None = None  # an existing pair shard set to use instead of building one from source
-    data_dir: str = "data"  # shards go to <data_dir>/pairs/<name> and <data_dir>/distill/<name>-<teacher>-<sha1>
+    data_dir: str = "data"  # shards go to <data_dir>/pairs/<name>-<fp8> and <data_dir>/distill/<name>-<teacher>-<fp8>
     name: str | None = None  # default: the source folder's name
     split_file: str | None = None  # a user's split file; default: made from seed + fractions
     seed: int = 0
@@ -112,7 +114,7 @@ class PairsConfig:
     num_workers: int = 0  # loader worker processes for decoding (prepare and extract)
     strict: bool = False
     # extraction (task=extract)
-    distill_dir: str | None = None  # default: <data_dir>/distill/<name>-<teacher>-<sha1 of the teacher file>
+    distill_dir: str | None = None  # default: <data_dir>/distill/<name>-<teacher>-<fingerprint of pairs + teacher file>
     batch_size: int = 256  # face frames per teacher forward pass
     logits_dtype: str = "float16"  # float16 | float32
 
@@ -148,9 +150,19 @@ class PairsConfig:
 
     @property
     def pairs_dir(self) -> Path:
-        if self.pairs:
-            return Path(self.pairs)
-        return Path(self.data_dir) / "pairs" / self.dataset_name
+        """``data.pairs`` when set, else ``<data_dir>/pairs/<name>-<fingerprint8>``."""
+        return Path(self.pairs) if self.pairs else self.folder_for(self.fingerprint())
+
+    def folder_for(self, fingerprint: dict[str, Any]) -> Path:
+        return Path(self.pairs) if self.pairs else shard_folder(self.data_dir, "pairs", self.dataset_name, fingerprint)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The source listing (videos, face frames, split file) and the settings that change the shards."""
+        return input_fingerprint(
+            "pairs",
+            sources={"source": self.source, "frames_root": self.frames_root, "split_file": self.split_file},
+            settings={k: getattr(self, k) for k in CONTENT_SETTINGS},
+        )
 
     @property
     def dataset_name(self) -> str:
@@ -632,7 +644,7 @@ def plan_split(cfg: PairsConfig, items: Sequence[PairItem], out_dir: Path) -> tu
     """The user's split file, or a split made from seed + fractions; saved as splits.json beside the shards.
 
     Making the split is a pure function of the seed, the fractions and the items, so every rank
-    and every re-run computes the same one (:func:`_check_settings` refuses a changed recipe).
+    and every re-run computes the same one (the folder is named from the recipe's fingerprint).
     """
     split_path = out_dir / SPLIT_FILE
     if cfg.split_file:
@@ -643,43 +655,6 @@ def plan_split(cfg: PairsConfig, items: Sequence[PairItem], out_dir: Path) -> tu
     if dist_info()[0] == 0:
         save_split(split, split_path, (i.identity for i in items))
     return split, split_path
-
-
-def _has_shards(out_dir: Path) -> bool:
-    return any(out_dir.glob("*.tar"))
-
-
-def _check_settings(cfg: PairsConfig, out_dir: Path, layout: str, items: Sequence[PairItem]) -> None:
-    import hashlib
-
-    settings = {k: getattr(cfg, k) for k in CONTENT_SETTINGS}
-    settings["layout"] = layout
-    settings["split_file"] = _file_digest(cfg.split_file) if cfg.split_file else None
-    settings["items"] = hashlib.sha1("\n".join(sorted(i.key for i in items)).encode()).hexdigest()[:16]
-    check_settings(out_dir, settings, dist_info()[0])
-
-
-def check_settings(out_dir: Path, settings: dict[str, Any], rank: int = 0) -> None:
-    """Refuse to add to shards built with other settings (or other source files); else record them."""
-    path = out_dir / SETTINGS_FILE
-    if path.exists() and _has_shards(out_dir):
-        saved = json.loads(path.read_text())
-        changed = [k for k in settings if k in saved and saved[k] != settings[k]]
-        if changed:
-            diffs = ", ".join(f"data.{k}: {saved[k]} -> {settings[k]}" for k in changed).replace("data.items:", "source files:")
-            raise ValueError(
-                f"{out_dir} holds pair shards built with other settings ({diffs}). "
-                "Use another data.name (or data.pairs) folder, or delete the old shards to rebuild them"
-            )
-    if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
-
-
-def _file_digest(path: str) -> str:
-    import hashlib
-
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16] if Path(path).exists() else str(path)
 
 
 def plan_jobs(items: Sequence[PairItem], split: IdentitySplit, videos_per_shard: int) -> list[ShardJob]:
@@ -706,24 +681,47 @@ def wait_for_shards(out_dir: Path, names: Sequence[str], poll_seconds: float = 2
 
 
 def prepare_pairs(cfg_data: Any, *, rank: int | None = None, world_size: int | None = None, strict: bool | None = None) -> Manifest:
-    """Build the pair shards of ``cfg_data`` (a PairsConfig, dict or config node); reuse finished ones.
+    """Build the pair shards of ``cfg_data`` (a PairsConfig, dict or config node) into the folder
+    named from their fingerprint; reuse a finished set of the same inputs, resume an unfinished one.
 
-    With ``data.pairs`` set, the existing shard set there is returned as is.
+    With ``data.pairs`` set, the existing shard set there is used as is (when ``data.source`` is
+    set too, it must have been built from it with these settings).
     """
     cfg = PairsConfig.from_cfg(cfg_data)
-    if cfg.pairs:
-        return load_manifest(cfg.pairs)
     strict = cfg.strict if strict is None else strict
+    if cfg.pairs:
+        return use_named_pairs(cfg.pairs, cfg.fingerprint() if cfg.source else None, strict)
     if rank is None or world_size is None:
         rank, world_size = dist_info()
-    out_dir = cfg.pairs_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = cfg.fingerprint()
+    out_dir = cfg.folder_for(fingerprint)
+    if rank == 0 and not (out_dir / "manifest.json").exists():
+        note_unfingerprinted(out_dir.parent, "pair shards")
+    with folder_lock(out_dir, "pair shards", rank=rank, world_size=world_size):
+        if claim(out_dir, fingerprint, strict=strict, what="pair shard set", write_stamp=True):
+            return load_manifest(out_dir)
+        return _build_pairs(cfg, out_dir, fingerprint, rank, world_size, strict)
+
+
+def use_named_pairs(folder: str | Path, fingerprint: dict[str, Any] | None, strict: bool) -> Manifest:
+    """``data.pairs=DIR``: that finished set, checked against ``fingerprint`` when the inputs are known."""
+    folder = Path(folder)
+    if not (folder / "manifest.json").exists():
+        raise FileNotFoundError(f"data.pairs={folder} holds no finished pair shard set (no manifest.json). "
+                                "Build one with task=prepare data.source=..., or drop data.pairs")
+    if fingerprint is not None:
+        claim(folder, fingerprint, strict=strict, named_by="data.pairs", what="pair shard set", write_stamp=False)
+    manifest = load_manifest(folder)
+    check_skips(folder, {"skipped": manifest.skipped, "meta": manifest.meta}, strict)
+    return manifest
+
+
+def _build_pairs(cfg: PairsConfig, out_dir: Path, fingerprint: dict[str, Any], rank: int, world_size: int, strict: bool) -> Manifest:
     layout, items = discover(cfg)
     if layout == "videos":
         from crossmodal.data.video import require_cv2
 
         require_cv2()
-    _check_settings(cfg, out_dir, layout, items)
     split, split_path = plan_split(cfg, items, out_dir)
     jobs = plan_jobs(items, split, cfg.videos_per_shard)
     mine = jobs[rank::world_size]
@@ -753,6 +751,7 @@ def prepare_pairs(cfg_data: Any, *, rank: int | None = None, world_size: int | N
             stats.add(json.loads(stats_path.read_text()))
     meta = {
         "kind": "pairs",
+        "name": cfg.dataset_name,
         "source": str(cfg.source),
         "layout": layout,
         "split_file": str(split_path),
@@ -765,6 +764,7 @@ def prepare_pairs(cfg_data: Any, *, rank: int | None = None, world_size: int | N
         "synthetic": False,
         "items": len(items),
         "stats": dataclasses.asdict(stats),
+        "fingerprint": fingerprint,
     }
     manifest = write_manifest(out_dir, names, meta)
     log.info(

@@ -49,7 +49,6 @@ from crossmodal.data.pairs import (
     _skip_summary,
     _slug,
     _wait_manifest,
-    check_settings,
     make_pair_sample,
     prefetched,
     prepare_report,
@@ -59,6 +58,9 @@ from crossmodal.data.pairs import (
 from crossmodal.data.shards import Manifest, ShardJob, SkipLog, dist_info, shard_done, write_manifest, write_shard_set
 from crossmodal.data.splits import SPLIT_FILE, load_split_file, make_split, save_split
 from crossmodal.emotions import EMOTIONS
+from crossmodal.pipeline.cache import claim, note_unfingerprinted
+from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
+from crossmodal.pipeline.lock import folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,18 @@ class PseudoPairsConfig:
 
     @property
     def pairs_dir(self) -> Path:
-        return Path(self.pairs) if self.pairs else Path(self.data_dir) / "pairs" / self.dataset_name
+        """``data.pairs`` when set, else ``<data_dir>/pairs/<name>-<fingerprint8>``."""
+        return Path(self.pairs) if self.pairs else self.folder_for(self.fingerprint())
+
+    def folder_for(self, fingerprint: dict[str, Any]) -> Path:
+        return Path(self.pairs) if self.pairs else shard_folder(self.data_dir, "pairs", self.dataset_name, fingerprint)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The speech corpus and FER+ listings, the split file and the settings that change the shards."""
+        settings = {k: getattr(self, k) for k in SETTINGS}
+        settings["ferplus_splits"] = list(self.ferplus_splits)
+        return input_fingerprint("pairs", sources={"source": self.source, "ferplus": self.ferplus, "split_file": self.split_file},
+                                 settings={**settings, "pseudo_pairs": True})
 
     def prepare(self, rank: int | None = None, world_size: int | None = None, strict: bool | None = None) -> Manifest:
         return prepare_pseudo_pairs(self, rank=rank, world_size=world_size, strict=strict)
@@ -233,29 +246,38 @@ def _clip_samples(
 
 
 def prepare_pseudo_pairs(
-    cfg_data: Any, *, rank: int | None = None, world_size: int | None = None, strict: bool | None = None
+    cfg_data: Any, *, rank: int | None = None, world_size: int | None = None, strict: bool | None = None,
+    out_dir: str | Path | None = None, named_by: str | None = None,
 ) -> Manifest:
-    """Build (or reuse) the pseudo-pair shards of ``cfg_data`` (a PseudoPairsConfig, dict or config node)."""
+    """Build (or reuse) the pseudo-pair shards of ``cfg_data`` (a PseudoPairsConfig, dict or config node)
+    in the folder named from their fingerprint, or in ``out_dir`` (named by the config key ``named_by``)."""
+    from crossmodal.data.pairs import use_named_pairs
     from crossmodal.data.shards import load_manifest
 
     cfg = cfg_data if isinstance(cfg_data, PseudoPairsConfig) else PseudoPairsConfig(**_plain(cfg_data))
-    if cfg.pairs:
-        return load_manifest(cfg.pairs)
     strict = cfg.strict if strict is None else strict
+    if cfg.pairs:
+        return use_named_pairs(cfg.pairs, cfg.fingerprint() if cfg.source and cfg.ferplus else None, strict)
     if rank is None or world_size is None:
         rank, world_size = dist_info()
-    out_dir = cfg.pairs_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = cfg.fingerprint()
+    out_dir = Path(out_dir) if out_dir else cfg.folder_for(fingerprint)
+    if rank == 0 and not named_by and not (out_dir / "manifest.json").exists():
+        note_unfingerprinted(out_dir.parent, "pseudo-pair shards")
+    with folder_lock(out_dir, "pseudo-pair shards", rank=rank, world_size=world_size):
+        if claim(out_dir, fingerprint, strict=strict, named_by=named_by, what="pseudo-pair shard set", write_stamp=True):
+            return load_manifest(out_dir)
+        return _build_pseudo_pairs(cfg, out_dir, fingerprint, rank, world_size, strict)
+
+
+def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict[str, Any], rank: int, world_size: int,
+                        strict: bool) -> Manifest:
     unparsed: list[tuple[str, str]] = []  # files whose names the corpus reader could not parse
     items = _read_items(cfg, unparsed)
     faces = _read_faces(cfg)
     speakers = sorted({i.speaker for i in items})
     emotions = sorted({i.label for i in items if i.label})
     pools, shared = face_pools(faces, speakers, emotions, cfg.faces_per_pool, cfg.seed)
-    settings = {k: getattr(cfg, k) for k in SETTINGS}
-    settings["ferplus_splits"] = list(cfg.ferplus_splits)
-    settings["items"] = len(items)
-    check_settings(out_dir, settings, rank)
     if cfg.split_file:
         split = load_split_file(cfg.split_file)
     else:
@@ -307,6 +329,8 @@ def prepare_pseudo_pairs(
             stats.add(json.loads(path.read_text()))
     meta = {
         "kind": "pairs",
+        "name": cfg.dataset_name,
+        "fingerprint": fingerprint,
         "synthetic": True,
         "purpose": "pseudo-pairs: speech clips paired with FER+ faces of the clip's emotion (a controlled check, not in-the-wild data)",
         "corpus": cfg.corpus,

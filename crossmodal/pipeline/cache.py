@@ -73,6 +73,8 @@ def claim(
             log.info("%s: reusing %s (inputs match: fingerprint %s)", what, folder, fingerprint["digest"][:8])
             return True
         raise CacheMismatch(mismatch_message(folder, stored, fingerprint, named_by, what))
+    if not write_stamp:  # another rank of the same run: rank 0 checks and stamps the unfinished folder
+        return False
     stamp = folder / STAMP
     has_shards = folder.is_dir() and any(folder.glob("*.tar"))
     if stamp.exists():
@@ -81,11 +83,10 @@ def claim(
             raise CacheMismatch(mismatch_message(folder, stored, fingerprint, named_by, what, finished=False))
     elif has_shards:
         raise CacheMismatch(mismatch_message(folder, None, fingerprint, named_by, what, finished=False))
-    if write_stamp:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = stamp.with_name(f".{STAMP}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(dict(fingerprint), indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, stamp)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = stamp.with_name(f".{STAMP}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(dict(fingerprint), indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, stamp)
     return False
 
 
@@ -121,8 +122,8 @@ def mismatch_message(
         "  differences:   " + "; ".join(fingerprint_differences(stored, wanted)),
     ]
     if named_by:
-        lines.append(f"Fix: drop {named_by} to let the run build (or find) the set for these inputs in its own folder, "
-                     f"point {named_by} at another folder, or delete {folder} to rebuild it there.")
+        lines.append(f"Fix: point {named_by} at another folder (or leave it unset: the run then names the folder from its "
+                     f"inputs and builds or finds the set there), or delete {folder} to rebuild it in place.")
     else:
         lines.append(f"Fix: delete {folder} (it was changed after it was built) and run again.")
     return "\n".join(lines)

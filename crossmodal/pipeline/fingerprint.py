@@ -154,8 +154,8 @@ def _short(value: Any) -> str:
     return text[:16] + "..." if len(text) > 24 and re.fullmatch(r'"[0-9a-f]{32,}"', text) else text
 
 
-def describe(fingerprint: Mapping[str, Any] | None) -> str:
-    """One line for messages: kind, digest, sources, teacher."""
+def describe(fingerprint: Mapping[str, Any] | None, nested: bool = False) -> str:
+    """One line for messages: kind, digest, sources, teacher, settings (those of inputs left out)."""
     if not fingerprint:
         return "no fingerprint"
     parts = [f"{fingerprint.get('kind')} {str(fingerprint.get('digest', ''))[:8]}"]
@@ -164,9 +164,9 @@ def describe(fingerprint: Mapping[str, Any] | None) -> str:
             parts.append(f"{name}={listing['path']} ({listing['files']} files, {listing['bytes'] / 1e6:.1f} MB)")
     for name, upstream in (fingerprint.get("inputs") or {}).items():
         if upstream:
-            parts.append(f"{name}=[{describe(upstream)}]")
+            parts.append(f"{name}=[{describe(upstream, nested=True)}]")
     if fingerprint.get("teacher"):
         parts.append(f"teacher sha256 {fingerprint['teacher']['sha256'][:12]}")
-    if fingerprint.get("settings"):
+    if fingerprint.get("settings") and not nested:
         parts.append("settings " + json.dumps(fingerprint["settings"], sort_keys=True, default=str))
     return ", ".join(parts)

@@ -4,7 +4,11 @@
     python -m crossmodal.run experiment=extract_logits data.pairs=/data/pairs/voxceleb1
 
 This is the EmoVoxCeleb product (method.md §2). Pair shards are built first when ``data.pairs``
-is not given (reused when already there). Then each pair shard gives exactly one distillation
+is not given (reused when already there). The distillation shards go to
+``<data_dir>/distill/<pairs name>-<teacher name>-<fingerprint8>``, the fingerprint covering the pair
+set's inputs (source listing, settings), the teacher file's sha256 and the extraction settings, so
+``experiment=distill_* teacher_ckpt=T`` finds them by the teacher alone (``data.distill_dir``
+names the folder explicitly; a set of other inputs there is refused). Then each pair shard gives exactly one distillation
 shard of the same name holding, per segment: the audio (``flac``), the teacher's pre-softmax
 logits per face frame (``logits.npy``, [n_frames, 8] in FER+ order, float16 unless
 ``data.logits_dtype=float32``), the frame times (``times.npy``) and the pair metadata plus the
@@ -14,7 +18,8 @@ Work is split by shard: across DDP ranks (torch.distributed when initialised, el
 RANK/WORLD_SIZE environment), then the decoding of a rank's shards across ``data.num_workers``
 loader processes while the main process runs the teacher in batches of ``data.batch_size`` frames
 over all frames of a shard. Finished output shards (tar + sidecar) are reused, so a killed run
-resumes where it stopped. At the end: throughput (frames/s) printed and returned, counts of
+resumes where it stopped; a second run into the same folder waits for the first (a lock file)
+and then reuses its set. At the end: throughput (frames/s) printed and returned, counts of
 segments, frames and skips, and a histogram of the teacher's dominant emotion per segment
 (argmax of the max-pooled logits, the paper's statistic) saved to ``plots/``.
 """
@@ -32,17 +37,20 @@ import numpy as np
 import torch
 
 from crossmodal.data.pairs import PairsConfig, decode_pair_frames, npy_bytes, prefetched, prepare_report, wait_for_shards
+from crossmodal.data.distill import distill_fingerprint, distill_folder, teacher_file, teacher_label
 from crossmodal.data.shards import (
     Manifest,
     ShardJob,
     SkipLog,
-    dist_info,
     load_manifest,
     shard_done,
     write_manifest,
     write_shard_set,
 )
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
+from crossmodal.pipeline.cache import claim
+from crossmodal.pipeline.fingerprint import input_fingerprint
+from crossmodal.pipeline.lock import folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +73,16 @@ def run(cfg, ctx) -> dict[str, Any]:
     name = teacher_name(teacher_ckpt)
     digest = teacher_digest(teacher_ckpt)
     pairs = data.prepare(rank=rank, world_size=world, strict=strict)
-    # The default folder names the teacher's file contents too: a retrained teacher gets new shards.
-    default_dir = Path(data.data_dir) / "distill" / f"{pairs.root.name}-{name}-{digest[:8]}"
-    out_dir = Path(data.distill_dir) if data.distill_dir else default_dir
+    # The folder is named from the inputs (pairs, the teacher file's bytes, settings): a retrained
+    # teacher or other videos get new shards, and distill_* finds these by the teacher's digest.
+    fingerprint = distill_fingerprint(pairs.meta.get("fingerprint"), teacher_ckpt, logits_dtype=data.logits_dtype,
+                                      pairs_root=pairs.root)
+    pairs_name = pairs.meta.get("name") or pairs.root.name
+    out_dir = Path(data.distill_dir) if data.distill_dir else distill_folder(data.data_dir, pairs_name, teacher_ckpt, fingerprint)
     manifest, stats = extract_logits(
         pairs, out_dir, teacher, teacher_name=name, teacher_id=digest, batch_size=data.batch_size,
         logits_dtype=data.logits_dtype, num_workers=data.num_workers, strict=strict, rank=rank, world_size=world,
-        device=device,
+        device=device, fingerprint=fingerprint, named_by="data.distill_dir" if data.distill_dir else None,
     )
     stats = _all_ranks(stats, device) if world > 1 else stats
     if manifest is None:  # not rank 0
@@ -112,17 +123,16 @@ def pair_data(node: Any):
 
 
 def teacher_name(ckpt: str | None) -> str:
-    return "teacher_cpu" if not ckpt else Path(str(ckpt)).stem
+    return teacher_label(ckpt)
 
 
 def teacher_digest(ckpt: str | None) -> str:
-    """SHA-1 of the teacher file (the shipped one for None): which weights made a set of logits."""
+    """SHA-1 of the teacher file (the shipped one for None), kept in the manifest as ``teacher_sha1``
+    for the student's provenance; the fingerprint holds the sha256."""
     import hashlib
 
-    from crossmodal.lit.teacher import DEFAULT_TEACHER
-
     digest = hashlib.sha1()
-    with open(ckpt or DEFAULT_TEACHER, "rb") as f:
+    with open(teacher_file(ckpt), "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -193,17 +203,36 @@ def extract_logits(
     rank: int = 0,
     world_size: int = 1,
     device: str = "cpu",
+    fingerprint: dict[str, Any] | None = None,
+    named_by: str | None = "out_dir",
 ) -> tuple[Manifest | None, dict[str, Any]]:
     """Write one distillation shard per pair shard into ``out_dir``; reuse finished ones.
 
     Returns the manifest (None on ranks other than 0) and this rank's work:
     ``{"frames": n, "segments": n, "seconds": wall time, "teacher_seconds": time inside the teacher,
-    "written": shards, "reused": shards}``. ``teacher_id`` (e.g. :func:`teacher_digest`) guards the
-    reuse: shards of another teacher file in ``out_dir`` are an error, never silently kept.
+    "written": shards, "reused": shards}``. ``fingerprint`` (see
+    :func:`crossmodal.data.distill.distill_fingerprint`; made from the pair set, ``teacher_name``,
+    ``teacher_id`` and ``logits_dtype`` when not given) is recorded in the manifest and guards the
+    reuse: a set of other inputs in ``out_dir`` is an error (``named_by``: the key that named the
+    folder, for the message), never silently kept or mixed. One writer per folder: a second run
+    waits for the first, then reuses its set.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_teacher(out_dir, teacher_name, teacher_id, pairs)
+    if fingerprint is None:
+        pairs_fp = pairs.meta.get("fingerprint") or {"kind": "pairs", "folder": str(Path(pairs.root).resolve())}
+        fingerprint = input_fingerprint("distill", inputs={"pairs": pairs_fp},
+                                        settings={"teacher": teacher_name, "teacher_id": teacher_id, "logits_dtype": logits_dtype})
+    with folder_lock(out_dir, "teacher logits", rank=rank, world_size=world_size):
+        if claim(out_dir, fingerprint, strict=strict, named_by=named_by, what="distillation shard set", write_stamp=True):
+            reused = {"frames": 0, "segments": 0, "seconds": 0.0, "teacher_seconds": 0.0, "written": 0,
+                      "reused": len(pairs.shards[rank::world_size])}
+            return (load_manifest(out_dir) if rank == 0 else None), reused
+        return _extract(pairs, out_dir, teacher, teacher_name, teacher_id, batch_size, logits_dtype, num_workers, strict,
+                        rank, world_size, device, fingerprint)
+
+
+def _extract(pairs, out_dir, teacher, teacher_name, teacher_id, batch_size, logits_dtype, num_workers, strict, rank, world_size,
+             device, fingerprint) -> tuple[Manifest | None, dict[str, Any]]:
     dtype = {"float16": np.float16, "float32": np.float32}[logits_dtype]
     names = [Path(s["name"]).stem for s in pairs.shards]
     jobs = [ShardJob(n, [str(pairs.root / f"{n}.tar")]) for n in names]
@@ -259,6 +288,7 @@ def extract_logits(
         "synthetic": pairs.meta.get("synthetic", False),
         "emotions": list(EMOTIONS),
         "logits_dtype": logits_dtype,
+        "fingerprint": fingerprint,
     }
     started = time.perf_counter()
     _, counts = write_shard_set(
@@ -285,22 +315,6 @@ def _distributed() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
-
-
-def _check_same_teacher(out_dir: Path, teacher_name: str, teacher_id: str | None, pairs: Manifest) -> None:
-    """Refuse to mix shards of another teacher or other pairs into one output folder."""
-    stamp = out_dir / "extract_source.json"
-    mine = {"teacher": teacher_name, "teacher_sha1": teacher_id, "pairs": str(Path(pairs.root).resolve())}
-    if stamp.exists():
-        saved = json.loads(stamp.read_text())
-        if saved != mine and any(out_dir.glob("*.tar")):
-            raise ValueError(
-                f"{out_dir} holds distillation shards of teacher {saved.get('teacher')} (sha1 {saved.get('teacher_sha1')}) "
-                f"on {saved.get('pairs')}, not {teacher_name} (sha1 {teacher_id}) on {mine['pairs']}. "
-                "Set data.distill_dir to another folder, or delete the old shards"
-            )
-    if dist_info()[0] == 0:
-        stamp.write_text(json.dumps(mine, indent=1) + "\n")
 
 
 # ------------------------------------------------------------------------------------ reporting
