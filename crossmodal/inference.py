@@ -1,7 +1,7 @@
 """Using a trained student: raw audio in, an emotion distribution and an embedding out.
 
     from crossmodal import load_student
-    model = load_student()                        # the shipped default, or load_student("run/student.pt")
+    model = load_student()                        # the shipped default, or load_student("run/student.safetensors")
     out = model.predict(waveform, sample_rate)    # any rate, mono or multi-channel, any length
     out.probabilities                             # [8], FER+ order (crossmodal.emotions.EMOTIONS), sums to 1
     out.embedding                                 # [D], the student's penultimate layer
@@ -31,7 +31,7 @@ from torch import nn
 from crossmodal.emotions import EMOTIONS
 
 SAMPLE_RATE = 16000
-DEFAULT_STUDENT = Path(__file__).resolve().parent / "assets" / "student_cpu.pt"
+DEFAULT_STUDENT = Path(__file__).resolve().parent / "assets" / "student_cpu.safetensors"
 # RMS (after removing the mean, i.e. any DC offset) below which audio holds no speech-like energy:
 # the rule the distillation data applies to its training segments (data.silence_rms = 1e-4; 16-bit
 # audio's 1 LSB is 3e-5).
@@ -416,7 +416,7 @@ def window_spans(samples: int, window: int, hop: int) -> list[tuple[int, int]]:
 def load_student(path: str | Path | None = None, device: str | torch.device = "cpu") -> Student:
     """A :class:`Student` from a slim student file or a Lightning checkpoint of the distillation.
 
-    ``path=None`` loads the project's shipped default (``crossmodal/assets/student_cpu.pt``, or
+    ``path=None`` loads the project's shipped default (``crossmodal/assets/student_cpu.safetensors``, or
     ``$CROSSMODAL_STUDENT``).
     """
     if path is None:
@@ -434,15 +434,17 @@ def load_student(path: str | Path | None = None, device: str | torch.device = "c
 
 
 def load_student_modules(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict[str, Any]]:
-    """(frontend, net, info) from a student file or a Lightning .ckpt whose hyper-parameters name the network."""
-    from crossmodal.models.speech import STUDENT_FORMAT, load_student_file
+    """(frontend, net, info) from a student model file (any format version) or a Lightning .ckpt whose
+    hyper-parameters name the network. Nothing in the file runs: safetensors, or
+    ``torch.load(weights_only=True)`` with crossmodal's allow-list (refused otherwise, naming the file)."""
+    from crossmodal.models.modelfile import LEGACY_STUDENT_FORMAT, is_safetensors, safe_torch_load
+    from crossmodal.models.speech import load_student_file
 
     path = Path(path)
-    try:
-        payload = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exn:  # noqa: BLE001 - pickle/zip errors of all kinds
-        raise ValueError(f"cannot read {path} as a PyTorch checkpoint: {exn}") from exn
-    if isinstance(payload, dict) and payload.get("format") == STUDENT_FORMAT:
+    if is_safetensors(path):
+        return load_student_file(path, map_location=device)
+    payload = safe_torch_load(path, map_location=device)
+    if isinstance(payload, dict) and payload.get("format") == LEGACY_STUDENT_FORMAT:
         return load_student_file(path, map_location=device)
     if isinstance(payload, dict) and "state_dict" in payload:
         return _from_lightning(path, payload)

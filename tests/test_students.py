@@ -1,4 +1,4 @@
-"""Speech students: shapes at several lengths, variable-length batches, the slim student file."""
+"""Speech students: shapes at several lengths, variable-length batches, the student model file."""
 from __future__ import annotations
 
 import pytest
@@ -62,9 +62,11 @@ def test_student_file_round_trip(tmp_path):
     torch.manual_seed(0)
     frontend = SpeechFrontend(features="logmel", n_mels=64)
     net = create_student("small_cnn", n_freq=64).eval()
-    path = save_student(tmp_path / "student.pt", "small_cnn", {"n_freq": 64}, frontend.frontend_config(), net.state_dict(), extra={"ua": 0.5})
+    path = save_student(tmp_path / "student.safetensors", "small_cnn", {"n_freq": 64}, frontend.frontend_config(), net.state_dict(),
+                        extra={"ua": 0.5})
     loaded_frontend, loaded_net, info = load_student_file(path)
     assert info["net_name"] == "small_cnn" and info["ua"] == 0.5 and info["emotions"][1] == "happiness"
+    assert info["header"]["format"] == "crossmodal-model" and info["header"]["kind"] == "student"
     assert not loaded_net.training and not loaded_frontend.training
     wave = torch.randn(1, 30000) * 0.1
     with torch.no_grad():
@@ -73,7 +75,7 @@ def test_student_file_round_trip(tmp_path):
 
 def test_student_file_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no student file"):
-        load_student_file(tmp_path / "missing.pt")
+        load_student_file(tmp_path / "missing.safetensors")
     torch.save({"something": 1}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="other.pt is not a crossmodal student file"):
+    with pytest.raises(ValueError, match="other.pt is not a crossmodal model file"):
         load_student_file(tmp_path / "other.pt")

@@ -208,9 +208,11 @@ def test_teacher_fit_and_test_with_lightning(sample_shards, tmp_path):
 def test_slim_file_round_trip(tmp_path):
     net = create_face_backbone("vgg_small", in_chans=1, input_size=44).eval()
     teacher = FaceTeacher(net, PreprocessSpec.from_config(CPU_PREPROCESS), name="vgg_small", kwargs={"in_chans": 1, "input_size": 44})
-    path = save_teacher(teacher, tmp_path / "t.pt", meta={"note": "test"})
+    path = save_teacher(teacher, tmp_path / "t.safetensors", meta={"note": "test", "test/acc": 0.5}, provenance={"data": "sample"})
     loaded = load_teacher(path)
-    assert not loaded.training and loaded.input_size == 44 and loaded.meta == {"note": "test"}
+    assert not loaded.training and loaded.input_size == 44 and loaded.meta == {"note": "test", "test/acc": 0.5}
+    assert loaded.header["provenance"]["data"] == "sample" and loaded.header["provenance"]["metrics"] == {"test/acc": 0.5}
+    assert loaded.backbone.features[0][0].weight.dtype == torch.float32  # fp16 in the file, fp32 to compute
     images, _ = sample_faces()
     with torch.no_grad():
         assert torch.allclose(loaded(loaded.preprocess(images)), teacher(teacher.preprocess(images)), atol=2e-2)  # fp16 weights
@@ -238,8 +240,9 @@ def test_shipped_teacher_on_real_faces():
 
 
 def _recorded_test_accuracy() -> float:
-    meta = torch.load(DEFAULT_TEACHER, map_location="cpu", weights_only=False)["meta"]
-    return float(meta["test/acc"])
+    from crossmodal.models.modelfile import read_header
+
+    return float(read_header(DEFAULT_TEACHER)["provenance"]["metrics"]["test/acc"])
 
 
 @pytest.mark.slow  # a fresh interpreter with torch + Lightning + Hydra: ~15 s idle, a minute on a busy machine
@@ -257,11 +260,11 @@ def test_teacher_eval_entry_point_on_sample(tmp_path):
 
 
 @pytest.mark.slow
-def test_shipped_teacher_recorded_accuracy_on_ferplus_test(ferplus_root, tmp_path):
+def test_shipped_teacher_recorded_accuracy_on_ferplus_test(ferplus_full_root, tmp_path):
     """The shipped teacher reaches its recorded FER+ test accuracy (cntk cleaning, majority label, flip TTA)."""
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "disabled", "CROSSMODAL_NO_PROGRESS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "crossmodal.run", "experiment=teacher_eval", f"data.source={ferplus_root}",
+    proc = subprocess.run([sys.executable, "-m", "crossmodal.run", "experiment=teacher_eval", f"data.source={ferplus_full_root}",
                            f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}", "logger=csv"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -161,6 +161,30 @@ class DistillationModule(SpeechModuleBase):
         if self.mode == "online":
             self.get_teacher()
 
+    def student_provenance(self) -> dict[str, Any]:
+        """The base provenance plus the teacher's digest (sha1 of its file, as the distillation shards record it)."""
+        provenance = super().student_provenance()
+        digest = None
+        if self.mode == "cached":
+            datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+            manifest = getattr(datamodule, "manifest", None)
+            try:
+                digest = manifest().meta.get("teacher_sha1") if callable(manifest) else None
+            except (FileNotFoundError, ValueError):
+                digest = None
+        else:
+            from crossmodal.lit.teacher import DEFAULT_TEACHER
+
+            teacher_file = Path(self.teacher_path) if self.teacher_path else DEFAULT_TEACHER
+            if teacher_file.exists():
+                from crossmodal.models.modelfile import file_digest
+
+                provenance.setdefault("teacher", str(teacher_file))
+                digest = file_digest(teacher_file, algorithm="sha1")
+        if digest:
+            provenance["teacher_digest"] = f"sha1:{digest}"
+        return provenance
+
     @torch.no_grad()
     def teacher_targets(self, frames: Sequence[torch.Tensor]) -> torch.Tensor:
         """Face frames per sample (uint8 [n_i, H, W(, 3)]) -> aggregated teacher logits [B, 8]."""
@@ -287,15 +311,3 @@ class DistillationModule(SpeechModuleBase):
                     logger.log_table(key=f"{stage}/auc_table", columns=columns, data=rows)
                 except Exception as exn:  # noqa: BLE001 - a logger failure must not lose the run
                     log.warning("could not send the AUC table to W&B: %s", exn)
-
-
-def export_student(checkpoint: str | Path, out_path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """A Lightning checkpoint of DistillationModule / StudentSpeech -> the slim student file."""
-    from crossmodal.lit.student import StudentSpeech
-
-    checkpoint = Path(checkpoint)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    hparams = state.get("hyper_parameters", {})
-    cls = DistillationModule if "loss" in hparams else StudentSpeech
-    module = cls.load_from_checkpoint(checkpoint, map_location="cpu")
-    return module.save_student_file(out_path, extra={"checkpoint": str(checkpoint), "module": cls.__name__, **(extra or {})})

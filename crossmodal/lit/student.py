@@ -3,7 +3,7 @@
 :class:`SpeechModuleBase` owns what every speech student needs: the front-end and a network built
 by name (``crossmodal.models.speech``), the optimiser and learning-rate schedule, unweighted /
 weighted average recall (UA / WA) per split on labelled samples, the ``data/skipped`` count, and
-writing the slim student file (``<run_dir>/student.pt``) after testing.
+writing the student model file (``<run_dir>/student.safetensors``) after testing.
 :class:`StudentSpeech` trains it with cross-entropy on the corpus labels: the supervised upper
 bound the distilled student is compared with. :class:`~crossmodal.lit.distill.DistillationModule`
 trains the same networks on the teacher's soft labels.
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPTIMIZER = {"name": "sgd", "lr": 1e-4, "momentum": 0.9, "weight_decay": 5e-4}
 DEFAULT_SCHEDULER = {"name": "logspace", "lr_end": 1e-5}
+STUDENT_FILE = "student.safetensors"  # written into the run folder after testing
 
 
 def recall_from_confusion(confusion: torch.Tensor, classes: Sequence[int]) -> dict[str, float]:
@@ -245,7 +246,7 @@ class SpeechModuleBase(L.LightningModule):
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         raise ValueError(f"model.scheduler.name={kind!r} is not one of logspace, onecycle, none")
 
-    # -- the slim student file
+    # -- the student model file
     def student_file_payload(self) -> dict[str, Any]:
         return {
             "net_name": self.student_name,
@@ -254,19 +255,30 @@ class SpeechModuleBase(L.LightningModule):
             "state_dict": self.net.state_dict(),
         }
 
-    def save_student_file(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        return save_student(path, extra=extra, **self.student_file_payload())
+    def student_provenance(self) -> dict[str, Any]:
+        """What the student file records about how this student was made: module, data, run, metrics."""
+        provenance: dict[str, Any] = {"module": type(self).__name__}
+        trainer = self._trainer
+        if trainer is None:
+            return provenance
+        provenance["run"] = str(Path(trainer.default_root_dir).resolve())
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "student_info"):
+            provenance.update(datamodule.student_info())
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/") and "/" in k and v.numel() == 1}
+        if metrics:
+            provenance["metrics"] = metrics
+        return provenance
+
+    def save_student_file(self, path: str | Path, extra: dict[str, Any] | None = None,
+                          provenance: dict[str, Any] | None = None) -> Path:
+        return save_student(path, extra=extra, provenance=provenance, **self.student_file_payload())
 
     def on_test_end(self) -> None:
         if self.export_student and self.trainer.is_global_zero and not getattr(self.trainer, "fast_dev_run", False):
-            path = Path(self.trainer.default_root_dir) / "student.pt"
-            extra: dict[str, Any] = {"module": type(self).__name__, "label_classes": [EMOTIONS[c] for c in self.label_classes]}
-            datamodule = getattr(self.trainer, "datamodule", None)
-            if datamodule is not None and hasattr(datamodule, "student_info"):
-                extra.update(datamodule.student_info())
-            metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/") and "/" in k and v.numel() == 1}
-            extra["metrics"] = metrics
-            self.save_student_file(path, extra=extra)
+            path = Path(self.trainer.default_root_dir) / STUDENT_FILE
+            extra: dict[str, Any] = {"label_classes": [EMOTIONS[c] for c in self.label_classes]}
+            self.save_student_file(path, extra=extra, provenance=self.student_provenance())
             log.info("wrote the student file %s (use it with predict/export)", path)
 
 

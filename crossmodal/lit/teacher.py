@@ -8,11 +8,14 @@ schedule by default, cosine / one-cycle and AdamW as options; pretrained layers 
 
 Inference (what extraction and online distillation use)::
 
-    teacher = load_teacher()                       # the shipped crossmodal/assets/teacher_cpu.pt
+    teacher = load_teacher()                       # the shipped crossmodal/assets/teacher_cpu.safetensors
     logits = teacher(teacher.preprocess(images))   # uint8 [N,H,W] grey or [N,H,W,3] RGB, any size
 
-``load_teacher`` also reads a TeacherFER Lightning ``.ckpt`` and the authors' MatConvNet-port
-``resnet50_ferplus_dag.pth`` / ``senet50_ferplus_dag.pth``.
+A teacher is saved as a model file (:mod:`crossmodal.models.modelfile`: safetensors weights + a
+JSON header with the backbone, preprocessing, flip averaging, emotion order and provenance).
+``load_teacher`` also reads older teacher files (the pickled v1 ``.pt``), a TeacherFER Lightning
+``.ckpt`` and the authors' MatConvNet-port ``resnet50_ferplus_dag.pth`` / ``senet50_ferplus_dag.pth``,
+all with ``torch.load(weights_only=True)``: a file that would run code is refused.
 """
 from __future__ import annotations
 
@@ -35,11 +38,21 @@ from crossmodal.models.face import (
     guess_matconvnet_arch,
     load_matconvnet_ferplus,
 )
+from crossmodal.models.modelfile import (
+    LEGACY_TEACHER_FORMAT,
+    ModelFileError,
+    is_safetensors,
+    make_header,
+    plain,
+    read_model_file,
+    safe_torch_load,
+    write_model_file,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "teacher_cpu.pt"
-SLIM_FORMAT = "crossmodal-face-teacher"
+DEFAULT_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "teacher_cpu.safetensors"
+SLIM_FORMAT = LEGACY_TEACHER_FORMAT  # the pickled v1 teacher file (read through a migration)
 PREFIX = "teacher.backbone."  # TeacherFER's name for the network's weights
 
 
@@ -320,81 +333,83 @@ def _head_names(net: nn.Module) -> list[str]:
     return ["head", "fc", "classifier", "last_linear"]
 
 
-# ----------------------------------------------------------------------------------------- slim files
+# ----------------------------------------------------------------------------------------- teacher files
 
 
 def save_teacher(teacher: FaceTeacher | TeacherFER, path: str | Path, *, half: bool = True, meta: dict | None = None,
-                 tta_flip: bool | None = None) -> Path:
-    """Write a slim teacher file: backbone name + kwargs + preprocessing + (fp16) weights + meta.
+                 tta_flip: bool | None = None, provenance: dict | None = None) -> Path:
+    """Write a teacher model file: backbone name + kwargs, preprocessing, flip averaging, (fp16) weights.
 
-    The weights sit under TeacherFER's names with Lightning's version key, so the same file also
-    works as ``ckpt_path`` of ``task=test`` (Lightning restores only the weights from it).
+    ``meta``: measured figures (``"test/acc"``-style numeric keys go to ``provenance.metrics``, the
+    rest to ``info``); ``provenance``: what it was trained on, the run (git commit and date are added).
     """
     if isinstance(teacher, TeacherFER):
         teacher = teacher.teacher
-    state = {PREFIX + k: (v.half() if half and v.is_floating_point() else v).contiguous().clone()
-             for k, v in teacher.backbone.state_dict().items()}
-    payload = {
-        "format": SLIM_FORMAT,
-        "version": 1,
-        "backbone": teacher.name,
-        "backbone_kwargs": teacher.kwargs,
-        "preprocess": teacher.spec.as_dict(),
-        "tta_flip": teacher.tta_flip if tta_flip is None else tta_flip,
-        "emotions": list(EMOTIONS),
-        "state_dict": state,
-        "meta": dict(meta or {}),
-        "pytorch-lightning_version": L.__version__,
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    meta = plain(dict(meta or {}))
+    metrics = {k: v for k, v in meta.items() if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    provenance = {**plain(dict(provenance or {})), **({"metrics": metrics} if metrics else {})}
+    header = make_header(
+        "teacher",
+        {"name": teacher.name, "kwargs": plain(teacher.kwargs)},
+        preprocess=teacher.spec.as_dict(),
+        tta_flip=teacher.tta_flip if tta_flip is None else tta_flip,
+        provenance=provenance,
+        info={k: v for k, v in meta.items() if k not in metrics},
+    )
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in teacher.backbone.state_dict().items()}
+    return write_model_file(path, header, state)
 
 
 def load_teacher(path: str | Path | None = None, device: str | torch.device = "cpu") -> FaceTeacher:
-    """A FaceTeacher in eval mode from a slim ``.pt``, a TeacherFER ``.ckpt`` or a MatConvNet-port ``.pth``.
+    """A FaceTeacher in eval mode from a teacher model file (any format version), a TeacherFER ``.ckpt``
+    or a MatConvNet-port ``.pth``. Nothing in the file runs (safetensors, or weights-only loading).
 
-    ``path=None`` loads the project's default teacher, ``crossmodal/assets/teacher_cpu.pt``.
+    ``path=None`` loads the project's default teacher, ``crossmodal/assets/teacher_cpu.safetensors``.
     """
-    path = Path(path) if path is not None else DEFAULT_TEACHER
+    path = Path(path).expanduser() if path is not None else DEFAULT_TEACHER
     if not path.exists():
         hint = " (the shipped default teacher is missing: reinstall crossmodal or give a path)" if path == DEFAULT_TEACHER else ""
         raise FileNotFoundError(f"teacher file {path} does not exist{hint}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exn:  # noqa: BLE001 - name the file whatever went wrong
-        raise ValueError(f"cannot read teacher file {path}: {exn}") from exn
-    if isinstance(payload, dict) and payload.get("format") == SLIM_FORMAT:
-        teacher = _from_slim(payload)
-    elif isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload:
-        teacher = _from_lightning(payload, path)
-    elif isinstance(payload, dict) and any(k.startswith("conv1_7x7_s2") for k in payload):
-        net, spec = load_matconvnet_ferplus(payload)
-        teacher = FaceTeacher(net, spec, name=f"matconvnet_{guess_matconvnet_arch(payload)}", kwargs={"in_chans": 3})
+    if is_safetensors(path):
+        teacher = _from_model_file(path)
     else:
-        raise ValueError(f"{path} is not a crossmodal teacher (.pt from save_teacher), a TeacherFER Lightning checkpoint, "
-                         "or a resnet50/senet50_ferplus_dag MatConvNet port")
+        try:
+            payload = safe_torch_load(path)
+        except ModelFileError:
+            raise
+        except Exception as exn:  # noqa: BLE001 - name the file whatever went wrong
+            raise ValueError(f"cannot read teacher file {path}: {exn}") from exn
+        if isinstance(payload, dict) and payload.get("format") == SLIM_FORMAT:
+            teacher = _from_model_file(path)
+        elif isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload:
+            teacher = _from_lightning(payload, path)
+        elif isinstance(payload, dict) and any(k.startswith("conv1_7x7_s2") for k in payload):
+            net, spec = load_matconvnet_ferplus(payload)
+            teacher = FaceTeacher(net, spec, name=f"matconvnet_{guess_matconvnet_arch(payload)}", kwargs={"in_chans": 3})
+        else:
+            raise ValueError(f"{path} is not a crossmodal teacher (a model file from save_teacher), a TeacherFER Lightning "
+                             "checkpoint, or a resnet50/senet50_ferplus_dag MatConvNet port")
     return teacher.to(device).eval()
 
 
-def _from_slim(payload: dict[str, Any]) -> FaceTeacher:
-    kwargs = dict(payload["backbone_kwargs"])
-    net = create_face_backbone(payload["backbone"], **kwargs)
-    state = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in payload["state_dict"].items()}
+def _from_model_file(path: Path) -> FaceTeacher:
+    header, state = read_model_file(path)
+    if header["kind"] != "teacher":
+        raise ModelFileError(f"{path} is a {header['kind']} model file, not a teacher; give a teacher file")
+    name, kwargs = header["architecture"]["name"], dict(header["architecture"]["kwargs"])
+    net = create_face_backbone(name, **kwargs)
     own = net.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     if missing:
-        raise ValueError(f"teacher file lacks {len(missing)} tensors of {payload['backbone']} (first: {missing[:3]})")
+        raise ValueError(f"{path}: teacher file lacks {len(missing)} tensors of {name} (first: {missing[:3]})")
     unexpected = [k for k in state if k not in own]
     if unexpected:
-        raise ValueError(f"teacher file has {len(unexpected)} tensors {payload['backbone']} does not (first: {unexpected[:3]})")
+        raise ValueError(f"{path}: teacher file has {len(unexpected)} tensors {name} does not (first: {unexpected[:3]})")
     net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
-    spec = PreprocessSpec.from_config(payload["preprocess"])
-    teacher = FaceTeacher(net, spec, name=payload["backbone"], kwargs=kwargs, tta_flip=payload.get("tta_flip", False))
-    teacher.meta = payload.get("meta", {})
+    spec = PreprocessSpec.from_config(header["preprocess"])
+    teacher = FaceTeacher(net, spec, name=name, kwargs=kwargs, tta_flip=bool(header.get("tta_flip", False)))
+    teacher.header = header
+    teacher.meta = {**dict(header.get("info") or {}), **dict(header.get("provenance", {}).get("metrics") or {})}
     return teacher
 
 

@@ -12,7 +12,7 @@ Pretrained weights come from a local file or from the timm / Hugging Face cache,
 network (:func:`create_face_backbone` forces Hugging Face offline mode). The authors' PyTorch
 ports of their teachers (``resnet50_ferplus_dag.pth``, ``senet50_ferplus_dag.pth``, MatConvNet
 layer names) load with :func:`load_matconvnet_ferplus` onto timm's ``resnet50`` /
-``legacy_seresnet50``.
+``legacy_seresnet50``. Every weights file is read without running code (:func:`load_weights_file`).
 """
 from __future__ import annotations
 
@@ -285,6 +285,18 @@ def _torch_hub_cached_file(name: str) -> Path | None:
     return cached
 
 
+def load_weights_file(path: str | Path) -> Any:
+    """Tensors of a user's weights file: safetensors, or a ``.pth``/``.pt`` read with ``torch.load(weights_only=True)``
+    (crossmodal's allow-list only). A pickle that would run code is refused with an error naming the file."""
+    from crossmodal.models.modelfile import is_safetensors, safe_torch_load
+
+    if is_safetensors(path):
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    return safe_torch_load(path)
+
+
 def load_pretrained_file(model: nn.Module, path: str | Path) -> list[str]:
     """Load a local state dict into ``model``, skipping tensors whose shape differs (e.g. the classifier).
 
@@ -293,7 +305,7 @@ def load_pretrained_file(model: nn.Module, path: str | Path) -> list[str]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"pretrained weights file {path} does not exist (model.pretrained)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights_file(path)
     for key in ("state_dict", "model", "state"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -394,7 +406,7 @@ def load_matconvnet_ferplus(source: str | Path | dict[str, torch.Tensor], arch: 
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"MatConvNet FER+ weights {path} do not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_file(path)
     else:
         state = source
     arch = arch or guess_matconvnet_arch(state)

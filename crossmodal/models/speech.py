@@ -9,13 +9,13 @@ Registered names: ``vggvox`` (the paper's VGG-M with batch norm), ``resnet34_thi
 with statistics pooling, the speaker-recognition workhorse), ``small_cnn`` (a few hundred thousand
 parameters, sized for CPU runs).
 
-The student file (``save_student`` / ``load_student_file``) holds only what inference needs: the
-network's registry name and arguments, the front-end config and the weights. Predict and export
-build on it; training checkpoints stay Lightning's.
+The student file (``save_student`` / ``load_student_file``) is a model file
+(:mod:`crossmodal.models.modelfile`: safetensors weights + a JSON header with the network's
+registry name and arguments, the front-end config, the emotion order and provenance). Predict and
+export build on it; training checkpoints stay Lightning's.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
+from crossmodal.emotions import NUM_EMOTIONS
 from crossmodal.registry import SPEECH_MODELS
 
-STUDENT_FORMAT = "crossmodal-student"
-STUDENT_FORMAT_VERSION = 1
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -255,69 +253,65 @@ def save_student(
     frontend_cfg: dict[str, Any],
     state_dict: dict[str, torch.Tensor],
     extra: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the slim student file: registry name + arguments, front-end config, weights (fp32, CPU).
+    """Write a student model file (safetensors + JSON header, :mod:`crossmodal.models.modelfile`), atomically.
 
-    ``extra`` (plain values) is kept under ``info`` (e.g. the training run, its metrics).
+    The header holds the registry name + arguments, the front-end config, the emotion order and
+    ``provenance`` (data, teacher digest, run, metrics; git commit and date are added); ``extra``
+    (plain values, e.g. label classes) is kept under ``info``. Weights are fp32 on the CPU.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": STUDENT_FORMAT,
-        "version": STUDENT_FORMAT_VERSION,
-        "net_name": net_name,
-        "net_kwargs": _plain(dict(net_kwargs)),
-        "frontend": _plain(dict(frontend_cfg)),
-        "emotions": list(EMOTIONS),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
-        "info": _plain(dict(extra or {})),
-    }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    from crossmodal.models.modelfile import make_header, plain, write_model_file
+
+    extra = dict(plain(extra or {}))
+    provenance = dict(plain(provenance or {}))
+    for key in ("data", "teacher", "teacher_digest", "metrics", "checkpoint", "run"):  # provenance, wherever the caller put it
+        if key in extra:
+            provenance.setdefault(key, extra.pop(key))
+    header = make_header(
+        "student",
+        {"name": net_name, "kwargs": plain(dict(net_kwargs))},
+        frontend=plain(dict(frontend_cfg)),
+        provenance=provenance,
+        info=extra,
+    )
+    tensors = {k: v.detach().float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    return write_model_file(path, header, tensors)
 
 
 def load_student_file(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict[str, Any]]:
-    """Load a student file -> ``(frontend, net, info)``, both modules in eval mode.
+    """Load a student model file of any format version -> ``(frontend, net, info)``, both in eval mode.
 
-    ``info`` holds ``net_name``, ``net_kwargs``, ``frontend`` (config), ``emotions``, ``path``, and
-    whatever ``extra`` the writer stored.
+    ``info`` holds ``net_name``, ``net_kwargs``, ``frontend`` (config), ``emotions``, ``version`` (the
+    format version read), ``provenance``, ``path``, ``header`` and the writer's ``info`` entries.
+    Older files (the pickled v1 ``.pt``) are migrated in memory; nothing in them is unpickled
+    beyond tensors and plain containers.
     """
     from crossmodal.models.frontend import build_frontend
+    from crossmodal.models.modelfile import ModelFileError, header_version, read_model_file
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no student file at {path}; give a path written by save_student (e.g. crossmodal/assets/student_cpu.pt)")
-    payload = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(payload, dict) or payload.get("format") != STUDENT_FORMAT:
-        raise ValueError(
-            f"{path} is not a crossmodal student file (format {payload.get('format') if isinstance(payload, dict) else type(payload)!r}); "
-            "a Lightning checkpoint can be converted with crossmodal.lit.distill.export_student"
-        )
-    frontend = build_frontend(payload["frontend"]).eval()
-    net = create_student(payload["net_name"], **payload["net_kwargs"])
-    net.load_state_dict(payload["state_dict"])
-    net.eval()
-    info = {k: payload[k] for k in ("net_name", "net_kwargs", "frontend", "emotions", "version")}
-    info.update(payload.get("info", {}))
-    info["path"] = str(path)
-    return frontend, net, info
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf containers / tuples -> plain dicts and lists, so the file loads without Hydra."""
+        raise FileNotFoundError(f"no student file at {path}; give a path written by save_student (e.g. crossmodal/assets/student_cpu.safetensors)")
+    header, state = read_model_file(path, device=map_location)
+    if header["kind"] != "student":
+        raise ModelFileError(f"{path} is a {header['kind']} model file, not a student; give a student file")
     try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
+        frontend = build_frontend(header["frontend"]).eval()
+    except TypeError as exn:
+        raise ModelFileError(f"{path}: {exn}") from exn
+    name, kwargs = header["architecture"]["name"], dict(header["architecture"]["kwargs"])
+    net = create_student(name, **kwargs)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exn:
+        raise ModelFileError(f"{path}: its weights do not fit {name}({kwargs}): {exn}") from exn
+    net.eval()
+    info: dict[str, Any] = dict(header.get("info") or {})
+    info.update({
+        "net_name": name, "net_kwargs": kwargs, "frontend": header["frontend"], "emotions": header["emotions"],
+        "version": header_version(header), "provenance": header.get("provenance", {}), "header": header, "path": str(path),
+    })
+    for key, value in info["provenance"].items():  # readers look up train_speakers, metrics, module... at the top
+        info.setdefault(key, value)
+    return frontend, net, info

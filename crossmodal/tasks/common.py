@@ -34,10 +34,10 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path, log_dir: Path, name
         path = Path(ckpt_path).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
-        return str(path)
+        return check_checkpoint(path)
     own = run_dir / "checkpoints" / "last.ckpt"
     if own.exists():
-        return str(own)
+        return check_checkpoint(own)
     candidates = sorted((Path(log_dir) / name).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not candidates:
         raise FileNotFoundError(
@@ -45,4 +45,26 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path, log_dir: Path, name
             "Pass the run folder again (hydra.run.dir=DIR) or a checkpoint path."
         )
     log.info("resuming from %s", candidates[-1])
-    return str(candidates[-1])
+    return check_checkpoint(candidates[-1])
+
+
+def check_checkpoint(path: Path) -> str:
+    """Refuse, naming the file, a checkpoint that would run code when unpickled (nothing in it runs).
+
+    Lightning then restores it with ``weights_only=True`` too (:func:`restore_safely`). Model files
+    (.safetensors) pass: the task decides what to do with them.
+    """
+    import zipfile
+
+    from crossmodal.models.modelfile import is_safetensors, safe_torch_load
+
+    if not is_safetensors(path):
+        safe_torch_load(path, map_location="cpu", mmap=zipfile.is_zipfile(path) or None)
+    return str(path)
+
+
+def restore_safely():
+    """Context for ``trainer.fit/test(..., ckpt_path=X, weights_only=True)``: our checkpoints' allow-list."""
+    from crossmodal.models.modelfile import checkpoint_globals
+
+    return checkpoint_globals()

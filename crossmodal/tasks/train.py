@@ -7,7 +7,7 @@ from typing import Any
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig
 
-from crossmodal.tasks.common import build_datamodule, build_model, resolve_checkpoint
+from crossmodal.tasks.common import build_datamodule, build_model, resolve_checkpoint, restore_safely
 from crossmodal.utils.run_context import RunContext
 
 log = logging.getLogger(__name__)
@@ -18,11 +18,13 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
     model = build_model(cfg)
     trainer = ctx.build_trainer()
     ckpt = resolve_checkpoint(cfg.ckpt_path, ctx.run_dir, cfg.paths.log_dir, cfg.name)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
+    with restore_safely():  # a resumed checkpoint is unpickled weights-only (allow-list), never with code
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     ctx.add_metrics({k: v for k, v in trainer.callback_metrics.items() if not k.startswith("test/")})
     if cfg.test_after_fit and _has_test(datamodule) and not trainer.interrupted:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        with restore_safely():
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         ctx.add_metrics({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path:
         log.info("best checkpoint: %s", trainer.checkpoint_callback.best_model_path)
