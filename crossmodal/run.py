@@ -88,6 +88,9 @@ def preflight(argv: list[str]) -> list[str]:
     for key in sweeps:
         if OmegaConf.select(composed, key, default="__absent__") == "__absent__":
             raise ConfigError(unknown_key_message(key, composed, experiment))
+    from crossmodal.config.checks import check_values  # value ranges (sweep values: each job, in execute)
+
+    check_values(composed)
     return _translate_gpus_overrides(argv, composed, values)
 
 
@@ -123,6 +126,9 @@ def execute(cfg: DictConfig) -> Any:
     experiment = hydra_cfg.runtime.choices.get("experiment")
     missing_values(cfg, experiment)
     check_targets(cfg)
+    from crossmodal.config.checks import check_values
+
+    check_values(cfg)
     check_output_dirs(cfg, run_dir)
     if cfg.get("cpu_threads"):
         import torch

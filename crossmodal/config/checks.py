@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import importlib
 import inspect
+import math
 import types
 import typing
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -32,14 +35,28 @@ def flat_keys(cfg: Any, prefix: str = "") -> list[str]:
 
 
 def closest_key(key: str, candidates: Iterable[str]) -> str | None:
+    """The valid key nearest to a misspelt one: first by its last name among its siblings and the
+    keys one level below them (``model.temprature`` -> ``model.loss.temperature``; a sibling wins a
+    tie), then by the whole dotted key anywhere."""
     candidates = list(candidates)
-    parent = key.rsplit(".", 1)[0] if "." in key else ""
-    siblings = [c for c in candidates if (c.rsplit(".", 1)[0] if "." in c else "") == parent]
-    for pool in (siblings, candidates):
-        match = difflib.get_close_matches(key, pool, n=1, cutoff=0.6)
-        if match:
-            return match[0]
-    return None
+    parent, _, leaf = key.rpartition(".")
+    scored: list[tuple[float, int, str]] = []
+    for candidate in candidates:
+        c_parent, _, c_leaf = candidate.rpartition(".")
+        if c_parent == parent:
+            depth = 0
+        elif c_parent.rpartition(".")[0] == parent and "." in candidate[len(parent) + 1 if parent else 0 :]:
+            depth = 1
+        else:
+            continue
+        ratio = difflib.SequenceMatcher(None, leaf, c_leaf).ratio()
+        if ratio >= 0.6:
+            scored.append((ratio, -depth, candidate))
+    if scored:
+        return max(scored)[2]
+    elsewhere = [c for c in candidates if not c.startswith(parent + ".")] if parent else candidates
+    match = difflib.get_close_matches(key, elsewhere, n=1, cutoff=0.6)  # e.g. a misspelt parent: trainr.max_epochs
+    return match[0] if match else None
 
 
 def unknown_key_message(key: str, cfg: DictConfig, experiment: str | None = None) -> str:
@@ -150,8 +167,9 @@ def check_target(node: DictConfig, path: str) -> None:
     keys = [k for k in node.keys() if not str(k).startswith("_")]
     for key in keys:
         if key not in params and not takes_kwargs:
-            nearest = difflib.get_close_matches(str(key), list(params), n=1, cutoff=0.6)
-            hint = f" Did you mean '{path}.{nearest[0]}'?" if nearest else ""
+            valid = [f"{path}.{name}" for name in params] + [f"{path}.{k}" for k in flat_keys(node) if "." in k and k.split(".")[0] in params]
+            nearest = closest_key(f"{path}.{key}", valid)
+            hint = f" Did you mean '{nearest}'?" if nearest else ""
             raise ConfigError(f"Unknown config key '{path}.{key}': {target} has no argument '{key}'.{hint}")
     for name, param in params.items():
         if param.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
@@ -180,3 +198,122 @@ def check_targets(cfg: DictConfig, groups: Iterable[str] = ("data", "model")) ->
         node = cfg.get(group)
         if isinstance(node, DictConfig):
             check_target(node, group)
+
+
+# ------------------------------------------------------------------------------- value ranges
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a config value must be: ``text`` for the message, ``test`` on the (non-null) value."""
+
+    text: str
+    test: Callable[[Any], bool]
+    nullable: bool = True  # null means "not set" (the code's default) for the keys in VALUE_RULES
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value: Any) -> bool:
+    return _number(value) and float(value).is_integer()
+
+
+POSITIVE_INT = Rule("a whole number >= 1", lambda v: _whole(v) and v >= 1)
+NON_NEGATIVE_INT = Rule("a whole number >= 0", lambda v: _whole(v) and v >= 0)
+POSITIVE = Rule("a finite number > 0", lambda v: _number(v) and v > 0)
+NON_NEGATIVE = Rule("a finite number >= 0", lambda v: _number(v) and v >= 0)
+FRACTION = Rule("a fraction in (0, 1]", lambda v: _number(v) and 0 < v <= 1)
+PROBABILITY = Rule("a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1)
+EPOCHS = Rule("a whole number of epochs >= 0 (or -1: Lightning's no limit)", lambda v: _whole(v) and (v >= 0 or v == -1))
+STEPS = Rule("a whole number of steps >= 0 (or -1: Lightning's no limit)", lambda v: _whole(v) and (v >= 0 or v == -1))
+LIMIT_BATCHES = Rule(
+    "a whole number of batches >= 0 or a fraction in [0, 1] (Lightning's rule)",
+    lambda v: _number(v) and v >= 0 and (isinstance(v, int) or v <= 1),
+)
+WINDOW = Rule("a finite number of seconds > 0, or 0 / null for the whole file only", lambda v: _number(v) and v >= 0)
+
+# Range checks, in one place: dotted key (fnmatch pattern; the first match wins) -> rule. They run
+# on the composed config before any work (crossmodal.run), so `data.batch_size=-1` fails naming the
+# key instead of deep inside BatchNorm. Keys absent from a config are simply not checked.
+VALUE_RULES: dict[str, Rule] = {
+    # data
+    "data.num_workers": NON_NEGATIVE_INT,
+    "data.shuffle_buffer": NON_NEGATIVE_INT,
+    "data.batches_per_epoch": POSITIVE_INT,
+    "data.epoch_fraction": FRACTION,
+    "data.train_eval_shards": NON_NEGATIVE_INT,
+    "data.window_seconds": POSITIVE,
+    "data.max_seconds": POSITIVE,
+    "data.min_seconds": NON_NEGATIVE,
+    "data.silence_rms": NON_NEGATIVE,
+    "data.window": WINDOW,  # task=predict
+    "data.hop": POSITIVE,
+    "*batch_size": POSITIVE_INT,  # data.batch_size, data.eval_batch_size, data.global_batch_size, model.teacher_batch_size, ...
+    # model: optimisation and loss, wherever a model keeps them (model.lr, model.optimizer.lr, ...)
+    "model.*lr": POSITIVE,
+    "model.*lr_end": POSITIVE,
+    "model.*weight_decay": NON_NEGATIVE,
+    "model.*momentum": PROBABILITY,
+    "model.*temperature": POSITIVE,
+    "model.*hard_weight": NON_NEGATIVE,
+    "model.*label_smoothing": PROBABILITY,
+    "model.*dropout": PROBABILITY,
+    "model.*drop_rate": PROBABILITY,
+    "model.*pct_start": FRACTION,
+    "model.*step_gamma": POSITIVE,
+    "model.*warmup_epochs": NON_NEGATIVE,
+    "model.*pretrained_lr_mult": NON_NEGATIVE,
+    "model.*time_budget_minutes": POSITIVE,
+    "model.*every_n_epochs": POSITIVE_INT,
+    # trainer
+    "trainer.max_epochs": EPOCHS,
+    "trainer.min_epochs": NON_NEGATIVE_INT,
+    "trainer.max_steps": STEPS,
+    "trainer.num_nodes": POSITIVE_INT,
+    "trainer.gpus": NON_NEGATIVE_INT,
+    "trainer.accumulate_grad_batches": POSITIVE_INT,
+    "trainer.check_val_every_n_epoch": POSITIVE_INT,
+    "trainer.log_every_n_steps": POSITIVE_INT,
+    "trainer.gradient_clip_val": NON_NEGATIVE,
+    "trainer.limit_*_batches": LIMIT_BATCHES,
+    "trainer.val_check_interval": POSITIVE,
+    # run
+    "cpu_threads": POSITIVE_INT,
+    "paths.min_free_gb": NON_NEGATIVE,
+}
+
+
+def rule_for(key: str, rules: Mapping[str, Rule] = VALUE_RULES) -> Rule | None:
+    return rules.get(key) or next((rule for pattern, rule in rules.items() if fnmatch.fnmatchcase(key, pattern)), None)
+
+
+def check_values(cfg: DictConfig, rules: Mapping[str, Rule] = VALUE_RULES) -> None:
+    """Fail on any value outside its range (``VALUE_RULES``), naming every such key and its rule.
+    Values that are unset (``???``) or only resolve inside a run (``${hydra:...}``) are skipped."""
+    problems: list[str] = []
+    for key in flat_keys(cfg):
+        if key.startswith("hydra.") or key == "hydra":
+            continue
+        rule = rule_for(key, rules)
+        if rule is None:
+            continue
+        try:
+            if OmegaConf.is_missing(cfg, key):
+                continue
+        except Exception:  # noqa: BLE001 - is_missing wants a direct child on some versions
+            pass
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_missing=False, throw_on_resolution_failure=True)
+        except Exception:  # noqa: BLE001 - an interpolation that only resolves inside the run
+            continue
+        if isinstance(value, (DictConfig, ListConfig)) or value == "???":
+            continue
+        if value is None and rule.nullable:
+            continue
+        if not rule.test(value):
+            problems.append(f"{key}={value!r} must be {rule.text}")
+    if problems:
+        fixes = " ".join(f"{p.split('=', 1)[0]}=..." for p in problems)
+        raise ConfigError(f"Config value out of range: {'; '.join(problems)}. Set it on the command line ({fixes}) or in the experiment file")
