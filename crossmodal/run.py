@@ -215,6 +215,13 @@ def _hydra_main(cfg: DictConfig) -> Any:
     except ConfigError as exn:
         log.error("%s", exn)
         raise SystemExit(2) from None
+    except ValueError as exn:
+        from crossmodal.models.modelfile import ModelFileError
+
+        if not isinstance(exn, ModelFileError):
+            raise
+        log.error("%s", exn)  # a refused pickle or unreadable model file: the message names it, no traceback
+        raise SystemExit(2) from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -22,7 +23,14 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
 def build_model(cfg: DictConfig) -> L.LightningModule:
     if not cfg.get("model"):
         raise ConfigError(f"task={cfg.task} needs a model: choose an experiment (experiment=...) or a model config (model=...)")
-    return instantiate(cfg.model, _convert_="all")
+    try:
+        return instantiate(cfg.model, _convert_="all")
+    except InstantiationException as exn:
+        from crossmodal.models.modelfile import ModelFileError
+
+        if isinstance(exn.__cause__, ModelFileError):  # a refused or unreadable model.init_from / teacher file: say so plainly
+            raise exn.__cause__ from None
+        raise
 
 
 def resolve_checkpoint(ckpt_path: str | None, run_dir: Path, log_dir: Path, name: str) -> str | None:
