@@ -4,7 +4,7 @@
     crossmodal export [--ckpt CKPT] --format torchscript|onnx [--out FILE]
     crossmodal run [experiment=NAME key=value ...]      (the same as python -m crossmodal.run)
 
-Without --ckpt the shipped default student is used (crossmodal/assets/student_cpu.pt, or
+Without --ckpt the shipped default student is used (crossmodal/assets/student_cpu.safetensors, or
 $CROSSMODAL_STUDENT). --ckpt takes a student file or a Lightning checkpoint of a student.
 """
 from __future__ import annotations

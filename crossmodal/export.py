@@ -1,7 +1,7 @@
 """Export a student, front-end included, as TorchScript or ONNX: raw 16 kHz waveform in, logits and
 embedding out.
 
-    crossmodal export --ckpt student.pt --format onnx --out student.onnx
+    crossmodal export --ckpt student.safetensors --format onnx --out student.onnx
 
 Inputs: ``waveform`` float32 ``[batch, samples]`` at 16 kHz, mono, any length of at least
 ``min_samples`` (stored in the file's metadata; 0.67 s for vggvox). Outputs: ``logits [batch, 8]``

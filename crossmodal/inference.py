@@ -414,7 +414,7 @@ def window_spans(samples: int, window: int, hop: int) -> list[tuple[int, int]]:
 
 
 def load_student(path: str | Path | None = None, device: str | torch.device = "cpu") -> Student:
-    """A :class:`Student` from a slim student file or a Lightning checkpoint of the distillation.
+    """A :class:`Student` from a student model file or a Lightning checkpoint of the distillation.
 
     ``path=None`` loads the project's shipped default (``crossmodal/assets/student_cpu.safetensors``, or
     ``$CROSSMODAL_STUDENT``).

@@ -296,7 +296,7 @@ def test_supervised_student_trains_on_labels_and_writes_its_student_file(emodb_d
     metrics = trainer.callback_metrics
     assert {"test/ua_unheard", "test/wa_heard", "test/loss_unheard"} <= set(metrics)
     assert 0.0 <= float(metrics["test/ua_unheard"]) <= 1.0
-    _, net, info = load_student_file(tmp_path / "student.pt")
+    _, net, info = load_student_file(tmp_path / "student.safetensors")
     assert info["net_name"] == "small_cnn" and info["module"] == "StudentSpeech" and info["label_classes"] == SHARED
     assert "test/ua_unheard" in info["metrics"]
     assert (tmp_path / "plots" / "test_confusion_unheard.png").exists()

@@ -70,5 +70,5 @@ def test_compiled_student_trains_and_writes_a_loadable_student_file(shards, tmp_
 
     metrics = _run(tmp_path / "compiled", shards, "model.compile_student=true", "trainer.max_epochs=1", timeout=600)
     assert metrics["test/loss"] > 0
-    student = load_student(tmp_path / "compiled" / "student.pt")  # no torch.compile prefixes in the keys
+    student = load_student(tmp_path / "compiled" / "student.safetensors")  # no torch.compile prefixes in the keys
     assert not any("_orig_mod" in key for key in student.state_dict())

@@ -36,8 +36,9 @@ import math
 import os
 import pickle
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -338,7 +339,16 @@ def _checkpoint_globals() -> list[Any]:
     try:
         from omegaconf import DictConfig, ListConfig
         from omegaconf.base import ContainerMetadata, Metadata
-        from omegaconf.nodes import AnyNode, BooleanNode, BytesNode, EnumNode, FloatNode, IntegerNode, PathNode, StringNode
+        from omegaconf.nodes import (
+            AnyNode,
+            BooleanNode,
+            BytesNode,
+            EnumNode,
+            FloatNode,
+            IntegerNode,
+            PathNode,
+            StringNode,
+        )
 
         allowed += [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, BooleanNode, BytesNode, EnumNode,
                     FloatNode, IntegerNode, PathNode, StringNode]

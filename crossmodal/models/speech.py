@@ -1,4 +1,4 @@
-"""Speech students: plain nn.Modules in the SPEECH_MODELS registry, and the slim student file.
+"""Speech students: plain nn.Modules in the SPEECH_MODELS registry, and the student model file.
 
 Every network takes features ``[B, 1, F, T]`` from :class:`~crossmodal.models.frontend.SpeechFrontend`
 plus optional valid frame counts ``[B]`` and returns ``(logits [B, 8], embedding [B, D])``.
@@ -25,8 +25,6 @@ from torch.nn import functional as F
 
 from crossmodal.emotions import NUM_EMOTIONS
 from crossmodal.registry import SPEECH_MODELS
-
-
 
 # ------------------------------------------------------------------------------------- helpers
 

@@ -30,7 +30,7 @@ Next:
   python -m crossmodal.run experiment=extract_logits data.source=/data/voxceleb2 # your talking-face videos
   python -m crossmodal.run experiment=distill_senet trainer.gpus=8               # the paper's run on GPUs
   python -m crossmodal.run -m experiment=distill_cpu hparams_search=distill_cpu_grid   # a sweep
-  python -m crossmodal.run experiment=eval_emodb data.source=/data/emodb ckpt_path=RUN/student.pt
+  python -m crossmodal.run experiment=eval_emodb data.source=/data/emodb ckpt_path=RUN/student.safetensors
   crossmodal predict my_clip.wav"""
 
 
@@ -71,7 +71,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
         markdown_table(["emotion", "heard speakers", "unheard speakers"], auc_rows),
         f"held-out (unheard) speakers, unweighted average recall over {', '.join(classes)}:",
         markdown_table(["model", "UA", "note"], ua_rows),
-        f"run folder: {ctx.run_dir}  (metrics.json, plots/, checkpoints/, student.pt)",
+        f"run folder: {ctx.run_dir}  (metrics.json, plots/, checkpoints/, student.safetensors)",
         NEXT_STEPS,
     ]
     text = "\n".join(lines)

@@ -1,6 +1,6 @@
 """task=evaluate: what a frozen student is worth on an emotional-speech benchmark.
 
-    python -m crossmodal.run experiment=eval_emodb data.source=/data/emodb [ckpt_path=student.pt]
+    python -m crossmodal.run experiment=eval_emodb data.source=/data/emodb [ckpt_path=student.safetensors]
 
 1. Read the corpus (crossmodal.data.corpora), keep the benchmark's classes.
 2. Run the frozen student on every whole clip (16 kHz, any length): its 8 logits (the paper's

@@ -1,7 +1,7 @@
 """task=predict (and `crossmodal predict`): the student's emotion distribution for audio and video files.
 
-    crossmodal predict clip.wav talk.mp4 [--ckpt student.pt] [--json] [--window 4 --hop 2]
-    python -m crossmodal.run task=predict data=predict data.source=clip.wav [ckpt_path=student.pt]
+    crossmodal predict clip.wav talk.mp4 [--ckpt student.safetensors] [--json] [--window 4 --hop 2]
+    python -m crossmodal.run task=predict data=predict data.source=clip.wav [ckpt_path=student.safetensors]
 
 Each file is decoded (wav/flac/ogg via soundfile; mp3/m4a and the audio track of videos via
 PyAV), mixed to mono and resampled to 16 kHz. The result is the distribution over the 8 FER+

@@ -1,9 +1,10 @@
 """FER+ val and test accuracy of a teacher file, with and without flip averaging; optionally ship it.
 
-    .venv/bin/python experiments/ferplus_teacher/evaluate.py --teacher logs/teacher_cpu_run2/teacher_cpu.pt \
+    .venv/bin/python experiments/ferplus_teacher/evaluate.py --teacher logs/teacher_cpu_run2/teacher_cpu.safetensors \
         --shards data/ferplus/cntk --out experiments/ferplus_teacher/results.json [--ship]
 
---ship writes crossmodal/assets/teacher_cpu.pt (fp16 weights) with the measured figures in its meta;
+--ship writes crossmodal/assets/teacher_cpu.safetensors (a teacher model file, fp16 weights) with the measured
+figures in its header (provenance.metrics);
 the figures are re-measured on the fp16 file, so the recorded accuracy is the shipped file's.
 """
 from __future__ import annotations
@@ -61,7 +62,8 @@ def main() -> None:
         meta.update(report["flip_tta"])
         meta.update({"no_tta/" + k: v for k, v in report["no_tta"].items()})
         meta["evaluated"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        save_teacher(load_teacher(DEFAULT_TEACHER), DEFAULT_TEACHER, meta=meta, tta_flip=True)
+        save_teacher(load_teacher(DEFAULT_TEACHER), DEFAULT_TEACHER, meta=meta, tta_flip=True,
+                     provenance={"data": "FER+ train, cntk cleaning", "run": str(args.teacher)})
         print(f"shipped {DEFAULT_TEACHER} ({DEFAULT_TEACHER.stat().st_size / 1e6:.1f} MB)")
 
 

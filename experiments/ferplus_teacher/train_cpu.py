@@ -71,7 +71,7 @@ def main() -> None:
         metrics = run(model, datamodule=data, verbose=False)[0]
         results.update(metrics)
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    save_teacher(model, out / "teacher_cpu.pt", meta={"train_minutes": minutes, **{k: float(v) for k, v in results.items()}})
+    save_teacher(model, out / "teacher_cpu.safetensors", meta={"train_minutes": minutes, **{k: float(v) for k, v in results.items()}})
     print(json.dumps(results, indent=1))
 
 

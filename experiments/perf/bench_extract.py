@@ -1,6 +1,6 @@
 """P6: teacher-logit extraction throughput vs the teacher's plain batched forward pass on the same frames.
 
-    .venv/bin/python experiments/perf/bench_extract.py --source /path/to/grid [--teacher teacher.pt] [--copies 8]
+    .venv/bin/python experiments/perf/bench_extract.py --source /path/to/grid [--teacher teacher.safetensors] [--copies 8]
     .venv/bin/python experiments/perf/bench_extract.py --pairs data/pairs/voxceleb1
 
 The plain pass gets every face frame already decoded in memory and runs ``preprocess`` +
@@ -75,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--source", help="raw talking-face videos (e.g. the GRID folder); pair shards are built first")
     parser.add_argument("--pairs", help="an existing pair shard set instead of --source")
-    parser.add_argument("--teacher", default=None, help="teacher file (default: the shipped teacher_cpu.pt)")
+    parser.add_argument("--teacher", default=None, help="teacher file (default: the shipped teacher_cpu.safetensors)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--copies", type=int, default=8, help="replicate the pair segments this many times")
     parser.add_argument("--segments-per-shard", type=int, default=64, help="segments per replicated shard")
