@@ -5,6 +5,8 @@ the YAML files onto it, so a wrong type (`trainer.max_epochs=ten`) or an unknown
 (`trainer.max_epoch=3`) fails at composition. The `data` and `model` groups are checked against
 the signature of the class their `_target_` names (see :mod:`crossmodal.config.checks`): the
 constructor is the single source of truth for what a DataModule or LightningModule accepts.
+Value ranges (batch sizes >= 1, learning rates and temperatures > 0, ...) are one table,
+:data:`crossmodal.config.checks.VALUE_RULES`, checked on the composed config before any work.
 """
 from __future__ import annotations
 
