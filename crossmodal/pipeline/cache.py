@@ -100,8 +100,8 @@ def check_skips(folder: str | Path, manifest: Mapping[str, Any] | None, strict: 
         counts[reason] = counts.get(reason, 0) + n
     counts = {reason: n for reason, n in counts.items() if n and "(kept)" not in reason}
     if counts:
-        examples = (manifest.get("skipped") or {}).get("examples") or {}
-        first = next((paths[0] for paths in examples.values() if paths), None)
+        examples = {**((meta.get("read_skipped") or {}).get("examples") or {}), **((manifest.get("skipped") or {}).get("examples") or {})}
+        first = next((paths[0] for reason, paths in examples.items() if paths and reason in counts), None)
         raise CachedSkips(
             f"strict=true, but the cached shard set {folder} was built with skips: "
             + ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
