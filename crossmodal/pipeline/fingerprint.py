@@ -151,7 +151,7 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def _short(value: Any) -> str:
     text = json.dumps(value, default=str)
-    return text[:16] + "..." if len(text) > 24 and re.fullmatch(r'"[0-9a-f]{32,}"', text) else text
+    return text[:13] + '..."' if re.fullmatch(r'"[0-9a-f]{32,}"', text) else text
 
 
 def describe(fingerprint: Mapping[str, Any] | None, nested: bool = False) -> str:
