@@ -139,8 +139,8 @@ def test_train_run_writes_run_folder_and_learns(tmp_path, toy_shards):
 
 
 def test_same_seed_same_metrics(tmp_path, toy_shards):
-    a = _run(tmp_path / "a", toy_shards, "data.num_workers=2")
-    b = _run(tmp_path / "b", toy_shards, "data.num_workers=2")
+    _run(tmp_path / "a", toy_shards, "data.num_workers=2")
+    _run(tmp_path / "b", toy_shards, "data.num_workers=2")
     ma = json.loads((tmp_path / "a" / "metrics.json").read_text())
     mb = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert ma == mb
@@ -164,6 +164,25 @@ def test_ddp_cpu_training_finishes(tmp_path, toy_shards):
     # 4 val shards over 2 ranks x 2 workers, training epochs fixed per rank: no rank waits on another.
     _run(tmp_path / "ddp", toy_shards, "trainer=ddp_cpu", "trainer.max_epochs=2", "data.num_workers=2", timeout=400)
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["val/count"] == 60
+
+
+def test_loader_workers_start_once_and_are_never_forked(toy_shards):
+    # The DDP hang: workers forked again every epoch while gloo/pin-memory threads held locks. They now
+    # come from a forkserver, start once per loader, and still see each new epoch (a new shard draw).
+    from toy_lightning import ToyData
+
+    data = ToyData(str(toy_shards), num_workers=2, batches_per_epoch=3)
+    data.setup()
+    train, val = data.train_dataloader(), data.val_dataloader()
+    epochs, pids = [], []
+    for epoch in range(2):
+        train.set_epoch(epoch)
+        epochs.append([b["y"].tolist() for b in train])
+        assert sum(len(b["y"]) for b in val) == 60  # exact-once evaluation on every pass
+        pids.append([w.pid for loader in (train.loader, val) for w in loader._iterator._workers])
+    assert epochs[0] != epochs[1] and pids[0] == pids[1]
+    for loader in (train.loader, val):
+        assert loader.persistent_workers and loader.multiprocessing_context.get_start_method() in ("forkserver", "spawn")
 
 
 RESUME_RUN = ["trainer.max_epochs=3", "callbacks.periodic_checkpoint.every_n_train_steps=4", "data.num_workers=2"]

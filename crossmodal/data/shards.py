@@ -436,12 +436,60 @@ def worker_context(dataset: ShardStream | None = None) -> Any:
     return ctx
 
 
+def _exit_with(main_pid: int) -> None:
+    """In a loader worker: exit as soon as the main process is gone, even when it was SIGKILLed.
+
+    DataLoader's own check compares the worker's parent pid, but a forkserver worker's parent is
+    the server, which outlives a killed main process (the workers hold its keep-alive pipe): the
+    workers would live on, holding the run's stdout/stderr. A pidfd turns readable when the main
+    process exits (zombie included); elsewhere the pid is polled.
+    """
+    import select
+    import threading
+    import time
+
+    try:
+        pidfd = os.pidfd_open(main_pid)
+    except (AttributeError, OSError):
+        pidfd = None
+
+    def wait() -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])
+        else:
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(main_pid, 0)
+                except ProcessLookupError:
+                    break
+        os._exit(1)
+
+    threading.Thread(target=wait, name="crossmodal-exit-with-main", daemon=True).start()
+
+
+class _WorkerInit:
+    """worker_init_fn of non-fork workers: watch the main process, then run the caller's own init."""
+
+    def __init__(self, main_pid: int, then: Callable[[int], None] | None) -> None:
+        self.main_pid, self.then = main_pid, then
+
+    def __call__(self, worker_id: int) -> None:
+        _exit_with(self.main_pid)
+        if self.then is not None:
+            self.then(worker_id)
+
+
 def _worker_kwargs(dataset: ShardStream, num_workers: int, kwargs: dict[str, Any]) -> dict[str, Any]:
     """DataLoader arguments shared by both loaders: workers started once per loader, not per epoch."""
     out = {"pin_memory": torch.cuda.is_available(), **kwargs}
     if num_workers > 0:
         out.setdefault("multiprocessing_context", worker_context(dataset))
         out.setdefault("persistent_workers", True)
+        context = out["multiprocessing_context"]
+        method = context if isinstance(context, str) else context.get_start_method()
+        if method != "fork":
+            out["worker_init_fn"] = _WorkerInit(os.getpid(), kwargs.get("worker_init_fn"))
     return out
 
 
