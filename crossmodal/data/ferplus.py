@@ -460,6 +460,37 @@ def augment_faces(
     return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 
+class FerPlusDecoder:
+    """Raw face-shard sample -> image, training target, majority label, votes (picklable, for loader workers)."""
+
+    def __init__(self, cleaning: str, label_mode: str) -> None:
+        self.cleaning, self.label_mode = cleaning, label_mode
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any] | None:
+        info = json.loads(sample["json"])
+        votes = np.asarray(info["votes"], dtype=np.float32)
+        cleaned, _ = clean_votes(votes, self.cleaning)
+        if cleaned is None:  # the shards were cleaned already; guard against hand-made shard sets
+            return None
+        return {
+            "image": torch.from_numpy(decode_png(sample["png"]).copy()),
+            "target": torch.from_numpy(emotion_target(cleaned, self.label_mode)),
+            "label": majority_label(cleaned),
+            "votes": torch.from_numpy(votes),
+            "key": sample["__key__"],
+        }
+
+
+def collate_faces(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "image": torch.stack([b["image"] for b in batch]),
+        "target": torch.stack([b["target"] for b in batch]),
+        "label": torch.tensor([b["label"] for b in batch], dtype=torch.long),
+        "votes": torch.stack([b["votes"] for b in batch]),
+        "key": [b["key"] for b in batch],
+    }
+
+
 class FerPlusDataModule(L.LightningDataModule):
     """Streams FER+ face shards; prepares them from ``source`` on first use.
 
@@ -558,30 +589,12 @@ class FerPlusDataModule(L.LightningDataModule):
             raise ValueError(f"shards in {self.shard_dir} were cleaned with {made_with!r} but data.cleaning={self.cleaning!r}; "
                              "point data.shard_dir at a separate folder per cleaning rule")
 
-    # -- samples
+    # -- samples (a picklable decoder, not a bound method: loader workers may be started by forkserver/spawn,
+    # which would otherwise pickle this DataModule and its trainer)
     def decode(self, sample: dict[str, Any]) -> dict[str, Any] | None:
-        info = json.loads(sample["json"])
-        votes = np.asarray(info["votes"], dtype=np.float32)
-        cleaned, _ = clean_votes(votes, self.cleaning)
-        if cleaned is None:  # the shards were cleaned already; guard against hand-made shard sets
-            return None
-        return {
-            "image": torch.from_numpy(decode_png(sample["png"]).copy()),
-            "target": torch.from_numpy(emotion_target(cleaned, self.label_mode)),
-            "label": majority_label(cleaned),
-            "votes": torch.from_numpy(votes),
-            "key": sample["__key__"],
-        }
+        return FerPlusDecoder(self.cleaning, self.label_mode)(sample)
 
-    @staticmethod
-    def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "image": torch.stack([b["image"] for b in batch]),
-            "target": torch.stack([b["target"] for b in batch]),
-            "label": torch.tensor([b["label"] for b in batch], dtype=torch.long),
-            "votes": torch.stack([b["votes"] for b in batch]),
-            "key": [b["key"] for b in batch],
-        }
+    collate = staticmethod(collate_faces)
 
     def _stream(self, split: str, train: bool) -> ShardStream:
         if self.manifest is None:
@@ -589,7 +602,8 @@ class FerPlusDataModule(L.LightningDataModule):
         paths = self.manifest.paths(split)
         if not paths:
             raise ValueError(f"no {split!r} shards in {self.shard_dir} (manifest lists {len(self.manifest.shards)} shards)")
-        return ShardStream(paths, self.decode, self.collate, self.batch_size if train else self.eval_batch_size,
+        return ShardStream(paths, FerPlusDecoder(self.cleaning, self.label_mode), collate_faces,
+                           self.batch_size if train else self.eval_batch_size,
                            train=train, seed=self.seed, shuffle_buffer=self.shuffle_buffer if train else 0, strict=self.strict)
 
     def split_size(self, split: str) -> int:
