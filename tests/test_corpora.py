@@ -115,19 +115,32 @@ def build_rml(emodb_root: Path, out: Path, per_speaker: int = 1, speakers: int =
 # ----------------------------------------------------------------------------- tests
 
 
+EMODB_COUNTS = {"anger": 127, "boredom": 81, "disgust": 46, "fear": 69, "happiness": 71, "sadness": 62, "neutral": 79}
+
+
 def test_emodb_labels_come_from_the_file_name(emodb_root):
+    """The shipped clips in EmoDB's layout: all 454 demo voices plus 8 boredom clips (tests/data/emodb)."""
     clips = read_corpus("emodb", emodb_root)
-    assert len(clips) == 535
+    assert len(clips) == 462
     assert len({c.speaker for c in clips}) == 10
     counts = Counter(c.corpus_label for c in clips)
-    assert counts == {"anger": 127, "boredom": 81, "disgust": 46, "fear": 69, "happiness": 71, "sadness": 62, "neutral": 79}
+    assert counts == {**EMODB_COUNTS, "boredom": 8}  # the demo ships every clip whose emotion FER+ has
     by_name = {c.path.stem: c for c in clips}
     assert by_name["03a01Wa"].emotion == "anger" and by_name["03a01Wa"].speaker == "03"
     assert by_name["03a01Fa"].emotion == "happiness"  # F is Freude (happiness), never disgust
     assert by_name["03a02Ta"].emotion == "sadness"
+    assert by_name["03a04Lc"].corpus_label == "boredom"
     assert all(c.emotion is None for c in clips if c.corpus_label == "boredom")
-    # The corpus root or its wav/ folder both work.
-    assert len(read_corpus("emodb", emodb_root / "wav")) == 535
+    # The corpus root or its wav/ folder both work, and so does the shipped demo folder (FLAC files).
+    assert len(read_corpus("emodb", emodb_root / "wav")) == 462
+    shipped = read_corpus("emodb", Path(__file__).resolve().parents[1] / "crossmodal" / "assets" / "demo" / "emodb")
+    assert len(shipped) == 454 and {c.path.suffix for c in shipped} == {".flac"}
+
+
+def test_full_emodb_counts(emodb_full_root):
+    clips = read_corpus("emodb", emodb_full_root)
+    assert len(clips) == 535 and len({c.speaker for c in clips}) == 10
+    assert Counter(c.corpus_label for c in clips) == EMODB_COUNTS
 
 
 def test_every_corpus_maps_onto_ferplus():

@@ -13,7 +13,7 @@ from crossmodal.export import ExportError, export_student, exported_metadata, lo
 from crossmodal.inference import load_student
 from test_predict import LOGMEL, SPECTROGRAM, tiny_student_file
 
-CLIPS = ("03a01Wa.wav", "03a02Ta.wav", "08b09Fd.wav", "16b10Lb.wav")
+CLIPS = ("03a01Wa.wav", "03a02Ta.wav", "08b09Fd.wav", "16b10Wb.wav")
 
 
 @pytest.fixture(scope="module")

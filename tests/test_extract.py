@@ -171,9 +171,9 @@ def test_shipped_teacher(grid_pairs, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHIPPED_TEACHER.exists(), reason=f"the shipped teacher {SHIPPED_TEACHER} is not there")
-def test_extract_task_end_to_end(grid_root: Path, tmp_path: Path) -> None:
+def test_extract_task_end_to_end(grid_full_root: Path, tmp_path: Path) -> None:
     command = [
-        sys.executable, "-m", "crossmodal.run", "experiment=extract_logits", f"data.source={grid_root}",
+        sys.executable, "-m", "crossmodal.run", "experiment=extract_logits", f"data.source={grid_full_root}",
         f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}", "logger=csv",
     ]
     first = subprocess.run(command, capture_output=True, text=True, cwd=TESTS.parent, timeout=600)
@@ -204,13 +204,13 @@ def test_extract_task_under_ddp_equals_one_process(grid_root: Path, tmp_path: Pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(rank 0)" in proc.stdout + proc.stderr and "(rank 1)" in proc.stdout + proc.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["extract/frames_this_run"] == metrics["extract/frames"] == 143  # both ranks' work
+    assert metrics["extract/frames_this_run"] == metrics["extract/frames"] == 52  # both ranks' work (4 GRID clips)
     (pairs_dir,) = (tmp_path / "data" / "pairs").glob("grid-*")
     pairs = load_manifest(pairs_dir)
     (distilled,) = (tmp_path / "data" / "distill").glob("grid-teacher_cpu-*")
     alone, _ = extract_logits(pairs, tmp_path / "alone", load_teacher(), teacher_name="teacher_cpu")
     ddp, one = read_all(load_manifest(distilled)), read_all(alone)
-    assert sorted(ddp) == sorted(one) and len(one) == 11
+    assert sorted(ddp) == sorted(one) and len(one) == 4
     assert all(np.array_equal(ddp[k]["logits"], one[k]["logits"]) for k in one)
 
 
