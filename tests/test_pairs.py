@@ -15,7 +15,7 @@ from PIL import Image
 
 from crossmodal.data.audio import decode_flac
 from crossmodal.data.pairs import PairsConfig, decode_pair_frames, prepare_pairs
-from crossmodal.data.shards import BadSampleError, load_manifest
+from crossmodal.data.shards import BadSampleError
 from crossmodal.data.splits import IdentitySplit, load_split_file, make_split, save_split
 from crossmodal.data.video import sample_frames
 from crossmodal.tasks.extract import iter_distill  # noqa: F401 - reading helper shared with extraction

@@ -26,7 +26,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np

@@ -45,8 +45,8 @@ import numpy as np
 from crossmodal.data.audio import AudioError, load_audio
 from crossmodal.data.pairs import (
     BuildStats,
-    _SkipRecorder,
     _skip_summary,
+    _SkipRecorder,
     _slug,
     _wait_manifest,
     make_pair_sample,

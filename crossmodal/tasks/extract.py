@@ -36,8 +36,15 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from crossmodal.data.pairs import PairsConfig, decode_pair_frames, npy_bytes, prefetched, prepare_report, wait_for_shards
 from crossmodal.data.distill import distill_fingerprint, distill_folder, teacher_file, teacher_label
+from crossmodal.data.pairs import (
+    PairsConfig,
+    decode_pair_frames,
+    npy_bytes,
+    prefetched,
+    prepare_report,
+    wait_for_shards,
+)
 from crossmodal.data.shards import (
     Manifest,
     ShardJob,
