@@ -21,10 +21,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
+from crossmodal import config_dir
 from crossmodal.config.checks import ConfigError, check_targets, missing_values, translate_gpus, unknown_key_message
 from crossmodal.config.schema import register_configs
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = config_dir()  # conf/ of a checkout, or crossmodal/conf in an installed wheel
 log = logging.getLogger("crossmodal")
 register_configs()
 

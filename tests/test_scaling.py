@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from distill_fixtures import write_distill_shards
 
 ROOT = Path(__file__).resolve().parents[1]
