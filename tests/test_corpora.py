@@ -83,7 +83,7 @@ def build_iemocap(emodb_root: Path, out: Path, per_speaker: int = 2) -> Path:
     by_speaker: dict[str, list[Path]] = {}
     for f in files:
         by_speaker.setdefault(f.name[:2], []).append(f)
-    for index, (speaker, sources) in enumerate(sorted(by_speaker.items())):
+    for index, (_speaker, sources) in enumerate(sorted(by_speaker.items())):
         session, sex = f"Ses0{1 + index // 2}", "FM"[index % 2]
         dialog = f"{session}F_impro01"
         lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from omegaconf import OmegaConf
+from test_corpora import build_cremad, build_enterface, build_iemocap, build_ravdess, build_rml
+from test_predict import tiny_student_file
 
 from crossmodal.data.corpora import Clip, CorpusError, read_corpus
 from crossmodal.emotions import EMOTIONS
@@ -19,8 +21,6 @@ from crossmodal.eval.probe import FoldError, clip_folds
 from crossmodal.run import _compose
 from crossmodal.tasks.evaluate import BenchmarkConfig, evaluate_features, run, select_classes, zero_shot_row
 from crossmodal.utils.run_context import RunContext
-from test_corpora import build_cremad, build_enterface, build_iemocap, build_ravdess, build_rml
-from test_predict import tiny_student_file
 
 ROOT = Path(__file__).resolve().parents[1]
 EMODB_CLASSES = ("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral")

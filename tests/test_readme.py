@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -387,10 +386,11 @@ def _run_predict(command: str, workspace: Workspace) -> None:
 
 def _run_export(command: str, workspace: Workspace) -> None:
     """``crossmodal export`` with the shipped student: the written file gives the student's outputs on a real clip."""
+    import torch
+
     from crossmodal.data.audio import load_audio
     from crossmodal.export import load_exported
     from crossmodal.inference import load_student
-    import torch
 
     argv = _argv(command)
     cwd = workspace.root / "export"
