@@ -189,13 +189,20 @@ class Workspace:
         assert proc.returncode == 0, f"{shlex.join(argv)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}"
         return proc
 
+    @staticmethod
+    def corpora(experiment: str | None) -> list[str]:
+        """The CPU distillation runs find EmoDB and FER+ in paths.data_dir or paths.shared_data_dir,
+        which a fresh clone lacks: point them at the shipped demo voices and faces (as the demo does)."""
+        if experiment in ("distill_cpu", "supervised_cpu"):
+            return [f"data.emodb={DEMO / 'emodb'}", f"data.ferplus={DEMO / 'ferplus'}"]
+        return []
+
     def entry_point(self, argv: list[str]) -> tuple[subprocess.CompletedProcess, Path]:
         """``python -m crossmodal.run`` with argv (already substituted), shrunk, in its own run folder."""
         experiment = _experiment(argv)
         assert experiment in SHRINK, f"README runs experiment={experiment}: add its shrinking overrides to test_readme.SHRINK"
         extra = list(SHRINK[experiment]) + ["logger=csv", f"paths.data_dir={self.data_dir}"]
-        if experiment is None or experiment in ("distill_cpu", "supervised_cpu"):  # data a clone has: the shipped demo
-            extra += [f"data.emodb={self.emodb}", f"data.ferplus={self.ferplus}"]
+        extra += self.corpora(experiment)
         run_dir = next((Path(a.split("=", 1)[1]) for a in argv if a.startswith("hydra.run.dir=")), None)
         if run_dir is None:
             self.runs += 1
@@ -347,8 +354,7 @@ def _run_sweep(command: str, workspace: Workspace) -> None:
     experiment = _experiment(argv)
     sweep_dir = workspace.root / "sweeps" / (experiment or "demo")
     extra = list(SHRINK[experiment]) + ["logger=csv", f"paths.data_dir={workspace.data_dir}", f"hydra.sweep.dir={sweep_dir}"]
-    if experiment in ("distill_cpu", "supervised_cpu"):
-        extra += [f"data.emodb={workspace.emodb}", f"data.ferplus={workspace.ferplus}"]
+    extra += workspace.corpora(experiment)
     workspace.run([sys.executable, "-m", "crossmodal.run", *argv[3:], *extra])
     jobs = sorted(p.parent for p in sweep_dir.glob("*/metrics.json"))
     assert len(jobs) >= 2, f"sweep wrote {len(jobs)} jobs under {sweep_dir}"
