@@ -166,13 +166,15 @@ class Workspace:
         from crossmodal.lit.teacher import DEFAULT_TEACHER
 
         out = []
+        teacher_run = (_experiment(argv) or "").startswith("teacher")
         for arg in argv:
             arg = re.sub(r"/data/(\w+)", lambda m: str(self.data(m.group(1))), arg)
             key, _, value = arg.partition("=")
-            if value in ("teacher.ckpt", "teacher.pt") or value.endswith(".pth"):
-                arg = f"{key}={DEFAULT_TEACHER}"
-            elif value == "RUN/student.safetensors":
-                arg = f"{key}={DEFAULT_STUDENT}"
+            user_file = value not in ("", "null", "last") and not Path(value).exists()
+            if user_file and (key in ("teacher_ckpt", "model.init_from") or key == "ckpt_path" and teacher_run):
+                arg = f"{key}={DEFAULT_TEACHER}"  # the user's teacher file: the shipped one
+            elif user_file and key == "ckpt_path":
+                arg = f"{key}={DEFAULT_STUDENT}"  # the user's student file (RUN/student...): the shipped one
             elif key == "hydra.run.dir":
                 arg = f"hydra.run.dir={self.root / value}"
             elif key == "trainer.gpus" and not _has_gpu():
