@@ -88,7 +88,7 @@ def _predict(args: argparse.Namespace) -> int:
         print(as_json(result, student, embeddings=not args.no_embedding))
     else:
         print("\n\n".join(format_table(r, student.emotions) for r in result.results))
-    for path, message in result.errors:
+    for _path, message in result.errors:
         print(f"error: {message}", file=sys.stderr)
     if result.errors:
         print(f"{len(result.errors)} of {len(result.errors) + len(result.results)} files failed", file=sys.stderr)

@@ -6,7 +6,8 @@ can swap architectures with one override (`model.backbone=resnet18_small`).
 from __future__ import annotations
 
 import difflib
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 F = TypeVar("F", bound=Callable)
 

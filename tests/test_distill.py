@@ -13,7 +13,14 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn import functional as F
 
-from crossmodal.data.distill import BadDistillSample, DistillDataModule, DistillDecoder, SpeechCollate, aggregate_logits, choose_window
+from crossmodal.data.distill import (
+    BadDistillSample,
+    DistillDataModule,
+    DistillDecoder,
+    SpeechCollate,
+    aggregate_logits,
+    choose_window,
+)
 from crossmodal.data.shards import BadSampleError, ShardStream, load_manifest
 from crossmodal.emotions import EMOTIONS
 from crossmodal.lit.distill import DistillationModule, per_emotion_auc

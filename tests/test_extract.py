@@ -71,7 +71,7 @@ def test_logit_shapes_and_times_line_up_with_audio(grid_pairs, tmp_path: Path) -
     assert manifest.meta["teacher"] == "standin" and manifest.meta["emotions"] == list(EMOTIONS)
     assert manifest.meta["split_file"] == grid_pairs.meta["split_file"]
     samples = read_all(manifest)
-    for key, sample in samples.items():
+    for _key, sample in samples.items():
         logits, times, meta = sample["logits"], sample["times"], sample["meta"]
         assert logits.dtype == np.float16 and logits.shape == (len(times), 8) == (meta["n_frames"], 8)
         wave, rate = decode_flac(sample["flac"])

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+from distill_fixtures import write_distill_shards
 
 from crossmodal.utils.gallery import find_pair_frames, gallery_figure
 from crossmodal.utils.plots import close
-from distill_fixtures import write_distill_shards
 
 
 def test_gallery_finds_frames_and_draws(emodb_root, tmp_path):

@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from crossmodal.config.checks import ConfigError
-from crossmodal.run import _compose, preflight
+from crossmodal.run import preflight
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
@@ -34,7 +34,7 @@ class PathsConf:
     data_dir: str = "${paths.root_dir}/data"
     log_dir: str = "${paths.root_dir}/logs"
     output_dir: str = "${hydra:runtime.output_dir}"
-    shared_data_dir: Optional[str] = None  # a shared copy of the raw corpora, searched after data_dir
+    shared_data_dir: str | None = None  # a shared copy of the raw corpora, searched after data_dir
     min_free_gb: float = 1.0  # checked on the run folder and data_dir before any work starts
 
 
@@ -46,48 +46,48 @@ class TrainerConf:
     devices: Any = 1
     strategy: Any = "auto"
     num_nodes: int = 1
-    gpus: Optional[int] = None  # removed in Lightning 2; translated to accelerator/devices/strategy
+    gpus: int | None = None  # removed in Lightning 2; translated to accelerator/devices/strategy
     precision: Any = "32-true"
-    max_epochs: Optional[int] = None
-    min_epochs: Optional[int] = None
+    max_epochs: int | None = None
+    min_epochs: int | None = None
     max_steps: int = -1
-    max_time: Optional[str] = None
+    max_time: str | None = None
     limit_train_batches: Any = None  # int = batches, float = fraction (Lightning's rule)
     limit_val_batches: Any = None  # int = batches, float = fraction (Lightning's rule)
     limit_test_batches: Any = None  # int = batches, float = fraction (Lightning's rule)
-    val_check_interval: Optional[float] = None
-    check_val_every_n_epoch: Optional[int] = 1
-    num_sanity_val_steps: Optional[int] = None
-    log_every_n_steps: Optional[int] = None
-    gradient_clip_val: Optional[float] = None
+    val_check_interval: float | None = None
+    check_val_every_n_epoch: int | None = 1
+    num_sanity_val_steps: int | None = None
+    log_every_n_steps: int | None = None
+    gradient_clip_val: float | None = None
     accumulate_grad_batches: int = 1
     deterministic: Any = None
-    benchmark: Optional[bool] = None
+    benchmark: bool | None = None
     sync_batchnorm: bool = False
-    enable_progress_bar: Optional[bool] = None
+    enable_progress_bar: bool | None = None
     fast_dev_run: Any = False
     detect_anomaly: bool = False
-    profiler: Optional[str] = None
+    profiler: str | None = None
 
 
 @dataclass
 class RunConf:
     task: Task = Task.train
     name: str = "run"
-    seed: Optional[int] = 42
-    ckpt_path: Optional[str] = None
-    teacher_ckpt: Optional[str] = None
+    seed: int | None = 42
+    ckpt_path: str | None = None
+    teacher_ckpt: str | None = None
     strict: bool = False
-    cpu_threads: Optional[int] = None  # torch threads per process (1 is often faster on a shared CPU box)
+    cpu_threads: int | None = None  # torch threads per process (1 is often faster on a shared CPU box)
     test_after_fit: bool = True
-    optimized_metric: Optional[str] = None  # the metric a sweeper (Optuna) optimises
+    optimized_metric: str | None = None  # the metric a sweeper (Optuna) optimises
     tags: list[str] = field(default_factory=list)
     paths: PathsConf = field(default_factory=PathsConf)
     trainer: TrainerConf = field(default_factory=TrainerConf)
-    logger: Optional[dict[str, Any]] = None
-    callbacks: Optional[dict[str, Any]] = None
-    data: Optional[dict[str, Any]] = None
-    model: Optional[dict[str, Any]] = None
+    logger: dict[str, Any] | None = None
+    callbacks: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    model: dict[str, Any] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import io
 import math
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -317,7 +317,7 @@ def _probe_pyav(path: Path) -> AudioInfo:
 def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
     chunks: list[np.ndarray] = []
     rate = 0
-    for chunk, rate in _pyav_decode(path):
+    for chunk, rate in _pyav_decode(path):  # noqa: B007 - the last block's rate is the file's
         chunks.append(chunk)
     if not chunks:
         raise AudioError(f"audio stream of {path} holds no samples", "empty_audio")

@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import soundfile as sf
 
@@ -59,7 +59,7 @@ class CorpusSpec:
     classes: tuple[str, ...]  # the corpus's own class names, in the corpus's usual order
     to_ferplus: dict[str, str | None]  # corpus class -> FER+ emotion (None: no FER+ counterpart)
     layout: str  # the folder layout the reader expects, for error messages
-    reader: Callable[[Path, "_Skips"], Iterator[Clip]]
+    reader: Callable[[Path, _Skips], Iterator[Clip]]
 
     @property
     def unmapped(self) -> tuple[str, ...]:

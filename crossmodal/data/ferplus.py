@@ -33,9 +33,10 @@ import json
 import logging
 import math
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np

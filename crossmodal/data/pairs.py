@@ -38,9 +38,10 @@ import math
 import re
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -130,7 +131,7 @@ class PairsConfig:
             )
 
     @classmethod
-    def from_cfg(cls, cfg: Any) -> "PairsConfig":
+    def from_cfg(cls, cfg: Any) -> PairsConfig:
         """From a PairsConfig, a dict or an OmegaConf node (``_target_`` is ignored, unknown keys are errors)."""
         if isinstance(cfg, cls):
             return cfg
@@ -303,7 +304,7 @@ class BuildStats:
     frames_corrupt: int = 0
     frames_unused: int = 0  # face frames outside any kept segment (short tails, too few frames)
 
-    def add(self, other: "BuildStats | dict") -> None:
+    def add(self, other: BuildStats | dict) -> None:
         values = other if isinstance(other, dict) else dataclasses.asdict(other)
         for key, value in values.items():
             if hasattr(self, key):

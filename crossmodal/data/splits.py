@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 SPLITS = ("train", "heard", "unheard")
 SPLIT_FILE = "splits.json"

@@ -7,8 +7,8 @@ fraction of clips classified correctly (each clip weighs the same, so big classe
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -225,7 +226,7 @@ class DistillationModule(SpeechModuleBase):
     def _eval_step(self, batch: dict[str, Any]) -> None:
         targets = self.batch_targets(batch)
         logits, _ = self(batch["wave"], batch["lengths"])
-        for index, split in enumerate(SPLITS):
+        for index, _split in enumerate(SPLITS):
             chosen = batch["split"] == index
             if chosen.any():
                 self.split_loss.update(index, self.criterion(logits[chosen], targets[chosen])["loss"], int(chosen.sum()))

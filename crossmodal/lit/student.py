@@ -17,13 +17,12 @@ Optimisation (``optimizer`` / ``scheduler`` dicts):
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
 from torch.nn import functional as F
 from torchmetrics import Metric, SumMetric
 
@@ -318,7 +317,7 @@ class StudentSpeech(SpeechModuleBase):
     def _eval_step(self, batch: dict[str, Any]) -> None:
         logits, _ = self(batch["wave"], batch["lengths"])
         labels = batch["label"]
-        for index, split in enumerate(SPLITS):
+        for index, _split in enumerate(SPLITS):
             chosen = (labels != NO_LABEL) & (batch["split"] == index)
             if chosen.any():
                 self.split_loss.update(index, self.loss(logits[chosen], labels[chosen]), int(chosen.sum()))

@@ -20,9 +20,10 @@ import contextlib
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -57,7 +58,7 @@ class PreprocessSpec:
     std: list[float] = field(default_factory=lambda: [64.0])
 
     @classmethod
-    def from_config(cls, config: dict | None) -> "PreprocessSpec":
+    def from_config(cls, config: dict | None) -> PreprocessSpec:
         config = dict(config or {})
         unknown = set(config) - set(cls.__dataclass_fields__)
         if unknown:

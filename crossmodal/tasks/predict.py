@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
@@ -111,7 +112,7 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
         ["path", "duration_s", "top", *student.emotions],
         [[r.path, round(r.duration, 2), r.whole.top, *(round(float(p), 4) for p in r.whole.probabilities)] for r in result.results],
     )
-    for path, message in result.errors:
+    for _path, message in result.errors:
         log.error("%s", message)
     log.info("predicted %d files (%d failed); %s", len(result.results), len(result.errors), out / "predictions.md")
     if result.errors and cfg.get("strict", False):

@@ -2,7 +2,7 @@
 ``crossmodal.utils.figures.log_figure`` saves it as PNG and sends it to the active loggers."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 

@@ -6,9 +6,10 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig

@@ -48,7 +48,7 @@ def build_ferplus(source: Path, out: Path, per_emotion: int, seed: int) -> int:
                 by_emotion.setdefault(top, []).append(row)
         (out / folder).mkdir(parents=True, exist_ok=True)
         chosen = []
-        for emotion, candidates in sorted(by_emotion.items()):
+        for _emotion, candidates in sorted(by_emotion.items()):
             take = rng.permutation(len(candidates))[: per_emotion // 2]
             chosen += [candidates[i] for i in sorted(take)]
         with open(out / folder / "label.csv", "w", newline="") as f:

@@ -13,10 +13,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -73,7 +74,8 @@ def load_now() -> str:
 
 def compose(overrides: list[str]):
     """The run config ``python -m crossmodal.run <overrides>`` would use (outside a Hydra run)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from crossmodal.config.schema import register_configs
