@@ -18,8 +18,10 @@ import io
 import math
 import struct
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -290,7 +292,9 @@ def _check_riff_length(path: Path) -> None:
             offset += 8 + length + (length & 1)
 
 
-def _probe_pyav(path: Path) -> AudioInfo:
+@contextmanager
+def _open_audio_stream(path: Path) -> Iterator[tuple[Any, Any, int]]:
+    """(container, first audio stream, its sample rate) of a PyAV-readable file, or an AudioError naming it."""
     import av
 
     try:
@@ -304,6 +308,11 @@ def _probe_pyav(path: Path) -> AudioInfo:
         rate = stream.codec_context.sample_rate or stream.rate
         if not rate:
             raise AudioError(f"audio stream of {path} has no sample rate")
+        yield container, stream, int(rate)
+
+
+def _probe_pyav(path: Path) -> AudioInfo:
+    with _open_audio_stream(path) as (container, stream, rate):
         channels = stream.codec_context.channels or 1
         seconds = None
         if stream.duration and stream.time_base:
@@ -333,17 +342,7 @@ def _pyav_decode(path: Path) -> Iterator[tuple[np.ndarray, int]]:
     """(mono float32 chunk at the native rate, rate) for each decoded frame of the first audio stream."""
     import av
 
-    try:
-        container = av.open(str(path))
-    except Exception as exn:  # noqa: BLE001 - PyAV raises many error types for bad files
-        raise AudioError(f"cannot read audio from {path}: {exn}") from exn
-    with container:
-        if not container.streams.audio:
-            raise AudioError(f"no audio stream in {path} (is it a silent video?)", "no_audio_stream")
-        stream = container.streams.audio[0]
-        rate = stream.codec_context.sample_rate or stream.rate
-        if not rate:
-            raise AudioError(f"audio stream of {path} has no sample rate")
+    with _open_audio_stream(path) as (container, stream, rate):
         # Convert inside ffmpeg to planar float at the native rate and layout; channels are averaged
         # here (ffmpeg's own downmix adds channels at -3 dB, which can overflow [-1, 1]).
         converter = None
