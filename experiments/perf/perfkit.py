@@ -90,7 +90,8 @@ def compose(overrides: list[str]):
 
 
 def base_overrides(work: Path, shards: str, extra: list[str] = ()) -> list[str]:
-    return [f"experiment={EXPERIMENT}", f"paths.root_dir={work}", f"data.shards={shards}", *extra]
+    # The benchmark's shards are made by benchdata, not by distill_cpu's pseudo-pair recipe.
+    return [f"experiment={EXPERIMENT}", f"paths.root_dir={work}", f"data.shards={shards}", "data.prepare=null", *extra]
 
 
 def build(cfg):
