@@ -138,6 +138,7 @@ def test_train_run_writes_run_folder_and_learns(tmp_path, toy_shards):
     assert sorted(by_epoch) == [0, 1, 2] and by_epoch[2] < by_epoch[0]
 
 
+@pytest.mark.slow  # over 30 s on 2 cores (make test-full)
 def test_same_seed_same_metrics(tmp_path, toy_shards):
     _run(tmp_path / "a", toy_shards, "data.num_workers=2")
     _run(tmp_path / "b", toy_shards, "data.num_workers=2")
@@ -146,6 +147,7 @@ def test_same_seed_same_metrics(tmp_path, toy_shards):
     assert ma == mb
 
 
+@pytest.mark.slow  # over 30 s on 2 cores (make test-full)
 def test_ddp_cpu_matches_single_process(tmp_path, toy_shards):
     # One trained model, evaluated by 1 process and by 2 DDP processes (gloo): every sample is seen
     # exactly once across ranks and the synced metrics are equal.
@@ -160,6 +162,7 @@ def test_ddp_cpu_matches_single_process(tmp_path, toy_shards):
     assert m2["test/loss"] == pytest.approx(m1["test/loss"], rel=1e-5)
 
 
+@pytest.mark.slow  # over 30 s on 2 cores (make test-full)
 def test_ddp_cpu_training_finishes(tmp_path, toy_shards):
     # 4 val shards over 2 ranks x 2 workers, training epochs fixed per rank: no rank waits on another.
     _run(tmp_path / "ddp", toy_shards, "trainer=ddp_cpu", "trainer.max_epochs=2", "data.num_workers=2", timeout=400)
@@ -195,6 +198,7 @@ def uninterrupted(tmp_path_factory, toy_shards):
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
 
 
+@pytest.mark.slow  # over 30 s on 2 cores (make test-full)
 @pytest.mark.parametrize("signal_name, returncode, saved_step", [("SIGKILL", -9, 8), ("SIGTERM", 0, 10)])
 def test_resume_after_kill_gives_the_same_weights(tmp_path, toy_shards, uninterrupted, signal_name, returncode, saved_step):
     # SIGKILL at step 10 (mid-epoch 1) leaves the periodic last.ckpt of step 8; SIGTERM (SLURM's

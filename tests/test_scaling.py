@@ -49,6 +49,7 @@ def test_ddp_distillation_training_with_uneven_shards_finishes(shards, tmp_path)
     assert metrics["val/auc_unheard/mean"] is not None
 
 
+@pytest.mark.slow  # over 30 s on 2 cores (make test-full)
 def test_ddp_builds_missing_shards_on_first_use_without_deadlock(tmp_path):
     """Lightning runs prepare_data on one process per node while the others wait in its own
     barrier, so building the pseudo-pairs and the teacher logits there must use no collective.
