@@ -163,14 +163,14 @@ class DistillationModule(SpeechModuleBase):
             self.get_teacher()
 
     def student_provenance(self) -> dict[str, Any]:
-        """The base provenance plus the teacher's digest (sha1 of its file, as the distillation shards record it)."""
+        """The base provenance plus the teacher's digest (sha256 of its file, as the distillation shards record it)."""
         provenance = super().student_provenance()
         digest = None
         if self.mode == "cached":
             datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
             manifest = getattr(datamodule, "manifest", None)
             try:
-                digest = manifest().meta.get("teacher_sha1") if callable(manifest) else None
+                digest = manifest().meta.get("teacher_sha256") if callable(manifest) else None
             except (FileNotFoundError, ValueError):
                 digest = None
         else:
@@ -181,9 +181,9 @@ class DistillationModule(SpeechModuleBase):
                 from crossmodal.models.modelfile import file_digest
 
                 provenance.setdefault("teacher", str(teacher_file))
-                digest = file_digest(teacher_file, algorithm="sha1")
+                digest = file_digest(teacher_file)
         if digest:
-            provenance["teacher_digest"] = f"sha1:{digest}"
+            provenance["teacher_digest"] = f"sha256:{digest}"
         return provenance
 
     @torch.no_grad()

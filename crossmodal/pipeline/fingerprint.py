@@ -75,14 +75,12 @@ def fingerprint_digest(fingerprint: Mapping[str, Any]) -> str:
 
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes (teacher files: .pt, .safetensors, .ckpt, .pth alike)."""
+    from crossmodal.models.modelfile import file_digest
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"cannot fingerprint {path}: no such file")
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path)
 
 
 def _listing(path: Path) -> dict[str, Any]:

@@ -57,7 +57,7 @@ from crossmodal.data.shards import (
 )
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
 from crossmodal.pipeline.cache import claim
-from crossmodal.pipeline.fingerprint import input_fingerprint
+from crossmodal.pipeline.fingerprint import file_sha256, input_fingerprint
 from crossmodal.pipeline.lock import folder_lock
 
 log = logging.getLogger(__name__)
@@ -135,15 +135,9 @@ def teacher_name(ckpt: str | None) -> str:
 
 
 def teacher_digest(ckpt: str | None) -> str:
-    """SHA-1 of the teacher file (the shipped one for None), kept in the manifest as ``teacher_sha1``
-    for the student's provenance; the fingerprint holds the sha256."""
-    import hashlib
-
-    digest = hashlib.sha1()
-    with open(teacher_file(ckpt), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """sha256 of the teacher file (the shipped one for None): the digest the fingerprint holds, kept in
+    the manifest as ``teacher_sha256`` for the student's provenance."""
+    return file_sha256(teacher_file(ckpt))
 
 
 # ----------------------------------------------------------------------------------- extraction
@@ -288,7 +282,7 @@ def _extract(pairs, out_dir, teacher, teacher_name, teacher_id, batch_size, logi
     meta = {
         "kind": "distill",
         "teacher": teacher_name,
-        "teacher_sha1": teacher_id,
+        "teacher_sha256": teacher_id,
         "pairs": str(pairs.root),
         "split_file": pairs.meta.get("split_file"),
         "frame_rate": pairs.meta.get("frame_rate"),
