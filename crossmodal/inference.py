@@ -454,10 +454,11 @@ def load_student_modules(path: str | Path, device: str | torch.device = "cpu") -
 def _from_lightning(path: Path, payload: dict[str, Any]) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
     """Rebuild the student of a DistillationModule / StudentSpeech checkpoint from its hyper-parameters."""
     from crossmodal.models.frontend import build_frontend
+    from crossmodal.models.modelfile import plain
     from crossmodal.models.speech import create_student
     from crossmodal.registry import SPEECH_MODELS
 
-    hparams = _plain(payload.get("hyper_parameters") or {})
+    hparams = plain(payload.get("hyper_parameters") or {})
     net_name, net_kwargs = _find_network(hparams, set(SPEECH_MODELS.names()))
     if net_name is None:
         raise ValueError(
@@ -472,19 +473,6 @@ def _from_lightning(path: Path, payload: dict[str, Any]) -> tuple[nn.Module, nn.
     net.eval()
     info = {"net_name": net_name, "net_kwargs": net_kwargs, "frontend": frontend_cfg, "emotions": list(EMOTIONS), "path": str(path), "source": "lightning"}
     return frontend, net, info
-
-
-def _plain(value: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def _find_key(tree: Any, names: tuple[str, ...]) -> Any:
