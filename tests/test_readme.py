@@ -160,10 +160,21 @@ class Workspace:
             return root if name == "voxceleb1" else frames
         raise AssertionError(f"README uses /data/{name}: tests/test_readme.py has no shipped stand-in for it (add one to Workspace.data)")
 
+    def teacher(self, name: str) -> Path:
+        """The stand-in for a teacher file the README names (``teacher.ckpt``, ``T``): the shipped teacher's
+        weights, re-saved once per name so that each name has its own bytes and digest, as two users'
+        teachers would. The paper path (extract with ``teacher_ckpt=T``, then distill with the same ``T``)
+        must then find exactly the set that teacher made."""
+        from crossmodal.lit.teacher import load_teacher, save_teacher
+
+        path = self.root / "teachers" / f"{Path(name).stem}.safetensors"
+        if not path.exists():
+            save_teacher(load_teacher(), path, provenance={"note": f"stand-in for the README's {name}"})
+        return path
+
     def substitute(self, argv: list[str]) -> list[str]:
         """argv with the user's data paths, files and devices replaced by what this machine has."""
         from crossmodal.inference import DEFAULT_STUDENT
-        from crossmodal.lit.teacher import DEFAULT_TEACHER
 
         out = []
         teacher_run = (_experiment(argv) or "").startswith("teacher")
@@ -172,7 +183,7 @@ class Workspace:
             key, _, value = arg.partition("=")
             user_file = value not in ("", "null", "last") and not Path(value).exists()
             if user_file and (key in ("teacher_ckpt", "model.init_from") or key == "ckpt_path" and teacher_run):
-                arg = f"{key}={DEFAULT_TEACHER}"  # the user's teacher file: the shipped one
+                arg = f"{key}={self.teacher(value)}"  # the user's teacher file: the shipped one, under that name
             elif user_file and key == "ckpt_path":
                 arg = f"{key}={DEFAULT_STUDENT}"  # the user's student file (RUN/student...): the shipped one
             elif key == "hydra.run.dir":
