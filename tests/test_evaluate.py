@@ -143,6 +143,7 @@ def test_no_recognisable_files(tmp_path):
         run(cfg, RunContext(cfg, tmp_path))
 
 
+@pytest.mark.slow  # ~22 s; the fast suite runs eval_* through the entry point in test_readme (make test-full)
 def test_entry_point_on_a_cremad_layout(emodb_root, tmp_path):
     """The real command line: python -m crossmodal.run experiment=eval_cremad ... writes metrics.json and plots/."""
     root = build_cremad(emodb_root, tmp_path / "cremad", per_speaker=2)

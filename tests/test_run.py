@@ -220,6 +220,7 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path, toy_shards, uninterr
         assert torch.equal(value, resumed["state_dict"][key]), key
 
 
+@pytest.mark.slow  # ~20 s, a 2-job sweep (make test-full); keeps make test under 8 min on 2 cores
 def test_local_sweep_runs_each_job_as_its_own_wandb_run_in_one_group(tmp_path, toy_shards):
     env = dict(os.environ, PYTHONPATH=str(TOY), WANDB_MODE="offline", CROSSMODAL_NO_PROGRESS="1")
     sweep_dir = tmp_path / "sweep"
