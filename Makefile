@@ -27,9 +27,11 @@ test-full: install
 bench: install
 	$(PY) experiments/perf/run_all.py
 
-# ruff (pinned in the dev extra, configured in pyproject.toml): any error fails the target
+# ruff and the import-linter layer contract (both pinned in the dev extra, configured in
+# pyproject.toml): any error fails the target
 lint: install
 	$(PY) -m ruff check crossmodal tests experiments setup.py
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

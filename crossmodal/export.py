@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from crossmodal.emotions import EMOTIONS
-from crossmodal.inference import SAMPLE_RATE, Student, load_student
+from crossmodal.inference import Student, load_student
+from crossmodal.io.audio import SAMPLE_RATE
 from crossmodal.models.frontend import normalize_per_bin
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from crossmodal.emotions import EMOTIONS
+from crossmodal.io.audio import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 DEFAULT_STUDENT = Path(__file__).resolve().parent / "assets" / "student_cpu.safetensors"
 # RMS (after removing the mean, i.e. any DC offset) below which audio holds no speech-like energy:
 # the rule the distillation data applies to its training segments (data.silence_rms = 1e-4; 16-bit
@@ -173,7 +173,7 @@ class Student(nn.Module):
         the softmax of the pooled logits, and stretches without speech-like energy are left out.
         Memory then stays bounded whatever the file's length.
         """
-        from crossmodal.data.audio import MAX_STREAM_SECONDS, load_audio, probe_audio
+        from crossmodal.io.audio import MAX_STREAM_SECONDS, load_audio, probe_audio
 
         if window is not None and window != 0:
             check_seconds(window, "window")
@@ -199,7 +199,7 @@ class Student(nn.Module):
     @torch.inference_mode()
     def _predict_stream(self, path: str | Path, window: float | None, hop: float | None) -> FilePrediction:
         """:meth:`predict_file` for long files: one pass over the file's blocks, nothing held whole."""
-        from crossmodal.data.audio import MAX_STREAM_SECONDS, stream_audio
+        from crossmodal.io.audio import MAX_STREAM_SECONDS, stream_audio
 
         where = str(path)
         stretches = StretchCutter(round(POOL_SECONDS * SAMPLE_RATE))
@@ -246,7 +246,7 @@ class Student(nn.Module):
 def prepare_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
     """Any waveform -> float32 mono at 16 kHz. 2-D input is [channels, samples] or [samples, channels]
     (the short axis is taken as channels)."""
-    from crossmodal.data.audio import resample
+    from crossmodal.io.audio import resample
 
     if isinstance(waveform, torch.Tensor):
         waveform = waveform.detach().cpu().numpy()

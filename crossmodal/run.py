@@ -120,7 +120,7 @@ def execute(cfg: DictConfig) -> Any:
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     from crossmodal.tasks import get_task
-    from crossmodal.utils.run_context import RunContext, build_loggers
+    from crossmodal.tasks.run_folder import RunFolder, build_loggers
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -144,7 +144,7 @@ def execute(cfg: DictConfig) -> Any:
     loggers = build_loggers(cfg, run_dir)
     for logger in loggers:
         logger.log_hyperparams(resolved)
-    ctx = RunContext(cfg, run_dir, loggers)
+    ctx = RunFolder(cfg, run_dir, loggers)
     try:
         result = get_task(str(cfg.task.value if hasattr(cfg.task, "value") else cfg.task))(cfg, ctx)
         ctx.add_metrics(result or {})
@@ -163,7 +163,7 @@ def execute(cfg: DictConfig) -> Any:
 
 def check_output_dirs(cfg: DictConfig, run_dir: Path) -> None:
     """Out-of-disk or unwritable output: fail now, with the key to change, not hours into a job."""
-    from crossmodal.data.shards import check_writable
+    from crossmodal.pipeline.shards import check_writable
 
     need = float(cfg.paths.get("min_free_gb", 0)) * 1e9
     for key, folder in (("hydra.run.dir", run_dir), ("paths.data_dir", Path(cfg.paths.data_dir))):

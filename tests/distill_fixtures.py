@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from crossmodal.data.audio import encode_flac, load_audio
-from crossmodal.data.shards import ShardJob, write_shard_set
 from crossmodal.emotions import EMOTIONS
+from crossmodal.io.audio import encode_flac, load_audio
+from crossmodal.pipeline.shards import ShardJob, write_shard_set
 
 # EmoDB's emotion letter (6th character of the file name) -> FER+ emotion (boredom has none)
 EMODB_TO_FERPLUS = {"W": "anger", "E": "disgust", "A": "fear", "F": "happiness", "T": "sadness", "N": "neutral"}
@@ -69,7 +69,7 @@ def write_distill_shards(out_dir: Path, emodb_root: Path, per_speaker: int = 6, 
                 },
             }
             if with_frames:  # a pair-shard sample: face-like frames (PNG, lossless) instead of logits
-                from crossmodal.data.pairs import make_pair_sample
+                from crossmodal.pipeline.pairs import make_pair_sample
 
                 rng = np.random.default_rng(index)
                 frames = rng.integers(0, 256, size=(len(times), frame_size, frame_size), dtype=np.uint8)

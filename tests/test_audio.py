@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from crossmodal.data.audio import AudioError, decode_flac, encode_flac, load_audio, probe_audio, resample, stream_audio
+from crossmodal.io.audio import AudioError, decode_flac, encode_flac, load_audio, probe_audio, resample, stream_audio
 
 DEMO_CLIP = Path(__file__).resolve().parents[1] / "crossmodal" / "assets" / "demo" / "emodb" / "wav" / "03a01Fa.flac"
 
@@ -138,7 +138,7 @@ def test_truncated_files_are_named(tmp_path: Path) -> None:
 def test_absurd_headers_are_refused_before_reading(tmp_path: Path, monkeypatch) -> None:
     import struct
 
-    import crossmodal.data.audio as audio
+    import crossmodal.io.audio as audio
 
     speech, rate = sf.read(str(DEMO_CLIP), dtype="float32")
     sf.write(tmp_path / "one_hz.wav", np.resize(speech, 44000), rate, subtype="PCM_16")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from crossmodal.data.corpora import CORPORA, CorpusError, corpus_spec, read_corpus
 from crossmodal.emotions import EMOTIONS
+from crossmodal.io.corpora import CORPORA, CorpusError, corpus_spec, read_corpus
 
 # EmoDB emotion letter -> the code each other corpus uses for the same emotion.
 _RAVDESS_CODE = {"N": "01", "F": "03", "T": "04", "W": "05", "A": "06", "E": "07", "L": "02"}  # L boredom -> calm (stand-in)

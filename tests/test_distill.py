@@ -21,10 +21,12 @@ from crossmodal.data.distill import (
     aggregate_logits,
     choose_window,
 )
-from crossmodal.data.shards import BadSampleError, ShardStream, load_manifest
+from crossmodal.data.stream import ShardStream
 from crossmodal.emotions import EMOTIONS
+from crossmodal.io.skips import BadSampleError
 from crossmodal.lit.distill import DistillationModule, per_emotion_auc
-from crossmodal.lit.losses import DistillationLoss, soft_cross_entropy
+from crossmodal.models.losses import DistillationLoss, soft_cross_entropy
+from crossmodal.pipeline.shards import load_manifest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distill_fixtures import constructed_logits, write_distill_shards  # noqa: E402
@@ -104,8 +106,8 @@ def test_window_choice():
 def _sample(key="clip", seconds=2.0, logits=None, times=None, amplitude=0.1, split="unheard"):
     import json
 
-    from crossmodal.data.audio import encode_flac
-    from crossmodal.data.pairs import npy_bytes
+    from crossmodal.io.audio import encode_flac
+    from crossmodal.pipeline.pairs import npy_bytes
 
     rng = np.random.default_rng(0)
     wave = (rng.standard_normal(int(seconds * 16000)) * amplitude).astype(np.float32)
@@ -155,7 +157,7 @@ def test_bad_samples_are_named(reason, kwargs):
 
 
 def test_bad_samples_are_counted_or_fatal_in_strict_mode(tmp_path):
-    from crossmodal.data.shards import write_shard
+    from crossmodal.pipeline.shards import write_shard
 
     samples = [_sample("good_a"), _sample("nan_b", logits=np.full((9, 8), np.inf, dtype=np.float32)), _sample("good_c")]
     write_shard(tmp_path / "unheard-000000.tar", samples)
@@ -212,7 +214,7 @@ class TinyTeacher(nn.Module):
 
 @pytest.fixture(scope="module")
 def pair_and_distill_shards(emodb_root, tmp_path_factory):
-    from crossmodal.tasks.extract import extract_logits
+    from crossmodal.pipeline.extract import extract_logits
 
     root = tmp_path_factory.mktemp("online")
     pairs = write_distill_shards(root / "pairs", emodb_root, per_speaker=2, with_frames=True)

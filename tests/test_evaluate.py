@@ -15,12 +15,12 @@ from omegaconf import OmegaConf
 from test_corpora import build_cremad, build_enterface, build_iemocap, build_ravdess, build_rml
 from test_predict import tiny_student_file
 
-from crossmodal.data.corpora import Clip, CorpusError, read_corpus
 from crossmodal.emotions import EMOTIONS
 from crossmodal.eval.probe import FoldError, clip_folds
+from crossmodal.io.corpora import Clip, CorpusError, read_corpus
 from crossmodal.run import _compose
 from crossmodal.tasks.evaluate import BenchmarkConfig, evaluate_features, run, select_classes, zero_shot_row
-from crossmodal.utils.run_context import RunContext
+from crossmodal.tasks.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 EMODB_CLASSES = ("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral")
@@ -112,7 +112,7 @@ def test_evaluate_run_on_a_ravdess_layout(emodb_root, tmp_path):
     cfg = _cfg("eval_ravdess", root, student, "data.folds=4", "data.features=[logits,embedding]", "data.Cs=[0.1,10.0]")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    metrics = run(cfg, RunContext(cfg, run_dir))
+    metrics = run(cfg, RunFolder(cfg, run_dir))
     assert metrics["eval/skipped"] == 3 and metrics["eval/speakers"] == 4 and metrics["eval/classes"] == 7
     for method in ("probe_logits", "probe_embedding", "random_init_logits", "random_init_embedding", "chance", "zero_shot"):
         for protocol in ("clips", "speakers"):
@@ -130,17 +130,17 @@ def test_evaluate_run_on_a_ravdess_layout(emodb_root, tmp_path):
     # strict=true: the unparseable name, then the unreadable or silent clip, is an error naming it.
     strict = OmegaConf.merge(cfg, {"strict": True})
     with pytest.raises(CorpusError, match="cannot parse .*take2.wav: RAVDESS names are"):
-        run(strict, RunContext(cfg, run_dir))
+        run(strict, RunFolder(cfg, run_dir))
     (root / "Actor_03" / "take2.wav").unlink()
     with pytest.raises(CorpusError, match="03-01-0[45]-02-02-02-03.wav"):
-        run(strict, RunContext(cfg, run_dir))
+        run(strict, RunFolder(cfg, run_dir))
 
 
 def test_no_recognisable_files(tmp_path):
     (tmp_path / "empty").mkdir()
     cfg = _cfg("eval_emodb", tmp_path / "empty", tmp_path / "unused.pt")
     with pytest.raises(CorpusError, match=r"no EmoDB files found under .*empty"):
-        run(cfg, RunContext(cfg, tmp_path))
+        run(cfg, RunFolder(cfg, tmp_path))
 
 
 @pytest.mark.slow  # ~22 s; the fast suite runs eval_* through the entry point in test_readme (make test-full)
@@ -188,7 +188,7 @@ def test_every_eval_experiment_with_the_shipped_student(experiment, emodb_root, 
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False) | {"paths": {}, "logger": None})
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    metrics = run(cfg, RunContext(cfg, run_dir))
+    metrics = run(cfg, RunFolder(cfg, run_dir))
     bench = BenchmarkConfig(**{k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "_target_"})
     selected, classes = select_classes(read_corpus(corpus, root), bench)
     # EmoDB: the shipped student heard some EmoDB speakers in training; they are left out.

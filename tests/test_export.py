@@ -9,9 +9,9 @@ import torch
 from test_predict import LOGMEL, SPECTROGRAM, tiny_student_file
 
 from crossmodal.cli import main as cli_main
-from crossmodal.data.audio import load_audio
 from crossmodal.export import ExportError, export_student, exported_metadata, load_exported
 from crossmodal.inference import load_student
+from crossmodal.io.audio import load_audio
 
 CLIPS = ("03a01Wa.wav", "03a02Ta.wav", "08b09Fd.wav", "16b10Wb.wav")
 

@@ -14,16 +14,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crossmodal.data.audio import decode_flac
-from crossmodal.data.pairs import PairsConfig, prepare_pairs
-from crossmodal.data.shards import load_manifest
 from crossmodal.emotions import EMOTIONS
-from crossmodal.tasks.extract import extract_logits, iter_distill, summarise
+from crossmodal.io.audio import decode_flac
+from crossmodal.models.teacher import DEFAULT_TEACHER as SHIPPED_TEACHER
+from crossmodal.pipeline.extract import extract_logits, iter_distill, summarise
+from crossmodal.pipeline.pairs import PairsConfig, prepare_pairs
+from crossmodal.pipeline.shards import load_manifest
 
 pytest.importorskip("cv2")
 
 TESTS = Path(__file__).resolve().parent
-from crossmodal.lit.teacher import DEFAULT_TEACHER as SHIPPED_TEACHER  # noqa: E402 - whatever its file format
 
 
 class StandInTeacher(torch.nn.Module):
@@ -80,7 +80,7 @@ def test_logit_shapes_and_times_line_up_with_audio(grid_pairs, tmp_path: Path) -
 
 
 def test_logits_are_the_teachers_on_the_pair_frames(grid_pairs, tmp_path: Path) -> None:
-    from crossmodal.tasks.extract import _read_pair_shard
+    from crossmodal.pipeline.extract import _read_pair_shard
 
     manifest, _ = extract_logits(grid_pairs, tmp_path / "d32", StandInTeacher(), teacher_name="standin", logits_dtype="float32")
     samples = read_all(manifest)
@@ -101,8 +101,8 @@ RESUME_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_extract import StandInTeacher
-from crossmodal.data.shards import load_manifest
-from crossmodal.tasks.extract import extract_logits
+from crossmodal.pipeline.shards import load_manifest
+from crossmodal.pipeline.extract import extract_logits
 extract_logits(load_manifest({pairs!r}), {out!r}, StandInTeacher(delay=0.6), teacher_name="standin", batch_size=4)
 """
 
@@ -161,7 +161,7 @@ def test_worker_processes_give_the_same_shards(grid_pairs, tmp_path: Path) -> No
 
 @pytest.mark.skipif(not SHIPPED_TEACHER.exists(), reason=f"the shipped teacher {SHIPPED_TEACHER} is not there")
 def test_shipped_teacher(grid_pairs, tmp_path: Path) -> None:
-    from crossmodal.lit.teacher import load_teacher
+    from crossmodal.models.teacher import load_teacher
 
     manifest, work = extract_logits(grid_pairs, tmp_path / "shipped", load_teacher(), teacher_name="teacher_cpu", batch_size=32)
     for sample in read_all(manifest).values():
@@ -193,7 +193,7 @@ def test_extract_task_end_to_end(grid_full_root: Path, tmp_path: Path) -> None:
 def test_extract_task_under_ddp_equals_one_process(grid_root: Path, tmp_path: Path) -> None:
     """trainer=ddp_cpu: 2 processes build the pair shards and extract one shard each; the result
     equals a single process's extraction of the same pairs."""
-    from crossmodal.lit.teacher import load_teacher
+    from crossmodal.models.teacher import load_teacher
 
     command = [
         sys.executable, "-m", "crossmodal.run", "experiment=extract_logits", f"data.source={grid_root}", "trainer=ddp_cpu",
@@ -222,8 +222,9 @@ class DroppingTeacher(StandInTeacher):
 
 
 def test_bad_pairs_and_logit_mismatches_are_counted(tmp_path: Path) -> None:
-    from crossmodal.data.pairs import make_pair_sample
-    from crossmodal.data.shards import BadSampleError, ShardJob, write_shard_set
+    from crossmodal.io.skips import BadSampleError
+    from crossmodal.pipeline.pairs import make_pair_sample
+    from crossmodal.pipeline.shards import ShardJob, write_shard_set
 
     rng = np.random.default_rng(0)
 
@@ -251,7 +252,7 @@ def test_bad_pairs_and_logit_mismatches_are_counted(tmp_path: Path) -> None:
 
 
 def test_another_teacher_file_is_not_mixed_in(grid_pairs, tmp_path: Path) -> None:
-    from crossmodal.tasks.extract import teacher_digest
+    from crossmodal.pipeline.extract import teacher_digest
 
     (tmp_path / "a.pt").write_bytes(b"weights a")
     (tmp_path / "b.pt").write_bytes(b"weights b")

@@ -18,20 +18,20 @@ import pytest
 import torch
 from PIL import Image
 
-from crossmodal.data.ferplus import (
+from crossmodal.data.ferplus import FerPlusDataModule, augment_faces
+from crossmodal.emotions import emotion_index
+from crossmodal.io.ferplus import (
     FER2013NEW_HEADER,
     SPLIT_FOLDERS,
     CleaningReport,
-    FerPlusDataModule,
-    augment_faces,
     clean_votes,
     emotion_target,
     load_ferplus_image,
-    prepare_ferplus,
     read_ferplus,
 )
-from crossmodal.data.shards import BadSampleError, SkipLog, load_manifest
-from crossmodal.emotions import emotion_index
+from crossmodal.io.skips import BadSampleError, SkipLog
+from crossmodal.pipeline.ferplus import prepare_ferplus
+from crossmodal.pipeline.shards import load_manifest
 
 SAMPLE = Path(__file__).parent / "data" / "ferplus_sample"
 USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}

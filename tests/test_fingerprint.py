@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from crossmodal.data.distill import DistillDataModule, distill_fingerprint
+from crossmodal.data.distill import DistillDataModule
 from crossmodal.data.ferplus import FerPlusDataModule
-from crossmodal.data.shards import load_manifest
 from crossmodal.pipeline.cache import CachedSkips, CacheMismatch
+from crossmodal.pipeline.distill_sets import distill_fingerprint
 from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
+from crossmodal.pipeline.shards import load_manifest
 
 TESTS = Path(__file__).resolve().parent
 SAMPLE = TESTS / "data" / "ferplus_sample"
@@ -120,7 +121,7 @@ def _emodb_subset(root: Path, per_speaker: int = 3) -> Path:
 
 def test_distill_with_another_teacher_rebuilds_and_a_named_folder_refuses(tmp_path: Path) -> None:
     """distill_cpu-style recipe: teacher_ckpt=OTHER gets its own logits, never the first teacher's."""
-    from crossmodal.lit.teacher import DEFAULT_TEACHER, load_teacher, save_teacher
+    from crossmodal.models.teacher import DEFAULT_TEACHER, load_teacher, save_teacher
 
     other = save_teacher(load_teacher(), tmp_path / f"other{DEFAULT_TEACHER.suffix}", half=False)  # the same net, other bytes
     emodb, data = _emodb_subset(tmp_path / "emodb"), tmp_path / "data"
@@ -162,9 +163,9 @@ class StandInTeacher(torch.nn.Module):  # a fixed face net with the teacher API 
         return images.float().flatten(1)[:, :8] / 255.0
     def forward(self, x):
         return x
-from crossmodal.data.distill import distill_fingerprint, distill_folder
-from crossmodal.data.pairs import PairsConfig, prepare_pairs
-from crossmodal.tasks.extract import extract_logits
+from crossmodal.pipeline.distill_sets import distill_fingerprint, distill_folder
+from crossmodal.pipeline.pairs import PairsConfig, prepare_pairs
+from crossmodal.pipeline.extract import extract_logits
 pairs = prepare_pairs(PairsConfig(source={source!r}, data_dir={data!r}, videos_per_shard=1, unheard_fraction=0.5))
 fingerprint = distill_fingerprint(pairs.meta["fingerprint"], {teacher!r})
 out = distill_folder({data!r}, pairs.meta["name"], {teacher!r}, fingerprint)

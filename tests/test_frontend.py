@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crossmodal.data.audio import load_audio
+from crossmodal.io.audio import load_audio
 from crossmodal.models.frontend import SpeechFrontend
 
 

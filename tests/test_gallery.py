@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 from distill_fixtures import write_distill_shards
 
-from crossmodal.utils.gallery import find_pair_frames, gallery_figure
+from crossmodal.callbacks.gallery import find_pair_frames, gallery_figure
 from crossmodal.utils.plots import close
 
 
 def test_gallery_finds_frames_and_draws(emodb_root, tmp_path):
     pairs = write_distill_shards(tmp_path / "pairs", emodb_root, per_speaker=2, with_frames=True)
-    from crossmodal.data.shards import load_manifest, tar_member_names
+    from crossmodal.pipeline.shards import load_manifest, tar_member_names
 
     names = [n for path in load_manifest(pairs).paths() for n in tar_member_names(path)]
     keys = {names[0].split(".")[0], names[-1].split(".")[0]}

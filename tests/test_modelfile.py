@@ -17,7 +17,6 @@ import torch
 
 from crossmodal.emotions import EMOTIONS
 from crossmodal.inference import DEFAULT_STUDENT, load_student
-from crossmodal.lit.teacher import DEFAULT_TEACHER, load_teacher
 from crossmodal.models import modelfile
 from crossmodal.models.modelfile import (
     FORMAT_VERSION,
@@ -29,6 +28,7 @@ from crossmodal.models.modelfile import (
     write_model_file,
 )
 from crossmodal.models.speech import create_student, load_student_file, save_student
+from crossmodal.models.teacher import DEFAULT_TEACHER, load_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "data" / "modelfiles"
@@ -240,7 +240,7 @@ def test_shipped_student_predicts_demo_emodb_clips_at_its_recorded_ua():
 
 @pytest.mark.slow  # 260 faces with flip TTA: ~15 s on a busy machine
 def test_shipped_teacher_on_demo_ferplus_faces():
-    from crossmodal.data.ferplus import load_ferplus_image, read_ferplus
+    from crossmodal.io.ferplus import load_ferplus_image, read_ferplus
 
     teacher = load_teacher()
     items = read_ferplus(DEMO / "ferplus", splits=("test",))

@@ -13,12 +13,11 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from crossmodal.data.audio import decode_flac
-from crossmodal.data.pairs import PairsConfig, decode_pair_frames, prepare_pairs
-from crossmodal.data.shards import BadSampleError
-from crossmodal.data.splits import IdentitySplit, load_split_file, make_split, save_split
-from crossmodal.data.video import sample_frames
-from crossmodal.tasks.extract import iter_distill  # noqa: F401 - reading helper shared with extraction
+from crossmodal.io.audio import decode_flac
+from crossmodal.io.skips import BadSampleError
+from crossmodal.io.splits import IdentitySplit, load_split_file, make_split, save_split
+from crossmodal.io.video import sample_frames
+from crossmodal.pipeline.pairs import PairsConfig, decode_pair_frames, prepare_pairs
 
 pytest.importorskip("cv2")
 
@@ -167,7 +166,7 @@ def test_voxceleb2_layout(grid_root: Path, tmp_path: Path) -> None:
         target.parent.mkdir(parents=True)
         os.symlink(grid_root / clip, target)  # MPEG-PS named .mp4: ffmpeg probes the content
     # The first one also has its audio as a separate .m4a (48 kHz stereo AAC), which is preferred.
-    from crossmodal.data.audio import load_audio
+    from crossmodal.io.audio import load_audio
 
     voice = load_audio(grid_root / GRID_CLIPS[0], sample_rate=48000)
     m4a = root / "id00000" / "ytVideo" / "00001.m4a"
@@ -231,9 +230,9 @@ EMODB_CLIPS = ("03a01Fa", "03a01Wa", "03a02Ta", "03a04Lc", "08a01Ab", "08a01Fd",
 
 
 def test_pseudo_pairs_on_emodb(emodb_root: Path, ferplus_root: Path, tmp_path: Path) -> None:
-    from crossmodal.data.ferplus import read_ferplus
-    from crossmodal.data.pseudo_pairs import PseudoPairsConfig, prepare_pseudo_pairs
     from crossmodal.emotions import EMOTIONS
+    from crossmodal.io.ferplus import read_ferplus
+    from crossmodal.pipeline.pseudo_pairs import PseudoPairsConfig, prepare_pseudo_pairs
 
     corpus = tmp_path / "emodb" / "wav"
     corpus.mkdir(parents=True)
@@ -272,7 +271,7 @@ def test_pseudo_pairs_on_emodb(emodb_root: Path, ferplus_root: Path, tmp_path: P
 
 
 def test_audio_is_aligned_to_the_first_video_frame() -> None:
-    from crossmodal.data.pairs import align_audio_to_video
+    from crossmodal.pipeline.pairs import align_audio_to_video
 
     wave = np.arange(10, dtype=np.float32)
     assert align_audio_to_video(wave, 0.0, 10).tolist() == wave.tolist()

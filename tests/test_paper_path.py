@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from crossmodal.data.distill import DistillDataModule
-from crossmodal.data.shards import load_manifest
+from crossmodal.pipeline.shards import load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHRINK_DISTILL = [  # the paper's schedule, shrunk: 1 epoch of 2 batches of 4, VGGVox unchanged
@@ -39,7 +39,7 @@ def _run(workdir: Path, run_name: str, *args: str, timeout: int = 600) -> subpro
 
 def _teacher_copy(workdir: Path) -> Path:
     """T: the shipped teacher under a user's own file name (whatever the shipped file format is)."""
-    from crossmodal.lit.teacher import DEFAULT_TEACHER
+    from crossmodal.models.teacher import DEFAULT_TEACHER
 
     teacher = workdir / f"my_teacher{DEFAULT_TEACHER.suffix}"
     shutil.copy(DEFAULT_TEACHER, teacher)

@@ -11,9 +11,9 @@ import soundfile as sf
 import torch
 
 from crossmodal.cli import main as cli_main
-from crossmodal.data.audio import load_audio, resample
 from crossmodal.emotions import EMOTIONS
 from crossmodal.inference import SilentAudioError, load_student, window_spans
+from crossmodal.io.audio import load_audio, resample
 from crossmodal.models.frontend import SpeechFrontend
 from crossmodal.models.speech import create_student, save_student
 
@@ -163,11 +163,11 @@ def test_predict_task_writes_the_run_folder(student_path, rated_files, tmp_path)
     from omegaconf import OmegaConf
 
     from crossmodal.tasks.predict import run
-    from crossmodal.utils.run_context import RunContext
+    from crossmodal.tasks.run_folder import RunFolder
 
     cfg = OmegaConf.create({"ckpt_path": str(student_path), "strict": False,
                             "data": {"source": [str(rated_files["44100.wav"]), str(tmp_path / "missing.wav")]}})
-    metrics = run(cfg, RunContext(cfg, tmp_path))
+    metrics = run(cfg, RunFolder(cfg, tmp_path))
     assert metrics == {"predict/files": 1, "predict/failed": 1}
     payload = json.loads((tmp_path / "predictions.json").read_text())
     assert payload["errors"][0]["path"].endswith("missing.wav")
@@ -290,7 +290,7 @@ def test_predict_api_refuses_short_and_constant_arrays(memory_student):
 
 
 def test_truncated_and_absurd_headers_are_named_before_any_read(cli_student, tmp_path, capsys, monkeypatch):
-    import crossmodal.data.audio as audio
+    import crossmodal.io.audio as audio
 
     full = tmp_path / "full.wav"
     sf.write(full, _speech(), 16000, subtype="PCM_16")

@@ -165,7 +165,7 @@ class Workspace:
         weights, re-saved once per name so that each name has its own bytes and digest, as two users'
         teachers would. The paper path (extract with ``teacher_ckpt=T``, then distill with the same ``T``)
         must then find exactly the set that teacher made."""
-        from crossmodal.lit.teacher import load_teacher, save_teacher
+        from crossmodal.models.teacher import load_teacher, save_teacher
 
         path = self.root / "teachers" / f"{Path(name).stem}.safetensors"
         if not path.exists():
@@ -407,9 +407,9 @@ def _run_export(command: str, workspace: Workspace) -> None:
     """``crossmodal export`` with the shipped student: the written file gives the student's outputs on a real clip."""
     import torch
 
-    from crossmodal.data.audio import load_audio
     from crossmodal.export import load_exported
     from crossmodal.inference import load_student
+    from crossmodal.io.audio import load_audio
 
     argv = _argv(command)
     cwd = workspace.root / "export"
@@ -427,8 +427,8 @@ def _run_export(command: str, workspace: Workspace) -> None:
 
 def _run_python_api(command: str, workspace: Workspace) -> None:
     """The README's Python one-liner, with ``waveform, sample_rate`` a real EmoDB clip at 22.05 kHz."""
-    from crossmodal.data.audio import resample
     from crossmodal.emotions import EMOTIONS
+    from crossmodal.io.audio import resample
 
     wave, rate = sf.read(str(workspace.emodb / "wav" / "03a01Wa.wav"), dtype="float32")
     scope = {"waveform": resample(wave, rate, 22050), "sample_rate": 22050}

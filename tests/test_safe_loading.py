@@ -17,7 +17,7 @@ import torch
 from crossmodal.cli import main as cli_main
 from crossmodal.models.modelfile import UnsafeFileError, checkpoint_globals, safe_torch_load
 from crossmodal.run import _compose
-from crossmodal.utils.run_context import RunContext
+from crossmodal.tasks.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "crossmodal" / "assets" / "demo"
@@ -95,7 +95,7 @@ def test_teacher_ckpt(tmp_path, marker):
     videos.mkdir()
     cfg = _cfg("experiment=extract_logits", f"data.source={videos}", f"teacher_ckpt={path}", f"paths.data_dir={tmp_path / 'data'}")
     with pytest.raises(UnsafeFileError) as info:
-        run(cfg, RunContext(cfg, tmp_path / "run"))
+        run(cfg, RunFolder(cfg, tmp_path / "run"))
     _refused(info, path, marker)
 
 
@@ -117,7 +117,7 @@ def test_model_init_from_matconvnet_pth(tmp_path, marker):
     cfg = _cfg("experiment=teacher_eval", f"data.source={DEMO / 'ferplus'}", f"model.init_from={path}",
                f"paths.data_dir={tmp_path / 'data'}", "logger=csv")
     with pytest.raises(UnsafeFileError) as info:
-        run(cfg, RunContext(cfg, tmp_path / "run"))
+        run(cfg, RunFolder(cfg, tmp_path / "run"))
     _refused(info, path, marker)
 
 
@@ -136,7 +136,7 @@ def test_ckpt_path_of_evaluate(tmp_path, marker):
     path = crafted(tmp_path / "student.ckpt", marker, {"state_dict": {}, "hyper_parameters": {}})
     cfg = _cfg("experiment=eval_emodb", f"data.source={DEMO / 'emodb'}", f"ckpt_path={path}", f"paths.data_dir={tmp_path / 'data'}")
     with pytest.raises(UnsafeFileError) as info:
-        run(cfg, RunContext(cfg, tmp_path / "run"))
+        run(cfg, RunFolder(cfg, tmp_path / "run"))
     _refused(info, path, marker)
 
 

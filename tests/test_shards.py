@@ -11,17 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossmodal.data.shards import (
-    BadSampleError,
-    EpochLoader,
-    ShardJob,
-    ShardStream,
-    eval_loader,
-    load_manifest,
-    load_npy,
-    stack_field,
-    write_shard_set,
-)
+from crossmodal.data.stream import EpochLoader, ShardStream, eval_loader
+from crossmodal.io.skips import BadSampleError
+from crossmodal.pipeline.shards import ShardJob, load_manifest, load_npy, stack_field, write_shard_set
 
 
 def _decode(sample):
@@ -89,7 +81,7 @@ def test_training_stream_is_endless_and_resumable(tmp_path):
 
 _KILLED_WRITER = """
 import os, sys, numpy as np
-from crossmodal.data.shards import ShardJob, write_shard_set
+from crossmodal.pipeline.shards import ShardJob, write_shard_set
 def make(job, skips):
     for i, item in enumerate(job.items):
         if job.name == "val-000002" and i == 3:

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from crossmodal.data.ferplus import FerPlusDataModule, load_ferplus_image, prepare_ferplus, read_ferplus
-from crossmodal.lit.teacher import DEFAULT_TEACHER, FaceTeacher, TeacherFER, load_teacher, save_teacher
+from crossmodal.data.ferplus import FerPlusDataModule
+from crossmodal.io.ferplus import load_ferplus_image, read_ferplus
+from crossmodal.lit.teacher import TeacherFER
 from crossmodal.models.face import (
     MATCONVNET_PREPROCESS,
     PreprocessSpec,
@@ -22,6 +23,8 @@ from crossmodal.models.face import (
     load_matconvnet_ferplus,
     matconvnet_backbone,
 )
+from crossmodal.models.teacher import DEFAULT_TEACHER, FaceTeacher, load_teacher, save_teacher
+from crossmodal.pipeline.ferplus import prepare_ferplus
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).parent / "data" / "ferplus_sample"

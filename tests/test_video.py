@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from crossmodal.data.video import (
+from crossmodal.io.video import (
     FaceConfig,
     FaceDetector,
     FaceTracker,

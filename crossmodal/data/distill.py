@@ -32,18 +32,26 @@ import lightning as L
 import numpy as np
 import torch
 
-from crossmodal.data.shards import EpochLoader, ShardStream, eval_loader, load_manifest, load_npy
+from crossmodal.data.stream import EpochLoader, ShardStream, eval_loader
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
-from crossmodal.pipeline.cache import CacheMismatch, check_skips, claim, find_sets, mismatch_message, read_manifest
-from crossmodal.pipeline.fingerprint import describe, file_sha256, input_fingerprint, shard_folder
+from crossmodal.io.audio import SAMPLE_RATE
+from crossmodal.io.splits import NO_LABEL, SPLIT_INDEX
+from crossmodal.pipeline.cache import CacheMismatch, check_skips, mismatch_message, read_manifest
+from crossmodal.pipeline.distill_sets import (
+    distill_fingerprint,
+    distill_folder,
+    find_distill_set,
+    prepare_shards,
+    recipe_config,
+    teacher_file,
+)
+from crossmodal.pipeline.fingerprint import file_sha256
+from crossmodal.pipeline.shards import load_manifest, load_npy
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-SPLITS = ("train", "heard", "unheard")
-SPLIT_INDEX = {name: index for index, name in enumerate(SPLITS)}
+
 REDUCTIONS = ("max", "mean")
-NO_LABEL = -1
 
 
 class BadDistillSample(ValueError):
@@ -126,7 +134,7 @@ class DistillDecoder:
         self.sample_rate = sample_rate
 
     def _audio(self, sample: dict[str, Any], key: str) -> np.ndarray:
-        from crossmodal.data.audio import decode_flac, resample
+        from crossmodal.io.audio import decode_flac, resample
 
         if "flac" not in sample:
             raise BadDistillSample("no_audio", key, "the sample has no flac member")
@@ -188,7 +196,7 @@ class DistillDecoder:
         if self.mode == "cached":
             teacher, times = self._logits(sample, key)
         else:
-            from crossmodal.data.pairs import decode_pair_frames
+            from crossmodal.pipeline.pairs import decode_pair_frames
 
             teacher, times = decode_pair_frames(sample)
             teacher, times = np.asarray(teacher), np.asarray(times, dtype=np.float32).reshape(-1)
@@ -243,90 +251,6 @@ class SpeechCollate:
 
 
 # ---------------------------------------------------------------------------- which shards
-
-
-def teacher_file(ckpt: str | Path | None) -> Path:
-    """The teacher's file: ``teacher_ckpt``, or the shipped default teacher for None."""
-    if ckpt:
-        return Path(ckpt)
-    from crossmodal.lit.teacher import DEFAULT_TEACHER
-
-    return Path(DEFAULT_TEACHER)
-
-
-def teacher_label(ckpt: str | Path | None) -> str:
-    """A readable teacher name for folder names: the file's stem (``teacher_cpu`` for the default)."""
-    return teacher_file(ckpt).stem
-
-
-def distill_fingerprint(
-    pairs_fingerprint: dict[str, Any] | None, teacher: str | Path | None, *, logits_dtype: str = "float16",
-    pairs_root: str | Path | None = None,
-) -> dict[str, Any]:
-    """What distillation shards are built from: the pair set's fingerprint, the teacher file's bytes
-    (None: the shipped teacher) and the extraction settings. A pair set without a fingerprint
-    (made by hand) stands in by its resolved folder."""
-    pairs = pairs_fingerprint or ({"kind": "pairs", "folder": str(Path(pairs_root).resolve())} if pairs_root else None)
-    return input_fingerprint("distill", teacher=teacher_file(teacher), settings={"logits_dtype": logits_dtype},
-                             inputs={"pairs": pairs})
-
-
-def distill_folder(data_dir: str | Path, pairs_name: str, teacher: str | Path | None, fingerprint: dict[str, Any]) -> Path:
-    """``<data_dir>/distill/<pairs name>-<teacher name>-<digest8>``."""
-    return shard_folder(data_dir, "distill", f"{pairs_name}-{teacher_label(teacher)}", fingerprint)
-
-
-def extract_command(source: str | None, teacher: str | None, data_dir: str | Path) -> str:
-    parts = ["python -m crossmodal.run experiment=extract_logits", f"data.source={source or '/path/to/talking-face/videos'}"]
-    if teacher:
-        parts.append(f"teacher_ckpt={teacher}")
-    parts.append(f"paths.data_dir={data_dir}")
-    return " ".join(parts)
-
-
-def find_distill_set(data_dir: str | Path, teacher: str | None, source: str | None) -> Path:
-    """The distillation set under ``<data_dir>/distill`` made with this teacher file (and from
-    ``source`` when given): what ``task=extract`` wrote, found without a path key."""
-    kind_dir = Path(data_dir) / "distill"
-    digest = file_sha256(teacher_file(teacher))
-    wanted = str(Path(source).resolve()) if source else None
-
-    def pairs_source(fp: dict[str, Any]) -> str | None:
-        listing = ((fp.get("inputs") or {}).get("pairs") or {}).get("sources", {}).get("source")
-        return listing["path"] if listing else None
-
-    def accept(fp: dict[str, Any]) -> bool:
-        return (fp.get("kind") == "distill" and (fp.get("teacher") or {}).get("sha256") == digest
-                and (wanted is None or pairs_source(fp) == wanted))
-
-    found = find_sets(kind_dir, accept)
-    who = f"teacher {teacher_file(teacher)} (sha256 {digest[:12]})" + (f" on data.source={wanted}" if wanted else "")
-    if not found:
-        others = find_sets(kind_dir, lambda fp: fp.get("kind") == "distill")
-        seen = "".join(f"\n  {folder} ({describe(fp)})" for folder, fp in others[:10])
-        raise FileNotFoundError(
-            f"no distillation shards of {who} in {kind_dir}. Extract them first:\n  {extract_command(source, teacher, data_dir)}"
-            + (f"\nSets there (other teachers or sources):{seen}" if seen else "")
-            + "\nor point data.shards at a distillation shard set"
-        )
-    if len(found) > 1:
-        listing = "".join(f"\n  {folder}  (data.source={pairs_source(fp)})" for folder, fp in found)
-        raise ValueError(f"{len(found)} distillation sets of {who} in {kind_dir}:{listing}\n"
-                         "Say which with data.source=<the videos they were extracted from> (or data.shards=<folder>)")
-    folder, fp = found[0]
-    if wanted:  # the videos may have changed since the extraction
-        recorded = fp["inputs"]["pairs"]["sources"]["source"]
-        now = input_fingerprint("listing", sources={"source": wanted})["sources"]["source"]
-        if recorded.get("listing_sha256") != now["listing_sha256"]:
-            raise CacheMismatch(
-                f"{folder} was extracted from {wanted} when it held {recorded['files']} files; it now holds {now['files']} "
-                f"(or they changed). Extract again:\n  {extract_command(source, teacher, data_dir)}"
-            )
-    log.info("distillation shards of %s: %s", who, folder)
-    return folder
-
-
-# ---------------------------------------------------------------------------- DataModule
 
 
 class DistillDataModule(L.LightningDataModule):
@@ -411,29 +335,10 @@ class DistillDataModule(L.LightningDataModule):
             self._shard_dir = self._resolve()
         return self._shard_dir
 
-    def _recipe_config(self):
-        from crossmodal.data.pseudo_pairs import PseudoPairsConfig
-
-        recipe = dict(self.prepare)
-        kind = recipe.pop("kind", "pseudo_pairs")
-        if kind != "pseudo_pairs":
-            raise ValueError(f"data.prepare.kind={kind!r}: only 'pseudo_pairs' is built automatically; "
-                             "write other shards with task=prepare / task=extract")
-        teacher = recipe.pop("teacher", self.teacher)
-        source = recipe.pop("emodb", None) or recipe.pop("source", None)
-        recipe.setdefault("data_dir", self.data_dir)
-        for key, value in (("data.emodb", source), ("data.ferplus", recipe.get("ferplus"))):
-            if not value or not Path(value).exists():
-                raise FileNotFoundError(
-                    f"{key}={value}: the pseudo-pairs of data.prepare are built from the raw corpus there; "
-                    f"set {key}=<folder> (EmoDB: the folder with wav/; FER+: FER2013Train/Valid/Test with label.csv)"
-                )
-        return PseudoPairsConfig(source=str(source), **recipe), teacher
-
     def _resolve(self) -> Path:
         named = Path(self.shards) if self.shards else None
         if self.prepare:
-            config, teacher = self._recipe_config()
+            config, teacher = recipe_config(self.prepare, self.teacher, self.data_dir)
             pairs_fp = config.fingerprint()
             if self.mode == "online" or self.labels_only:  # the pair shards themselves
                 self._fingerprint = pairs_fp
@@ -567,38 +472,3 @@ class DistillDataModule(L.LightningDataModule):
             self._pending_state = {}
 
 
-def prepare_shards(
-    shards: str | Path, mode: str, recipe: dict[str, Any], *, fingerprint: dict[str, Any] | None = None,
-    named_by: str | None = None, strict: bool = False, teacher: str | None = None, data_dir: str | Path = "data",
-) -> None:
-    """Build a missing shard set from ``recipe`` (the first use of an experiment prepares its data).
-
-    ``kind: pseudo_pairs``: the ``emodb`` voices x ``ferplus`` faces of the same emotion (speakers
-    split, some held out entirely) -> pair shards in ``<data_dir>/pairs/<name>-<fingerprint8>``
-    (reused when there); in ``cached`` mode the teacher (``teacher``: a teacher file, None = the
-    shipped CPU teacher) then writes the distillation shards into ``shards``. The other keys are
-    :class:`crossmodal.data.pseudo_pairs.PseudoPairsConfig` fields (seed, fractions, ...).
-    ``fingerprint``: the inputs of ``shards`` (computed from the recipe when not given).
-    """
-    from crossmodal.data.pseudo_pairs import prepare_pseudo_pairs
-
-    module = DistillDataModule(shards=str(shards), mode="online" if mode == "online" else "cached",
-                               labels_only=mode == "labels", prepare=recipe, teacher=teacher, data_dir=str(data_dir))
-    config, teacher = module._recipe_config()
-    shards = Path(shards)
-    log.info("pseudo-pair shards for %s: %s", shards, config.pairs_dir)
-    # Lightning calls prepare_data on one process per node while the others wait in its own
-    # barrier: build as a single writer (rank 0 of 1), never through a collective here.
-    if mode in ("online", "labels"):
-        prepare_pseudo_pairs(config, rank=0, world_size=1, strict=strict, out_dir=shards, named_by=named_by)
-        return
-    fingerprint = fingerprint or distill_fingerprint(config.fingerprint(), teacher, logits_dtype=config.logits_dtype)
-    if claim(shards, fingerprint, strict=strict, named_by=named_by, what="distillation shard set", write_stamp=False):
-        return
-    pairs = prepare_pseudo_pairs(config, rank=0, world_size=1, strict=strict)
-    from crossmodal.lit.teacher import load_teacher
-    from crossmodal.tasks.extract import extract_logits, teacher_digest
-
-    log.info("extracting teacher logits (%s) into %s", teacher_file(teacher), shards)
-    extract_logits(pairs, shards, load_teacher(teacher), teacher_name=teacher_label(teacher), teacher_id=teacher_digest(teacher),
-                   fingerprint=fingerprint, named_by=named_by, strict=strict, logits_dtype=config.logits_dtype)

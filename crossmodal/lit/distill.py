@@ -27,10 +27,10 @@ from torch import nn
 from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_auroc, binary_roc
 
-from crossmodal.data.distill import SPLITS
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS, RARE_IN_THE_WILD
-from crossmodal.lit.losses import DistillationLoss
+from crossmodal.io.splits import SPLITS
 from crossmodal.lit.student import SpeechModuleBase, SplitMean, log_split_losses
+from crossmodal.models.losses import DistillationLoss
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class DistillationModule(SpeechModuleBase):
     def get_teacher(self) -> nn.Module:
         teacher = self.__dict__.get("teacher")
         if teacher is None:
-            from crossmodal.lit.teacher import load_teacher
+            from crossmodal.models.teacher import load_teacher
 
             teacher = load_teacher(self.teacher_path)
             self.set_teacher(teacher)
@@ -174,7 +174,7 @@ class DistillationModule(SpeechModuleBase):
             except (FileNotFoundError, ValueError):
                 digest = None
         else:
-            from crossmodal.lit.teacher import DEFAULT_TEACHER
+            from crossmodal.models.teacher import DEFAULT_TEACHER
 
             teacher_file = Path(self.teacher_path) if self.teacher_path else DEFAULT_TEACHER
             if teacher_file.exists():

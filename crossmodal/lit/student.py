@@ -26,8 +26,8 @@ import torch
 from torch.nn import functional as F
 from torchmetrics import Metric, SumMetric
 
-from crossmodal.data.distill import NO_LABEL, SPLITS
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS, emotion_index
+from crossmodal.io.splits import NO_LABEL, SPLITS
 from crossmodal.models.frontend import build_frontend
 from crossmodal.models.speech import create_student, save_student
 

@@ -1,4 +1,4 @@
-"""TeacherFER: the face-expression teacher (FER+), and the teacher inference API.
+"""TeacherFER: training the face-expression teacher on FER+ (a LightningModule around a FaceTeacher).
 
 Training (``TeacherFER``, a LightningModule): soft-target cross-entropy for the ``probability`` /
 ``crossentropy`` label modes, ordinary cross-entropy for ``majority``; SGD with the paper's step
@@ -6,16 +6,7 @@ schedule by default, cosine / one-cycle and AdamW as options; pretrained layers 
 ``pretrained_lr_mult`` x the lr. Metrics on val and test: top-1 against the majority label
 (``acc``, the FER+ number), per-class recall and a row-normalised confusion matrix (PNG).
 
-Inference (what extraction and online distillation use)::
-
-    teacher = load_teacher()                       # the shipped crossmodal/assets/teacher_cpu.safetensors
-    logits = teacher(teacher.preprocess(images))   # uint8 [N,H,W] grey or [N,H,W,3] RGB, any size
-
-A teacher is saved as a model file (:mod:`crossmodal.models.modelfile`: safetensors weights + a
-JSON header with the backbone, preprocessing, flip averaging, emotion order and provenance).
-``load_teacher`` also reads older teacher files (the pickled v1 ``.pt``), a TeacherFER Lightning
-``.ckpt`` and the authors' MatConvNet-port ``resnet50_ferplus_dag.pth`` / ``senet50_ferplus_dag.pth``,
-all with ``torch.load(weights_only=True)``: a file that would run code is refused.
+The network, its preprocessing and its model files are :mod:`crossmodal.models.teacher`.
 """
 from __future__ import annotations
 
@@ -23,7 +14,6 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -36,67 +26,11 @@ from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
 from crossmodal.models.face import (
     PreprocessSpec,
     create_face_backbone,
-    guess_matconvnet_arch,
-    load_matconvnet_ferplus,
 )
-from crossmodal.models.modelfile import (
-    LEGACY_TEACHER_FORMAT,
-    ModelFileError,
-    is_safetensors,
-    make_header,
-    plain,
-    read_model_file,
-    safe_torch_load,
-    write_model_file,
-)
+from crossmodal.models.losses import soft_target_cross_entropy
+from crossmodal.models.teacher import SLIM_FORMAT, FaceTeacher, head_names, load_teacher
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "teacher_cpu.safetensors"
-SLIM_FORMAT = LEGACY_TEACHER_FORMAT  # the pickled v1 teacher file (read through a migration)
-PREFIX = "teacher.backbone."  # TeacherFER's name for the network's weights
-
-
-class FaceTeacher(nn.Module):
-    """A face-expression network plus the preprocessing it was trained with. Eval mode by default.
-
-    ``preprocess(images)`` takes uint8 (or 0..255 float) faces [N,H,W] grey, [N,H,W,3] RGB or
-    [N,C,H,W], any size, and returns the network input; ``forward(x)`` returns 8 logits in
-    ``EMOTIONS`` order. ``tta_flip`` averages the logits of the image and its mirror.
-    """
-
-    def __init__(self, backbone: nn.Module, preprocess: PreprocessSpec, *, name: str = "", kwargs: dict | None = None,
-                 tta_flip: bool = False) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.spec = preprocess
-        self.name = name
-        self.kwargs = dict(kwargs or {})
-        self.tta_flip = tta_flip
-        self.emotions = EMOTIONS
-
-    @property
-    def input_size(self) -> int:
-        return self.spec.input_size
-
-    @torch.no_grad()
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        device = next(self.backbone.parameters()).device
-        return self.spec(torch.as_tensor(images).to(device), random_crop=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.backbone(x)
-        if self.tta_flip:
-            logits = (logits + self.backbone(torch.flip(x, dims=[-1]))) / 2
-        return logits
-
-
-# ----------------------------------------------------------------------------------------- training
-
-
-def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
-
 
 class TeacherFER(L.LightningModule):
     def __init__(
@@ -155,7 +89,7 @@ class TeacherFER(L.LightningModule):
         # Parameters that came from a pretrained file/cache get the lr multiplier; a new head does not.
         self._pretrained_names = set()
         if pretrained:
-            head = _head_names(net)
+            head = head_names(net)
             self._pretrained_names = {n for n, _ in net.named_parameters() if not any(n.startswith(h) for h in head)}
         self._train_seconds = 0.0  # wall time spent in fit (kept in checkpoints, for the time budget)
         self._clock: float | None = None
@@ -325,104 +259,3 @@ class TeacherFER(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def _head_names(net: nn.Module) -> list[str]:
-    """Parameter-name prefixes of the classifier (randomly initialised, full lr)."""
-    getter = getattr(net, "get_classifier", None)
-    if getter is not None:
-        head = getter()
-        return [n for n, m in net.named_modules() if m is head and n] or ["fc", "head", "classifier", "last_linear"]
-    return ["head", "fc", "classifier", "last_linear"]
-
-
-# ----------------------------------------------------------------------------------------- teacher files
-
-
-def save_teacher(teacher: FaceTeacher | TeacherFER, path: str | Path, *, half: bool = True, meta: dict | None = None,
-                 tta_flip: bool | None = None, provenance: dict | None = None) -> Path:
-    """Write a teacher model file: backbone name + kwargs, preprocessing, flip averaging, (fp16) weights.
-
-    ``meta``: measured figures (``"test/acc"``-style numeric keys go to ``provenance.metrics``, the
-    rest to ``info``); ``provenance``: what it was trained on, the run (git commit and date are added).
-    """
-    if isinstance(teacher, TeacherFER):
-        teacher = teacher.teacher
-    meta = plain(dict(meta or {}))
-    metrics = {k: v for k, v in meta.items() if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
-    provenance = {**plain(dict(provenance or {})), **({"metrics": metrics} if metrics else {})}
-    header = make_header(
-        "teacher",
-        {"name": teacher.name, "kwargs": plain(teacher.kwargs)},
-        preprocess=teacher.spec.as_dict(),
-        tta_flip=teacher.tta_flip if tta_flip is None else tta_flip,
-        provenance=provenance,
-        info={k: v for k, v in meta.items() if k not in metrics},
-    )
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in teacher.backbone.state_dict().items()}
-    return write_model_file(path, header, state)
-
-
-def load_teacher(path: str | Path | None = None, device: str | torch.device = "cpu") -> FaceTeacher:
-    """A FaceTeacher in eval mode from a teacher model file (any format version), a TeacherFER ``.ckpt``
-    or a MatConvNet-port ``.pth``. Nothing in the file runs (safetensors, or weights-only loading).
-
-    ``path=None`` loads the project's default teacher, ``crossmodal/assets/teacher_cpu.safetensors``.
-    """
-    path = Path(path).expanduser() if path is not None else DEFAULT_TEACHER
-    if not path.exists():
-        hint = " (the shipped default teacher is missing: reinstall crossmodal or give a path)" if path == DEFAULT_TEACHER else ""
-        raise FileNotFoundError(f"teacher file {path} does not exist{hint}")
-    if is_safetensors(path):
-        teacher = _from_model_file(path)
-    else:
-        try:
-            payload = safe_torch_load(path)
-        except ModelFileError:
-            raise
-        except Exception as exn:  # noqa: BLE001 - name the file whatever went wrong
-            raise ValueError(f"cannot read teacher file {path}: {exn}") from exn
-        if isinstance(payload, dict) and payload.get("format") == SLIM_FORMAT:
-            teacher = _from_model_file(path)
-        elif isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload:
-            teacher = _from_lightning(payload, path)
-        elif isinstance(payload, dict) and any(k.startswith("conv1_7x7_s2") for k in payload):
-            net, spec = load_matconvnet_ferplus(payload)
-            teacher = FaceTeacher(net, spec, name=f"matconvnet_{guess_matconvnet_arch(payload)}", kwargs={"in_chans": 3})
-        else:
-            raise ValueError(f"{path} is not a crossmodal teacher (a model file from save_teacher), a TeacherFER Lightning "
-                             "checkpoint, or a resnet50/senet50_ferplus_dag MatConvNet port")
-    return teacher.to(device).eval()
-
-
-def _from_model_file(path: Path) -> FaceTeacher:
-    header, state = read_model_file(path)
-    if header["kind"] != "teacher":
-        raise ModelFileError(f"{path} is a {header['kind']} model file, not a teacher; give a teacher file")
-    name, kwargs = header["architecture"]["name"], dict(header["architecture"]["kwargs"])
-    net = create_face_backbone(name, **kwargs)
-    own = net.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ValueError(f"{path}: teacher file lacks {len(missing)} tensors of {name} (first: {missing[:3]})")
-    unexpected = [k for k in state if k not in own]
-    if unexpected:
-        raise ValueError(f"{path}: teacher file has {len(unexpected)} tensors {name} does not (first: {unexpected[:3]})")
-    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
-    spec = PreprocessSpec.from_config(header["preprocess"])
-    teacher = FaceTeacher(net, spec, name=name, kwargs=kwargs, tta_flip=bool(header.get("tta_flip", False)))
-    teacher.header = header
-    teacher.meta = {**dict(header.get("info") or {}), **dict(header.get("provenance", {}).get("metrics") or {})}
-    return teacher
-
-
-def _from_lightning(payload: dict[str, Any], path: Path) -> FaceTeacher:
-    hp = dict(payload["hyper_parameters"])
-    spec = PreprocessSpec.from_config(hp.get("preprocess"))
-    kwargs = dict(hp.get("backbone_kwargs") or {})
-    kwargs.setdefault("in_chans", spec.channels)
-    kwargs["drop_rate"] = hp.get("drop_rate", 0.5)
-    net = create_face_backbone(hp["backbone"], **kwargs)
-    state = {k[len(PREFIX):]: v for k, v in payload["state_dict"].items() if k.startswith(PREFIX)}
-    if not state:
-        raise ValueError(f"{path} is a Lightning checkpoint without TeacherFER weights (no '{PREFIX}*' keys)")
-    net.load_state_dict(state)
-    return FaceTeacher(net, spec, name=hp["backbone"], kwargs=kwargs, tta_flip=bool(hp.get("tta_flip", False)))

@@ -19,7 +19,7 @@ the file was written in: older versions go through the explicit migrations in ``
 are read with ``torch.load(weights_only=True)``: they hold plain containers and tensors only.
 
 Building the networks stays with their owners (``crossmodal.models.speech.load_student_file``,
-``crossmodal.lit.teacher.load_teacher``).
+``crossmodal.models.teacher.load_teacher``).
 
 Everything else a user hands us (Lightning ``.ckpt``, ``.pth`` state dicts) goes through
 :func:`safe_torch_load`: ``torch.load(weights_only=True)`` with the explicit allow-list

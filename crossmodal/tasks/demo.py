@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from crossmodal.emotions import EMOTIONS
 from crossmodal.tasks import train
-from crossmodal.utils.run_context import RunContext, markdown_table
+from crossmodal.tasks.run_folder import RunFolder, markdown_table
 
 log = logging.getLogger(__name__)
 RECORDED = Path(__file__).resolve().parents[1] / "assets" / "recorded.json"
@@ -56,7 +56,7 @@ def summary_rows(metrics: dict[str, Any], recorded: dict[str, Any], classes: lis
     return auc_rows, ua_rows
 
 
-def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: DictConfig, ctx: RunFolder) -> dict[str, Any]:
     train.run(cfg, ctx)
     recorded = recorded_figures()
     classes = list(cfg.model.get("label_classes") or EMOTIONS)

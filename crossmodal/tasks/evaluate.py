@@ -2,7 +2,7 @@
 
     python -m crossmodal.run experiment=eval_emodb data.source=/data/emodb [ckpt_path=student.safetensors]
 
-1. Read the corpus (crossmodal.data.corpora), keep the benchmark's classes.
+1. Read the corpus (crossmodal.io.corpora), keep the benchmark's classes.
 2. Run the frozen student on every whole clip (16 kHz, any length): its 8 logits (the paper's
    features) and, if asked, its embedding.
 3. Score a standardised logistic-regression probe (C by inner CV) two ways: the paper's 10-fold
@@ -27,7 +27,6 @@ import torch
 from omegaconf import DictConfig
 
 from crossmodal.config.checks import ConfigError
-from crossmodal.data.corpora import Clip, CorpusError, corpus_spec, read_corpus, summarise
 from crossmodal.emotions import EMOTIONS, emotion_index
 from crossmodal.eval.metrics import FoldScores, format_mean_std, markdown_table
 from crossmodal.eval.probe import (
@@ -40,7 +39,9 @@ from crossmodal.eval.probe import (
     majority_baseline,
     speaker_folds,
 )
-from crossmodal.inference import SAMPLE_RATE, Student, check_signal, load_student
+from crossmodal.inference import Student, check_signal, load_student
+from crossmodal.io.audio import SAMPLE_RATE
+from crossmodal.io.corpora import Clip, CorpusError, corpus_spec, read_corpus, summarise
 from crossmodal.utils.progress import progress
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ def extract_features(
     ``strict``. Returns one ``{"logits", "embedding"}`` dict per student, the kept clip indices and
     the failures.
     """
-    from crossmodal.data.audio import AudioError, load_audio
+    from crossmodal.io.audio import AudioError, load_audio
 
     outputs: list[dict[str, list[np.ndarray]]] = [{"logits": [], "embedding": []} for _ in students]
     kept, failures = [], []

@@ -1,71 +1,36 @@
-"""task=extract: the teacher's logits on every face frame of the pair shards -> distillation shards.
+"""task=extract: build the pair shards if needed, run the teacher over their faces, report.
 
     python -m crossmodal.run experiment=extract_logits data.source=/data/grid [teacher_ckpt=...]
     python -m crossmodal.run experiment=extract_logits data.pairs=/data/pairs/voxceleb1
 
-This is the EmoVoxCeleb product (method.md §2). Pair shards are built first when ``data.pairs``
-is not given (reused when already there). The distillation shards go to
-``<data_dir>/distill/<pairs name>-<teacher name>-<fingerprint8>``, the fingerprint covering the pair
-set's inputs (source listing, settings), the teacher file's sha256 and the extraction settings, so
-``experiment=distill_* teacher_ckpt=T`` finds them by the teacher alone (``data.distill_dir``
-names the folder explicitly; a set of other inputs there is refused). Then each pair shard gives exactly one distillation
-shard of the same name holding, per segment: the audio (``flac``), the teacher's pre-softmax
-logits per face frame (``logits.npy``, [n_frames, 8] in FER+ order, float16 unless
-``data.logits_dtype=float32``), the frame times (``times.npy``) and the pair metadata plus the
-teacher's name (``json``). The frames themselves are not copied, so these shards are small.
-
-Work is split by shard: across DDP ranks (torch.distributed when initialised, else the
-RANK/WORLD_SIZE environment), then the decoding of a rank's shards across ``data.num_workers``
-loader processes while the main process runs the teacher in batches of ``data.batch_size`` frames
-over all frames of a shard. Finished output shards (tar + sidecar) are reused, so a killed run
-resumes where it stopped; a second run into the same folder waits for the first (a lock file)
-and then reuses its set. At the end: throughput (frames/s) printed and returned, counts of
-segments, frames and skips, and a histogram of the teacher's dominant emotion per segment
-(argmax of the max-pooled logits, the paper's statistic) saved to ``plots/``.
+The work itself is :mod:`crossmodal.pipeline.extract`; this task starts the processes the trainer
+config asks for, and reports throughput (frames/s), counts of segments, frames and skips, and a
+histogram of the teacher's dominant emotion per segment (argmax of the max-pooled logits, the
+paper's statistic) saved to ``plots/``.
 """
 from __future__ import annotations
 
-import io
-import json
 import logging
-import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from crossmodal.data.distill import distill_fingerprint, distill_folder, teacher_file, teacher_label
-from crossmodal.data.pairs import (
-    PairsConfig,
-    decode_pair_frames,
-    npy_bytes,
-    prefetched,
+from crossmodal.emotions import EMOTIONS
+from crossmodal.pipeline.distill_sets import distill_fingerprint, distill_folder
+from crossmodal.pipeline.extract import extract_logits, pair_data, summarise, teacher_digest, teacher_name
+from crossmodal.pipeline.pairs import (
     prepare_report,
-    wait_for_shards,
 )
-from crossmodal.data.shards import (
-    Manifest,
-    ShardJob,
-    SkipLog,
-    load_manifest,
-    shard_done,
-    write_manifest,
-    write_shard_set,
-)
-from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
-from crossmodal.pipeline.cache import claim
-from crossmodal.pipeline.fingerprint import file_sha256, input_fingerprint
-from crossmodal.pipeline.lock import folder_lock
+from crossmodal.pipeline.shards import Manifest
 
 log = logging.getLogger(__name__)
 
 
+
 def run(cfg, ctx) -> dict[str, Any]:
     """Prepare pair shards if needed, extract teacher logits, report counts, throughput and the histogram."""
-    from crossmodal.lit.teacher import load_teacher
+    from crossmodal.models.teacher import load_teacher
 
     if not cfg.get("data"):
         raise ValueError("task=extract needs pair data: use experiment=extract_logits with data.source=... or data.pairs=...")
@@ -113,254 +78,6 @@ def _all_ranks(work: dict[str, Any], device: Any) -> dict[str, Any]:
     dist.all_reduce(counts, op=dist.ReduceOp.SUM)
     dist.all_reduce(times, op=dist.ReduceOp.MAX)
     return {**work, **{k: int(v) for k, v in zip(summed, counts.tolist())}, **dict(zip(slowest, times.tolist()))}
-
-
-def pair_data(node: Any):
-    """The data config as an object with ``prepare(rank, world_size, strict) -> Manifest`` and the
-    extraction keys: PairsConfig (real talking faces) or PseudoPairsConfig (the controlled study)."""
-    from hydra.utils import instantiate
-
-    target = node.get("_target_") if hasattr(node, "get") else None
-    if target:
-        data = instantiate(node, _convert_="all")
-    else:
-        data = PairsConfig.from_cfg(node)
-    if not callable(getattr(data, "prepare", None)):
-        raise ValueError(f"task=extract needs pair data (data=pairs or data=pseudo_pairs), got data._target_={target}")
-    return data
-
-
-def teacher_name(ckpt: str | None) -> str:
-    return teacher_label(ckpt)
-
-
-def teacher_digest(ckpt: str | None) -> str:
-    """sha256 of the teacher file (the shipped one for None): the digest the fingerprint holds, kept in
-    the manifest as ``teacher_sha256`` for the student's provenance."""
-    return file_sha256(teacher_file(ckpt))
-
-
-# ----------------------------------------------------------------------------------- extraction
-
-
-def _read_pair_shard(path: str, strict: bool) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
-    """Decode every sample of one pair shard: frames as uint8 arrays; bad samples become skip events."""
-    import webdataset as wds
-
-    events: list[tuple[str, str, str]] = []
-
-    def on_error(exn: Exception) -> bool:
-        events.append(("corrupt_pair_shard", path, str(exn)))
-        return True
-
-    samples = []
-    with open(path, "rb") as stream:
-        raw = wds.tariterators.group_by_keys(
-            wds.tariterators.tar_file_expander([{"url": path, "stream": stream}], handler=on_error), handler=on_error
-        )
-        for sample in raw:
-            key = sample.get("__key__", "?")
-            try:
-                frames, times = decode_pair_frames(sample)
-                meta = json.loads(sample["json"].decode("utf-8"))
-                flac = sample["flac"]
-            except Exception as exn:  # noqa: BLE001 - a bad sample is counted (or raised under strict)
-                reason = "frames_times_mismatch" if "timestamps" in str(exn) else "corrupt_pair_sample"
-                events.append((reason, f"{path}:{key}", str(exn)))
-                continue
-            samples.append({"key": key, "frames": frames, "times": times, "meta": meta, "flac": flac})
-    return samples, events
-
-
-@torch.inference_mode()
-def teacher_logits(teacher: torch.nn.Module, frames: np.ndarray, batch_size: int, device: str = "cpu") -> np.ndarray:
-    """The teacher's pre-softmax logits for uint8 frames [N, H, W(, 3)], in batches: float32 [N, 8]."""
-    outputs = []
-    for start in range(0, len(frames), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(frames[start : start + batch_size])).to(device)
-        outputs.append(teacher(teacher.preprocess(batch)).float().cpu())
-    if not outputs:
-        return np.zeros((0, NUM_EMOTIONS), dtype=np.float32)
-    return torch.cat(outputs).numpy()
-
-
-def _group_by_shape(samples: Sequence[dict[str, Any]]) -> dict[tuple, list[int]]:
-    groups: dict[tuple, list[int]] = {}
-    for i, sample in enumerate(samples):
-        groups.setdefault(sample["frames"].shape[1:], []).append(i)
-    return groups
-
-
-def extract_logits(
-    pairs: Manifest,
-    out_dir: str | Path,
-    teacher: torch.nn.Module,
-    *,
-    teacher_name: str,
-    teacher_id: str | None = None,
-    batch_size: int = 256,
-    logits_dtype: str = "float16",
-    num_workers: int = 0,
-    strict: bool = False,
-    rank: int = 0,
-    world_size: int = 1,
-    device: str = "cpu",
-    fingerprint: dict[str, Any] | None = None,
-    named_by: str | None = "out_dir",
-) -> tuple[Manifest | None, dict[str, Any]]:
-    """Write one distillation shard per pair shard into ``out_dir``; reuse finished ones.
-
-    Returns the manifest (None on ranks other than 0) and this rank's work:
-    ``{"frames": n, "segments": n, "seconds": wall time, "teacher_seconds": time inside the teacher,
-    "written": shards, "reused": shards}``. ``fingerprint`` (see
-    :func:`crossmodal.data.distill.distill_fingerprint`; made from the pair set, ``teacher_name``,
-    ``teacher_id`` and ``logits_dtype`` when not given) is recorded in the manifest and guards the
-    reuse: a set of other inputs in ``out_dir`` is an error (``named_by``: the key that named the
-    folder, for the message), never silently kept or mixed. One writer per folder: a second run
-    waits for the first, then reuses its set.
-    """
-    out_dir = Path(out_dir)
-    if fingerprint is None:
-        pairs_fp = pairs.meta.get("fingerprint") or {"kind": "pairs", "folder": str(Path(pairs.root).resolve())}
-        fingerprint = input_fingerprint("distill", inputs={"pairs": pairs_fp},
-                                        settings={"teacher": teacher_name, "teacher_id": teacher_id, "logits_dtype": logits_dtype})
-    with folder_lock(out_dir, "teacher logits", rank=rank, world_size=world_size):
-        if claim(out_dir, fingerprint, strict=strict, named_by=named_by, what="distillation shard set", write_stamp=True):
-            reused = {"frames": 0, "segments": 0, "seconds": 0.0, "teacher_seconds": 0.0, "written": 0,
-                      "reused": len(pairs.shards[rank::world_size])}
-            return (load_manifest(out_dir) if rank == 0 else None), reused
-        return _extract(pairs, out_dir, teacher, teacher_name, teacher_id, batch_size, logits_dtype, num_workers, strict,
-                        rank, world_size, device, fingerprint)
-
-
-def _extract(pairs, out_dir, teacher, teacher_name, teacher_id, batch_size, logits_dtype, num_workers, strict, rank, world_size,
-             device, fingerprint) -> tuple[Manifest | None, dict[str, Any]]:
-    dtype = {"float16": np.float16, "float32": np.float32}[logits_dtype]
-    names = [Path(s["name"]).stem for s in pairs.shards]
-    jobs = [ShardJob(n, [str(pairs.root / f"{n}.tar")]) for n in names]
-    mine = jobs[rank::world_size]
-    todo = [job for job in mine if not shard_done(out_dir, job.name)]
-    work = {"frames": 0, "segments": 0, "seconds": 0.0, "teacher_seconds": 0.0}
-    results = prefetched(todo, lambda job: _read_pair_shard(job.items[0], strict), num_workers)
-
-    def make_samples(job: ShardJob, skips: SkipLog) -> Iterator[dict[str, Any]]:
-        name, (samples, events) = next(results)
-        if name != job.name:  # pragma: no cover - fixed by construction
-            raise RuntimeError(f"extraction order mismatch: read {name}, writing {job.name}")
-        for reason, where, detail in events:
-            skips.skip(reason, where, detail)
-        logits_per_sample: dict[int, np.ndarray] = {}
-        for _, members in _group_by_shape(samples).items():
-            frames = np.concatenate([samples[i]["frames"] for i in members])
-            tick = time.perf_counter()
-            logits = teacher_logits(teacher, frames, batch_size, device)
-            work["teacher_seconds"] += time.perf_counter() - tick
-            if logits.shape != (len(frames), NUM_EMOTIONS):
-                skips.skip("logits_frames_mismatch", job.items[0], f"teacher gave {tuple(logits.shape)} for {len(frames)} frames")
-                return
-            offset = 0
-            for i in members:
-                n = len(samples[i]["frames"])
-                logits_per_sample[i] = logits[offset : offset + n]
-                offset += n
-        for i, sample in enumerate(samples):
-            logits = logits_per_sample[i]
-            if len(logits) != len(sample["times"]):
-                skips.skip("logits_frames_mismatch", f"{job.items[0]}:{sample['key']}", f"{len(logits)} logits, {len(sample['times'])} times")
-                continue
-            meta = dict(sample["meta"], teacher=teacher_name, n_frames=len(logits))
-            work["frames"] += len(logits)
-            work["segments"] += 1
-            yield {
-                "__key__": sample["key"],
-                "flac": sample["flac"],
-                "logits.npy": npy_bytes(logits.astype(dtype)),
-                "times.npy": npy_bytes(sample["times"].astype(np.float32)),
-                "json": json.dumps(meta, sort_keys=True).encode(),
-            }
-
-    meta = {
-        "kind": "distill",
-        "teacher": teacher_name,
-        "teacher_sha256": teacher_id,
-        "pairs": str(pairs.root),
-        "split_file": pairs.meta.get("split_file"),
-        "frame_rate": pairs.meta.get("frame_rate"),
-        "sample_rate": pairs.meta.get("sample_rate"),
-        "synthetic": pairs.meta.get("synthetic", False),
-        "emotions": list(EMOTIONS),
-        "logits_dtype": logits_dtype,
-        "fingerprint": fingerprint,
-    }
-    started = time.perf_counter()
-    _, counts = write_shard_set(
-        out_dir, jobs, make_samples, strict=strict, desc="teacher logits", rank=rank, world_size=world_size, finalize=False
-    )
-    work["seconds"] = time.perf_counter() - started
-    work.update(counts)
-    if work["frames"]:
-        log.info(
-            "extract: %d frames of %d segments in %.1f s: %.1f frames/s (rank %d)",
-            work["frames"], work["segments"], work["seconds"], work["frames"] / work["seconds"], rank,
-        )
-    if rank != 0:
-        # Only rank 0 writes the manifest; the others are done (after the barrier, under torch.distributed).
-        if world_size > 1 and _distributed():
-            wait_for_shards(out_dir, names)
-        return None, work
-    if world_size > 1:
-        wait_for_shards(out_dir, names)
-    return write_manifest(out_dir, names, meta), work
-
-
-def _distributed() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
-
-
-# ------------------------------------------------------------------------------------ reporting
-
-
-def iter_distill(paths: Sequence[str]) -> Iterator[dict[str, Any]]:
-    """Raw distillation samples with ``logits`` and ``times`` decoded (for statistics and tests)."""
-    import webdataset as wds
-
-    for path in paths:
-        with open(path, "rb") as stream:
-            for sample in wds.tariterators.group_by_keys(wds.tariterators.tar_file_expander([{"url": path, "stream": stream}])):
-                sample["logits"] = np.load(io.BytesIO(sample["logits.npy"]), allow_pickle=False)
-                sample["times"] = np.load(io.BytesIO(sample["times.npy"]), allow_pickle=False)
-                sample["meta"] = json.loads(sample["json"].decode("utf-8"))
-                yield sample
-
-
-def summarise(manifest: Manifest) -> dict[str, Any]:
-    """Segments, frames and the dominant emotion per segment over every shard of the set."""
-    dominant: Counter[str] = Counter({e: 0 for e in EMOTIONS})
-    per_split: Counter[str] = Counter()
-    frames = 0
-    segments = 0
-    # Pseudo-pairs carry the true emotion: how often the teacher agrees with it (segments, frames).
-    labelled = agree_segments = labelled_frames = agree_frames = 0
-    for sample in iter_distill(manifest.paths()):
-        logits = sample["logits"].astype(np.float32)
-        top = EMOTIONS[int(np.argmax(logits.max(axis=0)))]
-        dominant[top] += 1
-        per_split[sample["meta"].get("split", "?")] += 1
-        frames += len(logits)
-        segments += 1
-        label = sample["meta"].get("label")
-        if label in EMOTIONS:
-            labelled += 1
-            agree_segments += int(top == label)
-            labelled_frames += len(logits)
-            agree_frames += int(np.sum(np.argmax(logits, axis=1) == EMOTIONS.index(label)))
-    summary = {"segments": segments, "frames": frames, "dominant": dict(dominant), "per_split": dict(per_split)}
-    if labelled:
-        summary["label_agreement"] = agree_segments / labelled
-        summary["frame_label_agreement"] = agree_frames / max(1, labelled_frames)
-    return summary
 
 
 def report(pairs: Manifest, distill: Manifest, work: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:

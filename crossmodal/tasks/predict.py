@@ -24,8 +24,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 from crossmodal.config.checks import ConfigError
-from crossmodal.data.corpora import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from crossmodal.inference import FilePrediction, Student, check_seconds, load_student
+from crossmodal.io.corpora import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from crossmodal.tasks.common import build_datamodule
-from crossmodal.utils.run_context import RunContext
+from crossmodal.tasks.run_folder import RunFolder
 
 
-def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: DictConfig, ctx: RunFolder) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
     report = getattr(datamodule, "prepare_report", None)

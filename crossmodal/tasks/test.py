@@ -8,10 +8,10 @@ from omegaconf import DictConfig
 
 from crossmodal.config.checks import ConfigError
 from crossmodal.tasks.common import build_datamodule, build_model, resolve_checkpoint, restore_safely
-from crossmodal.utils.run_context import RunContext
+from crossmodal.tasks.run_folder import RunFolder
 
 
-def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: DictConfig, ctx: RunFolder) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
     trainer = ctx.build_trainer()

@@ -8,12 +8,12 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig
 
 from crossmodal.tasks.common import build_datamodule, build_model, resolve_checkpoint, restore_safely
-from crossmodal.utils.run_context import RunContext
+from crossmodal.tasks.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+def run(cfg: DictConfig, ctx: RunFolder) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
     trainer = ctx.build_trainer()

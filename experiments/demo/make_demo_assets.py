@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from crossmodal.data.audio import load_audio
 from crossmodal.emotions import EMOTIONS
+from crossmodal.io.audio import load_audio
 
 OUT = Path(__file__).resolve().parents[2] / "crossmodal" / "assets" / "demo"
 

@@ -19,7 +19,8 @@ import lightning as L
 import torch
 
 from crossmodal.data.ferplus import FerPlusDataModule
-from crossmodal.lit.teacher import DEFAULT_TEACHER, TeacherFER, load_teacher, save_teacher
+from crossmodal.lit.teacher import TeacherFER
+from crossmodal.models.teacher import DEFAULT_TEACHER, load_teacher, save_teacher
 
 
 def evaluate(teacher_path: str, shards: str, tta: bool, root: Path) -> dict[str, float]:

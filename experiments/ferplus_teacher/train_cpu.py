@@ -18,7 +18,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from crossmodal.data.ferplus import FerPlusDataModule
-from crossmodal.lit.teacher import TeacherFER, save_teacher
+from crossmodal.lit.teacher import TeacherFER
+from crossmodal.models.teacher import save_teacher
 
 PREPROCESS = {"channels": 1, "resize": 48, "input_size": 44, "mean": [128.0], "std": [64.0]}
 AUGMENT = {"flip_p": 0.5, "affine_p": 0.8, "zoom": [0.9, 1.1], "translate": 0.06, "rotations": [-15, 15],

@@ -36,7 +36,7 @@ def replicate(pairs_dir: Path, out: Path, copies: int, segments_per_shard: int) 
     """
     import webdataset as wds
 
-    from crossmodal.data.shards import ShardJob, load_manifest, write_shard_set
+    from crossmodal.pipeline.shards import ShardJob, load_manifest, write_shard_set
 
     manifest = load_manifest(pairs_dir)
     units = [(path, copy) for copy in range(copies) for path in manifest.paths()]
@@ -54,7 +54,7 @@ def replicate(pairs_dir: Path, out: Path, copies: int, segments_per_shard: int) 
 
 
 def all_frames(pairs) -> np.ndarray:
-    from crossmodal.tasks.extract import _read_pair_shard
+    from crossmodal.pipeline.extract import _read_pair_shard
 
     frames = []
     for path in pairs.paths():
@@ -87,10 +87,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from crossmodal.data.pairs import PairsConfig, prepare_pairs
-    from crossmodal.data.shards import load_manifest
-    from crossmodal.lit.teacher import load_teacher
-    from crossmodal.tasks.extract import extract_logits
+    from crossmodal.models.teacher import load_teacher
+    from crossmodal.pipeline.extract import extract_logits
+    from crossmodal.pipeline.pairs import PairsConfig, prepare_pairs
+    from crossmodal.pipeline.shards import load_manifest
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_extract-"))
     if args.pairs:

@@ -95,8 +95,8 @@ def child(variant: str, path: str, ckpt: str | None, threads: int) -> None:
 
     torch.set_num_threads(threads)
     student, described = build_student(ckpt)
-    from crossmodal.data.audio import load_audio
     from crossmodal.inference import check_signal
+    from crossmodal.io.audio import load_audio
 
     base = peak_rss_mb()
     start = time.perf_counter()

@@ -6,7 +6,7 @@ to 16 kHz and concatenated per speaker into segments of ``segment_seconds`` (Vox
 are ~8 s; EmoDB's clips ~2.8 s), or synthesised voiced sound when EmoDB is absent.
 Faces: real FER+ 48x48 grey faces (``--ferplus``) at the pair shards' 25/6 fps, stored as PNG as
 the pseudo-pair shards store them, or synthesised blobs when FER+ is absent.
-The distillation shards are written by ``crossmodal.tasks.extract.extract_logits`` with the
+The distillation shards are written by ``crossmodal.pipeline.extract.extract_logits`` with the
 shipped CPU teacher, exactly as ``task=extract`` writes them.
 
 ``replicate_shards`` copies a shard set k times with fresh keys (P4's 10 x N epoch).
@@ -49,7 +49,7 @@ def _voices(spec: BenchDataSpec, rng: np.random.Generator) -> tuple[list[tuple[s
     """(speaker, 16 kHz wave, emotion) per segment, and a description of where the sound came from."""
     total = spec.segments + spec.heard
     if spec.emodb:
-        from crossmodal.data.audio import load_audio
+        from crossmodal.io.audio import load_audio
 
         files = sorted((Path(spec.emodb) / "wav").glob("*.wav"))
         by_speaker: dict[str, list[Path]] = {}
@@ -101,10 +101,10 @@ def _faces(spec: BenchDataSpec, rng: np.random.Generator, count: int = 512) -> t
 
 def make_bench_data(work: Path, spec: BenchDataSpec) -> dict[str, Any]:
     """Pair shards in ``work/pairs`` and distillation shards in ``work/distill``; returns their paths and a description."""
-    from crossmodal.data.pairs import make_pair_sample
-    from crossmodal.data.shards import ShardJob, load_manifest, write_shard_set
-    from crossmodal.lit.teacher import load_teacher
-    from crossmodal.tasks.extract import extract_logits
+    from crossmodal.models.teacher import load_teacher
+    from crossmodal.pipeline.extract import extract_logits
+    from crossmodal.pipeline.pairs import make_pair_sample
+    from crossmodal.pipeline.shards import ShardJob, load_manifest, write_shard_set
 
     work = Path(work)
     info_file = work / "bench_data.json"
@@ -148,7 +148,7 @@ def replicate_shards(src: Path, out: Path, copies: int, prefix: str = "train-") 
     """``copies`` copies of the ``prefix`` shards of ``src`` (keys made unique) plus its other shards, in ``out``."""
     import webdataset as wds
 
-    from crossmodal.data.shards import ShardJob, load_manifest, write_shard_set
+    from crossmodal.pipeline.shards import ShardJob, load_manifest, write_shard_set
 
     src, out = Path(src), Path(out)
     manifest = load_manifest(src)
@@ -186,7 +186,7 @@ def subset_shards(src: Path, out: Path, segments: int) -> Path:
 
     import webdataset as wds
 
-    from crossmodal.data.shards import ShardJob, load_manifest, write_shard_set
+    from crossmodal.pipeline.shards import ShardJob, load_manifest, write_shard_set
 
     src, out = Path(src), Path(out)
     marker = out / "subset.json"

@@ -43,7 +43,7 @@ def collate(batch: list[dict]) -> dict:
 
 
 def write_shards(out: Path) -> None:
-    from crossmodal.data.shards import ShardJob, write_shard_set
+    from crossmodal.pipeline.shards import ShardJob, write_shard_set
 
     clips = sorted(CLIPS.glob("*.flac"))
     items = [{"__key__": p.stem, "flac": p.read_bytes()} for p in clips]
@@ -53,7 +53,7 @@ def write_shards(out: Path) -> None:
 
 
 def one_variant(shard_dir: str, variant: str, epochs: int, batches: int, workers: int) -> dict:
-    from crossmodal.data.shards import EpochLoader, ShardStream, eval_loader
+    from crossmodal.data.stream import EpochLoader, ShardStream, eval_loader
 
     old = {"multiprocessing_context": "fork", "persistent_workers": False} if variant == "old" else {}
     paths = sorted(str(p) for p in Path(shard_dir).glob("*.tar"))

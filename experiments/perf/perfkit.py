@@ -365,8 +365,8 @@ def p2(work: Path, data: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
 
 def resnet50_teacher():
     """A timm ResNet-50 with random weights (no download) behind the paper's 224 px, 3-channel preprocessing."""
-    from crossmodal.lit.teacher import FaceTeacher
     from crossmodal.models.face import PreprocessSpec, create_face_backbone
+    from crossmodal.models.teacher import FaceTeacher
 
     spec = PreprocessSpec.from_config({"channels": 3, "resize": 224, "input_size": 224, "mean": [128.0], "std": [64.0]})
     net = create_face_backbone("resnet50", pretrained=None, in_chans=3)
@@ -376,7 +376,7 @@ def resnet50_teacher():
 def p3(work: Path, data: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
     import lightning as L
 
-    from crossmodal.lit.teacher import load_teacher
+    from crossmodal.models.teacher import load_teacher
 
     def epoch(mode: str, teacher, batch_size: int) -> Callable[[], float]:
         shards = data["distill"] if mode == "cached" else data["pairs"]

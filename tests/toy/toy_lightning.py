@@ -8,12 +8,13 @@ import torch
 import torchmetrics
 from torch import nn
 
-from crossmodal.data.shards import EpochLoader, ShardStream, eval_loader, load_manifest, load_npy, stack_field
+from crossmodal.data.stream import EpochLoader, ShardStream, eval_loader
+from crossmodal.pipeline.shards import load_manifest, load_npy, stack_field
 
 
 def write_toy_shards(out_dir, n_train=192, n_val=60, per_shard=16, seed=0):
     """Two Gaussian blobs in 8-D, labelled 0/1, as train-/val- shards."""
-    from crossmodal.data.shards import ShardJob, write_shard_set
+    from crossmodal.pipeline.shards import ShardJob, write_shard_set
 
     rng = np.random.default_rng(seed)
 

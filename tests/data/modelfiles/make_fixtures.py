@@ -105,9 +105,9 @@ def save_teacher_v1(path: Path, name, kwargs, preprocess, backbone_state, tta_fl
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
-    from crossmodal.lit.teacher import FaceTeacher, load_teacher, save_teacher
     from crossmodal.models.face import PreprocessSpec, create_face_backbone
     from crossmodal.models.speech import create_student, load_student_file, save_student
+    from crossmodal.models.teacher import FaceTeacher, load_teacher, save_teacher
 
     torch.manual_seed(12)
     name, kwargs = STUDENT_NET

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SPLITS = ("train", "heard", "unheard")
+SPLIT_INDEX = {name: index for index, name in enumerate(SPLITS)}
+NO_LABEL = -1  # a clip without a true emotion label (real talking-face data)
 SPLIT_FILE = "splits.json"
 
 

@@ -23,7 +23,7 @@ How pairs are made
   (counted in the manifest as ``shared_pools``).
 - A clip of duration d gets frames at ``frame_rate`` (times k / frame_rate < d), each drawn from its
   speaker's pool for its emotion; frames are stored as the native 48x48 grey PNG.
-- Speakers are split like identities (crossmodal.data.splits): ``unheard`` speakers are held out
+- Speakers are split like identities (crossmodal.io.splits): ``unheard`` speakers are held out
   entirely; ``heard`` holds out clips of training speakers.
 The samples are ordinary pair shards (``flac``, ``fNNN.png``, ``times.npy``, ``json`` with
 ``label``, ``corpus_label``, ``synthetic: true`` and the source paths), so ``task=extract`` and
@@ -43,8 +43,13 @@ from typing import Any
 
 import numpy as np
 
-from crossmodal.data.audio import AudioError, load_audio
-from crossmodal.data.pairs import (
+from crossmodal.emotions import EMOTIONS
+from crossmodal.io.audio import AudioError, load_audio
+from crossmodal.io.splits import SPLIT_FILE, load_split_file, make_split, save_split
+from crossmodal.pipeline.cache import claim, note_unfingerprinted
+from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
+from crossmodal.pipeline.lock import folder_lock
+from crossmodal.pipeline.pairs import (
     BuildStats,
     _skip_summary,
     _SkipRecorder,
@@ -56,12 +61,15 @@ from crossmodal.data.pairs import (
     segment_bounds,
     wait_for_shards,
 )
-from crossmodal.data.shards import Manifest, ShardJob, SkipLog, dist_info, shard_done, write_manifest, write_shard_set
-from crossmodal.data.splits import SPLIT_FILE, load_split_file, make_split, save_split
-from crossmodal.emotions import EMOTIONS
-from crossmodal.pipeline.cache import claim, note_unfingerprinted
-from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
-from crossmodal.pipeline.lock import folder_lock
+from crossmodal.pipeline.shards import (
+    Manifest,
+    ShardJob,
+    SkipLog,
+    dist_info,
+    shard_done,
+    write_manifest,
+    write_shard_set,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +85,7 @@ class PseudoPairsConfig:
 
     source: str | None = None  # the speech corpus folder (EmoDB: <source>/wav/*.wav)
     ferplus: str | None = None  # the FER+ folder (FER2013Train/Valid/Test with label.csv, or the csv pair)
-    corpus: str = "emodb"  # a reader of crossmodal.data.corpora
+    corpus: str = "emodb"  # a reader of crossmodal.io.corpora
     ferplus_splits: list[str] = field(default_factory=lambda: ["val", "test"])
     faces_per_pool: int = 4  # FER+ faces per speaker and emotion
     min_agreement: float = 0.5  # majority share of a face's emotion votes
@@ -138,7 +146,7 @@ class PseudoPairsConfig:
         return self._manifest
 
     def prepare_report(self) -> dict[str, Any]:
-        from crossmodal.data.shards import load_manifest
+        from crossmodal.pipeline.shards import load_manifest
 
         return prepare_report(getattr(self, "_manifest", None) or load_manifest(self.pairs_dir))
 
@@ -182,7 +190,7 @@ def face_pools(
 
 
 def _read_items(cfg: PseudoPairsConfig, unparsed: list[tuple[str, str]]) -> list[PseudoItem]:
-    from crossmodal.data.corpora import read_corpus
+    from crossmodal.io.corpora import read_corpus
 
     if not cfg.source:
         raise ValueError("data.source is not set: point it at the speech corpus folder (e.g. EmoDB)")
@@ -191,7 +199,7 @@ def _read_items(cfg: PseudoPairsConfig, unparsed: list[tuple[str, str]]) -> list
 
 
 def _read_faces(cfg: PseudoPairsConfig) -> list[Any]:
-    from crossmodal.data.ferplus import read_ferplus
+    from crossmodal.io.ferplus import read_ferplus
 
     if not cfg.ferplus:
         raise ValueError("data.ferplus is not set: point it at the FER+ folder (FER2013Train/Valid/Test with label.csv)")
@@ -202,7 +210,7 @@ def _read_faces(cfg: PseudoPairsConfig) -> list[Any]:
 def _clip_samples(
     item: PseudoItem, split: str, pool: list[Any], cfg: PseudoPairsConfig, skips: SkipLog, stats: BuildStats
 ) -> Iterator[dict[str, Any]]:
-    from crossmodal.data.ferplus import load_ferplus_image
+    from crossmodal.io.ferplus import load_ferplus_image
 
     if item.label is None:
         skips.skip("unmapped_label", item.path, f"{cfg.corpus} class {item.corpus_label!r} has no FER+ emotion")
@@ -252,8 +260,8 @@ def prepare_pseudo_pairs(
 ) -> Manifest:
     """Build (or reuse) the pseudo-pair shards of ``cfg_data`` (a PseudoPairsConfig, dict or config node)
     in the folder named from their fingerprint, or in ``out_dir`` (named by the config key ``named_by``)."""
-    from crossmodal.data.pairs import use_named_pairs
-    from crossmodal.data.shards import load_manifest
+    from crossmodal.pipeline.pairs import use_named_pairs
+    from crossmodal.pipeline.shards import load_manifest
 
     cfg = cfg_data if isinstance(cfg_data, PseudoPairsConfig) else PseudoPairsConfig(**_plain(cfg_data))
     strict = cfg.strict if strict is None else strict

@@ -31,6 +31,7 @@ SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au",
 
 # Header sanity: below 4 kHz there is no speech band left to judge (the telephone band needs 8 kHz);
 # more channels than any microphone array writes, or longer than the caps, is a broken or hostile header.
+SAMPLE_RATE = 16000  # every model in crossmodal hears 16 kHz mono
 MIN_SAMPLE_RATE = 4000
 MAX_SAMPLE_RATE = 768_000
 MAX_CHANNELS = 64
@@ -92,7 +93,7 @@ def probe_audio(path: str | Path, max_seconds: float = MAX_LOAD_SECONDS) -> Audi
     return info
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000, max_seconds: float = MAX_LOAD_SECONDS) -> np.ndarray:
+def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_LOAD_SECONDS) -> np.ndarray:
     """Read ``path`` as float32 mono at ``sample_rate`` (values in [-1, 1]).
 
     Raises :class:`AudioError` naming the file when it is missing, unreadable, truncated, has an
@@ -117,7 +118,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000, max_seconds: float = 
 
 
 def stream_audio(
-    path: str | Path, sample_rate: int = 16000, block_seconds: float = BLOCK_SECONDS, max_seconds: float = MAX_STREAM_SECONDS
+    path: str | Path, sample_rate: int = SAMPLE_RATE, block_seconds: float = BLOCK_SECONDS, max_seconds: float = MAX_STREAM_SECONDS
 ) -> Iterator[np.ndarray]:
     """``path`` as consecutive float32 mono blocks at ``sample_rate``, never holding the whole file.
 

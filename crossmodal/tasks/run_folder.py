@@ -1,4 +1,10 @@
-"""What every task gets: its run folder, loggers, a Trainer factory, and metric/figure/table sinks."""
+"""RunFolder: one run's output folder and everything that writes into it.
+
+Every task gets one: ``run_dir`` (``plots/``, ``tables/``, ``checkpoints/``, ``metrics.json``),
+the loggers that mirror it (W&B, TensorBoard, CSV), ``add_metrics`` / ``save_figure`` /
+``log_table`` to record results in both, and the Trainer (or, for extraction, the Fabric) built
+from the trainer config to write into it.
+"""
 from __future__ import annotations
 
 import json
@@ -17,8 +23,8 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from crossmodal.callbacks.training import LineProgress
 from crossmodal.config.checks import translate_gpus
-from crossmodal.utils.callbacks import LineProgress
 from crossmodal.utils.figures import save_and_send
 
 log = logging.getLogger(__name__)
@@ -57,7 +63,9 @@ def explicit_trainer_keys(overrides: Iterable[str]) -> dict[str, str]:
 
 
 @dataclass
-class RunContext:
+class RunFolder:
+    """The run folder of one task run, the loggers that mirror it and the Trainer that writes into it."""
+
     cfg: DictConfig
     run_dir: Path
     loggers: list[Any] = field(default_factory=list)

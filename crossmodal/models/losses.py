@@ -57,3 +57,7 @@ class DistillationLoss(nn.Module):
             loss = loss + self.hard_weight * hard
         parts["loss"] = loss
         return parts
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()

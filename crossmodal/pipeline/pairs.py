@@ -12,7 +12,7 @@ Sources (``data.layout``; ``auto`` tells them apart):
   to start with the wav, as the released utterances are cut to their face tracks. Centre crop
   as above.
 - ``videos``: any folder of talking-face videos. Faces are found and tracked with OpenCV (see
-  :mod:`crossmodal.data.video`). Identity = the first folder under ``source`` (``<id>/...``), or
+  :mod:`crossmodal.io.video`). Identity = the first folder under ``source`` (``<id>/...``), or
   the file name for videos lying directly in ``source``.
 
 Every segment is cut from one face track: a track is split into equal pieces no longer than
@@ -22,7 +22,7 @@ Audio is 16 kHz mono FLAC; frames are JPEG face crops (``crop_size`` square, gre
 seconds from the segment start) and ``json`` (identity, video, utterance, track, segment, split,
 start and duration in seconds, sample_rate, frame_rate, synthetic, source paths).
 
-Shards are named by split (``train-``, ``heard-``, ``unheard-``, see :mod:`crossmodal.data.splits`);
+Shards are named by split (``train-``, ``heard-``, ``unheard-``, see :mod:`crossmodal.io.splits`);
 the split is saved as ``splits.json`` beside them and named in ``manifest.json``. Bad input (no
 audio stream, no video stream, unreadable or corrupt files, no face, a frame folder without its
 wav, a clip shorter than one segment) is counted by reason with example paths, or raises with
@@ -45,19 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from crossmodal.data.audio import AudioError, encode_flac, load_audio
-from crossmodal.data.shards import (
-    Manifest,
-    ShardJob,
-    SkipLog,
-    dist_info,
-    load_manifest,
-    shard_done,
-    write_manifest,
-    write_shard_set,
-)
-from crossmodal.data.splits import SPLIT_FILE, IdentitySplit, load_split_file, make_split, save_split
-from crossmodal.data.video import (
+from crossmodal.io.audio import AudioError, encode_flac, load_audio
+from crossmodal.io.splits import SPLIT_FILE, IdentitySplit, load_split_file, make_split, save_split
+from crossmodal.io.video import (
     DEFAULT_FRAME_RATE,
     FaceConfig,
     FaceDetector,
@@ -71,6 +61,16 @@ from crossmodal.data.video import (
 from crossmodal.pipeline.cache import check_skips, claim, note_unfingerprinted
 from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
 from crossmodal.pipeline.lock import folder_lock
+from crossmodal.pipeline.shards import (
+    Manifest,
+    ShardJob,
+    SkipLog,
+    dist_info,
+    load_manifest,
+    shard_done,
+    write_manifest,
+    write_shard_set,
+)
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ def discover(cfg: PairsConfig) -> tuple[str, list[PairItem]]:
             kind = "centred_video" if layout == "voxceleb2" else "video"
             items.append(PairItem(kind, identity, video, utterance, str(path), audio))
     if not items:
-        raise FileNotFoundError(f"no talking-face data found in data.source={source} (layout {layout}); see crossmodal.data.pairs")
+        raise FileNotFoundError(f"no talking-face data found in data.source={source} (layout {layout}); see crossmodal.pipeline.pairs")
     keys = Counter(item.key for item in items)
     duplicated = [k for k, n in keys.items() if n > 1]
     if duplicated:
@@ -720,7 +720,7 @@ def use_named_pairs(folder: str | Path, fingerprint: dict[str, Any] | None, stri
 def _build_pairs(cfg: PairsConfig, out_dir: Path, fingerprint: dict[str, Any], rank: int, world_size: int, strict: bool) -> Manifest:
     layout, items = discover(cfg)
     if layout == "videos":
-        from crossmodal.data.video import require_cv2
+        from crossmodal.io.video import require_cv2
 
         require_cv2()
     split, split_path = plan_split(cfg, items, out_dir)

@@ -13,16 +13,16 @@ import soundfile as sf
 import torch
 
 from crossmodal.emotions import EMOTIONS
+from crossmodal.io.audio import SAMPLE_RATE
 from crossmodal.utils.figures import save_and_send
 
 log = logging.getLogger(__name__)
-SAMPLE_RATE = 16000
 
 
 def find_pair_frames(pairs_dir: str | Path, keys: set[str], max_frames: int = 4) -> dict[str, np.ndarray]:
     """Face frames of the pair samples named ``keys`` (stops reading once all are found)."""
-    from crossmodal.data.pairs import decode_pair_frames
-    from crossmodal.data.shards import load_manifest
+    from crossmodal.pipeline.pairs import decode_pair_frames
+    from crossmodal.pipeline.shards import load_manifest
 
     found: dict[str, dict[str, Any]] = {}
     for path in load_manifest(pairs_dir).paths():

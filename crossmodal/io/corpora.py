@@ -11,7 +11,7 @@ as EmoDB's boredom or RAVDESS's calm).
 
 Readers only look at names; they never open audio (the evaluation decodes and checks each clip).
 Any audio extension libsndfile or PyAV reads is accepted; the video corpora (eNTERFACE'05, RML)
-also accept their .avi files, whose audio track is decoded by ``crossmodal.data.audio``.
+also accept their .avi files, whose audio track is decoded by ``crossmodal.io.audio``.
 """
 from __future__ import annotations
 

@@ -1,0 +1,59 @@
+"""Skipped samples: counted per reason with a few example paths, or raised when strict.
+
+Every reader and writer that drops a sample (a corrupt image, a silent clip, a frame with no face)
+calls ``skips.skip(reason, path, detail)``; the counts go into the shard manifest and the run's
+metrics, so a skip is never silent.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SKIP_EXAMPLES = 5  # paths kept per skip reason, so a report names real files
+
+
+class BadSampleError(RuntimeError):
+    """A sample could not be used and ``strict=true`` asked for an error instead of a skip."""
+
+
+class SkipLog:
+    """Counts skipped items by reason and keeps a few of their paths for the report."""
+
+    def __init__(self, strict: bool = False) -> None:
+        self.strict = strict
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = {}
+
+    def skip(self, reason: str, where: str, detail: str = "") -> None:
+        message = f"{reason}: {where}" + (f" ({detail})" if detail else "")
+        if self.strict:
+            raise BadSampleError(message + ". Fix or remove it, or set strict=false to skip and count such items.")
+        log.warning("skipped %s", message)
+        self.counts[reason] += 1
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < SKIP_EXAMPLES:
+            examples.append(where)
+
+    def merge(self, other: dict[str, Any]) -> None:
+        for reason, n in other.get("counts", {}).items():
+            self.counts[reason] += n
+            examples = self.examples.setdefault(reason, [])
+            for path in other.get("examples", {}).get(reason, []):
+                if len(examples) < SKIP_EXAMPLES:
+                    examples.append(path)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"counts": dict(self.counts), "examples": self.examples}
+
+    def summary(self) -> str:
+        if not self.counts:
+            return "nothing skipped"
+        parts = [f"{n} {reason} (e.g. {', '.join(self.examples.get(reason, [])[:2])})" for reason, n in self.counts.items()]
+        return "skipped " + "; ".join(parts)

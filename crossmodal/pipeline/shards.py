@@ -1,0 +1,235 @@
+"""Shard sets: the format every prepared artefact is written in, and its manifest.
+
+Writing
+    A *shard set* is a folder of webdataset tar shards plus ``manifest.json``. Work is cut into
+    :class:`ShardJob` s up front (a fixed, ordered list), so a re-run knows which shards are done:
+    a shard counts as done only when its tar *and* its sidecar ``<name>.json`` exist. Each tar is
+    written to a temporary name and renamed into place, then its sidecar is written the same way,
+    so a writer killed at any point leaves no shard that looks whole.
+
+Bad samples
+    A member that fails to decode, or that the decode function rejects, is counted and skipped
+    (``strict=False``) or raises :class:`BadSampleError` naming the sample (``strict=True``). Each
+    batch carries the number of samples skipped since the previous batch of the same worker under
+    the key ``"skipped"``, so the count reaches the LightningModule, is summed across ranks, and
+    lands in the run's metrics.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tarfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+
+log = logging.getLogger(__name__)
+
+
+MANIFEST = "manifest.json"
+from crossmodal.io.skips import SkipLog  # noqa: E402
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+@dataclass
+class ShardJob:
+    """The inputs that make one output shard. ``name`` has no extension, e.g. ``train-000003``."""
+
+    name: str
+    items: Sequence[Any]
+
+
+@dataclass
+class Manifest:
+    root: Path
+    shards: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(s["count"] for s in self.shards)
+
+    def paths(self, prefix: str | None = None) -> list[str]:
+        """Shard paths, optionally only those whose name starts with ``prefix`` (e.g. a split)."""
+        return [str(self.root / s["name"]) for s in self.shards if prefix is None or s["name"].startswith(prefix)]
+
+    def count(self, prefix: str | None = None) -> int:
+        return sum(s["count"] for s in self.shards if prefix is None or s["name"].startswith(prefix))
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+def shard_done(out_dir: Path, name: str) -> bool:
+    return (out_dir / f"{name}.tar").exists() and (out_dir / f"{name}.json").exists()
+
+
+def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> int:
+    """Write samples to ``path`` atomically; return how many were written.
+
+    A sample is a dict with ``__key__`` (no dots) and fields named by extension, encoded by
+    webdataset: bytes as-is (``png``, ``flac``), ``json`` for dicts/lists, ``npy`` for arrays,
+    ``txt`` for strings, ``cls`` for ints.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    count = 0
+    try:
+        with open(tmp, "wb") as f:
+            with wds.TarWriter(f) as writer:
+                for sample in samples:
+                    key = sample.get("__key__")
+                    if not key or "." in key:
+                        raise ValueError(f"sample key {key!r} must be non-empty and contain no dots (writing {path})")
+                    writer.write(sample)
+                    count += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return count
+
+
+def clean_partial(out_dir: Path, names: Iterable[str]) -> int:
+    """Remove the temporary files a killed writer left behind for the shards ``names`` (only
+    those: other ranks may be writing theirs right now); return how many."""
+    removed = 0
+    for name in names:
+        for tmp in Path(out_dir).glob(f".{name}.*.tmp-*"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def write_shard_set(
+    out_dir: str | Path,
+    jobs: Sequence[ShardJob],
+    make_samples: Callable[[ShardJob, SkipLog], Iterable[dict[str, Any]]],
+    *,
+    meta: dict[str, Any] | None = None,
+    strict: bool = False,
+    desc: str = "writing shards",
+    rank: int = 0,
+    world_size: int = 1,
+    finalize: bool = True,
+) -> tuple[Manifest | None, dict[str, int]]:
+    """Produce every job's shard that is not already done, then (rank 0) write the manifest.
+
+    ``make_samples(job, skips)`` yields the samples of one shard and reports what it had to drop
+    through ``skips.skip(reason, path)``. With ``world_size > 1`` this rank does jobs
+    ``rank::world_size``; call :func:`write_manifest` after a barrier (``finalize=False``).
+    Returns the manifest (or None when not finalised) and ``{"written": n, "reused": n}``.
+    """
+    from crossmodal.utils.progress import progress
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir)
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"shard names must be unique in {out_dir}")
+    mine = list(jobs)[rank::world_size]
+    clean_partial(out_dir, [job.name for job in mine] + (["manifest"] if rank == 0 else []))
+    todo = [job for job in mine if not shard_done(out_dir, job.name)]
+    stats = {"written": 0, "reused": len(mine) - len(todo)}
+    if stats["reused"]:
+        log.info("%s: %d of %d shards already written in %s, reusing them", desc, stats["reused"], len(mine), out_dir)
+    for job in progress(todo, desc=desc, unit="shard"):
+        skips = SkipLog(strict=strict)
+        count = write_shard(out_dir / f"{job.name}.tar", make_samples(job, skips))
+        _atomic_write_json(out_dir / f"{job.name}.json", {"name": f"{job.name}.tar", "count": count, "skipped": skips.as_dict()})
+        stats["written"] += 1
+    manifest = write_manifest(out_dir, names, meta) if finalize else None
+    return manifest, stats
+
+
+def write_manifest(out_dir: str | Path, names: Sequence[str], meta: dict[str, Any] | None = None) -> Manifest:
+    """Gather the sidecars of ``names`` (all must be done) into ``manifest.json``."""
+    out_dir = Path(out_dir)
+    missing = [n for n in names if not shard_done(out_dir, n)]
+    if missing:
+        raise RuntimeError(f"{len(missing)} shards are not written yet in {out_dir} (first: {missing[0]}); re-run to finish them")
+    shards, skips = [], SkipLog()
+    for name in names:
+        side = json.loads((out_dir / f"{name}.json").read_text())
+        shards.append({"name": side["name"], "count": side["count"]})
+        skips.merge(side.get("skipped", {}))
+    manifest = Manifest(out_dir, shards, dict(meta or {}), skips.as_dict())
+    _atomic_write_json(out_dir / MANIFEST, {"meta": manifest.meta, "shards": shards, "skipped": manifest.skipped})
+    return manifest
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Load ``manifest.json`` from a shard-set folder (or the file itself)."""
+    path = Path(path)
+    file = path / MANIFEST if path.is_dir() else path
+    if not file.exists():
+        raise FileNotFoundError(
+            f"no shard manifest at {file}. Run the matching `task=prepare` (or `task=extract`) first, "
+            "or point the data config at a folder that holds manifest.json"
+        )
+    data = json.loads(file.read_text())
+    return Manifest(file.parent, data["shards"], data.get("meta", {}), data.get("skipped", {}))
+
+
+def check_writable(folder: Path, need_bytes: int = 0) -> None:
+    """Fail before any work when the output folder cannot be written or the disk is too full."""
+    folder = Path(folder)
+    probe = folder / f".write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exn:
+        raise PermissionError(f"cannot write to {folder}: {exn}") from exn
+    if need_bytes:
+        free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+        if free < need_bytes:
+            raise OSError(f"{folder} has {free / 1e9:.2f} GB free but about {need_bytes / 1e9:.2f} GB is needed")
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world_size) of this process, from torch.distributed or the launcher's environment."""
+    rank, world, _, _ = wds.utils.pytorch_worker_info()
+    return rank, world
+
+
+def stack_field(batch: list[dict[str, Any]], name: str) -> torch.Tensor:
+    """Stack one field of a list of samples into a tensor (numpy arrays, tensors or numbers)."""
+    values = [b[name] for b in batch]
+    if isinstance(values[0], torch.Tensor):
+        return torch.stack(values)
+    return torch.as_tensor(np.stack(values) if isinstance(values[0], np.ndarray) else values)
+
+
+def read_json_member(data: bytes) -> Any:
+    return json.loads(data.decode("utf-8"))
+
+
+def tar_member_names(path: str | Path) -> list[str]:
+    with tarfile.open(path) as tar:
+        return tar.getnames()
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
