@@ -7,12 +7,10 @@ Writing
     written to a temporary name and renamed into place, then its sidecar is written the same way,
     so a writer killed at any point leaves no shard that looks whole.
 
-Bad samples
-    A member that fails to decode, or that the decode function rejects, is counted and skipped
-    (``strict=False``) or raises :class:`BadSampleError` naming the sample (``strict=True``). Each
-    batch carries the number of samples skipped since the previous batch of the same worker under
-    the key ``"skipped"``, so the count reaches the LightningModule, is summed across ranks, and
-    lands in the run's metrics.
+Skips
+    ``make_samples`` reports every item it drops to a :class:`crossmodal.io.skips.SkipLog`; the
+    counts and a few example paths go into the manifest (``skipped``), so a later run can refuse a
+    set with skips when ``strict=true``. Reading is :mod:`crossmodal.data.stream`.
 """
 from __future__ import annotations
 
