@@ -32,6 +32,7 @@ from crossmodal.emotions import EMOTIONS
 from crossmodal.inference import Student, load_student
 from crossmodal.io.audio import SAMPLE_RATE
 from crossmodal.models.frontend import normalize_per_bin
+from crossmodal.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +182,8 @@ def export_student(
         if fmt == "torchscript":
             traced = torch.jit.trace(wrapper, (example,), check_trace=False)
             extra = {"crossmodal.json": json.dumps(metadata(student, fmt))}
-            tmp = out.with_name(f".{out.name}.tmp")
-            torch.jit.save(traced, str(tmp), _extra_files=extra)
-            tmp.replace(out)
+            with atomic_path(out) as tmp:
+                torch.jit.save(traced, str(tmp), _extra_files=extra)
         else:
             _export_onnx(wrapper, example, out, metadata(student, fmt))
     student.eval()  # the exporters may flip the train flag back on the wrapper's children
@@ -206,29 +206,27 @@ def _export_onnx(wrapper: nn.Module, example: torch.Tensor, out: Path, meta: dic
         import onnx
     except ImportError as exn:
         raise ExportError("ONNX export needs the `onnx` package: pip install 'crossmodal[export]'") from exn
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        # The TorchScript-based exporter (dynamo=False): the dynamo one needs onnxscript, which the
-        # `export` extra does not install, and this graph (STFT + convs) exports fine without it.
-        torch.onnx.export(
-            wrapper,
-            (example,),
-            str(tmp),
-            dynamo=False,
-            input_names=["waveform"],
-            output_names=["logits", "embedding"],
-            dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "logits": {0: "batch"}, "embedding": {0: "batch"}},
-            opset_version=ONNX_OPSET,
-        )
-    except Exception as exn:  # noqa: BLE001 - the exporter raises many kinds
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"ONNX export failed: {exn}") from exn
-    model = onnx.load(str(tmp))
-    for key, value in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(model, str(tmp))
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        try:
+            # The TorchScript-based exporter (dynamo=False): the dynamo one needs onnxscript, which the
+            # `export` extra does not install, and this graph (STFT + convs) exports fine without it.
+            torch.onnx.export(
+                wrapper,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                input_names=["waveform"],
+                output_names=["logits", "embedding"],
+                dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "logits": {0: "batch"}, "embedding": {0: "batch"}},
+                opset_version=ONNX_OPSET,
+            )
+        except Exception as exn:  # noqa: BLE001 - the exporter raises many kinds
+            raise ExportError(f"ONNX export failed: {exn}") from exn
+        model = onnx.load(str(tmp))
+        for key, value in meta.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(model, str(tmp))
 
 
 def load_exported(path: str | Path) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections import defaultdict
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from crossmodal.utils.atomic import publish, tmp_path_for
 from crossmodal.utils.figures import log_figure
 from crossmodal.utils.plots import curves_figure
 
@@ -19,10 +19,10 @@ def save_last(trainer: L.Trainer) -> Path:
     """Write <run>/checkpoints/last.ckpt atomically (temp file, then rename on rank 0)."""
     folder = Path(trainer.default_root_dir) / "checkpoints"
     path = folder / "last.ckpt"
-    tmp = folder / ".last.ckpt.tmp"
+    tmp = tmp_path_for(path)  # Lightning writes it on rank 0 only, which then publishes it
     trainer.save_checkpoint(tmp)
     if trainer.is_global_zero:
-        os.replace(tmp, path)
+        publish(tmp, path)
     trainer.strategy.barrier("save_last")
     return path
 

@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crossmodal.utils.atomic import write_json
+
 SPLITS = ("train", "heard", "unheard")
 SPLIT_INDEX = {name: index for index, name in enumerate(SPLITS)}
 NO_LABEL = -1  # a clip without a true emotion label (real talking-face data)
@@ -88,12 +90,7 @@ def make_split(
 
 
 def save_split(split: IdentitySplit, path: str | Path, identities: Iterable[str] = ()) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(split.to_dict(identities), indent=1) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json(path, split.to_dict(identities), sort_keys=False)
 
 
 def load_split_file(path: str | Path) -> IdentitySplit:

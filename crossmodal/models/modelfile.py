@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from crossmodal.emotions import EMOTIONS
+from crossmodal.utils.atomic import atomic_path
 
 FORMAT = "crossmodal-model"
 FORMAT_VERSION = 2
@@ -83,14 +84,9 @@ def write_model_file(path: str | Path, header: dict[str, Any], tensors: dict[str
     header = make_header(**header) if "format" not in header else dict(header)
     check_header(header, path)
     tensors = {str(k): v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    # safetensors creates 0600 files; give them the usual mode
+    with atomic_path(path, mode=0o666 & ~_umask()) as tmp:
         save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(plain(header), sort_keys=True), "format": "pt"})
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600 files; give them the usual mode
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -422,7 +418,9 @@ def utc_now() -> str:
 
 
 def plain(value: Any) -> Any:
-    """OmegaConf containers / tuples / paths -> plain JSON values (NaN -> None)."""
+    """OmegaConf containers / tuples / paths / one-element tensors and numpy scalars -> plain JSON
+    values (NaN -> None; anything else unknown -> its str). The one converter of the package: model
+    headers, run tables and configs handed to dataclasses all go through it."""
     try:
         from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -436,7 +434,7 @@ def plain(value: Any) -> Any:
         return [plain(v) for v in value]
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+    if (isinstance(value, torch.Tensor) and value.numel() == 1) or (hasattr(value, "item") and getattr(value, "ndim", None) == 0):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None

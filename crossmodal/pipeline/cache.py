@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from crossmodal.pipeline.fingerprint import describe, fingerprint_differences
+from crossmodal.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,7 @@ def claim(
     elif has_shards:
         raise CacheMismatch(mismatch_message(folder, None, fingerprint, named_by, what, finished=False))
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = stamp.with_name(f".{STAMP}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(dict(fingerprint), indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, stamp)
+    write_json(stamp, dict(fingerprint))
     return False
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from crossmodal.utils.atomic import write_json
+
 log = logging.getLogger(__name__)
 
 LOCK = ".lock"
@@ -55,7 +57,7 @@ def folder_lock(folder: str | Path, what: str = "shard set", *, rank: int = 0, w
             log.info("%s: %s is free after %.1f s", what, folder, time.monotonic() - started)
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                  "command": " ".join(sys.argv)[:300]}
-        (folder / OWNER).write_text(json.dumps(owner) + "\n")
+        write_json(folder / OWNER, owner, indent=None)
     if distributed:
         _barrier()  # the other ranks start only once rank 0 holds the folder
     try:

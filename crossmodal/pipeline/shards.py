@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 from crossmodal.io.skips import SkipLog  # noqa: E402
+from crossmodal.utils.atomic import atomic_path, write_json  # noqa: E402
 
 # ----------------------------------------------------------------------------------------- writing
 
@@ -64,19 +65,6 @@ class Manifest:
         return sum(s["count"] for s in self.shards if prefix is None or s["name"].startswith(prefix))
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
-
-
 def shard_done(out_dir: Path, name: str) -> bool:
     return (out_dir / f"{name}.tar").exists() and (out_dir / f"{name}.json").exists()
 
@@ -89,23 +77,14 @@ def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> int:
     ``txt`` for strings, ``cls`` for ints.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     count = 0
-    try:
-        with open(tmp, "wb") as f:
-            with wds.TarWriter(f) as writer:
-                for sample in samples:
-                    key = sample.get("__key__")
-                    if not key or "." in key:
-                        raise ValueError(f"sample key {key!r} must be non-empty and contain no dots (writing {path})")
-                    writer.write(sample)
-                    count += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f, wds.TarWriter(f) as writer:
+        for sample in samples:
+            key = sample.get("__key__")
+            if not key or "." in key:
+                raise ValueError(f"sample key {key!r} must be non-empty and contain no dots (writing {path})")
+            writer.write(sample)
+            count += 1
     return count
 
 
@@ -156,7 +135,7 @@ def write_shard_set(
     for job in progress(todo, desc=desc, unit="shard"):
         skips = SkipLog(strict=strict)
         count = write_shard(out_dir / f"{job.name}.tar", make_samples(job, skips))
-        _atomic_write_json(out_dir / f"{job.name}.json", {"name": f"{job.name}.tar", "count": count, "skipped": skips.as_dict()})
+        write_json(out_dir / f"{job.name}.json", {"name": f"{job.name}.tar", "count": count, "skipped": skips.as_dict()})
         stats["written"] += 1
     manifest = write_manifest(out_dir, names, meta) if finalize else None
     return manifest, stats
@@ -174,7 +153,7 @@ def write_manifest(out_dir: str | Path, names: Sequence[str], meta: dict[str, An
         shards.append({"name": side["name"], "count": side["count"]})
         skips.merge(side.get("skipped", {}))
     manifest = Manifest(out_dir, shards, dict(meta or {}), skips.as_dict())
-    _atomic_write_json(out_dir / MANIFEST, {"meta": manifest.meta, "shards": shards, "skipped": manifest.skipped})
+    write_json(out_dir / MANIFEST, {"meta": manifest.meta, "shards": shards, "skipped": manifest.skipped})
     return manifest
 
 

@@ -7,7 +7,6 @@ from the trainer config to write into it.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -25,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from crossmodal.callbacks.training import LineProgress
 from crossmodal.config.checks import translate_gpus
+from crossmodal.models.modelfile import plain
+from crossmodal.utils.atomic import write_json
 from crossmodal.utils.figures import save_and_send
 
 log = logging.getLogger(__name__)
@@ -102,17 +103,13 @@ class RunFolder:
         for logger in self.loggers:
             if type(logger).__name__ == "WandbLogger":
                 try:
-                    logger.log_table(key=name, columns=columns, data=[[_plain(v) for v in row] for row in rows])
+                    logger.log_table(key=name, columns=columns, data=[[plain(v) for v in row] for row in rows])
                 except Exception as exn:  # noqa: BLE001
                     log.warning("could not send table %s to W&B: %s", name, exn)
         return path
 
     def write_metrics(self) -> Path:
-        path = self.run_dir / "metrics.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.metrics, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-        return path
+        return write_json(self.run_dir / "metrics.json", self.metrics)
 
     # -- Lightning
     def trainer_kwargs(self) -> dict[str, Any]:
@@ -157,10 +154,6 @@ def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 # ----------------------------------------------------------------------------------------- loggers
