@@ -1,12 +1,25 @@
-"""Streaming shard sets into batches, for training and evaluation.
+"""Streaming shard sets into batches, for training and evaluation, on webdataset's pipeline.
 
 Reading
-    :class:`ShardStream` is an IterableDataset that yields ready batches (it batches inside the
-    workers, the webdataset way). ``train=True`` draws shards with replacement from an RNG seeded
-    by (seed, epoch, rank, worker): the stream never ends, so the loader's epoch length fixes how
-    many batches every rank runs, and no DDP rank waits on another at the end of an epoch.
-    ``train=False`` reads each shard once, split across ranks then workers with webdataset's
-    ``split_by_node``/``split_by_worker``, so every sample is seen exactly once with no padding.
+    :class:`ShardStream` is an IterableDataset that yields ready batches: a ``wds.DataPipeline``
+    built in each loader worker when its iteration starts (shards -> samples -> shuffle -> decode
+    -> ``wds.batched`` -> collate). The shard URLs come from the manifest (see
+    :mod:`crossmodal.pipeline.shards`), so a set can be a local folder, an ``http(s)://`` folder or
+    a ``pipe:`` command; each shard is read by :func:`crossmodal.pipeline.shards.iter_shard`
+    (webdataset's ``gopen`` and tar iterators).
+
+    ``train=True``: ``wds.ResampledShards`` draws shards with replacement, seeded by (seed, epoch,
+    rank, worker role), and ``wds.shuffle`` mixes samples in a buffer: the stream never ends, so the
+    loader's epoch length (:class:`EpochLoader`, webdataset's ``with_epoch``) fixes how many batches
+    every rank runs, and no DDP rank waits on another at the end of an epoch.
+    ``train=False``: ``wds.SimpleShardList`` split across ranks then ``wds.split_by_worker``, so
+    every sample is seen exactly once with no padding.
+
+Thin stages on top of webdataset
+    - the rank split takes the (rank, world) the loader pinned in the main process (a forkserver
+      worker has no torch.distributed group, so ``wds.split_by_node`` would see rank 0 of 1);
+    - a mid-epoch resume drops the batches the killed run already consumed (per worker role);
+    - skipped samples are counted and reach every batch as ``"skipped"``.
 
 Bad samples
     A member that fails to decode, or that the decode function rejects, is counted and skipped
@@ -20,8 +33,8 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 import torch
@@ -29,7 +42,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from crossmodal.io.skips import BadSampleError
-from crossmodal.pipeline.shards import dist_info
+from crossmodal.pipeline.shards import dist_info, iter_shard
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +55,10 @@ def worker_info() -> tuple[int, int]:
     return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
-def _open_shards(urls: Iterable[str]) -> Iterator[dict[str, Any]]:
-    for url in urls:
-        yield {"url": url, "stream": open(url, "rb")}
-
-
 class ShardStream(IterableDataset):
     """Shards -> samples -> decoded -> batches, for training (resampled) or evaluation (exact-once).
 
+    ``shards``: shard URLs (``Manifest.paths(split)``: paths, http(s) URLs or ``pipe:`` commands).
     ``decode(sample)`` turns a raw webdataset sample (``__key__`` and bytes per field) into a
     dict ready for ``collate``; it returns None to skip a sample it judged unusable (it should
     say why by raising instead when the reason matters). ``collate(list_of_dicts)`` builds a
@@ -71,7 +80,7 @@ class ShardStream(IterableDataset):
         super().__init__()
         if not shards:
             raise ValueError("no shards to read: the shard list is empty")
-        self.shards = list(shards)
+        self.shards = [str(url) for url in shards]
         self.decode = decode
         self.collate = collate
         self.batch_size = batch_size
@@ -82,101 +91,117 @@ class ShardStream(IterableDataset):
         self.epoch = 0
         # Batches this rank has already consumed in the current epoch (set on a mid-epoch resume).
         self.skip_batches = 0
-        self._role = 0
         # (rank, world) pinned by the loader in the main process before its workers start: a
         # spawned/forkserver worker has no torch.distributed group and would read (0, 1).
         self.dist: tuple[int, int] | None = None
 
-    # -- shard selection
-    def _shard_urls(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[dict[str, Any]]:
         rank, world = self.dist or dist_info()
         worker, num_workers = worker_info()
+        skipped = [0]  # samples skipped since this worker's last batch
+        # The loader takes batches from its workers round-robin, starting with worker 0, so batch
+        # i of an epoch comes from the stream seeded as "role" i % W. After a resume that skips
+        # `skip_batches`, worker w takes the role that produces the next batch in order.
+        skip = self.skip_batches if self.train else 0
+        role = (worker + skip) % num_workers
         if self.train:
-            rng = random.Random(f"{self.seed}-{self.epoch}-{rank}-{self._role}")
-            while True:
-                yield rng.choice(self.shards)
+            # make_seed hashes its arguments: ints only (a str's hash differs in every process)
+            seed = wds.utils.make_seed(self.seed, self.epoch, rank, role)
+            shards = [wds.ResampledShards(self.shards, seed=seed, worker_seed=int, deterministic=True)]
+            shuffle = wds.shuffle(self.shuffle_buffer, self.shuffle_buffer, seed=seed) if self.shuffle_buffer > 1 else None
+        else:
+            self._check_exact_once(world, num_workers)
+            shards = [wds.SimpleShardList(self.shards), _split_by_rank(rank, world), wds.split_by_worker]
+            shuffle = None
+        pipeline = wds.DataPipeline(
+            *shards,
+            _read_shards(self._on_member_error(skipped)),
+            shuffle,
+            _decoded(self.decode, self.strict, skipped),
+            wds.batched(self.batch_size, collation_fn=None, partial=True),
+            _drop_batches(len(range(role, skip, num_workers)), skipped),
+            _collated(self.collate, skipped),
+        )
+        return iter(pipeline)
+
+    def _check_exact_once(self, world: int, num_workers: int) -> None:
         if len(self.shards) < world * num_workers:
             raise ValueError(
                 f"{len(self.shards)} shards cannot be read exactly once by {world} ranks x {num_workers} loader workers "
                 f"(each needs at least one shard). Lower data.num_workers to {max(1, len(self.shards) // world)} "
                 "or write the data into more, smaller shards (data.samples_per_shard)."
             )
-        # webdataset's split_by_node then split_by_worker, with the pinned rank
-        yield from self.shards[rank::world][worker::num_workers]
 
-    # -- sample stream
-    def _samples(self, counter: list[int]) -> Iterator[dict[str, Any]]:
+    def _on_member_error(self, skipped: list[int]) -> Callable[[Exception], bool]:
         def on_error(exn: Exception) -> bool:
             if self.strict:
                 raise BadSampleError(f"corrupt shard member: {exn}") from exn
             log.warning("skipped a corrupt shard member: %s", exn)
-            counter[0] += 1
+            skipped[0] += 1
             return True
 
-        raw = wds.tariterators.group_by_keys(
-            wds.tariterators.tar_file_expander(_open_shards(self._shard_urls()), handler=on_error), handler=on_error
-        )
-        for sample in raw:
+        return on_error
+
+
+# Pipeline stages (each takes the previous stage's iterator). Built inside the worker, so closures are fine.
+
+
+def _split_by_rank(rank: int, world: int) -> Callable[[Iterator[Any]], Iterator[Any]]:
+    """``wds.split_by_node`` with the rank the loader pinned (see the module docstring)."""
+    return lambda shards: islice(shards, rank, None, world)
+
+
+def _read_shards(on_error: Callable[[Exception], bool]) -> Callable[[Iterator[dict[str, Any]]], Iterator[dict[str, Any]]]:
+    def read(shards: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for shard in shards:
+            yield from iter_shard(shard["url"], handler=on_error)
+
+    return read
+
+
+def _decoded(decode: Callable[[dict[str, Any]], dict[str, Any] | None], strict: bool, skipped: list[int]) -> Any:
+    def run(samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for sample in samples:
             try:
-                decoded = self.decode(sample)
+                decoded = decode(sample)
             except BadSampleError:
                 raise
             except Exception as exn:  # noqa: BLE001 - any decode failure is a bad sample
-                if self.strict:
+                if strict:
                     raise BadSampleError(f"sample {sample.get('__key__')} in {sample.get('__url__')}: {exn}") from exn
                 log.warning("skipped sample %s in %s: %s", sample.get("__key__"), sample.get("__url__"), exn)
-                counter[0] += 1
+                skipped[0] += 1
                 continue
             if decoded is None:
-                counter[0] += 1
+                skipped[0] += 1
                 continue
             yield decoded
 
-    def _shuffled(self, samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        if not self.train or self.shuffle_buffer <= 1:
-            yield from samples
-            return
-        rank, _ = self.dist or dist_info()
-        rng = random.Random(f"shuffle-{self.seed}-{self.epoch}-{rank}-{self._role}")
-        buffer: list[dict[str, Any]] = []
-        for sample in samples:
-            if len(buffer) < self.shuffle_buffer:
-                buffer.append(sample)
-                continue
-            index = rng.randrange(len(buffer))
-            yield buffer[index]
-            buffer[index] = sample
-        rng.shuffle(buffer)
-        yield from buffer
+    return run
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        counter = [0]
-        worker, num_workers = worker_info()
-        # The loader takes batches from its workers round-robin, starting with worker 0, so batch
-        # i of an epoch comes from the stream seeded as "role" i % W. After a resume that skips
-        # `skip_batches`, worker w takes the role that produces the next batch in order.
-        skip = self.skip_batches if self.train else 0
-        self._role = (worker + skip) % num_workers
-        to_skip = len(range(self._role, skip, num_workers))
-        batch: list[dict[str, Any]] = []
-        for sample in self._shuffled(self._samples(counter)):
-            batch.append(sample)
-            if len(batch) < self.batch_size:
-                continue
-            if to_skip:
-                to_skip -= 1
-                batch = []
-                continue
-            yield self._emit(batch, counter)
-            batch = []
-        if batch:
-            yield self._emit(batch, counter)
 
-    def _emit(self, batch: list[dict[str, Any]], counter: list[int]) -> dict[str, Any]:
-        out = self.collate(batch)
-        out["skipped"] = torch.tensor(counter[0])
-        counter[0] = 0
-        return out
+def _drop_batches(count: int, skipped: list[int]) -> Any:
+    """Resume: drop this worker's first ``count`` batches (the killed run consumed them and counted
+    their skips)."""
+    def run(batches: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+        for _ in range(count):
+            if next(batches, None) is None:
+                return
+            skipped[0] = 0
+        yield from batches
+
+    return run
+
+
+def _collated(collate: Callable[[list[dict[str, Any]]], dict[str, Any]], skipped: list[int]) -> Any:
+    def run(batches: Iterator[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+        for batch in batches:
+            out = collate(batch)
+            out["skipped"] = torch.tensor(skipped[0])
+            skipped[0] = 0
+            yield out
+
+    return run
 
 
 def worker_context(dataset: ShardStream | None = None) -> Any:
@@ -277,7 +302,7 @@ class _LiveStream(IterableDataset):
 class EpochLoader:
     """Training loader over an endless :class:`ShardStream`: ``batches_per_epoch`` batches per epoch.
 
-    This plays the part of webdataset's ``loader.with_epoch(n)`` and adds what resuming needs.
+    The loader is a ``wds.WebLoader`` cut to ``with_epoch(n)`` batches; this adds what resuming needs.
     Lightning calls ``sampler.set_epoch`` before each epoch, which reseeds the shard draw, and
     saves/loads ``state_dict`` in checkpoints: after a mid-epoch resume the stream skips the
     batches the killed run already consumed, so no batch of the epoch is lost or repeated.
@@ -296,7 +321,7 @@ class EpochLoader:
         self.dataset = dataset
         self.batches_per_epoch = batches_per_epoch
         self._state = torch.zeros(4, dtype=torch.int64).share_memory_()
-        self.loader = DataLoader(
+        self.loader = wds.WebLoader(
             _LiveStream(dataset, self._state), batch_size=None, num_workers=num_workers,
             **_worker_kwargs(dataset, num_workers, kwargs),
         )
@@ -318,9 +343,8 @@ class EpochLoader:
         self._consumed = skip
         rank, world = dist_info()  # here, in the main process, where torch.distributed is set up
         self._state.copy_(torch.tensor([self.dataset.epoch, skip, rank, world], dtype=torch.int64))
-        iterator = iter(self.loader)  # (re)starts the workers' streams: they read _state now
-        for _ in range(self.batches_per_epoch - skip):
-            batch = next(iterator)
+        # the first batch (re)starts the workers' streams: they read _state then
+        for batch in self.loader.with_epoch(nbatches=self.batches_per_epoch - skip):
             self._consumed += 1
             yield batch
 

@@ -11,6 +11,15 @@ Skips
     ``make_samples`` reports every item it drops to a :class:`crossmodal.io.skips.SkipLog`; the
     counts and a few example paths go into the manifest (``skipped``), so a later run can refuse a
     set with skips when ``strict=true``. Reading is :mod:`crossmodal.data.stream`.
+
+Locations
+    A shard set is read from a *location*: a local folder, an ``http(s)://`` URL of the folder
+    (``manifest.json`` and the tars are fetched under it), or a ``pipe:`` command template whose
+    ``{name}`` is replaced by ``manifest.json`` or a shard's file name, e.g.
+    ``pipe:aws s3 cp s3://bucket/distill/set/{name} -``. The manifest is the index:
+    :meth:`Manifest.paths` builds every shard's URL from it, and :func:`iter_shard` (webdataset's
+    ``gopen`` + tar iterators) is the one reader of a shard, wherever it lives. Only local
+    folders are written; a remote location is read-only.
 """
 from __future__ import annotations
 
@@ -19,7 +28,7 @@ import json
 import logging
 import os
 import tarfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +57,9 @@ class ShardJob:
 
 @dataclass
 class Manifest:
-    root: Path
+    """A shard set's index. ``root``: its folder (a Path), or the remote location string."""
+
+    root: Path | str
     shards: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
     skipped: dict[str, Any] = field(default_factory=dict)
@@ -59,7 +70,7 @@ class Manifest:
 
     def paths(self, prefix: str | None = None) -> list[str]:
         """Shard paths, optionally only those whose name starts with ``prefix`` (e.g. a split)."""
-        return [str(self.root / s["name"]) for s in self.shards if prefix is None or s["name"].startswith(prefix)]
+        return [shard_url(self.root, s["name"]) for s in self.shards if prefix is None or s["name"].startswith(prefix)]
 
     def count(self, prefix: str | None = None) -> int:
         return sum(s["count"] for s in self.shards if prefix is None or s["name"].startswith(prefix))
@@ -157,9 +168,23 @@ def write_manifest(out_dir: str | Path, names: Sequence[str], meta: dict[str, An
     return manifest
 
 
-def load_manifest(path: str | Path) -> Manifest:
-    """Load ``manifest.json`` from a shard-set folder (or the file itself)."""
-    path = Path(path)
+def load_manifest(path: str | Path, key: str | None = None) -> Manifest:
+    """Load ``manifest.json`` from a shard-set location: a folder (or the file itself), an
+    ``http(s)://`` folder URL or a ``pipe:`` template (see the module docstring). ``key``: the
+    config key that named the location, for the error when there is no manifest there."""
+    if is_remote(path):
+        location = str(path).rstrip("/")
+        url = shard_url(location, MANIFEST)
+        try:
+            data = json.loads(read_url(url))
+        except (OSError, ValueError) as exn:
+            raise FileNotFoundError(
+                f"no shard manifest at {url} ({exn}). A remote shard location is read-only, so nothing is built there: "
+                f"write the set locally (`task=prepare` or `task=extract`), copy the whole folder (tars + manifest.json) "
+                f"to the server or bucket, and point {key or 'the data config'} at it"
+            ) from exn
+        return Manifest(location, data["shards"], data.get("meta", {}), data.get("skipped", {}))
+    path = Path(check_location(path, key))
     file = path / MANIFEST if path.is_dir() else path
     if not file.exists():
         raise FileNotFoundError(
@@ -204,8 +229,110 @@ def read_json_member(data: bytes) -> Any:
 
 
 def tar_member_names(path: str | Path) -> list[str]:
-    with tarfile.open(path) as tar:
-        return tar.getnames()
+    """The member names of one shard, in order (``<key>.<field>``)."""
+    return [f"{sample['__key__']}.{name}" for sample in iter_shard(str(path))
+            for name in sample if not name.startswith("__")]
+
+
+# --------------------------------------------------------------------------------------- locations
+
+REMOTE_PREFIXES = ("http://", "https://", "pipe:")
+
+
+def is_remote(location: str | Path) -> bool:
+    """True for an ``http(s)://`` URL or a ``pipe:`` command (read-only locations)."""
+    return isinstance(location, str) and location.startswith(REMOTE_PREFIXES)
+
+
+def check_location(location: str | Path, key: str | None = None) -> str | Path:
+    """Refuse a URL scheme webdataset would not fetch here (``s3://``, ``gs://`` ...) instead of
+    reading it as a local folder name."""
+    text = str(location)
+    scheme, sep, _ = text.partition("://")
+    if sep and scheme.isalnum() and scheme not in ("file",) and not is_remote(text):
+        raise ValueError(
+            f"{key or 'shard location'}={text}: {scheme}:// is not read directly. Use an http(s):// URL of the folder, "
+            f"or a pipe: command with {{name}} for the file, e.g. pipe:aws s3 cp {text.rstrip('/')}/{{name}} -"
+        )
+    return location
+
+
+def shard_url(location: str | Path, name: str) -> str:
+    """The URL of the file ``name`` (a shard or ``manifest.json``) in the shard set at ``location``."""
+    if isinstance(location, str) and location.startswith("pipe:"):
+        if "{name}" not in location:
+            raise ValueError(f"the shard location {location!r} is a pipe: command without {{name}}; write where the file "
+                             "name goes, e.g. pipe:aws s3 cp s3://bucket/set/{name} -")
+        return location.replace("{name}", name)
+    if is_remote(location):
+        from urllib.parse import quote
+
+        return f"{str(location).rstrip('/')}/{quote(name)}"
+    return str(Path(location) / name)
+
+
+def open_url(url: str) -> Any:
+    """A binary stream of ``url`` (local path, http(s) via curl, or pipe:) through webdataset's gopen."""
+    return wds.gopen(url, "rb")  # a missing local file raises FileNotFoundError naming it
+
+
+def _close(stream: Any, url: str, finished: bool) -> None:
+    """Close a stream; a download or command that failed is an error (not when we stopped reading early:
+    the command then dies of SIGPIPE)."""
+    try:
+        stream.close()
+    except OSError as exn:
+        if finished:
+            raise OSError(f"reading {url} failed: {exn}") from exn
+
+
+def read_url(url: str) -> bytes:
+    """The whole content of ``url`` (see :func:`open_url`)."""
+    stream = open_url(url)
+    try:
+        data = stream.read()
+    except OSError as exn:
+        _close(stream, url, False)
+        raise OSError(f"reading {url} failed: {exn}") from exn
+    _close(stream, url, True)
+    return data
+
+
+def _reraise(exn: Exception) -> bool:
+    raise exn
+
+
+def iter_shard(url: str, handler: Callable[[Exception], bool] | None = None) -> Iterator[dict[str, Any]]:
+    """The samples of one tar shard, members grouped by key: ``{"__key__", "__url__", field: bytes}``.
+
+    The one shard reader (training and evaluation streams, extraction, the gallery, reports): opened
+    with webdataset's ``gopen`` (so ``url`` may be a path, an http(s) URL or a ``pipe:`` command) and
+    read with its tar iterators. A shard that cannot be opened, or is not a tar, raises OSError naming
+    it. A member that breaks later (a truncated tar) goes to ``handler``: True skips the rest of the
+    shard, False (or no handler) raises.
+    """
+    handler = handler or _reraise
+    stream = open_url(url)
+    started = finished = False
+
+    def members() -> Iterator[dict[str, Any]]:
+        nonlocal started
+        for member in wds.tariterators.tar_file_iterator(stream, handler=handler):
+            started = True
+            member["__url__"] = url
+            yield member
+
+    try:
+        yield from wds.tariterators.group_by_keys(members(), handler=handler)
+        finished = True
+    except (tarfile.TarError, OSError) as exn:
+        if not started:  # nothing readable at all: a wrong location, a failed download or command
+            _close(stream, url, True)  # raises with the command's exit status when it failed
+            raise OSError(f"{url} is not a readable tar shard ({exn})") from exn
+        if not handler(exn):
+            raise
+    finally:
+        _close(stream, url, finished)
 
 
 def load_npy(data: bytes) -> np.ndarray:
