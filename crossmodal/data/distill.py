@@ -32,7 +32,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from crossmodal.data.stream import EpochLoader, ShardStream, eval_loader
+from crossmodal.data.stream import EpochLoader, ShardStream, check_remote_set, eval_loader
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
 from crossmodal.io.audio import SAMPLE_RATE
 from crossmodal.io.splits import NO_LABEL, SPLIT_INDEX
@@ -46,7 +46,7 @@ from crossmodal.pipeline.distill_sets import (
     teacher_file,
 )
 from crossmodal.pipeline.fingerprint import file_sha256
-from crossmodal.pipeline.shards import load_manifest, load_npy
+from crossmodal.pipeline.shards import is_remote, load_manifest, load_npy, shard_location
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +256,12 @@ class SpeechCollate:
 class DistillDataModule(L.LightningDataModule):
     """Distillation (or pair, for ``mode=online``) shards -> train windows and whole-clip eval batches.
 
-    ``shards``: the shard-set folder (``manifest.json`` + ``train-*``, ``heard-*``, ``unheard-*``);
-    None: found from the inputs' fingerprint under ``data_dir`` (with a ``prepare`` recipe: the set
+    ``shards``: the shard set (``manifest.json`` + ``train-*``, ``heard-*``, ``unheard-*``) as a local
+    folder, an ``http(s)://`` URL of the folder (``http://host/distill/set``: the manifest and the tars
+    are fetched under it), or a ``pipe:`` command with ``{name}`` where the file name goes
+    (``pipe:aws s3 cp s3://bucket/distill/set/{name} -``, ``pipe:curl -s http://host/set/{name}``);
+    a remote set is read-only: it is checked (manifest, fingerprint with a ``prepare`` recipe,
+    teacher) but never built. None: found from the inputs' fingerprint under ``data_dir`` (with a ``prepare`` recipe: the set
     of that recipe and ``teacher``, built when missing; without: the set ``task=extract`` wrote with
     ``teacher``, from ``source`` when given). A named folder holding a set made from other
     inputs is refused with both fingerprints.
@@ -299,7 +303,8 @@ class DistillDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.shards = shards  # as configured (None: found from the fingerprint)
         self.data_dir, self.teacher, self.source = data_dir, teacher, source
-        self._shard_dir: Path | None = None
+        self._shard_dir: Path | str | None = None
+        self._remote_manifest = None  # a remote set's manifest, fetched once
         self._fingerprint: dict[str, Any] | None = None
         self.mode = mode
         self.batch_size = batch_size
@@ -329,14 +334,14 @@ class DistillDataModule(L.LightningDataModule):
 
     # -- shards
     @property
-    def shard_dir(self) -> Path:
-        """The shard folder this run reads (resolved once; the same on every process)."""
+    def shard_dir(self) -> Path | str:
+        """The shard folder (or remote location) this run reads (resolved once; the same on every process)."""
         if self._shard_dir is None:
             self._shard_dir = self._resolve()
         return self._shard_dir
 
-    def _resolve(self) -> Path:
-        named = Path(self.shards) if self.shards else None
+    def _resolve(self) -> Path | str:
+        named = shard_location(self.shards, "data.shards")
         if self.prepare:
             config, teacher = recipe_config(self.prepare, self.teacher, self.data_dir)
             pairs_fp = config.fingerprint()
@@ -355,6 +360,11 @@ class DistillDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         folder = self.shard_dir
         named_by = "data.shards" if self.shards else None
+        if is_remote(folder):  # read-only: checked, never built
+            manifest = check_remote_set(folder, "data.shards", self._fingerprint, self.strict, "distillation shard set")
+            self._remote_manifest = manifest
+            self._check_teacher(folder, manifest.meta.get("fingerprint"), named_by)
+            return
         if not self.prepare:
             manifest = read_manifest(folder)
             if manifest is None:
@@ -362,19 +372,26 @@ class DistillDataModule(L.LightningDataModule):
                     f"no shard set at data.shards={folder} (no manifest.json). Write it with `task=extract` "
                     "(or `task=prepare` for pair shards), or point data.shards at an existing shard set"
                 )
-            stored = (manifest.get("meta") or {}).get("fingerprint")
-            if self.shards and self.teacher and self.mode == "cached" and not self.labels_only:
-                wanted = file_sha256(teacher_file(self.teacher))
-                if not stored or (stored.get("teacher") or {}).get("sha256") != wanted:
-                    raise CacheMismatch(mismatch_message(
-                        folder, stored, {"kind": "distill", "teacher": {"sha256": wanted}, "digest": ""}, named_by,
-                        f"distillation shard set (teacher_ckpt={self.teacher} is not the teacher that made it)"))
+            self._check_teacher(folder, (manifest.get("meta") or {}).get("fingerprint"), named_by)
             check_skips(folder, manifest, self.strict)
             return
         prepare_shards(folder, "labels" if self.labels_only else self.mode, dict(self.prepare), fingerprint=self._fingerprint,
                        named_by=named_by, strict=self.strict, teacher=self.teacher, data_dir=self.data_dir)
 
+    def _check_teacher(self, folder: Path | str, stored: dict[str, Any] | None, named_by: str | None) -> None:
+        """A named cached-logits set must come from ``teacher_ckpt`` when one is given."""
+        if self.shards and self.teacher and self.mode == "cached" and not self.labels_only and not self.prepare:
+            wanted = file_sha256(teacher_file(self.teacher))
+            if not stored or (stored.get("teacher") or {}).get("sha256") != wanted:
+                raise CacheMismatch(mismatch_message(
+                    folder, stored, {"kind": "distill", "teacher": {"sha256": wanted}, "digest": ""}, named_by,
+                    f"distillation shard set (teacher_ckpt={self.teacher} is not the teacher that made it)"))
+
     def manifest(self):
+        if is_remote(self.shard_dir):  # fetched once per process
+            if self._remote_manifest is None:
+                self._remote_manifest = load_manifest(self.shard_dir, key="data.shards")
+            return self._remote_manifest
         return load_manifest(self.shard_dir)
 
     def split_paths(self, split: str) -> list[str]:

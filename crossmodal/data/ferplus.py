@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from crossmodal.data.stream import EpochLoader, ShardStream, eval_loader
+from crossmodal.data.stream import EpochLoader, ShardStream, check_remote_set, eval_loader
 from crossmodal.io.ferplus import CLEANING_MODES, LABEL_MODES, clean_votes, decode_png, emotion_target, majority_label
 from crossmodal.pipeline.cache import check_skips, find_sets, note_unfingerprinted, read_manifest
 from crossmodal.pipeline.ferplus import ferplus_fingerprint, ferplus_folder, prepare_ferplus
-from crossmodal.pipeline.shards import load_manifest
+from crossmodal.pipeline.shards import is_remote, load_manifest, shard_location
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,10 @@ class FerPlusDataModule(L.LightningDataModule):
     says), ``target`` [N, 8] (the label mode's distribution), ``label`` [N] (majority emotion),
     ``votes`` [N, 10], ``skipped``. Augmentation and preprocessing run on the whole batch after
     it reaches the device (cheap on CPU too, no per-image work in loader workers).
+
+    ``shard_dir`` names the shard set: a local folder, an ``http(s)://`` URL of the folder, or a
+    ``pipe:`` command with ``{name}`` for the file name (``pipe:aws s3 cp s3://bucket/ferplus/{name} -``).
+    A remote set is read-only: checked (manifest, fingerprint when ``source`` is given), never built.
     """
 
     def __init__(
@@ -144,8 +148,8 @@ class FerPlusDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.source, self.data_dir = source, data_dir
         # data.shard_dir names the folder explicitly; None: <data_dir>/ferplus/<source>-<cleaning>-<fingerprint>
-        self.named_dir = Path(shard_dir) if shard_dir else None
-        self._shard_dir: Path | None = None
+        self.named_dir = shard_location(shard_dir, "data.shard_dir")
+        self._shard_dir: Path | str | None = None
         self._fingerprint: dict[str, Any] | None = None
         self.cleaning, self.label_mode = cleaning, label_mode
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -161,7 +165,7 @@ class FerPlusDataModule(L.LightningDataModule):
 
     # -- preparation
     @property
-    def shard_dir(self) -> Path:
+    def shard_dir(self) -> Path | str:
         """The face-shard folder of this run's inputs (found or named from their fingerprint)."""
         if self._shard_dir is None:
             self._shard_dir = self._resolve()
@@ -188,6 +192,9 @@ class FerPlusDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         folder = self.shard_dir
+        if is_remote(folder):  # read-only: checked, never built
+            check_remote_set(folder, "data.shard_dir", self._fingerprint, self.strict, "FER+ shard set")
+            return
         if not self.source:  # a set named or found without its inputs: use it as it is
             manifest = read_manifest(folder)
             if manifest is None:
@@ -201,7 +208,7 @@ class FerPlusDataModule(L.LightningDataModule):
                         strict=self.strict, fingerprint=self._fingerprint, named_by="data.shard_dir" if self.named_dir else None)
 
     def setup(self, stage: str | None = None) -> None:
-        self.manifest = load_manifest(self.shard_dir)
+        self.manifest = load_manifest(self.shard_dir, key="data.shard_dir")
         made_with = self.manifest.meta.get("cleaning_report", {}).get("cleaning")
         if made_with and made_with != self.cleaning:
             raise ValueError(f"shards in {self.shard_dir} were cleaned with {made_with!r} but data.cleaning={self.cleaning!r}; "

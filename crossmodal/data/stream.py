@@ -42,7 +42,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from crossmodal.io.skips import BadSampleError
-from crossmodal.pipeline.shards import dist_info, iter_shard
+from crossmodal.pipeline.shards import Manifest, dist_info, iter_shard, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,20 @@ def _collated(collate: Callable[[list[dict[str, Any]]], dict[str, Any]], skipped
             yield out
 
     return run
+
+
+def check_remote_set(location: str, key: str, fingerprint: dict[str, Any] | None, strict: bool, what: str) -> Manifest:
+    """A remote shard set is read-only: check it instead of building it. It must have a manifest
+    (else an error naming ``key``), match this run's ``fingerprint`` when the run has one, and hold
+    no recorded skips under ``strict``."""
+    from crossmodal.pipeline.cache import CacheMismatch, check_skips, mismatch_message
+
+    manifest = load_manifest(location, key=key)
+    stored = manifest.meta.get("fingerprint")
+    if fingerprint and (stored or {}).get("digest") != fingerprint.get("digest"):
+        raise CacheMismatch(mismatch_message(location, stored, fingerprint, key, what))
+    check_skips(location, {"meta": manifest.meta, "skipped": manifest.skipped}, strict)
+    return manifest
 
 
 def worker_context(dataset: ShardStream | None = None) -> Any:

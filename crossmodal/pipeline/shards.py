@@ -257,6 +257,19 @@ def check_location(location: str | Path, key: str | None = None) -> str | Path:
     return location
 
 
+def shard_location(value: str | Path | None, key: str) -> Path | str | None:
+    """A configured shard-set location (``key`` names the config key): None, the remote location
+    string (``http(s)://`` or ``pipe:``), or a local folder as a Path."""
+    if value is None or value == "":
+        return None
+    if is_remote(value):
+        if str(value).startswith("pipe:") and "{name}" not in str(value):
+            raise ValueError(f"{key}={value}: a pipe: location needs {{name}} where the file name goes, "
+                             "e.g. pipe:aws s3 cp s3://bucket/set/{name} -")
+        return str(value).rstrip("/")
+    return Path(check_location(value, key))
+
+
 def shard_url(location: str | Path, name: str) -> str:
     """The URL of the file ``name`` (a shard or ``manifest.json``) in the shard set at ``location``."""
     if isinstance(location, str) and location.startswith("pipe:"):
