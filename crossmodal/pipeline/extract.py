@@ -39,13 +39,9 @@ from crossmodal.pipeline.cache import claim
 from crossmodal.pipeline.distill_sets import teacher_file, teacher_label
 from crossmodal.pipeline.fingerprint import file_sha256, input_fingerprint
 from crossmodal.pipeline.lock import folder_lock
-from crossmodal.pipeline.pairs import (
-    PairsConfig,
-    decode_pair_frames,
-    npy_bytes,
-    prefetched,
-    wait_for_shards,
-)
+from crossmodal.pipeline.pairs.codec import decode_pair_frames, npy_bytes
+from crossmodal.pipeline.pairs.config import PairsConfig
+from crossmodal.pipeline.parallel import prefetched, wait_for_shards
 from crossmodal.pipeline.shards import (
     Manifest,
     ShardJob,

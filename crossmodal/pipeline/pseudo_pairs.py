@@ -49,18 +49,11 @@ from crossmodal.io.splits import SPLIT_FILE, load_split_file, make_split, save_s
 from crossmodal.pipeline.cache import claim, note_unfingerprinted
 from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
 from crossmodal.pipeline.lock import folder_lock
-from crossmodal.pipeline.pairs import (
-    BuildStats,
-    _skip_summary,
-    _SkipRecorder,
-    _slug,
-    _wait_manifest,
-    make_pair_sample,
-    prefetched,
-    prepare_report,
-    segment_bounds,
-    wait_for_shards,
-)
+from crossmodal.pipeline.pairs.build import prepare_report, use_named_pairs
+from crossmodal.pipeline.pairs.codec import make_pair_sample, slug
+from crossmodal.pipeline.pairs.config import settings_from_cfg
+from crossmodal.pipeline.pairs.tracks import BuildStats, segment_bounds
+from crossmodal.pipeline.parallel import SkipRecorder, prefetched, skip_summary, wait_for_shards, wait_manifest
 from crossmodal.pipeline.shards import (
     Manifest,
     ShardJob,
@@ -70,6 +63,7 @@ from crossmodal.pipeline.shards import (
     write_manifest,
     write_shard_set,
 )
+from crossmodal.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +114,7 @@ class PseudoPairsConfig:
 
     @property
     def dataset_name(self) -> str:
-        return self.name or f"{_slug(self.corpus)}_ferplus"
+        return self.name or f"{slug(self.corpus)}_ferplus"
 
     @property
     def pairs_dir(self) -> Path:
@@ -250,7 +244,7 @@ def _clip_samples(
         stats.segments += 1
         stats.frames += n_frames
         stats.frames_sampled += n_frames
-        yield make_pair_sample(f"{_slug(item.speaker)}_{_slug(item.clip)}_s{index:03d}", wave[a:b], cfg.sample_rate, frames,
+        yield make_pair_sample(f"{slug(item.speaker)}_{slug(item.clip)}_s{index:03d}", wave[a:b], cfg.sample_rate, frames,
                                times, meta, image_format="png")
 
 
@@ -260,10 +254,9 @@ def prepare_pseudo_pairs(
 ) -> Manifest:
     """Build (or reuse) the pseudo-pair shards of ``cfg_data`` (a PseudoPairsConfig, dict or config node)
     in the folder named from their fingerprint, or in ``out_dir`` (named by the config key ``named_by``)."""
-    from crossmodal.pipeline.pairs import use_named_pairs
     from crossmodal.pipeline.shards import load_manifest
 
-    cfg = cfg_data if isinstance(cfg_data, PseudoPairsConfig) else PseudoPairsConfig(**_plain(cfg_data))
+    cfg = settings_from_cfg(PseudoPairsConfig, cfg_data, "pseudo-pair")
     strict = cfg.strict if strict is None else strict
     if cfg.pairs:
         return use_named_pairs(cfg.pairs, cfg.fingerprint() if cfg.source and cfg.ferplus else None, strict)
@@ -308,7 +301,7 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
     todo = [job for job in mine if not shard_done(out_dir, job.name)]
 
     def build(job: ShardJob):
-        recorder, stats, samples = _SkipRecorder(), BuildStats(), []
+        recorder, stats, samples = SkipRecorder(), BuildStats(), []
         for which, item in job.items:
             pool = pools.get((item.speaker, item.label), []) if item.label else []
             samples.extend(_clip_samples(item, which, pool, cfg, recorder, stats))
@@ -321,7 +314,7 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
         assert name == job.name
         for reason, where, detail in events:
             skips.skip(reason, where, detail)
-        (out_dir / f"{job.name}.stats.json").write_text(json.dumps(stats, sort_keys=True))
+        write_json(out_dir / f"{job.name}.stats.json", stats)
         yield from samples
 
     write_shard_set(out_dir, jobs, make_samples, strict=strict, desc="pseudo-pair shards", rank=rank, world_size=world_size,
@@ -330,7 +323,7 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
     if world_size > 1:
         wait_for_shards(out_dir, names)
     if rank != 0:
-        return _wait_manifest(out_dir)
+        return wait_manifest(out_dir)
     stats = BuildStats()
     for name in names:
         path = out_dir / f"{name}.stats.json"
@@ -361,16 +354,6 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
     }
     manifest = write_manifest(out_dir, names, meta)
     log.info("pseudo-pairs: %d segments, %d faces, %s -> %s; %s", stats.segments, stats.frames,
-             {k: len(v) for k, v in by_split.items()}, out_dir, _skip_summary(manifest))
+             {k: len(v) for k, v in by_split.items()}, out_dir, skip_summary(manifest))
     return manifest
 
-
-def _plain(cfg: Any) -> dict[str, Any]:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return {k: v for k, v in dict(cfg).items() if not str(k).startswith("_")}

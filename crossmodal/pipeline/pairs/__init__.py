@@ -1,0 +1,72 @@
+"""Talking-face pair shards: one sample = one speech segment of one face track.
+
+    python -m crossmodal.run task=prepare data=pairs data.source=/data/voxceleb2/dev/mp4
+
+Sources (``data.layout``; ``auto`` tells them apart):
+- ``voxceleb2``: ``<source>/<id>/<youtube_id>/<n>.mp4``, face-centred videos with their own audio
+  track (a ``<n>.m4a`` beside the mp4 is preferred for the audio when present). No detection: a
+  centre crop of ``center_crop`` of each frame (the paper's 1/1.6 of the released face box).
+- ``voxceleb1``: ``<source>/wav/<id>/<youtube_id>/<n>.wav`` with the released face frames in
+  ``<frames_root>/<id>/<youtube_id>/<n>/*.jpg``; a frame file's number is its frame index at
+  ``frames_fps`` (25), so its time is (index - first index) / frames_fps: the first frame is taken
+  to start with the wav, as the released utterances are cut to their face tracks. Centre crop
+  as above.
+- ``videos``: any folder of talking-face videos. Faces are found and tracked with OpenCV (see
+  :mod:`crossmodal.io.video`). Identity = the first folder under ``source`` (``<id>/...``), or
+  the file name for videos lying directly in ``source``.
+
+Every segment is cut from one face track: a track is split into equal pieces no longer than
+``segment_seconds``; a track shorter than ``min_segment_seconds`` is skipped (``too_short``).
+Audio is 16 kHz mono FLAC; frames are JPEG face crops (``crop_size`` square, grey unless
+``grey=false``), stored as fields ``f000.jpg``, ``f001.jpg``, ... with ``times.npy`` (float32
+seconds from the segment start) and ``json`` (identity, video, utterance, track, segment, split,
+start and duration in seconds, sample_rate, frame_rate, synthetic, source paths).
+
+Shards are named by split (``train-``, ``heard-``, ``unheard-``, see :mod:`crossmodal.io.splits`);
+the split is saved as ``splits.json`` beside them and named in ``manifest.json``. Bad input (no
+audio stream, no video stream, unreadable or corrupt files, no face, a frame folder without its
+wav, a clip shorter than one segment) is counted by reason with example paths, or raises with
+``strict=true``. Re-running reuses finished shards; a killed run resumes.
+
+The package, one job per module (each imports only those above it in this list):
+    codec.py       the pair-sample format: encode a segment, decode its frames (decode_pair_frames)
+    discovery.py   the three source layouts -> PairItems in a fixed order
+    config.py      PairsConfig (the data.* keys), their checks, the set's fingerprint and folder
+    alignment.py   audio/video start offsets, face-frame file times, sampling on the frame-rate grid
+    tracks.py      one item -> face tracks -> segment samples (BuildStats counts frames)
+    build.py       prepare_pairs: reuse or build the set (split, shard plan, workers, ranks, manifest)
+The names other modules use are re-exported here: ``from crossmodal.pipeline.pairs import PairsConfig``.
+"""
+from __future__ import annotations
+
+from crossmodal.pipeline.pairs.alignment import align_audio_to_video, av_offset, frame_index_times, probe_video
+from crossmodal.pipeline.pairs.build import plan_jobs, plan_split, prepare_pairs, prepare_report, use_named_pairs
+from crossmodal.pipeline.pairs.codec import (
+    decode_image,
+    decode_pair_frames,
+    encode_image,
+    frame_field,
+    frame_fields,
+    make_pair_sample,
+    npy_bytes,
+    slug,
+)
+from crossmodal.pipeline.pairs.config import CONTENT_SETTINGS, PairsConfig
+from crossmodal.pipeline.pairs.discovery import (
+    IMAGE_EXTENSIONS,
+    LAYOUTS,
+    VIDEO_EXTENSIONS,
+    PairItem,
+    detect_layout,
+    discover,
+)
+from crossmodal.pipeline.pairs.tracks import BuildStats, item_samples, segment_bounds, track_segments
+from crossmodal.pipeline.parallel import prefetched, wait_for_shards
+
+__all__ = [
+    "CONTENT_SETTINGS", "IMAGE_EXTENSIONS", "LAYOUTS", "VIDEO_EXTENSIONS", "BuildStats", "PairItem", "PairsConfig",
+    "align_audio_to_video", "av_offset", "decode_image", "decode_pair_frames", "detect_layout", "discover",
+    "encode_image", "frame_field", "frame_fields", "frame_index_times", "item_samples", "make_pair_sample",
+    "npy_bytes", "plan_jobs", "plan_split", "prefetched", "prepare_pairs", "prepare_report", "probe_video",
+    "segment_bounds", "slug", "track_segments", "use_named_pairs", "wait_for_shards",
+]

@@ -1,0 +1,180 @@
+"""Building a pair shard set: reuse a finished set of the same inputs (:func:`prepare_pairs`),
+plan the split and the shards, build them on every rank (in loader workers), wait for the other
+ranks, and write the manifest; :func:`prepare_report` turns it into the prepare task's counts."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from crossmodal.io.splits import SPLIT_FILE, IdentitySplit, load_split_file, make_split, save_split
+from crossmodal.pipeline.cache import check_skips, claim, note_unfingerprinted
+from crossmodal.pipeline.lock import folder_lock
+from crossmodal.pipeline.pairs.config import PairsConfig
+from crossmodal.pipeline.pairs.discovery import PairItem, discover
+from crossmodal.pipeline.pairs.tracks import BuildStats, item_samples
+from crossmodal.pipeline.parallel import SkipRecorder, prefetched, skip_summary, wait_for_shards, wait_manifest
+from crossmodal.pipeline.shards import (
+    Manifest,
+    ShardJob,
+    SkipLog,
+    dist_info,
+    load_manifest,
+    shard_done,
+    write_manifest,
+    write_shard_set,
+)
+from crossmodal.utils.atomic import write_json
+
+log = logging.getLogger(__name__)
+
+
+def _build_pair_shard(job: ShardJob, cfg: PairsConfig) -> tuple[list[dict[str, Any]], list, dict]:
+    recorder = SkipRecorder()
+    stats = BuildStats()
+    samples: list[dict[str, Any]] = []
+    for split, item in job.items:
+        samples.extend(item_samples(item, split, cfg, recorder, stats))
+    return samples, recorder.events, dataclasses.asdict(stats)
+
+
+
+
+def plan_split(cfg: PairsConfig, items: Sequence[PairItem], out_dir: Path) -> tuple[IdentitySplit, Path]:
+    """The user's split file, or a split made from seed + fractions; saved as splits.json beside the shards.
+
+    Making the split is a pure function of the seed, the fractions and the items, so every rank
+    and every re-run computes the same one (the folder is named from the recipe's fingerprint).
+    """
+    split_path = out_dir / SPLIT_FILE
+    if cfg.split_file:
+        split = load_split_file(cfg.split_file)
+    else:
+        videos = [(i.identity, i.video) for i in items]
+        split = make_split(videos, seed=cfg.seed, unheard_fraction=cfg.unheard_fraction, heard_fraction=cfg.heard_fraction)
+    if dist_info()[0] == 0:
+        save_split(split, split_path, (i.identity for i in items))
+    return split, split_path
+
+
+def plan_jobs(items: Sequence[PairItem], split: IdentitySplit, videos_per_shard: int) -> list[ShardJob]:
+    by_split: dict[str, list[tuple[str, PairItem]]] = {"train": [], "heard": [], "unheard": []}
+    for item in items:
+        which = split.assign(item.identity, item.video)
+        by_split[which].append((which, item))
+    jobs = []
+    for which, members in by_split.items():
+        for start in range(0, len(members), videos_per_shard):
+            jobs.append(ShardJob(f"{which}-{start // videos_per_shard:06d}", members[start : start + videos_per_shard]))
+    return jobs
+
+
+def prepare_pairs(cfg_data: Any, *, rank: int | None = None, world_size: int | None = None, strict: bool | None = None) -> Manifest:
+    """Build the pair shards of ``cfg_data`` (a PairsConfig, dict or config node) into the folder
+    named from their fingerprint; reuse a finished set of the same inputs, resume an unfinished one.
+
+    With ``data.pairs`` set, the existing shard set there is used as is (when ``data.source`` is
+    set too, it must have been built from it with these settings).
+    """
+    cfg = PairsConfig.from_cfg(cfg_data)
+    strict = cfg.strict if strict is None else strict
+    if cfg.pairs:
+        return use_named_pairs(cfg.pairs, cfg.fingerprint() if cfg.source else None, strict)
+    if rank is None or world_size is None:
+        rank, world_size = dist_info()
+    fingerprint = cfg.fingerprint()
+    out_dir = cfg.folder_for(fingerprint)
+    if rank == 0 and not (out_dir / "manifest.json").exists():
+        note_unfingerprinted(out_dir.parent, "pair shards")
+    with folder_lock(out_dir, "pair shards", rank=rank, world_size=world_size):
+        if claim(out_dir, fingerprint, strict=strict, what="pair shard set", write_stamp=True):
+            return load_manifest(out_dir)
+        return _build_pairs(cfg, out_dir, fingerprint, rank, world_size, strict)
+
+
+def use_named_pairs(folder: str | Path, fingerprint: dict[str, Any] | None, strict: bool) -> Manifest:
+    """``data.pairs=DIR``: that finished set, checked against ``fingerprint`` when the inputs are known."""
+    folder = Path(folder)
+    if not (folder / "manifest.json").exists():
+        raise FileNotFoundError(f"data.pairs={folder} holds no finished pair shard set (no manifest.json). "
+                                "Build one with task=prepare data.source=..., or drop data.pairs")
+    if fingerprint is not None:
+        claim(folder, fingerprint, strict=strict, named_by="data.pairs", what="pair shard set", write_stamp=False)
+    manifest = load_manifest(folder)
+    check_skips(folder, {"skipped": manifest.skipped, "meta": manifest.meta}, strict)
+    return manifest
+
+
+def _build_pairs(cfg: PairsConfig, out_dir: Path, fingerprint: dict[str, Any], rank: int, world_size: int, strict: bool) -> Manifest:
+    layout, items = discover(cfg)
+    if layout == "videos":
+        from crossmodal.io.video import require_cv2
+
+        require_cv2()
+    split, split_path = plan_split(cfg, items, out_dir)
+    jobs = plan_jobs(items, split, cfg.videos_per_shard)
+    mine = jobs[rank::world_size]
+    todo = [job for job in mine if not shard_done(out_dir, job.name)]
+    results = prefetched(todo, lambda job: _build_pair_shard(job, cfg), cfg.num_workers)
+
+    def make_samples(job: ShardJob, skips: SkipLog) -> Iterator[dict[str, Any]]:
+        name, (samples, events, stats) = next(results)
+        if name != job.name:  # pragma: no cover - the order is fixed by construction
+            raise RuntimeError(f"pair shard order mismatch: built {name}, writing {job.name}")
+        for reason, where, detail in events:
+            skips.skip(reason, where, detail)
+        write_json(out_dir / f"{job.name}.stats.json", stats)
+        yield from samples
+
+    log.info("pairs: %d items (%s layout) from %s -> %d shards in %s", len(items), layout, cfg.source, len(jobs), out_dir)
+    write_shard_set(out_dir, jobs, make_samples, strict=strict, desc="pair shards", rank=rank, world_size=world_size, finalize=False)
+    names = [job.name for job in jobs]
+    if world_size > 1:
+        wait_for_shards(out_dir, names)
+    if rank != 0:
+        return wait_manifest(out_dir)
+    stats = BuildStats()
+    for name in names:
+        stats_path = out_dir / f"{name}.stats.json"
+        if stats_path.exists():
+            stats.add(json.loads(stats_path.read_text()))
+    meta = {
+        "kind": "pairs",
+        "name": cfg.dataset_name,
+        "source": str(cfg.source),
+        "layout": layout,
+        "split_file": str(split_path),
+        "split_source": split.source,
+        "frame_rate": cfg.frame_rate,
+        "sample_rate": cfg.sample_rate,
+        "crop_size": cfg.crop_size,
+        "grey": cfg.grey,
+        "segment_seconds": cfg.segment_seconds,
+        "synthetic": False,
+        "items": len(items),
+        "stats": dataclasses.asdict(stats),
+        "fingerprint": fingerprint,
+    }
+    manifest = write_manifest(out_dir, names, meta)
+    log.info(
+        "pairs: %d segments, %d face frames (%d sampled, %d without a face) in %s; %s",
+        stats.segments, stats.frames, stats.frames_sampled, stats.frames_no_face, out_dir, skip_summary(manifest),
+    )
+    return manifest
+
+
+def prepare_report(manifest: Manifest) -> dict[str, Any]:
+    metrics: dict[str, Any] = {"pairs/segments": manifest.total, "pairs/shards": len(manifest.shards)}
+    for split in ("train", "heard", "unheard"):
+        metrics[f"pairs/segments/{split}"] = manifest.count(split)
+    for key, value in manifest.meta.get("stats", {}).items():
+        if key != "segments":
+            metrics[f"pairs/{key}"] = value
+    counts = manifest.skipped.get("counts", {})
+    metrics["pairs/skipped"] = sum(counts.values())
+    metrics.update({f"pairs/skipped/{reason}": n for reason, n in sorted(counts.items())})
+    log.info("pairs: %s", ", ".join(f"{k}={v}" for k, v in metrics.items()))
+    return metrics

@@ -1,0 +1,114 @@
+"""Finding the talking-face data of ``data.source``: the three layouts (VoxCeleb1 wav + face-frame
+folders, VoxCeleb2 mp4, plain video folders), told apart by :func:`detect_layout`, and the
+:class:`PairItem` (one utterance or video) each file becomes, in a fixed order."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from crossmodal.pipeline.pairs.codec import slug
+
+if TYPE_CHECKING:
+    from crossmodal.pipeline.pairs.config import PairsConfig
+
+LAYOUTS = ("auto", "voxceleb2", "voxceleb1", "videos")
+VIDEO_EXTENSIONS = (".mp4", ".mpg", ".mpeg", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+
+
+@dataclass(frozen=True)
+class PairItem:
+    """One utterance/video of the source: the unit that becomes one or more segments."""
+
+    kind: str  # "video" | "centred_video" | "frames" | "orphan_frames"
+    identity: str
+    video: str
+    utterance: str
+    media: str  # the video file, or the wav for voxceleb1
+    audio: str | None = None  # a separate audio file (voxceleb2 .m4a), when present
+    frames_dir: str | None = None  # voxceleb1 face-frame folder
+
+    @property
+    def key(self) -> str:
+        return "_".join(slug(p) for p in (self.identity, self.video, self.utterance))
+
+
+def detect_layout(source: Path, frames_root: str | None) -> str:
+    if (source / "wav").is_dir():
+        if not frames_root:
+            raise ValueError(
+                f"{source} looks like VoxCeleb1 (it has wav/) but data.frames_root is not set: point it at the "
+                "face-frame folder (<frames_root>/<id>/<youtube_id>/<n>/*.jpg), or set data.layout=videos"
+            )
+        return "voxceleb1"
+    videos = _video_files(source)
+    if videos and all(len(v.relative_to(source).parts) == 3 for v in videos) and all(
+        re.fullmatch(r"id\d+", v.relative_to(source).parts[0]) for v in videos
+    ):
+        return "voxceleb2"
+    return "videos"
+
+
+def _video_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+
+
+def discover(cfg: PairsConfig) -> tuple[str, list[PairItem]]:
+    """The items of the source, in a fixed order, and the layout used."""
+    if not cfg.source:
+        raise ValueError("data.source is not set: point it at a folder of talking-face data (or data.pairs at pair shards)")
+    source = Path(cfg.source)
+    if not source.is_dir():
+        raise FileNotFoundError(f"data.source={source} is not a folder")
+    layout = cfg.layout if cfg.layout != "auto" else detect_layout(source, cfg.frames_root)
+    if layout == "voxceleb1":
+        items = _discover_voxceleb1(source, cfg.frames_root)
+    else:
+        items = []
+        for path in _video_files(source):
+            parts = path.relative_to(source).parts
+            if len(parts) == 1:
+                identity, video, utterance = path.stem, path.stem, "0"
+            elif len(parts) == 2:
+                identity, video, utterance = parts[0], path.stem, "0"
+            else:
+                identity, video, utterance = parts[0], parts[-2], path.stem
+            audio = None
+            if layout == "voxceleb2":
+                m4a = path.with_suffix(".m4a")
+                audio = str(m4a) if m4a.exists() else None
+            kind = "centred_video" if layout == "voxceleb2" else "video"
+            items.append(PairItem(kind, identity, video, utterance, str(path), audio))
+    if not items:
+        raise FileNotFoundError(f"no talking-face data found in data.source={source} (layout {layout}); see crossmodal.pipeline.pairs")
+    keys = Counter(item.key for item in items)
+    duplicated = [k for k, n in keys.items() if n > 1]
+    if duplicated:
+        raise ValueError(f"two source files map to the same sample key {duplicated[0]!r} in {source}; rename one of them")
+    return layout, items
+
+
+def _discover_voxceleb1(source: Path, frames_root: str | None) -> list[PairItem]:
+    if not frames_root:
+        raise ValueError("data.layout=voxceleb1 needs data.frames_root (the folder of <id>/<youtube_id>/<n>/*.jpg)")
+    frames = Path(frames_root)
+    if not frames.is_dir():
+        raise FileNotFoundError(f"data.frames_root={frames} is not a folder")
+    items: dict[tuple[str, str, str], PairItem] = {}
+    for wav in sorted((source / "wav").rglob("*.wav")):
+        parts = wav.relative_to(source / "wav").parts
+        if len(parts) != 3:
+            continue
+        identity, video, utterance = parts[0], parts[1], wav.stem
+        folder = frames / identity / video / utterance
+        items[(identity, video, utterance)] = PairItem("frames", identity, video, utterance, str(wav), frames_dir=str(folder))
+    for folder in sorted(p for p in frames.glob("*/*/*") if p.is_dir()):
+        identity, video, utterance = folder.relative_to(frames).parts
+        if (identity, video, utterance) not in items:
+            items[(identity, video, utterance)] = PairItem("orphan_frames", identity, video, utterance, str(folder), frames_dir=str(folder))
+    return [items[k] for k in sorted(items)]
