@@ -23,8 +23,9 @@ from crossmodal.data.distill import (
 )
 from crossmodal.data.stream import ShardStream
 from crossmodal.emotions import EMOTIONS
+from crossmodal.eval.roc import per_emotion_auc
 from crossmodal.io.skips import BadSampleError
-from crossmodal.lit.distill import DistillationModule, per_emotion_auc
+from crossmodal.lit.distill import DistillationModule
 from crossmodal.models.losses import DistillationLoss, soft_cross_entropy
 from crossmodal.pipeline.shards import load_manifest
 

@@ -189,7 +189,7 @@ def test_teacher_fit_and_test_with_lightning(sample_shards, tmp_path):
     trainer = L.Trainer(accelerator="cpu", max_epochs=2, default_root_dir=str(tmp_path), logger=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=dm)
-    assert {"val/acc", "val/uar", "val/recall/happiness"} <= set(trainer.callback_metrics)
+    assert {"val/acc", "val/ua", "val/recall/happiness"} <= set(trainer.callback_metrics)
     result = trainer.test(model, datamodule=dm, verbose=False)[0]
     assert 0.0 <= result["test/acc"] <= 1.0
     assert (tmp_path / "plots" / "val_confusion.png").exists() and (tmp_path / "plots" / "test_confusion.png").exists()

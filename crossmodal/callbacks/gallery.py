@@ -14,7 +14,7 @@ import torch
 
 from crossmodal.emotions import EMOTIONS
 from crossmodal.io.audio import SAMPLE_RATE
-from crossmodal.utils.figures import save_and_send
+from crossmodal.utils.figures import is_wandb, save_and_send
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class SampleGallery(L.Callback):
             sf.write(audio_dir / f"{row['key']}.flac", wave, SAMPLE_RATE, format="FLAC")
         save_and_send(gallery_figure(self._rows), "test/samples", run_dir / "plots", trainer.loggers)
         for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
+            if is_wandb(logger):
                 import wandb
 
                 logger.experiment.log({"test/sample_audio": [

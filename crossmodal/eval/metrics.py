@@ -1,69 +1,77 @@
-"""Scores for emotion classification: unweighted average recall (UA), weighted accuracy (WA),
-confusion matrices, and their mean +- std over cross-validation folds.
+"""Scores of the probe / evaluate path (numpy in, sklearn inside): UA, WA, confusion matrices, and
+their mean +- std over cross-validation folds.
 
-UA is the mean of the per-class recalls over the classes present in the ground truth (the
-speech-emotion literature's "unweighted accuracy"; sklearn's balanced accuracy). WA is the plain
-fraction of clips classified correctly (each clip weighs the same, so big classes weigh more).
+The names and definitions are those of the LightningModules' torchmetrics objects
+(:mod:`crossmodal.eval.classification`): ``ua`` is the mean of the per-class recalls over the
+classes present in the ground truth (the speech-emotion literature's "unweighted accuracy";
+sklearn's balanced accuracy); ``wa`` is the fraction of clips classified correctly (each clip
+weighs the same, so big classes weigh more).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, recall_score
+
+
+def _check(y_true: np.ndarray, y_pred: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.size == 0:
+        raise ValueError(f"{name} of an empty set")
+    return y_true, y_pred
+
+
+def ua_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """UA: mean per-class recall over the classes that occur in ``y_true``."""
+    y_true, y_pred = _check(y_true, y_pred, "ua_score")
+    with warnings.catch_warnings():  # a predicted class without clips is left out of the mean, as it should
+        warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
+        return float(balanced_accuracy_score(y_true, y_pred))
+
+
+def wa_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """WA: fraction of items predicted correctly."""
+    y_true, y_pred = _check(y_true, y_pred, "wa_score")
+    return float(accuracy_score(y_true, y_pred))
 
 
 def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """``[num_classes, num_classes]`` counts; rows = true class, columns = predicted class."""
-    y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (y_true, y_pred), 1)
-    return matrix
-
-
-def unweighted_average_recall(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Mean per-class recall over the classes that occur in ``y_true``."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.size == 0:
-        raise ValueError("unweighted_average_recall of an empty set")
-    recalls = [float(np.mean(y_pred[y_true == label] == label)) for label in np.unique(y_true)]
-    return float(np.mean(recalls))
-
-
-def weighted_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Fraction of items predicted correctly."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.size == 0:
-        raise ValueError("weighted_accuracy of an empty set")
-    return float(np.mean(y_true == y_pred))
-
-
-def row_normalise(matrix: np.ndarray) -> np.ndarray:
-    matrix = np.asarray(matrix, dtype=float)
-    totals = matrix.sum(axis=1, keepdims=True)
-    return np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+    return confusion_matrix(np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int), labels=np.arange(num_classes)).astype(np.int64)
 
 
 @dataclass
 class FoldScores:
-    """Per-fold UA/WA plus the confusion counts summed over the folds' test parts."""
+    """Per-fold UA/WA, plus every fold's test predictions (out-of-fold) for the confusion matrix
+    and per-class recall over all folds."""
 
     class_names: tuple[str, ...]
     ua: list[float] = field(default_factory=list)
     wa: list[float] = field(default_factory=list)
-    confusion: np.ndarray | None = None
     fold_sizes: list[int] = field(default_factory=list)
+    truth: list[np.ndarray] = field(default_factory=list, repr=False)
+    predicted: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def add(self, y_true: np.ndarray, y_pred: np.ndarray) -> None:
-        self.ua.append(unweighted_average_recall(y_true, y_pred))
-        self.wa.append(weighted_accuracy(y_true, y_pred))
+        y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+        self.ua.append(ua_score(y_true, y_pred))
+        self.wa.append(wa_score(y_true, y_pred))
         self.fold_sizes.append(int(len(y_true)))
-        counts = confusion_counts(y_true, y_pred, len(self.class_names))
-        self.confusion = counts if self.confusion is None else self.confusion + counts
+        self.truth.append(y_true)
+        self.predicted.append(y_pred)
 
     @property
     def folds(self) -> int:
         return len(self.ua)
+
+    @property
+    def confusion(self) -> np.ndarray | None:
+        """Confusion counts of all folds' test parts (None before the first fold)."""
+        if not self.truth:
+            return None
+        return confusion_counts(np.concatenate(self.truth), np.concatenate(self.predicted), len(self.class_names))
 
     def summary(self) -> dict[str, float]:
         """``ua_mean, ua_std, wa_mean, wa_std, folds`` (population std over folds, as the paper's +-)."""
@@ -76,18 +84,15 @@ class FoldScores:
         }
 
     def per_class_recall(self) -> dict[str, float]:
-        """Recall of each class over all folds' test predictions (from the summed confusion)."""
-        assert self.confusion is not None
-        totals = self.confusion.sum(axis=1)
-        return {name: float(self.confusion[i, i] / totals[i]) for i, name in enumerate(self.class_names) if totals[i] > 0}
+        """Recall of each class over all folds' test predictions (classes with clips only)."""
+        if not self.truth:
+            raise ValueError("per_class_recall before any fold was added")
+        truth, predicted = np.concatenate(self.truth), np.concatenate(self.predicted)
+        present = np.unique(truth)
+        recalls = recall_score(truth, predicted, labels=present, average=None, zero_division=0)
+        return {self.class_names[label]: float(value) for label, value in zip(present, recalls)}
 
 
 def format_mean_std(mean: float, std: float, percent: bool = True) -> str:
     scale = 100.0 if percent else 1.0
     return f"{mean * scale:.1f} ± {std * scale:.1f}"
-
-
-def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)

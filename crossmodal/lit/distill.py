@@ -8,10 +8,8 @@ submodule, so it is outside the optimiser, the checkpoint and DDP's gradient syn
 
 Validation (the paper's §4): each clip's dominant teacher emotion (argmax of the max-pooled
 logits over the whole clip) is the label and the student's softmax the score; ROC AUC per emotion
-on heard identities, unheard identities and a train subset. Only emotions with both positives and
-negatives are scored; the others are reported as absent (never NaN). Means: over the scored
-emotions, and the paper's mean that leaves out fear, disgust and contempt. For pseudo-paired data
-(clips with a true label) UA/WA per split are logged as well.
+on heard identities, unheard identities and a train subset (:mod:`crossmodal.eval.roc`). For
+pseudo-paired data (clips with a true label) UA/WA per split are logged as well.
 """
 from __future__ import annotations
 
@@ -21,82 +19,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torchmetrics import Metric
-from torchmetrics.functional.classification import binary_auroc, binary_roc
 
-from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS, RARE_IN_THE_WILD
+from crossmodal.emotions import EMOTIONS
+from crossmodal.eval.classification import SplitMean
+from crossmodal.eval.roc import ScoreCollector, per_emotion_auc
 from crossmodal.io.splits import SPLITS
-from crossmodal.lit.student import SpeechModuleBase, SplitMean, log_split_losses
+from crossmodal.lit.student import SpeechModuleBase
 from crossmodal.models.losses import DistillationLoss
+from crossmodal.utils.figures import send_table
 
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------- ROC AUC
-
-
-class ScoreCollector(Metric):
-    """Gathers (scores [N, C], labels [N], groups [N]) over an epoch, concatenated across ranks."""
-
-    full_state_update = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("scores", default=[], dist_reduce_fx="cat")
-        self.add_state("labels", default=[], dist_reduce_fx="cat")
-        self.add_state("groups", default=[], dist_reduce_fx="cat")
-
-    def update(self, scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor) -> None:
-        self.scores.append(scores.detach().float())
-        self.labels.append(labels.detach().long())
-        self.groups.append(groups.detach().long())
-
-    def start_epoch(self) -> None:
-        """An empty entry, so that a rank that gets no clip (all its samples skipped) still syncs."""
-        self.update(torch.zeros(0, NUM_EMOTIONS, device=self.device), torch.zeros(0, device=self.device), torch.zeros(0, device=self.device))
-
-    def compute(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        def cat(items):
-            return torch.cat(items) if isinstance(items, list) else items
-
-        return cat(self.scores), cat(self.labels), cat(self.groups)
-
-
-def per_emotion_auc(scores: torch.Tensor, labels: torch.Tensor, with_curves: bool = False) -> dict[str, Any]:
-    """One-vs-rest ROC AUC per emotion of ``scores [N, 8]`` against ``labels [N]`` (class indices).
-
-    Returns ``{"auc": {emotion: float}, "absent": [emotions without positives or negatives],
-    "mean": ..., "mean_paper": ..., "curves": {emotion: (fpr, tpr, auc)}}``; a mean is left out
-    when no emotion it covers could be scored.
-    """
-    scores, labels = scores.detach().float().cpu(), labels.detach().long().cpu()
-    aucs: dict[str, float] = {}
-    curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
-    absent: list[str] = []
-    for index, emotion in enumerate(EMOTIONS[: scores.shape[1]]):
-        target = (labels == index).long()
-        positives = int(target.sum())
-        if positives == 0 or positives == len(target):
-            absent.append(emotion)
-            continue
-        auc = float(binary_auroc(scores[:, index], target))
-        aucs[emotion] = auc
-        if with_curves:
-            fpr, tpr, _ = binary_roc(scores[:, index], target)
-            curves[emotion] = (fpr.numpy(), tpr.numpy(), auc)
-    out: dict[str, Any] = {"auc": aucs, "absent": absent, "curves": curves, "count": int(len(labels))}
-    if aucs:
-        out["mean"] = float(np.mean(list(aucs.values())))
-    common = [v for k, v in aucs.items() if k not in RARE_IN_THE_WILD]
-    if common:
-        out["mean_paper"] = float(np.mean(common))
-    return out
-
-
-# ------------------------------------------------------------------------------- the module
 
 
 class DistillationModule(SpeechModuleBase):
@@ -138,7 +72,7 @@ class DistillationModule(SpeechModuleBase):
         self.teacher_batch_size = teacher_batch_size
         self.roc_figures = roc_figures
         self.scores = ScoreCollector()
-        self.split_loss = SplitMean()
+        self.split_loss = SplitMean(SPLITS)
         # Plain attribute: not a submodule, so not in state_dict, the optimiser, or DDP.
         self.__dict__["teacher"] = None
 
@@ -252,7 +186,7 @@ class DistillationModule(SpeechModuleBase):
         self._eval_epoch_end("test")
 
     def _eval_epoch_end(self, stage: str) -> None:
-        log_split_losses(self, stage, self.split_loss)
+        self.log_split_losses(stage, self.split_loss)
         self.log_recall(stage)
         scores, labels, groups = self.scores.compute()  # on every rank (a collective under DDP)
         self.scores.reset()
@@ -306,9 +240,4 @@ class DistillationModule(SpeechModuleBase):
             writer = csv.writer(f)
             writer.writerow(columns)
             writer.writerows(rows)
-        for logger in self.trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
-                try:
-                    logger.log_table(key=f"{stage}/auc_table", columns=columns, data=rows)
-                except Exception as exn:  # noqa: BLE001 - a logger failure must not lose the run
-                    log.warning("could not send the AUC table to W&B: %s", exn)
+        send_table(self.trainer.loggers, f"{stage}/auc_table", columns, rows)

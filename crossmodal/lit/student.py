@@ -24,9 +24,10 @@ from typing import Any
 import lightning as L
 import torch
 from torch.nn import functional as F
-from torchmetrics import Metric, SumMetric
+from torchmetrics import SumMetric
 
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS, emotion_index
+from crossmodal.eval.classification import SplitClassification, SplitMean
 from crossmodal.io.splits import NO_LABEL, SPLITS
 from crossmodal.models.frontend import build_frontend
 from crossmodal.models.speech import create_student, save_student
@@ -36,84 +37,6 @@ log = logging.getLogger(__name__)
 DEFAULT_OPTIMIZER = {"name": "sgd", "lr": 1e-4, "momentum": 0.9, "weight_decay": 5e-4}
 DEFAULT_SCHEDULER = {"name": "logspace", "lr_end": 1e-5}
 STUDENT_FILE = "student.safetensors"  # written into the run folder after testing
-
-
-def recall_from_confusion(confusion: torch.Tensor, classes: Sequence[int]) -> dict[str, float]:
-    """UA (mean recall over ``classes`` that have samples), WA (accuracy) and per-class recall."""
-    confusion = confusion.double()
-    support = confusion.sum(1)
-    out: dict[str, float] = {}
-    recalls = []
-    for c in classes:
-        if support[c] > 0:
-            recall = float(confusion[c, c] / support[c])
-            out[f"recall/{EMOTIONS[c]}"] = recall
-            recalls.append(recall)
-    total = float(support.sum())
-    if recalls:
-        out["ua"] = sum(recalls) / len(recalls)
-    if total > 0:
-        out["wa"] = float(confusion.diag().sum() / total)
-    return out
-
-
-class SplitMean(Metric):
-    """Per-split running mean (e.g. the loss on train / heard / unheard clips), summed across ranks.
-
-    Fixed-size tensor states: every rank computes and syncs them even when it saw no clip of
-    some split, so no rank waits on another at the end of an epoch.
-    """
-
-    full_state_update = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("sums", default=torch.zeros(len(SPLITS), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("counts", default=torch.zeros(len(SPLITS), dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, split: int, mean: torch.Tensor, count: int | torch.Tensor) -> None:
-        self.sums[split] += mean.detach().double() * float(count)
-        self.counts[split] += float(count)
-
-    def compute(self) -> dict[str, float]:
-        return {name: float(self.sums[i] / self.counts[i]) for i, name in enumerate(SPLITS) if self.counts[i] > 0}
-
-
-class SplitConfusion(Metric):
-    """Confusion matrices ``[split, true, predicted]`` of the labelled clips, summed across ranks."""
-
-    full_state_update = False
-
-    def __init__(self, num_classes: int = NUM_EMOTIONS) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.add_state("matrix", default=torch.zeros(len(SPLITS), num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, predictions: torch.Tensor, labels: torch.Tensor, splits: torch.Tensor) -> None:
-        c = self.num_classes
-        index = (splits.long() * c + labels.long()) * c + predictions.long()
-        self.matrix += torch.bincount(index, minlength=len(SPLITS) * c * c).view(len(SPLITS), c, c)
-
-    def compute(self) -> torch.Tensor:
-        return self.matrix
-
-
-def log_split_losses(module: L.LightningModule, stage: str, losses: SplitMean) -> None:
-    """Log ``<stage>/loss_<split>`` and ``<stage>/loss``: the heard split's loss when there is one.
-
-    Model selection watches ``val/loss``; taking it from held-out clips of training speakers keeps
-    the unheard speakers out of every choice made during training. The values come from
-    torchmetrics (already reduced over ranks); ``sync_dist=True`` on identical values is an exact
-    no-op that tells Lightning so (as on the other epoch-end metrics of these modules).
-    """
-    values = losses.compute()
-    losses.reset()
-    for split, value in values.items():
-        module.log(f"{stage}/loss_{split}", value, sync_dist=True)
-    for split in ("heard", "unheard", "train"):
-        if split in values:
-            module.log(f"{stage}/loss", values[split], sync_dist=True)
-            break
 
 
 class SpeechModuleBase(L.LightningModule):
@@ -142,7 +65,7 @@ class SpeechModuleBase(L.LightningModule):
         self.export_student = export_student
         self.figure_every_n_epochs = figure_every_n_epochs
         self.compile_student = compile_student
-        self.confusion = SplitConfusion(NUM_EMOTIONS)
+        self.classification = SplitClassification(SPLITS, NUM_EMOTIONS)  # UA, WA, recall, confusion per split
         self.skipped = SumMetric()
 
     def configure_model(self) -> None:
@@ -164,26 +87,36 @@ class SpeechModuleBase(L.LightningModule):
         labels, splits = batch["label"], batch["split"]
         labelled = labels != NO_LABEL
         predictions = self.restricted_prediction(logits.detach())
-        self.confusion.update(predictions[labelled], labels[labelled], splits[labelled])
+        self.classification.update(predictions[labelled], labels[labelled], splits[labelled])
 
-    def log_recall(self, stage: str) -> dict[str, dict[str, float]]:
-        matrices = self.confusion.compute()  # on every rank (a collective under DDP)
-        self.confusion.reset()
-        results = {}
-        for index, split in enumerate(SPLITS):
-            confusion = matrices[index]
-            if confusion.sum() == 0:
-                continue
-            scores = recall_from_confusion(confusion, self.label_classes)
-            results[split] = scores
-            for name, value in scores.items():
-                if name in ("ua", "wa"):
-                    self.log(f"{stage}/{name}_{split}", value, sync_dist=True)
-                else:  # recall/<emotion>
-                    self.log(f"{stage}/recall_{split}/{name.split('/', 1)[1]}", value, sync_dist=True)
+    def log_recall(self, stage: str) -> dict[str, dict[str, Any]]:
+        """Log ``<stage>/ua_<split>``, ``<stage>/wa_<split>`` and ``<stage>/recall_<split>/<emotion>``
+        for the splits with labelled clips (torchmetrics, reduced over ranks: ``sync_dist=True`` on
+        identical values tells Lightning they are global)."""
+        results = self.classification.results(EMOTIONS)  # on every rank (a collective under DDP)
+        for split, result in results.items():
+            self.log(f"{stage}/ua_{split}", result["ua"], sync_dist=True)
+            self.log(f"{stage}/wa_{split}", result["wa"], sync_dist=True)
+            for emotion, value in result["recall"].items():
+                self.log(f"{stage}/recall_{split}/{emotion}", value, sync_dist=True)
             if self.want_figures(stage):
-                self.confusion_figure(stage, split, confusion)
+                self.confusion_figure(stage, split, result["confusion"])
         return results
+
+    def log_split_losses(self, stage: str, losses: SplitMean) -> None:
+        """Log ``<stage>/loss_<split>`` and ``<stage>/loss``: the heard split's loss when there is one.
+
+        Model selection watches ``val/loss``; taking it from held-out clips of training speakers keeps
+        the unheard speakers out of every choice made during training.
+        """
+        values = losses.compute()  # torchmetrics: already reduced over ranks
+        losses.reset()
+        for split, value in values.items():
+            self.log(f"{stage}/loss_{split}", value, sync_dist=True)
+        for split in ("heard", "unheard", "train"):
+            if split in values:
+                self.log(f"{stage}/loss", values[split], sync_dist=True)
+                break
 
     def want_figures(self, stage: str) -> bool:
         """Figures at test time, and at validation every ``figure_every_n_epochs`` and at the last epoch."""
@@ -300,7 +233,7 @@ class StudentSpeech(SpeechModuleBase):
                          compile_student)
         self.save_hyperparameters()
         self.label_smoothing = label_smoothing
-        self.split_loss = SplitMean()
+        self.split_loss = SplitMean(SPLITS)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if (labels == NO_LABEL).all():
@@ -330,7 +263,7 @@ class StudentSpeech(SpeechModuleBase):
         self._eval_step(batch)
 
     def _eval_epoch_end(self, stage: str) -> None:
-        log_split_losses(self, stage, self.split_loss)
+        self.log_split_losses(stage, self.split_loss)
         self.log_recall(stage)
 
     def on_validation_epoch_end(self) -> None:

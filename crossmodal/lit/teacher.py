@@ -3,8 +3,9 @@
 Training (``TeacherFER``, a LightningModule): soft-target cross-entropy for the ``probability`` /
 ``crossentropy`` label modes, ordinary cross-entropy for ``majority``; SGD with the paper's step
 schedule by default, cosine / one-cycle and AdamW as options; pretrained layers at
-``pretrained_lr_mult`` x the lr. Metrics on val and test: top-1 against the majority label
-(``acc``, the FER+ number), per-class recall and a row-normalised confusion matrix (PNG).
+``pretrained_lr_mult`` x the lr. Metrics on val and test (:mod:`crossmodal.eval.classification`):
+top-1 against the majority label (``acc``, the FER+ number), UA (``ua``), per-class recall and a
+row-normalised confusion matrix (PNG).
 
 The network, its preprocessing and its model files are :mod:`crossmodal.models.teacher`.
 """
@@ -20,9 +21,10 @@ import lightning as L
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassRecall
+from torchmetrics.functional.classification import multiclass_accuracy
 
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
+from crossmodal.eval.classification import classification_metrics, classification_results
 from crossmodal.models.face import (
     PreprocessSpec,
     create_face_backbone,
@@ -93,13 +95,7 @@ class TeacherFER(L.LightningModule):
             self._pretrained_names = {n for n, _ in net.named_parameters() if not any(n.startswith(h) for h in head)}
         self._train_seconds = 0.0  # wall time spent in fit (kept in checkpoints, for the time budget)
         self._clock: float | None = None
-        self.metrics = nn.ModuleDict({
-            stage: nn.ModuleDict({
-                "acc": MulticlassAccuracy(NUM_EMOTIONS, average="micro"),
-                "recall": MulticlassRecall(NUM_EMOTIONS, average="none"),
-                "confusion": MulticlassConfusionMatrix(NUM_EMOTIONS),
-            }) for stage in ("val", "test")
-        })
+        self.metrics = nn.ModuleDict({stage: classification_metrics(NUM_EMOTIONS) for stage in ("val", "test")})
 
     # -- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -162,7 +158,7 @@ class TeacherFER(L.LightningModule):
         loss = self.loss(logits, batch)
         n = len(batch["label"])
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log("train/acc", (logits.argmax(-1) == batch["label"]).float().mean(), batch_size=n)
+        self.log("train/acc", multiclass_accuracy(logits.argmax(-1), batch["label"], NUM_EMOTIONS, average="micro"), batch_size=n)
         self.log("data/skipped", batch["skipped"].float(), reduce_fx="sum", batch_size=n)
         return loss
 
@@ -174,9 +170,7 @@ class TeacherFER(L.LightningModule):
         n = len(batch["label"])
         self.log(f"{stage}/loss", self.loss(logits, batch), batch_size=n, sync_dist=True)
         self.log("data/skipped", batch["skipped"].float(), reduce_fx="sum", batch_size=n, sync_dist=True)
-        preds = logits.argmax(-1)
-        for metric in self.metrics[stage].values():
-            metric.update(preds, batch["label"])
+        self.metrics[stage].update(logits.argmax(-1), batch["label"])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -185,15 +179,16 @@ class TeacherFER(L.LightningModule):
         self._eval_step(batch, "test")
 
     def _eval_epoch_end(self, stage: str) -> None:
-        metrics = self.metrics[stage]
-        self.log(f"{stage}/acc", metrics["acc"].compute(), prog_bar=True, sync_dist=True)
-        recall = metrics["recall"].compute()
-        for name, value in zip(EMOTIONS, recall):
+        result = classification_results(self.metrics[stage], EMOTIONS)  # on every rank (a collective under DDP)
+        if not result["count"]:
+            log.warning("%s: no labelled face reached the metrics (every sample skipped?); nothing to score", stage)
+            return
+        # acc: accuracy against the majority label, the FER+ literature's number (``wa`` elsewhere)
+        self.log(f"{stage}/acc", result["wa"], prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/ua", result["ua"], sync_dist=True)
+        for name, value in result["recall"].items():
             self.log(f"{stage}/recall/{name}", value, sync_dist=True)
-        self.log(f"{stage}/uar", recall.mean(), sync_dist=True)
-        confusion = metrics["confusion"].compute().cpu().numpy()
-        for metric in metrics.values():
-            metric.reset()
+        confusion = result["confusion"].cpu().numpy()
         every = max(1, self.hparams.plot_every_n_epochs)
         if self._trainer is not None and not self.trainer.sanity_checking and (stage == "test" or self.current_epoch % every == 0
                                                                               or self.current_epoch == self.trainer.max_epochs - 1):

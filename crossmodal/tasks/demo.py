@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 
 from crossmodal.emotions import EMOTIONS
 from crossmodal.tasks import train
-from crossmodal.tasks.run_folder import RunFolder, markdown_table
+from crossmodal.tasks.run_folder import RunFolder
+from crossmodal.utils.figures import markdown_table
 
 log = logging.getLogger(__name__)
 RECORDED = Path(__file__).resolve().parents[1] / "assets" / "recorded.json"
@@ -69,8 +70,10 @@ def run(cfg: DictConfig, ctx: RunFolder) -> dict[str, Any]:
         "",
         "student vs the teacher's dominant emotion, ROC AUC per emotion (test):",
         markdown_table(["emotion", "heard speakers", "unheard speakers"], auc_rows),
+        "",
         f"held-out (unheard) speakers, unweighted average recall over {', '.join(classes)}:",
         markdown_table(["model", "UA", "note"], ua_rows),
+        "",
         f"run folder: {ctx.run_dir}  (metrics.json, plots/, checkpoints/, student.safetensors)",
         NEXT_STEPS,
     ]

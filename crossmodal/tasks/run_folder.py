@@ -24,9 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from crossmodal.callbacks.training import LineProgress
 from crossmodal.config.checks import translate_gpus
-from crossmodal.models.modelfile import plain
 from crossmodal.utils.atomic import write_json
-from crossmodal.utils.figures import save_and_send
+from crossmodal.utils.figures import markdown_table, save_and_send, send_table
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +98,8 @@ class RunFolder:
         """A table as Markdown in <run>/tables/<name>.md and as a W&B table."""
         path = self.run_dir / "tables" / (name.replace("/", "_") + ".md")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(markdown_table(columns, rows))
-        for logger in self.loggers:
-            if type(logger).__name__ == "WandbLogger":
-                try:
-                    logger.log_table(key=name, columns=columns, data=[[plain(v) for v in row] for row in rows])
-                except Exception as exn:  # noqa: BLE001
-                    log.warning("could not send table %s to W&B: %s", name, exn)
+        path.write_text(markdown_table(columns, rows) + "\n")
+        send_table(self.loggers, name, columns, rows)
         return path
 
     def write_metrics(self) -> Path:
@@ -143,17 +137,6 @@ class RunFolder:
             use_distributed_sampler=False,  # shard streams split themselves by rank and worker
             **kwargs,
         )
-
-
-def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.4f}"
-        return "" if value is None else str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------------------- loggers

@@ -1,14 +1,30 @@
-"""Save a figure as PNG in the run folder and send it to the loggers that show images."""
+"""Figures and tables of a run: saved in the run folder and sent to the loggers that show them.
+
+One place knows which logger is W&B (:func:`is_wandb`) and how a figure or a table reaches it.
+"""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from crossmodal.utils.plots import close
 
 log = logging.getLogger(__name__)
+
+
+def is_wandb(logger: Any) -> bool:
+    """A Lightning ``WandbLogger`` (or a subclass of it)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return isinstance(logger, WandbLogger)
+
+
+def is_tensorboard(logger: Any) -> bool:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return isinstance(logger, TensorBoardLogger)
 
 
 def figure_path(plots_dir: Path, name: str) -> Path:
@@ -22,14 +38,13 @@ def save_and_send(fig, name: str, plots_dir: Path, loggers: Iterable[Any], step:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     for logger in loggers:
-        kind = type(logger).__name__
         try:
-            if kind == "WandbLogger":
+            if is_wandb(logger):
                 logger.log_image(key=name, images=[str(path)], step=step)
-            elif kind == "TensorBoardLogger":
+            elif is_tensorboard(logger):
                 logger.experiment.add_figure(name, fig, global_step=step or 0)
         except Exception as exn:  # noqa: BLE001 - a logger failure must not lose the PNG or the run
-            log.warning("could not send figure %s to %s: %s", name, kind, exn)
+            log.warning("could not send figure %s to %s: %s", name, type(logger).__name__, exn)
     close(fig)
     return path
 
@@ -44,3 +59,30 @@ def log_figure(trainer, name: str, fig) -> Path | None:
         return None
     plots_dir = Path(trainer.default_root_dir) / "plots"
     return save_and_send(fig, name, plots_dir, trainer.loggers, step=trainer.global_step)
+
+
+def table_cell(value: Any) -> str:
+    """A table cell as text: floats to 4 decimals, None empty, anything else as ``str``."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # numpy / torch scalars
+        value = value.item()
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table (no trailing newline); cells formatted by :func:`table_cell`."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(table_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def send_table(loggers: Iterable[Any], key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Send a table to the W&B loggers among ``loggers`` (others have no table view)."""
+    data = [[value.item() if hasattr(value, "item") else value for value in row] for row in rows]
+    for logger in loggers:
+        if is_wandb(logger):
+            try:
+                logger.log_table(key=key, columns=list(columns), data=data)
+            except Exception as exn:  # noqa: BLE001 - a logger failure must not lose the run
+                log.warning("could not send table %s to W&B: %s", key, exn)
