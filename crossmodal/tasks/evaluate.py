@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from crossmodal.config.checks import ConfigError
 from crossmodal.emotions import EMOTIONS, emotion_index
-from crossmodal.eval.metrics import FoldScores, format_mean_std, markdown_table
+from crossmodal.eval.metrics import FoldScores, format_mean_std
 from crossmodal.eval.probe import (
     DEFAULT_CS,
     Fold,
@@ -42,6 +42,7 @@ from crossmodal.eval.probe import (
 from crossmodal.inference import Student, check_signal, load_student
 from crossmodal.io.audio import SAMPLE_RATE
 from crossmodal.io.corpora import Clip, CorpusError, corpus_spec, read_corpus, summarise
+from crossmodal.utils.figures import markdown_table
 from crossmodal.utils.progress import progress
 
 log = logging.getLogger(__name__)
