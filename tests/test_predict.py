@@ -128,10 +128,10 @@ def test_cli_table_with_windows(student_path, grid_root, capsys):
 
 
 def test_missing_default_student_says_what_to_do(monkeypatch, tmp_path):
-    import crossmodal.inference as inference
+    import crossmodal.inference.loading as loading
 
     monkeypatch.delenv("CROSSMODAL_STUDENT", raising=False)
-    monkeypatch.setattr(inference, "DEFAULT_STUDENT", tmp_path / "none.pt")
+    monkeypatch.setattr(loading, "DEFAULT_STUDENT", tmp_path / "none.pt")
     with pytest.raises(FileNotFoundError, match="--ckpt"):
         load_student()
     with pytest.raises(FileNotFoundError, match="not found"):
@@ -345,8 +345,8 @@ def test_long_files_are_streamed_and_pooled(memory_student, tmp_path, monkeypatc
     path = tmp_path / "long.wav"
     sf.write(path, wave, 16000, subtype="FLOAT")
     in_memory = memory_student.predict_file(path, window=1.5, hop=1.0)
-    monkeypatch.setattr(inference, "STREAM_ABOVE_SECONDS", 1.0)
-    monkeypatch.setattr(inference, "POOL_SECONDS", 2.0)
+    monkeypatch.setattr(inference.student, "STREAM_ABOVE_SECONDS", 1.0)
+    monkeypatch.setattr(inference.student, "POOL_SECONDS", 2.0)
     streamed = memory_student.predict_file(path, window=1.5, hop=1.0)
     assert streamed.duration == in_memory.duration
     assert [(w.start, w.end) for w in streamed.windows] == [(w.start, w.end) for w in in_memory.windows]
