@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from crossmodal.emotions import NUM_EMOTIONS
+from crossmodal.models.blocks import BasicBlock
 from crossmodal.registry import SPEECH_MODELS
 
 # ------------------------------------------------------------------------------------- helpers
@@ -121,23 +122,6 @@ def vggvox(**kwargs: Any) -> VGGVox:
 
 
 # ------------------------------------------------------------------------------ thin ResNet-34
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = (
-            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)) if stride != 1 or cin != cout else nn.Identity()
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x), inplace=True)
 
 
 class ThinResNet(nn.Module):
