@@ -287,3 +287,24 @@ def test_decoding_workers_give_the_same_pair_shards(grid_root: Path, tmp_path: P
     strip = lambda samples: {s["__key__"]: {k: v for k, v in s.items() if not k.startswith("__")} for s in samples}  # noqa: E731
     assert strip(all_samples(serial)) == strip(all_samples(parallel))
     assert serial.meta["stats"] == parallel.meta["stats"]
+
+
+def test_settings_come_from_config_nodes_and_unknown_keys_are_named(tmp_path: Path) -> None:
+    """PairsConfig and PseudoPairsConfig read dicts and OmegaConf nodes alike (interpolations
+    resolved, ``_target_`` dropped); a mistyped key is an error naming it, not a TypeError."""
+    from omegaconf import OmegaConf
+
+    from crossmodal.pipeline.pseudo_pairs import PseudoPairsConfig, prepare_pseudo_pairs
+
+    node = OmegaConf.create({"_target_": "crossmodal.pipeline.pairs.PairsConfig", "root": str(tmp_path),
+                             "source": "${root}/vids", "segment_seconds": 4})
+    with pytest.raises(ValueError, match=r"data\.root; valid keys: .*segment_seconds"):
+        PairsConfig.from_cfg(node)
+    del node["root"]
+    node.source = str(tmp_path / "vids")
+    cfg = PairsConfig.from_cfg(node)
+    assert cfg.source == str(tmp_path / "vids") and cfg.segment_seconds == 4 and cfg.dataset_name == "vids"
+    assert PairsConfig.from_cfg(cfg) is cfg
+    with pytest.raises(ValueError, match=r"unknown pseudo-pair key data\.segment_secs"):
+        prepare_pseudo_pairs({"segment_secs": 3.0})
+    assert isinstance(PseudoPairsConfig(), PseudoPairsConfig)
