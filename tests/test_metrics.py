@@ -94,3 +94,16 @@ def test_tables_reach_wandb_loggers_only(tmp_path):
     send_table([csv_logger, wandb_logger], "test/auc_table", ["emotion", "auc"], [["anger", torch.tensor(0.75)]])
     assert wandb_logger.tables == [("test/auc_table", ["emotion", "auc"], [["anger", 0.75]])]
     assert not (tmp_path / "lightning_logs").exists()  # the CSV logger was sent nothing
+
+
+def test_run_folder_tables_are_markdown_files_and_wandb_tables(tmp_path):
+    from omegaconf import OmegaConf
+
+    from crossmodal.tasks.run_folder import RunFolder
+
+    wandb_logger = _RecordingWandb()
+    ctx = RunFolder(OmegaConf.create({}), tmp_path, loggers=[CSVLogger(tmp_path / "csv"), wandb_logger])
+    path = ctx.log_table("demo/ua", ["model", "UA"], [["chance", 1 / 6], ["student", None]])
+    assert path == tmp_path / "tables" / "demo_ua.md"
+    assert path.read_text() == "| model | UA |\n|---|---|\n| chance | 0.1667 |\n| student |  |\n"
+    assert wandb_logger.tables == [("demo/ua", ["model", "UA"], [["chance", 1 / 6], ["student", None]])]

@@ -14,6 +14,7 @@ pseudo-paired data (clips with a true label) UA/WA per split are logged as well.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from crossmodal.eval.roc import ScoreCollector, per_emotion_auc
 from crossmodal.io.splits import SPLITS
 from crossmodal.lit.student import SpeechModuleBase
 from crossmodal.models.losses import DistillationLoss
+from crossmodal.utils.atomic import write_text
 from crossmodal.utils.figures import send_table
 
 log = logging.getLogger(__name__)
@@ -235,9 +237,10 @@ class DistillationModule(SpeechModuleBase):
         rows.append(["clips"] + [str(table[split]["count"]) for split in splits])
         columns = ["emotion"] + splits
         path = Path(self.trainer.default_root_dir) / "plots" / f"{stage}_auc_table.csv"
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(columns)
+        writer.writerows(rows)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            writer.writerows(rows)
+        write_text(path, text.getvalue())
         send_table(self.trainer.loggers, f"{stage}/auc_table", columns, rows)

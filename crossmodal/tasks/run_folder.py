@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from crossmodal.callbacks.training import LineProgress
 from crossmodal.config.checks import translate_gpus
-from crossmodal.utils.atomic import write_json
+from crossmodal.utils.atomic import write_json, write_text
 from crossmodal.utils.figures import markdown_table, save_and_send, send_table
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class RunFolder:
         """A table as Markdown in <run>/tables/<name>.md and as a W&B table."""
         path = self.run_dir / "tables" / (name.replace("/", "_") + ".md")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(markdown_table(columns, rows) + "\n")
+        write_text(path, markdown_table(columns, rows) + "\n")
         send_table(self.loggers, name, columns, rows)
         return path
 
