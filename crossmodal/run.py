@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from crossmodal import config_dir
 from crossmodal.config.checks import ConfigError, check_targets, missing_values, translate_gpus, unknown_key_message
+from crossmodal.config.legacy import translate_overrides
 from crossmodal.config.schema import register_configs
 
 CONF_DIR = config_dir()  # conf/ of a checkout, or crossmodal/conf in an installed wheel
@@ -39,6 +40,16 @@ def _is_group(key: str, extra_dirs: list[Path]) -> bool:
 
 
 def _compose(overrides: list[str], extra_dirs: list[Path]) -> DictConfig:
+    """The run config for ``overrides``, old keys read the new way (:mod:`crossmodal.config.legacy`)."""
+    return _compose_raw(_translate(overrides, extra_dirs), extra_dirs)
+
+
+def _translate(overrides: list[str], extra_dirs: list[Path]) -> list[str]:
+    return translate_overrides(list(overrides), lambda groups: _compose_raw(groups, extra_dirs),
+                               lambda key: _is_group(key, extra_dirs))
+
+
+def _compose_raw(overrides: list[str], extra_dirs: list[Path]) -> DictConfig:
     if extra_dirs:
         overrides = overrides + ["hydra.searchpath=[" + ",".join(f"file://{d}" for d in extra_dirs) + "]"]
     GlobalHydra.instance().clear()
@@ -50,7 +61,7 @@ def _compose(overrides: list[str], extra_dirs: list[Path]) -> DictConfig:
 
 
 def preflight(argv: list[str]) -> list[str]:
-    """Validate the overrides in ``argv``; return argv with ``trainer.gpus`` translated."""
+    """Validate the overrides in ``argv``; return argv with old keys and ``trainer.gpus`` translated."""
     args = get_args_parser().parse_args(argv)
     if args.help or args.hydra_help or args.info or args.shell_completion or not args.overrides and not args.cfg:
         return argv
@@ -60,6 +71,19 @@ def preflight(argv: list[str]) -> list[str]:
         at = argv.index(args.overrides[0]) if args.overrides else 0
         argv = argv[:at] + ["hydra.mode=MULTIRUN"] + argv[at:]
     extra_dirs = [Path(args.config_dir).resolve()] if args.config_dir else []
+    translated = _translate(args.overrides, extra_dirs)  # old keys (data.source of eval_*, model.lr, ...)
+    renamed = {new: old for old, new in zip(args.overrides, translated) if old != new}
+    if renamed:
+        argv = [dict(zip(args.overrides, translated)).get(arg, arg) for arg in argv]
+        args.overrides = translated
+    try:
+        return _preflight(argv, args, extra_dirs)
+    except ConfigError as exn:
+        typed = [f"{old} was read as {new}" for new, old in renamed.items() if new.lstrip("+~").split("=")[0] in str(exn)]
+        raise ConfigError(f"{exn} ({'; '.join(typed)})" if typed else str(exn)) from None
+
+
+def _preflight(argv: list[str], args: Any, extra_dirs: list[Path]) -> list[str]:
     parsed = OverridesParser.create().parse_overrides(args.overrides)
     groups, values, sweeps = [], [], []
     for override in parsed:
@@ -178,7 +202,9 @@ def check_output_dirs(cfg: DictConfig, run_dir: Path) -> None:
 def _finish_wandb(loggers: list[Any], run_dir: Path | None) -> None:
     """Each run (and each sweep job) is its own W&B run: record which one in <run>/wandb_run.json
     (the sweep summary links to it) and close it before the next job starts."""
-    if not any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+    from crossmodal.utils.figures import is_wandb
+
+    if not any(is_wandb(lg) for lg in loggers):
         return
     import json
 

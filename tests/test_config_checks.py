@@ -31,8 +31,8 @@ def _fails(capsys, *overrides: str) -> str:
     }),
     ("teacher_cpu", {
         "data.batch_size=0": "data.batch_size=0 must be a whole number >= 1",
-        "model.lr=-0.1": "model.lr=-0.1 must be a finite number > 0",
-        "model.momentum=1.5": "model.momentum=1.5 must be a number in [0, 1)",
+        "model.optimizer.lr=-0.1": "model.optimizer.lr=-0.1 must be a finite number > 0",
+        "model.optimizer.momentum=1.5": "model.optimizer.momentum=1.5 must be a number in [0, 1)",
         "trainer.limit_train_batches=1.5": "trainer.limit_train_batches=1.5 must be a whole number of batches",
     }),
 ])
@@ -44,6 +44,11 @@ def test_out_of_range_values_fail_at_composition_naming_each_key(capsys, experim
     for key in overrides:  # and one at a time, so no message leans on another
         if key.startswith("model.loss.temperature"):
             assert overrides[key] in _fails(capsys, f"experiment={experiment}", key)
+
+
+def test_old_flat_teacher_key_is_checked_under_its_new_name_and_named_as_typed(capsys):
+    err = _fails(capsys, "experiment=teacher_cpu", "model.lr=-0.1")
+    assert "model.optimizer.lr=-0.1 must be a finite number > 0" in err and "model.lr=-0.1 was read as model.optimizer.lr=-0.1" in err
 
 
 def test_every_bad_value_is_named_at_once_and_nothing_is_written(capsys, tmp_path):
@@ -59,7 +64,9 @@ def test_every_bad_value_is_named_at_once_and_nothing_is_written(capsys, tmp_pat
 def test_predict_window_values(capsys, tmp_path):
     clip = str(Path(__file__).resolve().parents[1] / "crossmodal" / "assets" / "demo" / "emodb" / "wav" / "03a01Fa.flac")
     err = _fails(capsys, "task=predict", "data=predict", f"data.source={clip}", "data.window=nan", "data.hop=0")
-    assert "data.window=nan must be a finite number of seconds > 0, or 0 / null" in err and "data.hop=0 must be a finite number > 0" in err
+    # data=predict data.window=... (the older spelling) is read as prep=predict prep.window=..., and the message says so
+    assert "prep.window=nan must be a finite number of seconds > 0, or 0 / null" in err and "prep.hop=0 must be a finite number > 0" in err
+    assert "data.window=nan was read as prep.window=nan" in err
 
 
 def test_good_values_compose(capsys):
@@ -93,7 +100,7 @@ def test_closest_key_prefers_siblings_then_one_level_down():
 
 def test_rules_table_covers_the_keys_the_issue_names():
     for key in ("data.batch_size", "data.eval_batch_size", "model.optimizer.lr", "model.lr", "model.loss.temperature",
-                "trainer.max_epochs", "data.window_seconds", "data.window", "data.hop", "model.teacher_batch_size"):
+                "trainer.max_epochs", "data.window_seconds", "prep.window", "prep.hop", "model.teacher_batch_size"):
         assert rule_for(key) is not None, key
     assert rule_for("model.label_classes") is None and all(isinstance(p, str) for p in VALUE_RULES)
     with pytest.raises(ConfigError, match=r"trainer.max_epochs=True must be"):

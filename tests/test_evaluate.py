@@ -90,7 +90,7 @@ def test_iemocap_four_class_selection(emodb_root, tmp_path):
     exc = root / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01_F.txt"
     exc.write_text(exc.read_text().replace("\tang\t", "\texc\t", 1))  # one clip becomes 'excited'
     cfg = _compose(["experiment=eval_iemocap", f"data.source={root}"], [])
-    bench = BenchmarkConfig(**{k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "_target_"})
+    bench = BenchmarkConfig(**{k: v for k, v in OmegaConf.to_container(cfg.benchmark, resolve=True).items() if k != "_target_"})
     clips, classes = select_classes(read_corpus("iemocap", root), bench)
     assert classes == ("neu", "hap", "sad", "ang")
     assert {c.corpus_label for c in clips} == set(classes)  # fru dropped, exc merged into hap
@@ -189,7 +189,7 @@ def test_every_eval_experiment_with_the_shipped_student(experiment, emodb_root, 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     metrics = run(cfg, RunFolder(cfg, run_dir))
-    bench = BenchmarkConfig(**{k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "_target_"})
+    bench = BenchmarkConfig(**{k: v for k, v in OmegaConf.to_container(cfg.benchmark, resolve=True).items() if k != "_target_"})
     selected, classes = select_classes(read_corpus(corpus, root), bench)
     # EmoDB: the shipped student heard some EmoDB speakers in training; they are left out.
     wanted = min(40, len(selected))  # a class-stratified subset: per-class rounding may drop a few

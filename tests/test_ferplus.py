@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from crossmodal.io.ferplus import (
 )
 from crossmodal.io.skips import BadSampleError, SkipLog
 from crossmodal.pipeline.ferplus import prepare_ferplus
-from crossmodal.pipeline.shards import load_manifest
+from crossmodal.pipeline.shards import iter_shard, load_manifest
 
 SAMPLE = Path(__file__).parent / "data" / "ferplus_sample"
 USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
@@ -68,12 +67,9 @@ def shard_contents(folder: Path) -> dict[str, tuple[bytes, dict]]:
     """key -> (png bytes, json) over every shard of a shard set."""
     contents = {}
     for shard in sorted(folder.glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
-        for name, data in members.items():
-            key, ext = name.split(".", 1)
-            if ext == "png":
-                contents[key] = (data, json.loads(members[f"{key}.json"]))
+        for sample in iter_shard(str(shard)):
+            if "png" in sample:
+                contents[sample["__key__"]] = (sample["png"], json.loads(sample["json"]))
     return contents
 
 

@@ -25,10 +25,9 @@ GRID_CLIPS = ("bbaf2n.mpg", "brbk7n.mpg", "swiz3n.mpg")
 
 
 def read_samples(path: str) -> list[dict]:
-    import webdataset as wds
+    from crossmodal.pipeline.shards import iter_shard
 
-    with open(path, "rb") as stream:
-        return list(wds.tariterators.group_by_keys(wds.tariterators.tar_file_expander([{"url": path, "stream": stream}])))
+    return list(iter_shard(path))
 
 
 def all_samples(manifest) -> list[dict]:

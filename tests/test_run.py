@@ -25,7 +25,7 @@ def _options(group: str) -> list[str]:
 
 @pytest.mark.parametrize(
     "group",
-    ["trainer", "logger", "callbacks", "paths", "data", "model", "hparams_search"],
+    ["trainer", "logger", "callbacks", "paths", "data", "model", "prep", "benchmark", "hparams_search"],
 )
 def test_every_group_option_composes(group):
     for option in _options(group):

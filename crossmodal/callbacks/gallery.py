@@ -3,7 +3,6 @@ distributions, and the face frames the teacher saw (from the pair shards, when t
 from __future__ import annotations
 
 import logging
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,13 @@ log = logging.getLogger(__name__)
 def find_pair_frames(pairs_dir: str | Path, keys: set[str], max_frames: int = 4) -> dict[str, np.ndarray]:
     """Face frames of the pair samples named ``keys`` (stops reading once all are found)."""
     from crossmodal.pipeline.pairs import decode_pair_frames
-    from crossmodal.pipeline.shards import load_manifest
+    from crossmodal.pipeline.shards import iter_shard, load_manifest
 
     found: dict[str, dict[str, Any]] = {}
     for path in load_manifest(pairs_dir).paths():
-        with tarfile.open(path) as tar:
-            for member in tar:
-                key, _, field = member.name.partition(".")
-                if key in keys and member.isfile():
-                    found.setdefault(key, {"__key__": key})[field] = tar.extractfile(member).read()
+        for sample in iter_shard(path):
+            if sample["__key__"] in keys:
+                found[sample["__key__"]] = sample
         if len(found) == len(keys):
             break
     frames = {}

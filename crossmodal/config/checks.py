@@ -194,7 +194,10 @@ def check_target(node: DictConfig, path: str) -> None:
             )
 
 
-def check_targets(cfg: DictConfig, groups: Iterable[str] = ("data", "model")) -> None:
+TARGET_GROUPS = ("data", "model", "prep", "benchmark")  # the groups whose node names a class in `_target_`
+
+
+def check_targets(cfg: DictConfig, groups: Iterable[str] = TARGET_GROUPS) -> None:
     for group in groups:
         node = cfg.get(group)
         if isinstance(node, DictConfig):
@@ -249,10 +252,20 @@ VALUE_RULES: dict[str, Rule] = {
     "data.max_seconds": POSITIVE,
     "data.min_seconds": NON_NEGATIVE,
     "data.silence_rms": NON_NEGATIVE,
-    "data.window": WINDOW,  # task=predict
-    "data.hop": POSITIVE,
+    # prep: preparation recipes and the files of task=predict
+    "prep.window": WINDOW,
+    "prep.hop": POSITIVE,
+    "prep.num_workers": NON_NEGATIVE_INT,
+    "prep.*_fraction": PROBABILITY,
+    "prep.segment_seconds": POSITIVE,
+    "prep.min_segment_seconds": NON_NEGATIVE,
+    "prep.frame_rate": POSITIVE,
+    # benchmark
+    "benchmark.folds": POSITIVE_INT,
+    "benchmark.inner_folds": POSITIVE_INT,
+    "benchmark.max_clips": POSITIVE_INT,
     "*batch_size": POSITIVE_INT,  # data.batch_size, data.eval_batch_size, data.global_batch_size, model.teacher_batch_size, ...
-    # model: optimisation and loss, wherever a model keeps them (model.lr, model.optimizer.lr, ...)
+    # model: optimisation (model.optimizer.*, model.scheduler.*) and loss
     "model.*lr": POSITIVE,
     "model.*lr_end": POSITIVE,
     "model.*weight_decay": NON_NEGATIVE,

@@ -2,9 +2,19 @@
 
 The root dataclass types the keys every run has (task, seed, paths, trainer, ...). Hydra merges
 the YAML files onto it, so a wrong type (`trainer.max_epochs=ten`) or an unknown key
-(`trainer.max_epoch=3`) fails at composition. The `data` and `model` groups are checked against
-the signature of the class their `_target_` names (see :mod:`crossmodal.config.checks`): the
-constructor is the single source of truth for what a DataModule or LightningModule accepts.
+(`trainer.max_epoch=3`) fails at composition. Each group holds one kind of thing, typed by the
+class its `_target_` names:
+
+    data       a LightningDataModule (crossmodal.data.*)         train, test, prepare
+    model      a LightningModule (crossmodal.lit.*)              train, test
+    prep       a preparation recipe (PairsConfig, PseudoPairsConfig) or the files to predict
+               (crossmodal.tasks.predict.PredictConfig)          extract, prepare, predict
+    benchmark  an external corpus (crossmodal.tasks.evaluate.BenchmarkConfig)   evaluate
+
+Those nodes are checked against the signature of that class (see :mod:`crossmodal.config.checks`):
+the constructor / dataclass is the single source of truth for what the group accepts, so a
+misspelt key fails naming the nearest valid one. The paper's constants come from
+:mod:`crossmodal.paper` through the `${paper:NAME}` resolver.
 Value ranges (batch sizes >= 1, learning rates and temperatures > 0, ...) are one table,
 :data:`crossmodal.config.checks.VALUE_RULES`, checked on the composed config before any work.
 """
@@ -16,6 +26,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
+
+from crossmodal.paper import paper_value
 
 
 class Task(str, Enum):
@@ -86,8 +98,10 @@ class RunConf:
     trainer: TrainerConf = field(default_factory=TrainerConf)
     logger: dict[str, Any] | None = None
     callbacks: dict[str, Any] | None = None
-    data: dict[str, Any] | None = None
-    model: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None  # a LightningDataModule
+    model: dict[str, Any] | None = None  # a LightningModule
+    prep: dict[str, Any] | None = None  # a preparation recipe, or the files task=predict reads
+    benchmark: dict[str, Any] | None = None  # an external corpus for task=evaluate
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -125,6 +139,8 @@ def _raw_corpus(name: str, markers: str, *roots: str | None) -> str:
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConf)
+    if not OmegaConf.has_resolver("paper"):
+        OmegaConf.register_new_resolver("paper", paper_value)
     if not OmegaConf.has_resolver("cm.asset"):
         OmegaConf.register_new_resolver("cm.asset", _asset)
     if not OmegaConf.has_resolver("cm.raw_corpus"):

@@ -22,7 +22,6 @@ segments, frames and skips, and a histogram of the teacher's dominant emotion pe
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
@@ -46,7 +45,9 @@ from crossmodal.pipeline.shards import (
     Manifest,
     ShardJob,
     SkipLog,
+    iter_shard,
     load_manifest,
+    load_npy,
     shard_done,
     write_manifest,
     write_shard_set,
@@ -85,8 +86,6 @@ def teacher_digest(ckpt: str | None) -> str:
 
 def _read_pair_shard(path: str, strict: bool) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
     """Decode every sample of one pair shard: frames as uint8 arrays; bad samples become skip events."""
-    import webdataset as wds
-
     events: list[tuple[str, str, str]] = []
 
     def on_error(exn: Exception) -> bool:
@@ -94,21 +93,17 @@ def _read_pair_shard(path: str, strict: bool) -> tuple[list[dict[str, Any]], lis
         return True
 
     samples = []
-    with open(path, "rb") as stream:
-        raw = wds.tariterators.group_by_keys(
-            wds.tariterators.tar_file_expander([{"url": path, "stream": stream}], handler=on_error), handler=on_error
-        )
-        for sample in raw:
-            key = sample.get("__key__", "?")
-            try:
-                frames, times = decode_pair_frames(sample)
-                meta = json.loads(sample["json"].decode("utf-8"))
-                flac = sample["flac"]
-            except Exception as exn:  # noqa: BLE001 - a bad sample is counted (or raised under strict)
-                reason = "frames_times_mismatch" if "timestamps" in str(exn) else "corrupt_pair_sample"
-                events.append((reason, f"{path}:{key}", str(exn)))
-                continue
-            samples.append({"key": key, "frames": frames, "times": times, "meta": meta, "flac": flac})
+    for sample in iter_shard(path, handler=on_error):
+        key = sample.get("__key__", "?")
+        try:
+            frames, times = decode_pair_frames(sample)
+            meta = json.loads(sample["json"].decode("utf-8"))
+            flac = sample["flac"]
+        except Exception as exn:  # noqa: BLE001 - a bad sample is counted (or raised under strict)
+            reason = "frames_times_mismatch" if "timestamps" in str(exn) else "corrupt_pair_sample"
+            events.append((reason, f"{path}:{key}", str(exn)))
+            continue
+        samples.append({"key": key, "frames": frames, "times": times, "meta": meta, "flac": flac})
     return samples, events
 
 
@@ -264,15 +259,12 @@ def _distributed() -> bool:
 
 def iter_distill(paths: Sequence[str]) -> Iterator[dict[str, Any]]:
     """Raw distillation samples with ``logits`` and ``times`` decoded (for statistics and tests)."""
-    import webdataset as wds
-
     for path in paths:
-        with open(path, "rb") as stream:
-            for sample in wds.tariterators.group_by_keys(wds.tariterators.tar_file_expander([{"url": path, "stream": stream}])):
-                sample["logits"] = np.load(io.BytesIO(sample["logits.npy"]), allow_pickle=False)
-                sample["times"] = np.load(io.BytesIO(sample["times.npy"]), allow_pickle=False)
-                sample["meta"] = json.loads(sample["json"].decode("utf-8"))
-                yield sample
+        for sample in iter_shard(path):
+            sample["logits"] = load_npy(sample["logits.npy"])
+            sample["times"] = load_npy(sample["times.npy"])
+            sample["meta"] = json.loads(sample["json"].decode("utf-8"))
+            yield sample
 
 
 def summarise(manifest: Manifest) -> dict[str, Any]:

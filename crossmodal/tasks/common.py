@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from hydra.errors import InstantiationException
@@ -18,6 +19,24 @@ def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
     if not cfg.get("data"):
         raise ConfigError(f"task={cfg.task} needs data: choose an experiment (experiment=...) or a data config (data=...)")
     return instantiate(cfg.data, _convert_="all")
+
+
+def build_recipe(cfg: DictConfig, usage: str) -> Any:
+    """The run's ``prep`` node built (a PairsConfig, PseudoPairsConfig or PredictConfig): what
+    extract, prepare and predict read. ``usage`` is the command to show when there is none."""
+    node = cfg.get("prep")
+    if not node:
+        raise ConfigError(f"task={_task(cfg)} needs a preparation recipe (the prep group): {usage}")
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as exn:
+        cause = exn.__cause__ or exn
+        raise ConfigError(f"prep ({node.get('_target_')}): {cause}") from None
+
+
+def _task(cfg: DictConfig) -> str:
+    task = cfg.get("task")
+    return str(getattr(task, "value", task))
 
 
 def build_model(cfg: DictConfig) -> L.LightningModule:

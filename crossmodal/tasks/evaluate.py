@@ -1,6 +1,6 @@
 """task=evaluate: what a frozen student is worth on an emotional-speech benchmark.
 
-    python -m crossmodal.run experiment=eval_emodb data.source=/data/emodb [ckpt_path=student.safetensors]
+    python -m crossmodal.run experiment=eval_emodb benchmark.source=/data/emodb [ckpt_path=student.safetensors]
 
 1. Read the corpus (crossmodal.io.corpora), keep the benchmark's classes.
 2. Run the frozen student on every whole clip (16 kHz, any length): its 8 logits (the paper's
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from crossmodal import paper
 from crossmodal.config.checks import ConfigError
 from crossmodal.emotions import EMOTIONS, emotion_index
 from crossmodal.eval.metrics import FoldScores, format_mean_std
@@ -55,7 +56,7 @@ FEATURES = ("logits", "embedding")
 
 @dataclass
 class BenchmarkConfig:
-    """The `data` node of an eval_* experiment: which corpus, which classes, how to score."""
+    """The `benchmark` node of task=evaluate (conf/benchmark/): which corpus, which classes, how to score."""
 
     corpus: str
     source: str
@@ -71,7 +72,7 @@ class BenchmarkConfig:
     exclude_student_speakers: bool = True
     # Student outputs used as probe features: logits (the paper's) and/or embedding.
     features: list[str] = field(default_factory=lambda: ["logits"])
-    folds: int = 10
+    folds: int = paper.PROBE_FOLDS
     # A class with fewer clips than `folds`: "shrink" the clip-level folds to its size (at least 2;
     # smaller classes are dropped), "drop" the class, or "error". Every change is named in the report.
     small_classes: str = "shrink"
@@ -133,30 +134,27 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
 def benchmark_config(cfg: DictConfig) -> BenchmarkConfig:
     from hydra.utils import instantiate
 
-    node = cfg.get("data")
+    node = cfg.get("benchmark")
     if not node or not node.get("corpus"):
-        raise ConfigError("task=evaluate needs a corpus: experiment=eval_emodb (or eval_ravdess, ...) data.source=/path/to/corpus")
+        raise ConfigError("task=evaluate needs a corpus: experiment=eval_emodb (or eval_ravdess, ...) benchmark.source=/path/to/corpus")
     if not node.get("source"):
-        raise ConfigError(f"data.source is empty: set data.source=/path/to/{node.corpus}")
-    if node.get("_target_"):
-        bench = instantiate(node, _convert_="all")
-    else:
-        bench = BenchmarkConfig(**{k: v for k, v in node.items()})
+        raise ConfigError(f"benchmark.source is empty: set benchmark.source=/path/to/{node.corpus}")
+    bench = instantiate(node, _convert_="all") if node.get("_target_") else BenchmarkConfig(**dict(node.items()))
     if not isinstance(bench, BenchmarkConfig):
-        raise ConfigError(f"data._target_ of task=evaluate must be {BenchmarkConfig.__module__}.BenchmarkConfig")
+        raise ConfigError(f"benchmark._target_ of task=evaluate must be {BenchmarkConfig.__module__}.BenchmarkConfig")
     unknown = set(bench.features) - set(FEATURES)
     if unknown or "logits" not in bench.features:
-        raise ConfigError(f"data.features={bench.features}: must include 'logits' and may add 'embedding'")
+        raise ConfigError(f"benchmark.features={bench.features}: must include 'logits' and may add 'embedding'")
     unknown = set(bench.baselines) - set(BASELINES)
     if unknown:
-        raise ConfigError(f"data.baselines has unknown {sorted(unknown)}; choose among {', '.join(BASELINES)}")
+        raise ConfigError(f"benchmark.baselines has unknown {sorted(unknown)}; choose among {', '.join(BASELINES)}")
     return bench
 
 
 def select_speakers(clips: list[Clip], bench: BenchmarkConfig) -> list[Clip]:
     if bench.speakers is None:
         return clips
-    # Hydra reads data.speakers=[03,08] as numbers: match "03" and 3 alike.
+    # Hydra reads benchmark.speakers=[03,08] as numbers: match "03" and 3 alike.
     def key(speaker: Any) -> str:
         text = str(speaker)
         return str(int(text)) if text.isdigit() else text
@@ -165,7 +163,7 @@ def select_speakers(clips: list[Clip], bench: BenchmarkConfig) -> list[Clip]:
     present = sorted({c.speaker for c in clips})
     missing = sorted(wanted - {key(s) for s in present})
     if missing:
-        raise ConfigError(f"data.speakers: no clip of speaker(s) {', '.join(missing)} under {bench.source}; speakers there: {', '.join(present)}")
+        raise ConfigError(f"benchmark.speakers: no clip of speaker(s) {', '.join(missing)} under {bench.source}; speakers there: {', '.join(present)}")
     return [c for c in clips if key(c.speaker) in wanted]
 
 
@@ -188,8 +186,8 @@ def drop_student_speakers(clips: list[Clip], info: dict[str, Any], corpus: str, 
         return clips, note
     kept = [c for c in clips if c.speaker not in heard]
     if not kept:
-        raise CorpusError(f"every speaker here ({', '.join(overlap)}) was in the student's training audio; set data.exclude_student_speakers=false to score them anyway")
-    note = f"left out speakers {', '.join(overlap)}: the student trained on their audio (data.exclude_student_speakers=false keeps them)"
+        raise CorpusError(f"every speaker here ({', '.join(overlap)}) was in the student's training audio; set benchmark.exclude_student_speakers=false to score them anyway")
+    note = f"left out speakers {', '.join(overlap)}: the student trained on their audio (benchmark.exclude_student_speakers=false keeps them)"
     log.info("%s", note)
     return kept, note
 
@@ -198,7 +196,7 @@ def select_classes(clips: list[Clip], bench: BenchmarkConfig) -> tuple[list[Clip
     """Apply ``merge`` then keep ``classes`` (all classes present when null); return clips + class order."""
     spec = corpus_spec(bench.corpus)
     for source, target in bench.merge.items():
-        for label, key in ((source, "data.merge"), (target, "data.merge")):
+        for label, key in ((source, "benchmark.merge"), (target, "benchmark.merge")):
             if label not in spec.classes:
                 raise ConfigError(f"{key}: {label!r} is not a {spec.title} class ({', '.join(spec.classes)})")
     merged = [clip if clip.corpus_label not in bench.merge else _relabel(clip, bench.merge[clip.corpus_label]) for clip in clips]
@@ -208,9 +206,9 @@ def select_classes(clips: list[Clip], bench: BenchmarkConfig) -> tuple[list[Clip
     else:
         for label in bench.classes:
             if label not in spec.classes:
-                raise ConfigError(f"data.classes: {label!r} is not a {spec.title} class ({', '.join(spec.classes)})")
+                raise ConfigError(f"benchmark.classes: {label!r} is not a {spec.title} class ({', '.join(spec.classes)})")
             if label not in present:
-                raise CorpusError(f"data.classes: no {spec.title} clip of class {label!r} under {bench.source}")
+                raise CorpusError(f"benchmark.classes: no {spec.title} clip of class {label!r} under {bench.source}")
         class_names = tuple(bench.classes)
     kept = [clip for clip in merged if clip.corpus_label in class_names]
     if len(class_names) < 2:
@@ -219,7 +217,7 @@ def select_classes(clips: list[Clip], bench: BenchmarkConfig) -> tuple[list[Clip
 
 
 def fit_classes_to_folds(clips: Sequence[Clip], class_names: tuple[str, ...], bench: BenchmarkConfig) -> tuple[list[int], tuple[str, ...], int, str]:
-    """Reconcile class sizes with the clip-level fold count (``data.small_classes``).
+    """Reconcile class sizes with the clip-level fold count (``benchmark.small_classes``).
 
     Returns the indices of the clips to keep, the classes left, the number of clip-level folds to
     use, and a note naming what changed ("" when nothing did). ``error`` changes nothing and
@@ -230,20 +228,20 @@ def fit_classes_to_folds(clips: Sequence[Clip], class_names: tuple[str, ...], be
     if not small or bench.small_classes == "error":
         return list(range(len(clips))), class_names, bench.folds, ""
     if bench.small_classes not in ("shrink", "drop"):
-        raise ConfigError(f"data.small_classes={bench.small_classes!r}: choose shrink, drop or error")
+        raise ConfigError(f"benchmark.small_classes={bench.small_classes!r}: choose shrink, drop or error")
     minimum = bench.folds if bench.small_classes == "drop" else 2
     dropped = [name for name in small if counts[name] < minimum]
     left = tuple(name for name in class_names if name not in dropped)
     if len(left) < 2:
         listed = ", ".join(f"{name} ({counts[name]} clips)" for name in class_names)
-        raise CorpusError(f"{bench.corpus} under {bench.source}: too few clips per class for {bench.folds} folds ({listed}); lower data.folds")
+        raise CorpusError(f"{bench.corpus} under {bench.source}: too few clips per class for {bench.folds} folds ({listed}); lower benchmark.folds")
     folds = min([bench.folds] + [counts[name] for name in left])
     notes = []
     if folds < bench.folds:
         notes.append(f"clip-level folds lowered from {bench.folds} to {folds}: class {min(left, key=counts.get)} has only {folds} clips")
     if dropped:
         notes.append("dropped classes with too few clips: " + ", ".join(f"{name} ({counts[name]} clips)" for name in dropped))
-    note = "; ".join(notes) + " (data.small_classes=error refuses instead)"
+    note = "; ".join(notes) + " (benchmark.small_classes=error refuses instead)"
     log.warning("%s under %s: %s", bench.corpus, bench.source, note)
     return [i for i, c in enumerate(clips) if c.corpus_label in left], left, folds, note
 

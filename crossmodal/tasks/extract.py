@@ -1,7 +1,10 @@
 """task=extract: build the pair shards if needed, run the teacher over their faces, report.
 
-    python -m crossmodal.run experiment=extract_logits data.source=/data/grid [teacher_ckpt=...]
-    python -m crossmodal.run experiment=extract_logits data.pairs=/data/pairs/voxceleb1
+    python -m crossmodal.run experiment=extract_logits prep.source=/data/grid [teacher_ckpt=...]
+    python -m crossmodal.run experiment=extract_logits prep.pairs=/data/pairs/voxceleb1
+
+(``data.source=...``, the older spelling, means ``prep.source=...``.) The recipe is the ``prep``
+node: a PairsConfig (talking-face videos) or a PseudoPairsConfig (a labelled corpus x FER+ faces).
 
 The work itself is :mod:`crossmodal.pipeline.extract`; this task starts the processes the trainer
 config asks for, and reports throughput (frames/s), counts of segments, frames and skips, and a
@@ -16,13 +19,15 @@ from typing import Any
 
 import torch
 
+from crossmodal.config.checks import ConfigError
 from crossmodal.emotions import EMOTIONS
 from crossmodal.pipeline.distill_sets import distill_fingerprint, distill_folder
-from crossmodal.pipeline.extract import extract_logits, pair_data, summarise, teacher_digest, teacher_name
+from crossmodal.pipeline.extract import extract_logits, summarise, teacher_digest, teacher_name
 from crossmodal.pipeline.pairs import (
     prepare_report,
 )
 from crossmodal.pipeline.shards import Manifest
+from crossmodal.tasks.common import build_recipe
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +37,10 @@ def run(cfg, ctx) -> dict[str, Any]:
     """Prepare pair shards if needed, extract teacher logits, report counts, throughput and the histogram."""
     from crossmodal.models.teacher import load_teacher
 
-    if not cfg.get("data"):
-        raise ValueError("task=extract needs pair data: use experiment=extract_logits with data.source=... or data.pairs=...")
-    data = pair_data(cfg.data)
+    data = build_recipe(cfg, "experiment=extract_logits prep.source=VIDEOS (or prep.pairs=PAIR_SHARDS), "
+                                 "or experiment=pseudo_pairs prep.source=EMODB prep.ferplus=FERPLUS")
+    if not callable(getattr(data, "prepare", None)):
+        raise ConfigError(f"task=extract needs pair data (prep=pairs or prep=pseudo_pairs), got prep._target_={cfg.prep.get('_target_')}")
     strict = bool(cfg.get("strict")) or data.strict
     # trainer=ddp / trainer.gpus=N / num_nodes: one process per device, each extracting its shards
     fabric = ctx.launch_processes()
@@ -55,7 +61,7 @@ def run(cfg, ctx) -> dict[str, Any]:
     manifest, stats = extract_logits(
         pairs, out_dir, teacher, teacher_name=name, teacher_id=digest, batch_size=data.batch_size,
         logits_dtype=data.logits_dtype, num_workers=data.num_workers, strict=strict, rank=rank, world_size=world,
-        device=device, fingerprint=fingerprint, named_by="data.distill_dir" if data.distill_dir else None,
+        device=device, fingerprint=fingerprint, named_by="prep.distill_dir" if data.distill_dir else None,
     )
     stats = _all_ranks(stats, device) if world > 1 else stats
     if manifest is None:  # not rank 0

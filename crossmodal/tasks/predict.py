@@ -1,7 +1,8 @@
 """task=predict (and `crossmodal predict`): the student's emotion distribution for audio and video files.
 
     crossmodal predict clip.wav talk.mp4 [--ckpt student.safetensors] [--json] [--window 4 --hop 2]
-    python -m crossmodal.run task=predict data=predict data.source=clip.wav [ckpt_path=student.safetensors]
+    python -m crossmodal.run task=predict prep=predict prep.source=clip.wav [ckpt_path=student.safetensors]
+    (data=predict data.source=clip.wav, the older spelling, means the same)
 
 Each file is decoded (wav/flac/ogg via soundfile; mp3/m4a and the audio track of videos via
 PyAV), mixed to mono and resampled to 16 kHz. The result is the distribution over the 8 FER+
@@ -29,8 +30,17 @@ from crossmodal.io.corpora import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WINDOW = 4.0  # seconds: the student's training window (4.024 s in the paper)
+DEFAULT_WINDOW = 4.0  # seconds: about the student's training window (4.024 s in the paper)
 DEFAULT_HOP = 2.0
+
+
+@dataclass
+class PredictConfig:
+    """The ``prep`` node of task=predict (conf/prep/predict.yaml): which files, which windows."""
+
+    source: Any  # a file, a folder, or a list of them
+    window: float | None = DEFAULT_WINDOW  # seconds per window for longer files (null or 0: the whole file only)
+    hop: float | None = DEFAULT_HOP
 
 
 @dataclass
@@ -89,19 +99,19 @@ def as_json(run: PredictRun, student: Student, embeddings: bool = True) -> str:
 
 
 def run(cfg: DictConfig, ctx) -> dict[str, Any]:
-    """task=predict: ``data.source`` = a file, a folder or a list; writes predictions.json/.md in the run folder."""
-    data = cfg.get("data") or {}
-    source = data.get("source")
-    if not source:
-        raise ConfigError("task=predict needs files: data=predict data.source=path/to/clip.wav (a file, a folder, or a list [a.wav,b.mp4])")
+    """task=predict: ``prep.source`` = a file, a folder or a list; writes predictions.json/.md in the run folder."""
+    node = cfg.get("prep")
+    if not node or not node.get("source") or node.get("_target_", "").rpartition(".")[2] != "PredictConfig":
+        raise ConfigError("task=predict needs files: prep=predict prep.source=path/to/clip.wav (a file, a folder, or a list [a.wav,b.mp4])")
+    source = node.source
     sources = list(source) if isinstance(source, (list, tuple, ListConfig)) else [source]
-    window = data.get("window", DEFAULT_WINDOW)
-    hop = data.get("hop", DEFAULT_HOP)
+    window = node.get("window", DEFAULT_WINDOW)
+    hop = node.get("hop", DEFAULT_HOP)
     try:  # also checked at composition (crossmodal.config.checks); here for direct callers
-        window = None if window in (None, 0) else check_seconds(window, "data.window")
-        hop = None if hop is None else check_seconds(hop, "data.hop")
+        window = None if window in (None, 0) else check_seconds(window, "prep.window")
+        hop = None if hop is None else check_seconds(hop, "prep.hop")
     except ValueError as exn:
-        raise ConfigError(f"{exn} (data.window=0 or null: the whole file only)") from None
+        raise ConfigError(f"{exn} (prep.window=0 or null: the whole file only)") from None
     student = load_student(cfg.get("ckpt_path"))
     result = predict_files(student, sources, window=window, hop=hop)
     out = Path(ctx.run_dir)

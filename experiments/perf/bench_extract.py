@@ -34,19 +34,16 @@ def replicate(pairs_dir: Path, out: Path, copies: int, segments_per_shard: int) 
     Real pair shards hold ``videos_per_shard`` (64) videos, i.e. hundreds of segments and thousands
     of frames, so the teacher runs on full batches; a handful of GRID clips alone would not.
     """
-    import webdataset as wds
-
-    from crossmodal.pipeline.shards import ShardJob, load_manifest, write_shard_set
+    from crossmodal.pipeline.shards import ShardJob, iter_shard, load_manifest, write_shard_set
 
     manifest = load_manifest(pairs_dir)
     units = [(path, copy) for copy in range(copies) for path in manifest.paths()]
     samples = []
     for path, copy in units:
-        with open(path, "rb") as stream:
-            for sample in wds.tariterators.group_by_keys(wds.tariterators.tar_file_expander([{"url": path, "stream": stream}])):
-                sample = {k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}
-                sample["__key__"] = f"{sample['__key__']}_c{copy}"
-                samples.append(sample)
+        for sample in iter_shard(path):
+            sample = {k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}
+            sample["__key__"] = f"{sample['__key__']}_c{copy}"
+            samples.append(sample)
     jobs = [ShardJob(f"train-{i // segments_per_shard:06d}", samples[i : i + segments_per_shard])
             for i in range(0, len(samples), segments_per_shard)]
     write_shard_set(out, jobs, lambda job, skips: iter(job.items), meta=manifest.meta, desc="replicate")

@@ -146,9 +146,7 @@ def make_bench_data(work: Path, spec: BenchDataSpec) -> dict[str, Any]:
 
 def replicate_shards(src: Path, out: Path, copies: int, prefix: str = "train-") -> Path:
     """``copies`` copies of the ``prefix`` shards of ``src`` (keys made unique) plus its other shards, in ``out``."""
-    import webdataset as wds
-
-    from crossmodal.pipeline.shards import ShardJob, load_manifest, write_shard_set
+    from crossmodal.pipeline.shards import ShardJob, iter_shard, load_manifest, write_shard_set
 
     src, out = Path(src), Path(out)
     manifest = load_manifest(src)
@@ -158,9 +156,7 @@ def replicate_shards(src: Path, out: Path, copies: int, prefix: str = "train-") 
         return out
 
     def read(path: str) -> list[dict[str, Any]]:
-        with open(path, "rb") as stream:
-            return [{k: v for k, v in s.items() if not k.startswith("__") or k == "__key__"}
-                    for s in wds.tariterators.group_by_keys(wds.tariterators.tar_file_expander([{"url": path, "stream": stream}]))]
+        return [{k: v for k, v in s.items() if not k.startswith("__") or k == "__key__"} for s in iter_shard(path)]
 
     import shutil
 
@@ -184,9 +180,7 @@ def subset_shards(src: Path, out: Path, segments: int) -> Path:
     """The first ``segments`` samples of a shard set's train- shards, in one shard (P6's workload)."""
     import shutil
 
-    import webdataset as wds
-
-    from crossmodal.pipeline.shards import ShardJob, load_manifest, write_shard_set
+    from crossmodal.pipeline.shards import ShardJob, iter_shard, load_manifest, write_shard_set
 
     src, out = Path(src), Path(out)
     marker = out / "subset.json"
@@ -196,11 +190,10 @@ def subset_shards(src: Path, out: Path, segments: int) -> Path:
     manifest = load_manifest(src)
     items: list[dict[str, Any]] = []
     for path in manifest.paths("train-"):
-        with open(path, "rb") as stream:
-            for s in wds.tariterators.group_by_keys(wds.tariterators.tar_file_expander([{"url": path, "stream": stream}])):
-                items.append({k: v for k, v in s.items() if not k.startswith("__") or k == "__key__"})
-                if len(items) == segments:
-                    break
+        for s in iter_shard(path):
+            items.append({k: v for k, v in s.items() if not k.startswith("__") or k == "__key__"})
+            if len(items) == segments:
+                break
         if len(items) == segments:
             break
     shutil.rmtree(out, ignore_errors=True)

@@ -1,0 +1,76 @@
+"""The constants of the paper (Albanie, Nagrani, Vedaldi, Zisserman, "Emotion Recognition in Speech
+using Cross-Modal Transfer in the Wild", ACM MM 2018), written once.
+
+Python defaults import them from here; the YAML configs read them with the ``${paper:NAME}``
+resolver (registered by :func:`crossmodal.config.schema.register_configs`), e.g.
+``temperature: ${paper:temperature}``. A leaf module: it imports nothing from the package.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+# --- the FER+ teachers (resnet50-ferplus, senet50-ferplus) ------------------------------------
+# Faces: 224 px, grey replicated to 3 channels, the VGGFace2 mean pixel subtracted (0..255 values, std 1).
+FACE_SIZE = 224
+FACE_MEAN = (131.0912, 103.8827, 91.4953)
+FACE_STD = (1.0,)
+TEACHER_BATCH_SIZE = 128
+# SGD, momentum 0.9, weight decay 5e-4; lr 1e-2, divided by 10 after 60 and 120 epochs, 150 epochs;
+# layers initialised from VGGFace2 weights at 0.1x that lr; dropout 0.5 before the classifier.
+TEACHER_LR = 1e-2
+TEACHER_LR_STEPS = (60, 120)
+TEACHER_LR_GAMMA = 0.1
+TEACHER_EPOCHS = 150
+PRETRAINED_LR_MULT = 0.1
+TEACHER_DROPOUT = 0.5
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+
+# --- the faces of the talking-face videos -----------------------------------------------------
+FACE_FRAME_RATE = 25.0 / 6.0  # every 6th frame of 25 fps video
+
+# --- distillation into the speech student (VGGVox) --------------------------------------------
+TEMPERATURE = 2.0  # soft cross-entropy on softmax(logits / T), without the T^2 factor
+WINDOW_SECONDS = 4.024  # random training window of each utterance
+MAX_SECONDS = 19.9  # utterances clamped to this length
+STUDENT_BATCH_SIZE = 64
+STUDENT_LR = 1e-4  # log-spaced per epoch from STUDENT_LR to STUDENT_LR_END
+STUDENT_LR_END = 1e-5
+STUDENT_EPOCHS = 300  # mini-epochs ...
+EPOCH_FRACTION = 0.05  # ... of 5% of the training segments each
+
+# --- external benchmarks ----------------------------------------------------------------------
+PROBE_FOLDS = 10  # k-fold cross-validation over clips of a logistic-regression probe
+
+PAPER: dict[str, Any] = {
+    "face_size": FACE_SIZE,
+    "face_mean": list(FACE_MEAN),
+    "face_std": list(FACE_STD),
+    "teacher_batch_size": TEACHER_BATCH_SIZE,
+    "teacher_lr": TEACHER_LR,
+    "teacher_lr_steps": list(TEACHER_LR_STEPS),
+    "teacher_lr_gamma": TEACHER_LR_GAMMA,
+    "teacher_epochs": TEACHER_EPOCHS,
+    "pretrained_lr_mult": PRETRAINED_LR_MULT,
+    "teacher_dropout": TEACHER_DROPOUT,
+    "momentum": MOMENTUM,
+    "weight_decay": WEIGHT_DECAY,
+    "face_frame_rate": FACE_FRAME_RATE,
+    "temperature": TEMPERATURE,
+    "window_seconds": WINDOW_SECONDS,
+    "max_seconds": MAX_SECONDS,
+    "student_batch_size": STUDENT_BATCH_SIZE,
+    "student_lr": STUDENT_LR,
+    "student_lr_end": STUDENT_LR_END,
+    "student_epochs": STUDENT_EPOCHS,
+    "epoch_fraction": EPOCH_FRACTION,
+    "probe_folds": PROBE_FOLDS,
+}
+
+
+def paper_value(name: str) -> Any:
+    """``${paper:NAME}`` in a config: the paper's value of NAME (a copy, so a config edit cannot change it)."""
+    if name not in PAPER:
+        raise KeyError(f"${{paper:{name}}}: no such paper constant; known: {', '.join(sorted(PAPER))}")
+    value = PAPER[name]
+    return list(value) if isinstance(value, list) else value
