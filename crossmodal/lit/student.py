@@ -26,16 +26,19 @@ import torch
 from torch.nn import functional as F
 from torchmetrics import SumMetric
 
+from crossmodal import paper
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS, emotion_index
 from crossmodal.eval.classification import SplitClassification, SplitMean
 from crossmodal.io.splits import NO_LABEL, SPLITS
 from crossmodal.models.frontend import build_frontend
 from crossmodal.models.speech import create_student, save_student
+from crossmodal.utils.optim import configure, optimizer_config, scheduler_config
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPTIMIZER = {"name": "sgd", "lr": 1e-4, "momentum": 0.9, "weight_decay": 5e-4}
-DEFAULT_SCHEDULER = {"name": "logspace", "lr_end": 1e-5}
+# the paper's student optimisation: what optimizer/scheduler keys left unset default to
+DEFAULT_OPTIMIZER = {"name": "sgd", "lr": paper.STUDENT_LR, "momentum": paper.MOMENTUM, "weight_decay": paper.WEIGHT_DECAY}
+DEFAULT_SCHEDULER = {"name": "logspace", "lr_end": paper.STUDENT_LR_END}
 STUDENT_FILE = "student.safetensors"  # written into the run folder after testing
 
 
@@ -57,8 +60,8 @@ class SpeechModuleBase(L.LightningModule):
         self.frontend = build_frontend(frontend)
         self.student_kwargs = {"n_freq": self.frontend.n_freq, **dict(student.get("kwargs") or {})}
         self.net = create_student(self.student_name, **self.student_kwargs)
-        self.optimizer_cfg = {**DEFAULT_OPTIMIZER, **dict(optimizer or {})}
-        self.scheduler_cfg = {**DEFAULT_SCHEDULER, **dict(scheduler or {})}
+        self.optimizer_cfg = optimizer_config({**DEFAULT_OPTIMIZER, **dict(optimizer or {})})
+        self.scheduler_cfg = scheduler_config({**DEFAULT_SCHEDULER, **dict(scheduler or {})})
         # UA is computed over these classes, and predictions are restricted to them (argmax over the
         # classes the labelled corpus has: a student cannot be right about a class the corpus lacks).
         self.label_classes = [emotion_index(name) for name in (label_classes or EMOTIONS)]
@@ -148,35 +151,7 @@ class SpeechModuleBase(L.LightningModule):
 
     # -- optimisation
     def configure_optimizers(self):
-        cfg = dict(self.optimizer_cfg)
-        name = cfg.pop("name")
-        lr = cfg.pop("lr")
-        params = self.net.parameters()
-        if name == "sgd":
-            optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.get("momentum", 0.9), weight_decay=cfg.get("weight_decay", 5e-4))
-        elif name == "adamw":
-            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.get("weight_decay", 1e-2), betas=tuple(cfg.get("betas", (0.9, 0.999))))
-        else:
-            raise ValueError(f"model.optimizer.name={name!r} is not one of sgd, adamw")
-        sched = dict(self.scheduler_cfg)
-        kind = sched.get("name", "none")
-        if kind in (None, "none"):
-            return optimizer
-        if kind == "logspace":
-            epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else sched.get("epochs")
-            if not epochs:
-                raise ValueError("model.scheduler.name=logspace needs trainer.max_epochs (or model.scheduler.epochs)")
-            ratio = sched.get("lr_end", lr / 10) / lr
-            span = max(1, epochs - 1)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: ratio ** (min(epoch, span) / span))
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-        if kind == "onecycle":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=lr, total_steps=int(self.trainer.estimated_stepping_batches),
-                pct_start=sched.get("pct_start", 0.3), div_factor=sched.get("div_factor", 25.0), final_div_factor=sched.get("final_div_factor", 1e4),
-            )
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        raise ValueError(f"model.scheduler.name={kind!r} is not one of logspace, onecycle, none")
+        return configure(self.net.parameters(), self.optimizer_cfg, self.scheduler_cfg, trainer=self._trainer)
 
     # -- the student model file
     def student_file_payload(self) -> dict[str, Any]:

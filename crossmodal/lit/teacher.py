@@ -12,7 +12,6 @@ The network, its preprocessing and its model files are :mod:`crossmodal.models.t
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_accuracy
 
+from crossmodal import paper
+from crossmodal.config.legacy import nest_flat_optim_keys
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
 from crossmodal.eval.classification import classification_metrics, classification_results
 from crossmodal.models.face import (
@@ -31,8 +32,12 @@ from crossmodal.models.face import (
 )
 from crossmodal.models.losses import soft_target_cross_entropy
 from crossmodal.models.teacher import SLIM_FORMAT, FaceTeacher, head_names, load_teacher
+from crossmodal.utils.optim import configure, optimizer_config, scheduler_config
 
 log = logging.getLogger(__name__)
+# the paper's teacher optimisation: what optimizer/scheduler keys left unset default to
+PAPER_OPTIMIZER = {"name": "sgd", "lr": paper.TEACHER_LR, "momentum": paper.MOMENTUM, "weight_decay": paper.WEIGHT_DECAY}
+PAPER_SCHEDULER = {"name": "step", "milestones": list(paper.TEACHER_LR_STEPS), "gamma": paper.TEACHER_LR_GAMMA}
 
 class TeacherFER(L.LightningModule):
     def __init__(
@@ -42,19 +47,10 @@ class TeacherFER(L.LightningModule):
         pretrained: str | None = None,
         preprocess: dict | None = None,
         label_mode: str = "probability",
-        drop_rate: float = 0.5,
-        optimizer: str = "sgd",
-        lr: float = 1e-2,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        weight_decay: float = 5e-4,
-        betas: Sequence[float] = (0.9, 0.999),
-        scheduler: str = "step",
-        step_epochs: Sequence[int] = (60, 120),
-        step_gamma: float = 0.1,
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
-        pretrained_lr_mult: float = 0.1,
+        drop_rate: float = paper.TEACHER_DROPOUT,
+        optimizer: dict[str, Any] | str | None = None,
+        scheduler: dict[str, Any] | str | None = None,
+        pretrained_lr_mult: float = paper.PRETRAINED_LR_MULT,
         label_smoothing: float = 0.0,
         tta_flip: bool = False,
         channels_last: bool = True,
@@ -62,23 +58,35 @@ class TeacherFER(L.LightningModule):
         init_from_default: bool = False,
         plot_every_n_epochs: int = 1,
         time_budget_minutes: float | None = None,
+        # deprecated flat keys (older configs and .ckpt hyper-parameters): read into optimizer/scheduler
+        lr: float | None = None,
+        momentum: float | None = None,
+        nesterov: bool | None = None,
+        weight_decay: float | None = None,
+        betas: Sequence[float] | None = None,
+        step_epochs: Sequence[int] | None = None,
+        step_gamma: float | None = None,
+        warmup_epochs: float | None = None,
+        min_lr_ratio: float | None = None,
     ) -> None:
         super().__init__()
+        flat = {"lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay, "betas": betas,
+                "step_epochs": step_epochs, "step_gamma": step_gamma, "warmup_epochs": warmup_epochs, "min_lr_ratio": min_lr_ratio}
+        optimizer, scheduler = nest_flat_optim_keys(optimizer, scheduler, flat)
+        optimizer = optimizer_config({**PAPER_OPTIMIZER, **optimizer})
+        scheduler = scheduler_config({**PAPER_SCHEDULER, **scheduler})
+        lr = momentum = nesterov = weight_decay = betas = step_epochs = step_gamma = warmup_epochs = min_lr_ratio = None
         saved = None
         if init_from or init_from_default:  # evaluate / fine-tune a saved teacher: its architecture and preprocessing win
             saved = load_teacher(init_from or None)
             backbone, backbone_kwargs, preprocess = saved.name, dict(saved.kwargs), saved.spec.as_dict()
             drop_rate = backbone_kwargs.pop("drop_rate", drop_rate)
             pretrained = None
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=list(flat))
         if label_mode not in ("majority", "probability", "crossentropy"):
             raise ValueError(f"model.label_mode={label_mode!r}: use majority, probability or crossentropy")
-        if optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"model.optimizer={optimizer!r}: use sgd or adamw")
-        if scheduler not in ("step", "cosine", "onecycle", "none"):
-            raise ValueError(f"model.scheduler={scheduler!r}: use step, cosine, onecycle or none")
-        if time_budget_minutes and scheduler not in ("cosine", "none"):
-            raise ValueError("model.time_budget_minutes needs model.scheduler=cosine (the anneal follows wall time)")
+        if time_budget_minutes and scheduler["name"] not in ("cosine", "none"):
+            raise ValueError("model.time_budget_minutes needs model.scheduler.name=cosine (the anneal follows wall time)")
         spec = PreprocessSpec.from_config(preprocess)
         kwargs = dict(backbone_kwargs or {})
         kwargs.setdefault("in_chans", spec.channels)
@@ -215,42 +223,13 @@ class TeacherFER(L.LightningModule):
             pretrained = name in self._pretrained_names
             flat = param.ndim <= 1  # no weight decay on norms and biases
             (pre_no_decay if pretrained and flat else pre_decay if pretrained else no_decay if flat else decay).append(param)
-        mult = hp.pretrained_lr_mult
+        mult, lr, weight_decay = hp.pretrained_lr_mult, hp.optimizer["lr"], hp.optimizer["weight_decay"]
         groups = [g for g in (
-            {"params": decay, "weight_decay": hp.weight_decay, "lr": hp.lr},
-            {"params": no_decay, "weight_decay": 0.0, "lr": hp.lr},
-            {"params": pre_decay, "weight_decay": hp.weight_decay, "lr": hp.lr * mult},
-            {"params": pre_no_decay, "weight_decay": 0.0, "lr": hp.lr * mult},
+            {"params": decay, "weight_decay": weight_decay, "lr": lr},
+            {"params": no_decay, "weight_decay": 0.0, "lr": lr},
+            {"params": pre_decay, "weight_decay": weight_decay, "lr": lr * mult},
+            {"params": pre_no_decay, "weight_decay": 0.0, "lr": lr * mult},
         ) if g["params"]]
-        if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov)
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
-        if hp.scheduler == "none":
-            return optimizer
-        if hp.scheduler == "step":
-            milestones = list(hp.step_epochs)
-            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=hp.step_gamma)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        warmup = int(hp.warmup_epochs * steps_per_epoch)
-        if hp.scheduler == "onecycle":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=[g["lr"] for g in groups], total_steps=total,
-                pct_start=max(warmup, 1) / total if warmup else 0.25, div_factor=25.0,
-                final_div_factor=1.0 / max(hp.min_lr_ratio, 1e-4) / 25.0, cycle_momentum=hp.optimizer == "sgd")
-        else:
-            floor = hp.min_lr_ratio
-
-            def cosine(step: int) -> float:
-                if step < warmup:
-                    return (step + 1) / warmup
-                by_time = self.time_progress()
-                progress = by_time if by_time is not None else min(1.0, (step - warmup) / max(1, total - warmup))
-                return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure(groups, hp.optimizer, hp.scheduler, trainer=self._trainer, time_progress=self.time_progress)
 
 

@@ -134,7 +134,7 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
 def benchmark_config(cfg: DictConfig) -> BenchmarkConfig:
     from hydra.utils import instantiate
 
-    node = cfg.get("benchmark")
+    node = cfg.get("benchmark") or cfg.get("data")  # a `data` node: how callers of this function spelt it before
     if not node or not node.get("corpus"):
         raise ConfigError("task=evaluate needs a corpus: experiment=eval_emodb (or eval_ravdess, ...) benchmark.source=/path/to/corpus")
     if not node.get("source"):

@@ -100,8 +100,8 @@ def as_json(run: PredictRun, student: Student, embeddings: bool = True) -> str:
 
 def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     """task=predict: ``prep.source`` = a file, a folder or a list; writes predictions.json/.md in the run folder."""
-    node = cfg.get("prep")
-    if not node or not node.get("source") or node.get("_target_", "").rpartition(".")[2] != "PredictConfig":
+    node = cfg.get("prep") or cfg.get("data")  # a `data` node: how callers of this function spelt it before
+    if not node or not node.get("source") or (node.get("_target_") or "PredictConfig").rpartition(".")[2] != "PredictConfig":
         raise ConfigError("task=predict needs files: prep=predict prep.source=path/to/clip.wav (a file, a folder, or a list [a.wav,b.mp4])")
     source = node.source
     sources = list(source) if isinstance(source, (list, tuple, ListConfig)) else [source]
