@@ -32,6 +32,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from crossmodal import paper
 from crossmodal.data.stream import EpochLoader, ShardStream, check_remote_set, eval_loader
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
 from crossmodal.io.audio import SAMPLE_RATE
@@ -107,8 +108,8 @@ class DistillDecoder:
         self,
         train: bool,
         mode: str = "cached",
-        window_seconds: float = 4.024,
-        max_seconds: float = 19.9,
+        window_seconds: float = paper.WINDOW_SECONDS,
+        max_seconds: float = paper.MAX_SECONDS,
         min_seconds: float = 0.5,
         reduce: str = "max",
         num_classes: int = NUM_EMOTIONS,
@@ -276,11 +277,11 @@ class DistillDataModule(L.LightningDataModule):
         self,
         shards: str | None = None,
         mode: str = "cached",
-        window_seconds: float = 4.024,
-        max_seconds: float = 19.9,
+        window_seconds: float = paper.WINDOW_SECONDS,
+        max_seconds: float = paper.MAX_SECONDS,
         min_seconds: float = 0.5,
         reduce: str = "max",
-        batch_size: int = 64,
+        batch_size: int = paper.STUDENT_BATCH_SIZE,
         global_batch_size: int | None = None,
         eval_batch_size: int = 32,
         num_workers: int = 2,

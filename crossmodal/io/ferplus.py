@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from crossmodal import paper
 from crossmodal.emotions import FERPLUS_VOTE_COLUMNS, NUM_EMOTIONS
 from crossmodal.io.skips import BadSampleError, SkipLog
 
@@ -53,7 +54,7 @@ LABEL_MODES = ("majority", "probability", "crossentropy")
 FER2013_HEADER = ["emotion", "pixels", "Usage"]
 FER2013NEW_HEADER = ["Usage", "Image name", *FERPLUS_VOTE_COLUMNS]
 # The paper's mean (VGGFace2 models), on 0..255 values, std 1.
-PAPER_MEAN = (131.0912, 103.8827, 91.4953)
+PAPER_MEAN = paper.FACE_MEAN
 
 
 @dataclass

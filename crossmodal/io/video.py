@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_FRAME_RATE = 25.0 / 6.0
+from crossmodal import paper
+
+DEFAULT_FRAME_RATE = paper.FACE_FRAME_RATE
 
 
 class VideoError(RuntimeError):

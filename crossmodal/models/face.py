@@ -29,13 +29,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from crossmodal import paper
 from crossmodal.emotions import NUM_EMOTIONS
 from crossmodal.models.blocks import BasicBlock
 from crossmodal.registry import FACE_MODELS
 
 log = logging.getLogger(__name__)
 
-PAPER_MEAN = (131.0912, 103.8827, 91.4953)  # VGGFace2 teachers: 0..255 values, std 1
+PAPER_MEAN = paper.FACE_MEAN  # VGGFace2 teachers: 0..255 values, std 1
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 

@@ -12,16 +12,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from crossmodal.paper import TEMPERATURE
+
 LOSS_KINDS = ("soft_ce", "kl")
 
 
-def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
     """Per-sample -sum_c softmax(t/T)_c log softmax(s/T)_c  -> ``[B]``."""
     target = F.softmax(teacher_logits.float() / temperature, dim=-1)
     return -(target * F.log_softmax(student_logits.float() / temperature, dim=-1)).sum(-1)
 
 
-def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
     """Per-sample KL(softmax(t/T) || softmax(s/T)) -> ``[B]``."""
     log_target = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     log_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
@@ -31,7 +33,7 @@ def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
 class DistillationLoss(nn.Module):
     """Student logits + teacher logits -> scalar loss (mean over the batch) and its parts."""
 
-    def __init__(self, temperature: float = 2.0, kind: str = "soft_ce", t2_scaling: bool = False, hard_weight: float = 0.0) -> None:
+    def __init__(self, temperature: float = TEMPERATURE, kind: str = "soft_ce", t2_scaling: bool = False, hard_weight: float = 0.0) -> None:
         super().__init__()
         if kind not in LOSS_KINDS:
             raise ValueError(f"model.loss.kind={kind!r} is not one of {LOSS_KINDS}")

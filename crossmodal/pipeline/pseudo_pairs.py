@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from crossmodal import paper
 from crossmodal.emotions import EMOTIONS
 from crossmodal.io.audio import AudioError, load_audio
 from crossmodal.io.splits import SPLIT_FILE, load_split_file, make_split, save_split
@@ -89,7 +90,7 @@ class PseudoPairsConfig:
     seed: int = 0
     unheard_fraction: float = 0.2
     heard_fraction: float = 0.1
-    frame_rate: float = 25.0 / 6.0
+    frame_rate: float = paper.FACE_FRAME_RATE
     segment_seconds: float = 10.0
     min_segment_seconds: float = 0.5
     sample_rate: int = 16000
