@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +79,54 @@ def test_training_stream_is_endless_and_resumable(tmp_path):
     assert [b["keys"] for b in resumed] == full[3:]
     loader.set_epoch(1)
     assert [b["keys"] for b in loader] != full  # a new epoch draws a new order
+
+
+def test_every_rank_runs_the_same_batches_per_epoch_on_uneven_shards(tmp_path, monkeypatch):
+    # rank 0 reads two shards (12 samples), rank 1 one (6): neither runs out, both run the same batches
+    manifest, _ = _write(tmp_path)
+    counts = []
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        stream = ShardStream(manifest.paths()[rank::2][:2 - rank], _decode, _collate, 4, train=True, seed=1, shuffle_buffer=4)
+        loader = EpochLoader(stream, num_workers=0, batches_per_epoch=9)
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            counts.append([len(b["keys"]) for b in loader])
+    assert counts == [[4] * 9] * 4  # 9 full batches per epoch on both ranks, whatever their shards hold
+
+
+_ORPHANED_WORKERS = """
+import os, sys, time
+sys.path.insert(0, sys.argv[2])
+from test_shards import _decode, _collate
+from crossmodal.data.stream import EpochLoader, ShardStream
+from crossmodal.pipeline.shards import load_manifest
+loader = EpochLoader(ShardStream(load_manifest(sys.argv[1]).paths(), _decode, _collate, 4, train=True), 2, 3)
+next(iter(loader))
+print(" ".join(str(w.pid) for w in loader.loader.pipeline[0]._iterator._workers), flush=True)
+time.sleep(60)
+"""
+
+
+def test_loader_workers_exit_when_the_main_process_is_killed(tmp_path):
+    # forkserver workers' parent is the server, not the run: the pidfd watchdog ends them instead
+    manifest, _ = _write(tmp_path)
+    main = subprocess.Popen([sys.executable, "-c", _ORPHANED_WORKERS, str(tmp_path), str(Path(__file__).parent)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(pid) for pid in main.stdout.readline().split()]
+    finally:
+        main.kill()
+        main.wait()
+    assert len(pids) == 2
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.1)
+    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    for pid in alive:  # do not leave them running when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "loader workers outlived the killed main process"
 
 
 _KILLED_WRITER = """
