@@ -169,3 +169,17 @@ def test_one_builder_for_every_schedule():
 def test_bad_optimisation_config_names_the_key(optimizer, scheduler, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         configure(_params(), optimizer, scheduler, trainer=_Trainer())
+
+
+def test_task_prepare_builds_the_recipe_of_the_prep_group(tmp_path):
+    """experiment=pseudo_pairs task=prepare (old spelling data.source/data.ferplus) builds pair shards only."""
+    from crossmodal.tasks.prepare import run
+    from crossmodal.tasks.run_folder import RunFolder
+
+    demo = Path(__file__).resolve().parents[1] / "crossmodal" / "assets" / "demo"
+    cfg = _compose(["experiment=pseudo_pairs", "task=prepare", f"data.source={demo / 'emodb'}", f"data.ferplus={demo / 'ferplus'}",
+                    f"paths.data_dir={tmp_path / 'data'}"], [])
+    assert cfg.get("data") is None and cfg.prep.source == str(demo / "emodb")
+    run(cfg, RunFolder(cfg, tmp_path / "run"))
+    assert len(list((tmp_path / "data" / "pairs").glob("*/manifest.json"))) == 1
+    assert not (tmp_path / "data" / "distill").exists()  # no teacher ran

@@ -39,7 +39,6 @@ from crossmodal.pipeline.distill_sets import teacher_file, teacher_label
 from crossmodal.pipeline.fingerprint import file_sha256, input_fingerprint
 from crossmodal.pipeline.lock import folder_lock
 from crossmodal.pipeline.pairs.codec import decode_pair_frames, npy_bytes
-from crossmodal.pipeline.pairs.config import PairsConfig
 from crossmodal.pipeline.parallel import prefetched, wait_for_shards
 from crossmodal.pipeline.shards import (
     Manifest,
@@ -54,21 +53,6 @@ from crossmodal.pipeline.shards import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def pair_data(node: Any):
-    """The data config as an object with ``prepare(rank, world_size, strict) -> Manifest`` and the
-    extraction keys: PairsConfig (real talking faces) or PseudoPairsConfig (the controlled study)."""
-    from hydra.utils import instantiate
-
-    target = node.get("_target_") if hasattr(node, "get") else None
-    if target:
-        data = instantiate(node, _convert_="all")
-    else:
-        data = PairsConfig.from_cfg(node)
-    if not callable(getattr(data, "prepare", None)):
-        raise ValueError(f"task=extract needs pair data (data=pairs or data=pseudo_pairs), got data._target_={target}")
-    return data
 
 
 def teacher_name(ckpt: str | None) -> str:
