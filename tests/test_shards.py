@@ -104,7 +104,7 @@ from crossmodal.data.stream import EpochLoader, ShardStream
 from crossmodal.pipeline.shards import load_manifest
 loader = EpochLoader(ShardStream(load_manifest(sys.argv[1]).paths(), _decode, _collate, 4, train=True), 2, 3)
 next(iter(loader))
-print(" ".join(str(w.pid) for w in loader.loader.pipeline[0]._iterator._workers), flush=True)
+print(" ".join(str(w.pid) for w in loader.loader._iterator._workers), flush=True)
 time.sleep(60)
 """
 

@@ -316,7 +316,8 @@ class _LiveStream(IterableDataset):
 class EpochLoader:
     """Training loader over an endless :class:`ShardStream`: ``batches_per_epoch`` batches per epoch.
 
-    The loader is a ``wds.WebLoader`` cut to ``with_epoch(n)`` batches; this adds what resuming needs.
+    The DataLoader is run as webdataset's ``WebLoader`` does (a ``DataPipeline`` over it) and cut
+    to ``with_epoch(n)`` batches; this adds what resuming needs.
     Lightning calls ``sampler.set_epoch`` before each epoch, which reseeds the shard draw, and
     saves/loads ``state_dict`` in checkpoints: after a mid-epoch resume the stream skips the
     batches the killed run already consumed, so no batch of the epoch is lost or repeated.
@@ -335,10 +336,11 @@ class EpochLoader:
         self.dataset = dataset
         self.batches_per_epoch = batches_per_epoch
         self._state = torch.zeros(4, dtype=torch.int64).share_memory_()
-        self.loader = wds.WebLoader(
+        self.loader = DataLoader(
             _LiveStream(dataset, self._state), batch_size=None, num_workers=num_workers,
             **_worker_kwargs(dataset, num_workers, kwargs),
         )
+        self._epochs = wds.DataPipeline(self.loader)  # what wds.WebLoader is; cut by with_epoch below
         self.sampler = self  # Lightning's per-epoch hook looks for ``dataloader.sampler.set_epoch``
         self._consumed = 0
         self._resume_skip = 0
@@ -358,7 +360,7 @@ class EpochLoader:
         rank, world = dist_info()  # here, in the main process, where torch.distributed is set up
         self._state.copy_(torch.tensor([self.dataset.epoch, skip, rank, world], dtype=torch.int64))
         # the first batch (re)starts the workers' streams: they read _state then
-        for batch in self.loader.with_epoch(nbatches=self.batches_per_epoch - skip):
+        for batch in self._epochs.with_epoch(nbatches=self.batches_per_epoch - skip):
             self._consumed += 1
             yield batch
 
