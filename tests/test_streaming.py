@@ -22,6 +22,7 @@ import torch
 
 from crossmodal.data.distill import DistillDataModule, DistillDecoder, SpeechCollate
 from crossmodal.data.stream import EpochLoader, ShardStream, eval_loader
+from crossmodal.pipeline.cache import CacheMismatch
 from crossmodal.pipeline.shards import iter_shard, load_manifest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -104,6 +105,13 @@ def test_remote_location_is_read_only_and_errors_name_the_key(served, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no shard manifest at http://127\.0\.0\.1:\d+/distill/.*nothere/manifest\.json.*data\.shards"):
         missing.prepare_data()
     assert not list(tmp_path.iterdir())  # nothing built, nothing written
+    # with a prepare recipe, a remote set made from other inputs (here: none recorded) is refused, not rebuilt
+    demo = ROOT / "crossmodal" / "assets" / "demo"
+    recipe = DistillDataModule(served, prepare={"kind": "pseudo_pairs", "teacher": None, "data_dir": str(tmp_path)},
+                               emodb=str(demo / "emodb"), ferplus=str(demo / "ferplus"), data_dir=str(tmp_path))
+    with pytest.raises(CacheMismatch, match=r"(?s)http://127\.0\.0\.1:\d+/distill/emodb .*point data\.shards at another"):
+        recipe.prepare_data()
+    assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match=r"data\.shards=s3://bucket/set: .*pipe:aws s3 cp s3://bucket/set/\{name\} -"):
         DistillDataModule("s3://bucket/set").prepare_data()
     with pytest.raises(ValueError, match=r"data\.shards=pipe:cat x: .*\{name\}"):
@@ -168,3 +176,22 @@ def test_distill_cpu_entry_point_over_http_writes_the_local_metrics(local_set, s
     assert {"test/loss", "test/auc_unheard/mean", "data/skipped"} <= set(compared)
     for key in compared:
         assert remote[key] == pytest.approx(local[key], rel=1e-4, abs=1e-6), key
+
+
+def test_ferplus_shards_through_a_pipe_command(tmp_path):
+    from crossmodal.data.ferplus import FerPlusDataModule
+    from crossmodal.pipeline.ferplus import prepare_ferplus
+
+    local = tmp_path / "ferplus"
+    prepare_ferplus(ROOT / "tests" / "data" / "ferplus_sample", local, samples_per_shard=20)
+
+    def val_keys(shard_dir: str) -> list[str]:
+        dm = FerPlusDataModule(shard_dir=shard_dir, eval_batch_size=8, num_workers=0, data_dir=str(tmp_path / "data"))
+        dm.prepare_data()  # a remote set: checked, nothing built
+        dm.setup("fit")
+        return [key for batch in dm.val_dataloader() for key in batch["key"]]
+
+    keys = val_keys(str(local))
+    assert len(keys) == len(set(keys)) == 16
+    assert val_keys(f"pipe:cat {local}/{{name}}") == keys
+    assert not (tmp_path / "data").exists()
