@@ -64,8 +64,8 @@ def served(local_set):
         server.wait(timeout=10)
 
 
-def _eval_keys(location: str, num_workers: int) -> list[tuple[str, list[float]]]:
-    """(key, teacher target) of every evaluation sample, in a canonical order."""
+def _eval_keys(location: str, num_workers: int) -> list[tuple[str, list[float], float]]:
+    """(key, teacher target, audio sum) of every evaluation sample, in a canonical order."""
     stream = ShardStream(load_manifest(location).paths(), DistillDecoder(train=False), SpeechCollate(), 8, train=False)
     rows = []
     for batch in eval_loader(stream, num_workers):
