@@ -32,7 +32,6 @@ online distillation read them unchanged.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
 from collections import defaultdict
@@ -50,11 +49,11 @@ from crossmodal.io.splits import SPLIT_FILE, load_split_file, make_split, save_s
 from crossmodal.pipeline.cache import claim, note_unfingerprinted
 from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
 from crossmodal.pipeline.lock import folder_lock
-from crossmodal.pipeline.pairs.build import prepare_report, use_named_pairs
+from crossmodal.pipeline.pairs.build import gather_stats, use_named_pairs
 from crossmodal.pipeline.pairs.codec import make_pair_sample, slug
-from crossmodal.pipeline.pairs.config import settings_from_cfg
+from crossmodal.pipeline.pairs.config import PairRecipe, settings_from_cfg
 from crossmodal.pipeline.pairs.tracks import BuildStats, segment_bounds
-from crossmodal.pipeline.parallel import SkipRecorder, prefetched, skip_summary, wait_for_shards, wait_manifest
+from crossmodal.pipeline.parallel import SkipRecorder, prefetched, skip_summary, wait_manifest
 from crossmodal.pipeline.shards import (
     Manifest,
     ShardJob,
@@ -75,7 +74,7 @@ SETTINGS = (
 
 
 @dataclass
-class PseudoPairsConfig:
+class PseudoPairsConfig(PairRecipe):
     """Pseudo-pair data (``conf/data/pseudo_pairs.yaml``): build pair shards, then extract like real pairs."""
 
     source: str | None = None  # the speech corpus folder (EmoDB: <source>/wav/*.wav)
@@ -134,16 +133,6 @@ class PseudoPairsConfig:
 
     def prepare(self, rank: int | None = None, world_size: int | None = None, strict: bool | None = None) -> Manifest:
         return prepare_pseudo_pairs(self, rank=rank, world_size=world_size, strict=strict)
-
-    def prepare_data(self) -> Manifest:
-        """The `prepare` task calls this."""
-        self._manifest = self.prepare()
-        return self._manifest
-
-    def prepare_report(self) -> dict[str, Any]:
-        from crossmodal.pipeline.shards import load_manifest
-
-        return prepare_report(getattr(self, "_manifest", None) or load_manifest(self.pairs_dir))
 
 
 @dataclass(frozen=True)
@@ -321,15 +310,9 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
     write_shard_set(out_dir, jobs, make_samples, strict=strict, desc="pseudo-pair shards", rank=rank, world_size=world_size,
                     finalize=False)
     names = [job.name for job in jobs]
-    if world_size > 1:
-        wait_for_shards(out_dir, names)
-    if rank != 0:
+    stats = gather_stats(out_dir, names, rank, world_size)
+    if stats is None:
         return wait_manifest(out_dir)
-    stats = BuildStats()
-    for name in names:
-        path = out_dir / f"{name}.stats.json"
-        if path.exists():
-            stats.add(json.loads(path.read_text()))
     meta = {
         "kind": "pairs",
         "name": cfg.dataset_name,

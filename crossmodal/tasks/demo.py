@@ -28,10 +28,10 @@ RECORDED = Path(__file__).resolve().parents[1] / "assets" / "recorded.json"
 NEXT_STEPS = """\
 Next:
   python -m crossmodal.run experiment=teacher_cpu data.source=/data/ferplus      # train the FER+ teacher
-  python -m crossmodal.run experiment=extract_logits data.source=/data/voxceleb2 teacher_ckpt=T   # your talking-face videos
+  python -m crossmodal.run experiment=extract_logits prep.source=/data/voxceleb2 teacher_ckpt=T   # your talking-face videos
   python -m crossmodal.run experiment=distill_senet teacher_ckpt=T trainer.gpus=8                  # the paper's run on GPUs
   python -m crossmodal.run -m experiment=distill_cpu hparams_search=distill_cpu_grid   # a sweep
-  python -m crossmodal.run experiment=eval_emodb data.source=/data/emodb ckpt_path=RUN/student.safetensors
+  python -m crossmodal.run experiment=eval_emodb benchmark.source=/data/emodb ckpt_path=RUN/student.safetensors
   crossmodal predict my_clip.wav"""
 
 

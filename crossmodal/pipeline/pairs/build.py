@@ -132,15 +132,9 @@ def _build_pairs(cfg: PairsConfig, out_dir: Path, fingerprint: dict[str, Any], r
     log.info("pairs: %d items (%s layout) from %s -> %d shards in %s", len(items), layout, cfg.source, len(jobs), out_dir)
     write_shard_set(out_dir, jobs, make_samples, strict=strict, desc="pair shards", rank=rank, world_size=world_size, finalize=False)
     names = [job.name for job in jobs]
-    if world_size > 1:
-        wait_for_shards(out_dir, names)
-    if rank != 0:
+    stats = gather_stats(out_dir, names, rank, world_size)
+    if stats is None:
         return wait_manifest(out_dir)
-    stats = BuildStats()
-    for name in names:
-        stats_path = out_dir / f"{name}.stats.json"
-        if stats_path.exists():
-            stats.add(json.loads(stats_path.read_text()))
     meta = {
         "kind": "pairs",
         "name": cfg.dataset_name,
@@ -164,6 +158,21 @@ def _build_pairs(cfg: PairsConfig, out_dir: Path, fingerprint: dict[str, Any], r
         stats.segments, stats.frames, stats.frames_sampled, stats.frames_no_face, out_dir, skip_summary(manifest),
     )
     return manifest
+
+
+def gather_stats(out_dir: Path, names: Sequence[str], rank: int, world_size: int) -> BuildStats | None:
+    """Once every rank has written its shards: rank 0 gets the summed per-shard stats sidecars, the
+    other ranks None (they wait for rank 0's manifest)."""
+    if world_size > 1:
+        wait_for_shards(out_dir, names)
+    if rank != 0:
+        return None
+    stats = BuildStats()
+    for name in names:
+        path = out_dir / f"{name}.stats.json"
+        if path.exists():
+            stats.add(json.loads(path.read_text()))
+    return stats
 
 
 def prepare_report(manifest: Manifest) -> dict[str, Any]:

@@ -40,8 +40,23 @@ def settings_from_cfg(cls: type[T], cfg: Any, what: str) -> T:
     return cls(**values)
 
 
+class PairRecipe:
+    """What `task=prepare` calls on a pair recipe (PairsConfig, PseudoPairsConfig): ``prepare_data()``
+    builds or reuses the shards (the subclass's ``prepare``), ``prepare_report()`` gives their counts."""
+
+    def prepare_data(self) -> Manifest:
+        self._manifest = self.prepare()
+        return self._manifest
+
+    def prepare_report(self) -> dict[str, Any]:
+        """Counts for the `prepare` task's metrics.json (segments, frames, skips by reason)."""
+        from crossmodal.pipeline.pairs.build import prepare_report
+
+        return prepare_report(getattr(self, "_manifest", None) or load_manifest(self.pairs_dir))
+
+
 @dataclass
-class PairsConfig:
+class PairsConfig(PairRecipe):
     """Talking-face pair data: how to build pair shards, and how ``task=extract`` turns them into
     distillation shards. ``conf/data/pairs.yaml`` instantiates this (its keys are these fields)."""
 
@@ -122,13 +137,3 @@ class PairsConfig:
 
         return prepare_pairs(self, rank=rank, world_size=world_size, strict=strict)
 
-    def prepare_data(self) -> Manifest:
-        """Build (or reuse) the pair shards; the `prepare` task calls this."""
-        self._manifest = self.prepare()
-        return self._manifest
-
-    def prepare_report(self) -> dict[str, Any]:
-        """Counts for the `prepare` task's metrics.json (segments, frames, skips by reason)."""
-        from crossmodal.pipeline.pairs.build import prepare_report
-
-        return prepare_report(getattr(self, "_manifest", None) or load_manifest(self.pairs_dir))
