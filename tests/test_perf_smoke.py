@@ -2,7 +2,7 @@
 
 Tiny sizes, so the figures mean nothing and nothing here checks a timing: only that each benchmark
 runs end to end on real (or, without ../shared, synthesised) data, prints its line with its target,
-and returns finite positive figures. The full benchmark is `make bench`.
+and returns finite positive figures. Both run under `make test-full`; the full benchmark is `make bench`.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow  # ~55 s (P2 starts loader workers three times); the fast suite stays under 8 min
 def test_in_process_benchmarks_run_and_print(run_all, tmp_path, capsys):
     results = run_all.main(["--tiny", "--only", "P2,P3,P5", "--work-dir", str(tmp_path), "--json", str(tmp_path / "r.json")])
     out = capsys.readouterr().out
