@@ -189,6 +189,7 @@ def test_extract_task_end_to_end(grid_full_root: Path, tmp_path: Path) -> None:
     assert metrics["extract/shards_written"] == 0 and metrics["extract/segments"] == 11
 
 
+@pytest.mark.slow  # two gloo processes, ~25 s; the DDP tests run under make test-full
 @pytest.mark.skipif(not SHIPPED_TEACHER.exists(), reason=f"the shipped teacher {SHIPPED_TEACHER} is not there")
 def test_extract_task_under_ddp_equals_one_process(grid_root: Path, tmp_path: Path) -> None:
     """trainer=ddp_cpu: 2 processes build the pair shards and extract one shard each; the result
