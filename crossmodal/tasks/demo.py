@@ -6,7 +6,12 @@ Steps (each reuses what an earlier run left in ${paths.data_dir}):
   3. a small speech student learns the teacher's soft labels from the voice alone;
   4. it is tested on speakers it never heard, against their true (acted) emotions;
   5. a summary: teacher accuracy, AUC per emotion (heard/unheard), held-out UA vs chance and the
-     supervised student.
+     supervised student, and this run against the figures recorded for this code.
+
+The recorded figures (``crossmodal/assets/recorded.json``, entry ``demo``: what a fresh run of the
+current code prints, and how far a run may move from them, measured in experiments/demo/README.md)
+are the ones README.md shows; tests/test_demo.py checks the README against them, and the slow
+``make demo`` test in tests/test_readme.py checks a run against them.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from omegaconf import DictConfig
 from crossmodal.emotions import EMOTIONS
 from crossmodal.tasks import train
 from crossmodal.tasks.run_folder import RunFolder
+from crossmodal.utils.atomic import write_text
 from crossmodal.utils.figures import markdown_table
 
 log = logging.getLogger(__name__)
@@ -34,9 +40,29 @@ Next:
   python -m crossmodal.run experiment=eval_emodb benchmark.source=/data/emodb ckpt_path=RUN/student.safetensors
   crossmodal predict my_clip.wav"""
 
+# The demo's figures that are recorded (metrics.json keys) and the tolerance group of each.
+DEMO_FIGURES = {"test/ua_unheard": "ua", "test/wa_unheard": "wa"}
+DEMO_FIGURES.update({f"test/auc_{split}/{name}": "auc" for split in ("heard", "unheard")
+                     for name in (*EMOTIONS, "mean", "mean_paper")})
+
 
 def recorded_figures() -> dict[str, Any]:
     return json.loads(RECORDED.read_text()) if RECORDED.exists() else {}
+
+
+def compare_with_recorded(metrics: dict[str, Any], recorded: dict[str, Any]) -> list[tuple[str, float, float, float]]:
+    """(key, this run, recorded, tolerance) for every recorded demo figure; a figure the run lacks is
+    ``nan``. ``recorded`` is recorded.json as a whole; no ``demo`` entry gives []."""
+    demo = recorded.get("demo") or {}
+    tolerance = demo.get("tolerance", {})
+    rows = []
+    for key, value in (demo.get("figures") or {}).items():
+        if key not in DEMO_FIGURES:
+            raise ValueError(f"{RECORDED}: demo.figures has {key!r}, which the demo does not print; "
+                             f"recorded figures are {sorted(DEMO_FIGURES)}")
+        got = metrics.get(key)
+        rows.append((key, float("nan") if got is None else float(got), float(value), float(tolerance[DEMO_FIGURES[key]])))
+    return rows
 
 
 def summary_rows(metrics: dict[str, Any], recorded: dict[str, Any], classes: list[str]) -> tuple[list[list[Any]], list[list[Any]]]:
@@ -57,11 +83,24 @@ def summary_rows(metrics: dict[str, Any], recorded: dict[str, Any], classes: lis
     return auc_rows, ua_rows
 
 
-def run(cfg: DictConfig, ctx: RunFolder) -> dict[str, Any]:
-    train.run(cfg, ctx)
-    recorded = recorded_figures()
-    classes = list(cfg.model.get("label_classes") or EMOTIONS)
-    auc_rows, ua_rows = summary_rows(ctx.metrics, recorded, classes)
+def recorded_line(metrics: dict[str, Any], recorded: dict[str, Any]) -> str:
+    """One line: this run's UA and mean unheard AUC against the figures recorded for this code."""
+    demo = recorded.get("demo") or {}
+    if not demo.get("figures"):
+        return "recorded figures for this code: none (crossmodal/assets/recorded.json has no demo entry)"
+    compared = {key: (got, want, tol) for key, got, want, tol in compare_with_recorded(metrics, recorded)}
+    parts = []
+    for key, label in (("test/ua_unheard", "UA"), ("test/auc_unheard/mean", "AUC unheard mean")):
+        if key in compared:
+            got, want, tol = compared[key]
+            verdict = "within" if abs(got - want) <= tol + 1e-9 else "OUTSIDE"
+            parts.append(f"{label} {_fmt(got)} vs {_fmt(want)} +/- {_fmt(tol)} ({verdict})")
+    return f"this run vs the figures recorded for this code (crossmodal/assets/recorded.json): {'; '.join(parts)}"
+
+
+def summary_text(metrics: dict[str, Any], recorded: dict[str, Any], classes: list[str], run_dir: Path | str) -> str:
+    """The summary the demo prints (and writes to summary.md) for a run's metrics."""
+    auc_rows, ua_rows = summary_rows(metrics, recorded, classes)
     teacher = recorded.get("teacher_cpu", {})
     lines = [
         "",
@@ -73,15 +112,25 @@ def run(cfg: DictConfig, ctx: RunFolder) -> dict[str, Any]:
         "",
         f"held-out (unheard) speakers, unweighted average recall over {', '.join(classes)}:",
         markdown_table(["model", "UA", "note"], ua_rows),
+        recorded_line(metrics, recorded),
         "",
-        f"run folder: {ctx.run_dir}  (metrics.json, plots/, checkpoints/, student.safetensors)",
+        f"run folder: {run_dir}  (metrics.json, plots/, checkpoints/, student.safetensors)",
         NEXT_STEPS,
     ]
-    text = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig, ctx: RunFolder) -> dict[str, Any]:
+    train.run(cfg, ctx)
+    recorded = recorded_figures()
+    classes = list(cfg.model.get("label_classes") or EMOTIONS)
+    auc_rows, ua_rows = summary_rows(ctx.metrics, recorded, classes)
+    text = summary_text(ctx.metrics, recorded, classes, ctx.run_dir)
     print(text, flush=True)
-    (ctx.run_dir / "summary.md").write_text(text + "\n")
+    write_text(ctx.run_dir / "summary.md", text + "\n")
     ctx.log_table("demo/auc", ["emotion", "heard", "unheard"], auc_rows)
     ctx.log_table("demo/ua", ["model", "UA", "note"], ua_rows)
+    teacher = recorded.get("teacher_cpu", {})
     return {"demo/teacher_ferplus_test_acc": teacher.get("ferplus_test_acc"), "demo/chance_ua": ua_rows[0][1],
             "demo/supervised_ua_recorded": ua_rows[2][1]}
 
