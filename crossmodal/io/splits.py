@@ -7,7 +7,12 @@
   recording sits beside its neighbours in train.
 - ``train``: everything else.
 
-A split is made from a seed and two fractions, or read from a user's split file, and is saved as
+Speaker folds (cross-validation, :func:`make_fold_split`): the sorted identities fall into
+``speaker_folds`` fixed groups of consecutive names; fold ``i``'s group is ``unheard``, one other
+identity (the first of the next group) is the ``validation`` identity, whose clips all go to the
+``heard`` split that model selection watches, and the rest train.
+
+A split is made from a seed and two fractions, or from speaker folds, or read from a user's split file, and is saved as
 ``splits.json`` beside the shards, so every later stage (extraction, training, evaluation) uses the
 same one. The assignment is a pure function of the seed and the sorted identity/video names.
 
@@ -38,24 +43,68 @@ class IdentitySplit:
     unheard: set[str] = field(default_factory=set)  # identities held out entirely
     heard: set[str] = field(default_factory=set)  # "identity/video" held out from training identities
     seed: int | None = None
-    source: str = "seed"  # "seed" or the user split file it came from
+    source: str = "seed"  # "seed", "folds" or the user split file it came from
+    # identities held out for model selection: every clip of theirs goes to the heard split
+    validation: set[str] = field(default_factory=set)
+    folds: dict | None = None  # speaker folds: {"speaker_folds", "fold", "groups", "validation"}
 
     def assign(self, identity: str, video: str) -> str:
         if identity in self.unheard:
             return "unheard"
-        if f"{identity}/{video}" in self.heard:
+        if identity in self.validation or f"{identity}/{video}" in self.heard:
             return "heard"
         return "train"
 
     def to_dict(self, identities: Iterable[str] = ()) -> dict:
+        """``train`` lists every identity whose audio training or model selection used (all but unheard);
+        ``validation`` (when set) the ones of those that only model selection used."""
         identities = sorted(set(identities))
-        return {
+        out = {
             "seed": self.seed,
             "source": self.source,
             "unheard": sorted(self.unheard),
             "heard": sorted(self.heard),
             "train": [i for i in identities if i not in self.unheard],
         }
+        if self.validation:
+            out["validation"] = sorted(self.validation)
+        if self.folds:
+            out["folds"] = self.folds
+        return out
+
+
+def speaker_groups(identities: Iterable[str], speaker_folds: int) -> list[list[str]]:
+    """The sorted identities in ``speaker_folds`` groups of consecutive names (sizes differ by at most 1)."""
+    names = sorted(set(identities))
+    size, extra = divmod(len(names), speaker_folds)
+    groups, start = [], 0
+    for index in range(speaker_folds):
+        end = start + size + (1 if index < extra else 0)
+        groups.append(names[start:end])
+        start = end
+    return groups
+
+
+def make_fold_split(identities: Iterable[str], speaker_folds: int, fold: int, *, seed: int | None = None) -> IdentitySplit:
+    """Fold ``fold`` of ``speaker_folds`` speaker folds: that group unheard (test), the first identity
+    of the next group the validation identity (model selection), the other identities train.
+
+    A pure function of the sorted identity names: every seed and every model sees the same folds.
+    """
+    names = sorted(set(identities))
+    if not isinstance(speaker_folds, int) or speaker_folds < 2:
+        raise ValueError(f"data.prepare.speaker_folds={speaker_folds!r}: need an integer >= 2 (or null for the seed split)")
+    if not isinstance(fold, int) or not 0 <= fold < speaker_folds:
+        raise ValueError(f"data.prepare.fold={fold!r}: must be one of 0..{speaker_folds - 1} (data.prepare.speaker_folds={speaker_folds})")
+    groups = speaker_groups(names, speaker_folds)
+    if any(not group for group in groups) or len(names) - len(groups[fold]) < 2:
+        raise ValueError(
+            f"data.prepare.speaker_folds={speaker_folds}: {len(names)} speakers cannot make {speaker_folds} folds that each "
+            "leave a validation speaker and a training speaker; use fewer folds"
+        )
+    per_fold = [groups[(i + 1) % speaker_folds][0] for i in range(speaker_folds)]  # the next group's first
+    record = {"speaker_folds": speaker_folds, "fold": fold, "groups": groups, "validation": per_fold}
+    return IdentitySplit(unheard=set(groups[fold]), validation={per_fold[fold]}, seed=seed, source="folds", folds=record)
 
 
 def make_split(
@@ -106,10 +155,12 @@ def load_split_file(path: str | Path) -> IdentitySplit:
             raise ValueError(f"split file {path} is not valid JSON: {exn}") from exn
         if "unheard" not in data:
             raise ValueError(f"split file {path} has no 'unheard' list (identities held out entirely)")
-        split = IdentitySplit(set(data["unheard"]), set(data.get("heard", [])), data.get("seed"), str(path))
-        overlap = split.unheard & set(data.get("train", []))
+        split = IdentitySplit(set(data["unheard"]), set(data.get("heard", [])), data.get("seed"), str(path),
+                              validation=set(data.get("validation", [])), folds=data.get("folds"))
+        overlap = split.unheard & (set(data.get("train", [])) | split.validation)
         if overlap:
-            raise ValueError(f"split file {path} puts {len(overlap)} identities in both train and unheard (e.g. {sorted(overlap)[0]})")
+            raise ValueError(f"split file {path} puts {len(overlap)} identities in both train/validation and unheard "
+                             f"(e.g. {sorted(overlap)[0]})")
         _check_heard(split, path)
         return split
     split = IdentitySplit(source=str(path))

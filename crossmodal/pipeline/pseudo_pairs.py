@@ -24,7 +24,10 @@ How pairs are made
 - A clip of duration d gets frames at ``frame_rate`` (times k / frame_rate < d), each drawn from its
   speaker's pool for its emotion; frames are stored as the native 48x48 grey PNG.
 - Speakers are split like identities (crossmodal.io.splits): ``unheard`` speakers are held out
-  entirely; ``heard`` holds out clips of training speakers.
+  entirely; ``heard`` holds out clips of training speakers. With ``speaker_folds: k`` and ``fold: i``
+  (cross-validation) the sorted speakers fall into k fixed groups: group i is ``unheard``, one other
+  speaker (the first of the next group) is held out whole as the ``heard`` split that model
+  selection watches, the rest train; the seed and fractions then choose no speaker.
 The samples are ordinary pair shards (``flac``, ``fNNN.png``, ``times.npy``, ``json`` with
 ``label``, ``corpus_label``, ``synthetic: true`` and the source paths), so ``task=extract`` and
 online distillation read them unchanged.
@@ -45,7 +48,7 @@ import numpy as np
 from crossmodal import paper
 from crossmodal.emotions import EMOTIONS
 from crossmodal.io.audio import AudioError, load_audio
-from crossmodal.io.splits import SPLIT_FILE, load_split_file, make_split, save_split
+from crossmodal.io.splits import SPLIT_FILE, load_split_file, make_fold_split, make_split, save_split
 from crossmodal.pipeline.cache import claim, note_unfingerprinted
 from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
 from crossmodal.pipeline.lock import folder_lock
@@ -71,6 +74,7 @@ SETTINGS = (
     "corpus", "ferplus_splits", "faces_per_pool", "min_agreement", "frame_rate", "segment_seconds",
     "min_segment_seconds", "sample_rate", "clips_per_shard", "seed", "unheard_fraction", "heard_fraction",
 )
+FOLD_SETTINGS = ("speaker_folds", "fold")  # in the fingerprint only when speaker_folds is set
 
 
 @dataclass
@@ -89,6 +93,9 @@ class PseudoPairsConfig(PairRecipe):
     seed: int = 0
     unheard_fraction: float = 0.2
     heard_fraction: float = 0.1
+    # speaker-fold cross-validation: k fixed groups of the sorted speakers, group `fold` unheard
+    speaker_folds: int | None = None
+    fold: int = 0
     frame_rate: float = paper.FACE_FRAME_RATE
     segment_seconds: float = 10.0
     min_segment_seconds: float = 0.5
@@ -111,6 +118,16 @@ class PseudoPairsConfig(PairRecipe):
                 f"data.min_segment_seconds={self.min_segment_seconds}, data.segment_seconds={self.segment_seconds}: "
                 "need at least one face per pool, a positive frame rate and min <= segment length"
             )
+        if self.speaker_folds is not None:
+            if isinstance(self.speaker_folds, bool) or not isinstance(self.speaker_folds, int) or self.speaker_folds < 2:
+                raise ValueError(f"data.prepare.speaker_folds={self.speaker_folds!r}: an integer >= 2 (e.g. 5), or null for "
+                                 "the seed + fractions split")
+            if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not 0 <= self.fold < self.speaker_folds:
+                raise ValueError(f"data.prepare.fold={self.fold!r}: one of 0..{self.speaker_folds - 1} "
+                                 f"(data.prepare.speaker_folds={self.speaker_folds})")
+            if self.split_file:
+                raise ValueError(f"data.prepare.split_file={self.split_file} and data.prepare.speaker_folds={self.speaker_folds} "
+                                 "both choose the speakers: set one of them (split_file=null or speaker_folds=null)")
 
     @property
     def dataset_name(self) -> str:
@@ -127,6 +144,8 @@ class PseudoPairsConfig(PairRecipe):
     def fingerprint(self) -> dict[str, Any]:
         """The speech corpus and FER+ listings, the split file and the settings that change the shards."""
         settings = {k: getattr(self, k) for k in SETTINGS}
+        if self.speaker_folds is not None:  # the default split keeps the fingerprint it always had
+            settings.update({k: getattr(self, k) for k in FOLD_SETTINGS})
         settings["ferplus_splits"] = list(self.ferplus_splits)
         return input_fingerprint("pairs", sources={"source": self.source, "ferplus": self.ferplus, "split_file": self.split_file},
                                  settings={**settings, "pseudo_pairs": True})
@@ -272,6 +291,11 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
     pools, shared = face_pools(faces, speakers, emotions, cfg.faces_per_pool, cfg.seed)
     if cfg.split_file:
         split = load_split_file(cfg.split_file)
+    elif cfg.speaker_folds is not None:
+        try:
+            split = make_fold_split(speakers, cfg.speaker_folds, cfg.fold, seed=cfg.seed)
+        except ValueError as exn:
+            raise ValueError(f"{exn} ({len(speakers)} speakers in the corpus at {cfg.source})") from exn
     else:
         split = make_split([(i.speaker, i.clip) for i in items], seed=cfg.seed,
                            unheard_fraction=cfg.unheard_fraction, heard_fraction=cfg.heard_fraction)
@@ -327,6 +351,10 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
         "shared_pools": shared,
         "split_file": str(split_path),
         "split_source": split.source,
+        "speaker_folds": cfg.speaker_folds,
+        "fold": cfg.fold if cfg.speaker_folds is not None else None,
+        "unheard_speakers": sorted(split.unheard),
+        "validation_speakers": sorted(split.validation),
         "frame_rate": cfg.frame_rate,
         "sample_rate": cfg.sample_rate,
         "crop_size": 48,

@@ -1,0 +1,337 @@
+"""Summarise the cross-validated CPU transfer (hparams_search=cpu_transfer_cv): one row per model,
+the mean UA over the 6 emotions EmoDB shares with the teacher, with 95 % intervals.
+
+    python -m crossmodal.run -m hparams_search=cpu_transfer_cv hydra.sweep.dir=SWEEP
+    python experiments/cpu_transfer/cv_summary.py SWEEP [MORE_SWEEPS...] [--out DIR] [--bootstrap 2000]
+
+Rows, all on the same speaker folds (read from each fold's splits.json) and seeds:
+- distilled / supervised: each run's ``test/ua_unheard`` (metrics.json: the fold's 2 unheard speakers);
+- eGeMAPS+LR, MFCC+LR: ``crossmodal.eval.baselines`` features, standardised on the fold's training
+  part, logistic regression with C chosen by inner folds over the training speakers only
+  (``cross_validate_probe``); trained on every speaker the fold's students used (7 train + 1
+  validation), tested on the same 2 speakers;
+- chance: the training part's majority class (UA = 1/6).
+
+Intervals:
+- ``t``: a t-interval over the runs (folds x seeds). Rows that do not depend on the seed (the
+  baselines, chance) are counted once per fold. Seeds share test speakers, so this interval is too
+  narrow for speaker variation: read the next one too;
+- ``bootstrap (speakers)``: the out-of-fold predictions of every fold pooled (each of the 10
+  speakers is tested once per seed), speakers resampled with replacement, UA of the pooled clips
+  averaged over seeds; the 2.5-97.5 percentiles. The students' per-clip predictions come from each
+  run's student.safetensors (the tested checkpoint); their per-fold UA is checked against
+  metrics.json (``max |UA diff|`` in the output).
+- the distilled/supervised ratio: the ratio of the mean UAs; t-interval over the paired
+  (fold, seed) ratios; bootstrap of the ratio of the pooled UAs under the same speaker draws.
+
+Writes ``cv_summary.md``, ``cv_summary.json`` and ``cv_summary.png`` (bars with both intervals)
+into the (first) sweep folder or ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+ROWS = {
+    "distilled": "distilled student (distill_cpu, no EmoDB label)",
+    "supervised": "supervised student (supervised_cpu)",
+    "egemaps": "eGeMAPSv02 + LR",
+    "mfcc": "MFCC functionals + LR",
+    "chance": "chance (majority class)",
+}
+SEED_FREE = ("egemaps", "mfcc", "chance")  # deterministic given the fold
+
+
+@dataclass
+class Run:
+    path: Path
+    kind: str  # distilled | supervised
+    fold: int
+    seed: int
+    ua: float
+    config: dict[str, Any]
+
+
+def find_runs(sweeps: list[Path]) -> list[Run]:
+    """Every finished job (metrics.json + config.yaml) of a speaker-fold sweep under ``sweeps``."""
+    runs = []
+    for sweep in sweeps:
+        if not sweep.exists():
+            raise SystemExit(f"{sweep}: no such sweep folder")
+        for metrics_file in sorted(sweep.rglob("metrics.json")):
+            job = metrics_file.parent
+            config_file = job / "config.yaml"
+            if not config_file.exists():
+                raise SystemExit(f"{job}: metrics.json without config.yaml (not a crossmodal run folder)")
+            config = yaml.safe_load(config_file.read_text())
+            prepare = (config.get("data") or {}).get("prepare") or {}
+            if prepare.get("speaker_folds") is None:
+                raise SystemExit(f"{job}: data.prepare.speaker_folds is not set: not a run of hparams_search=cpu_transfer_cv")
+            metrics = json.loads(metrics_file.read_text())
+            if "test/ua_unheard" not in metrics:
+                raise SystemExit(f"{metrics_file}: no test/ua_unheard (did the run finish its test stage?)")
+            kind = "supervised" if config["data"].get("labels_only") else "distilled"
+            runs.append(Run(job, kind, int(prepare["fold"]), int(config["seed"]), float(metrics["test/ua_unheard"]), config))
+    if not runs:
+        raise SystemExit(f"no finished runs (metrics.json) under {', '.join(map(str, sweeps))}")
+    return runs
+
+
+def fold_split(run: Run) -> tuple[dict[str, Any], str]:
+    """The fold's splits.json (as the pseudo-pair build wrote it) and the speech corpus folder."""
+    from crossmodal.io.splits import SPLIT_FILE
+    from crossmodal.pipeline.distill_sets import recipe_config
+
+    data = run.config["data"]
+    recipe = dict(data["prepare"])
+    for key in ("emodb", "ferplus"):
+        if data.get(key) is not None:
+            recipe.setdefault(key, data[key])
+    config, _ = recipe_config(recipe, data.get("teacher"), data.get("data_dir", "data"))
+    path = config.pairs_dir / SPLIT_FILE
+    if not path.exists():
+        raise SystemExit(f"{run.path}: the fold's split file {path} is missing (were the pseudo-pairs deleted?)")
+    return json.loads(path.read_text()), str(config.source)
+
+
+@dataclass
+class Corpus:
+    paths: list[str]
+    speakers: np.ndarray
+    labels: np.ndarray  # index into classes
+    waves: list[np.ndarray]
+    classes: tuple[str, ...]
+
+
+def load_corpus(source: str, classes: tuple[str, ...]) -> Corpus:
+    from crossmodal.io.audio import load_audio
+    from crossmodal.io.corpora import read_corpus
+
+    clips = [c for c in read_corpus("emodb", source, strict=False) if c.emotion in classes]
+    clips.sort(key=lambda c: str(c.path))
+    return Corpus([str(c.path) for c in clips], np.array([c.speaker for c in clips]),
+                  np.array([classes.index(c.emotion) for c in clips]), [load_audio(c.path, 16000) for c in clips], classes)
+
+
+def student_predictions(run: Run, corpus: Corpus, test: np.ndarray) -> np.ndarray:
+    """The run's student (student.safetensors) on the test clips: argmax over the study's classes."""
+    from crossmodal.emotions import EMOTIONS
+    from crossmodal.inference import load_student
+
+    path = run.path / "student.safetensors"
+    if not path.exists():
+        raise SystemExit(f"{run.path}: no student.safetensors (the test stage writes it)")
+    student = load_student(path)
+    columns = [EMOTIONS.index(name) for name in corpus.classes]
+    return np.array([int(np.argmax(student.predict(corpus.waves[i], 16000).logits[columns])) for i in test], dtype=int)
+
+
+def ua_from_confusion(confusion: np.ndarray) -> np.ndarray:
+    """UA (mean recall over the classes present) of ``[..., C, C]`` confusion counts (rows = truth)."""
+    support = confusion.sum(-1)
+    recall = np.divide(np.diagonal(confusion, axis1=-2, axis2=-1), support, out=np.zeros(support.shape), where=support > 0)
+    return recall.sum(-1) / np.maximum((support > 0).sum(-1), 1)
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2 or float(values.std()) == 0.0:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def speaker_confusions(predictions: np.ndarray, corpus: Corpus, speakers: list[str]) -> np.ndarray:
+    """``[S, C, C]`` confusion counts per speaker of one seed's pooled out-of-fold predictions (-1 = untested)."""
+    n = len(corpus.classes)
+    out = np.zeros((len(speakers), n, n))
+    for index, speaker in enumerate(speakers):
+        rows = (corpus.speakers == speaker) & (predictions >= 0)
+        np.add.at(out[index], (corpus.labels[rows], predictions[rows]), 1)
+    return out
+
+
+def summarise(sweeps: list[Path], bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+    from crossmodal.eval.metrics import ua_score
+    from crossmodal.eval.probe import cross_validate_probe
+
+    runs = find_runs(sweeps)
+    classes = tuple(runs[0].config["model"]["label_classes"])
+    splits: dict[int, dict[str, Any]] = {}
+    sources = set()
+    for run in runs:
+        if run.fold not in splits:
+            splits[run.fold], source = fold_split(run)
+            sources.add(source)
+    if len(sources) != 1:
+        raise SystemExit(f"the runs read different speech corpora ({sorted(sources)}): summarise one study at a time")
+    groups = {json.dumps(s.get("folds", {}).get("groups")) for s in splits.values()}
+    if len(groups) != 1:
+        raise SystemExit("the runs' splits.json record different speaker groups: summarise one study at a time")
+    corpus = load_corpus(sources.pop(), classes)
+    folds = sorted(splits)
+    seeds = sorted({run.seed for run in runs})
+    test_of = {f: np.flatnonzero(np.isin(corpus.speakers, splits[f]["unheard"])) for f in folds}
+    train_of = {f: np.flatnonzero(~np.isin(corpus.speakers, splits[f]["unheard"])) for f in folds}
+    speakers = sorted({s for f in folds for s in splits[f]["unheard"]})
+
+    # per row: per-run UA values, and per seed the pooled out-of-fold predictions over all clips
+    values: dict[str, dict[tuple[int, int], float]] = {name: {} for name in ROWS}
+    pooled: dict[str, dict[int, np.ndarray]] = {name: {} for name in ROWS}
+    notes: dict[str, str] = {}
+    check = 0.0
+    for run in runs:
+        test = test_of[run.fold]
+        predicted = student_predictions(run, corpus, test)
+        check = max(check, abs(ua_score(corpus.labels[test], predicted) - run.ua))
+        values[run.kind][(run.fold, run.seed)] = run.ua
+        pooled[run.kind].setdefault(run.seed, np.full(len(corpus.labels), -1))[test] = predicted
+    fold_list = [(train_of[f], test_of[f]) for f in folds]
+    for name in ("egemaps", "mfcc"):
+        try:
+            from crossmodal.eval import baselines
+
+            features = getattr(baselines, f"{name}_features")(corpus.waves)
+        except ImportError as exn:
+            notes[name] = f"not computed: {exn}"
+            continue
+        result = cross_validate_probe(features, corpus.labels, fold_list, classes, groups=corpus.speakers, seed=0)
+        notes[name] = "C per fold (inner folds over the training speakers): " + ", ".join(f"{c:g}" for c in result.chosen_C)
+        for f, ua in zip(folds, result.scores.ua):
+            values[name][(f, -1)] = ua
+        pooled[name] = {s: result.predictions for s in seeds}
+    chance = np.full(len(corpus.labels), -1)
+    for f in folds:
+        majority = np.bincount(corpus.labels[train_of[f]], minlength=len(classes)).argmax()
+        chance[test_of[f]] = majority
+        values["chance"][(f, -1)] = ua_score(corpus.labels[test_of[f]], chance[test_of[f]])
+    pooled["chance"] = {s: chance for s in seeds}
+
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(len(speakers), np.full(len(speakers), 1 / len(speakers)), size=bootstrap).astype(float)  # [B, S]
+    replicate: dict[str, np.ndarray] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for name, title in ROWS.items():
+        if not values[name]:
+            rows[name] = {"title": title, "runs": 0, "note": notes.get(name, "no runs in the sweep")}
+            continue
+        confusions = [speaker_confusions(pooled[name][s], corpus, speakers) for s in sorted(pooled[name])]
+        replicate[name] = np.mean([ua_from_confusion(np.einsum("bs,sij->bij", draws, c)) for c in confusions], axis=0)
+        point = float(np.mean([ua_from_confusion(c.sum(0)) for c in confusions]))
+        mean, lo, hi = t_interval(list(values[name].values()))
+        rows[name] = {
+            "title": title, "runs": len(values[name]), "mean": mean, "t_low": lo, "t_high": hi, "pooled": point,
+            "boot_low": float(np.percentile(replicate[name], 2.5)), "boot_high": float(np.percentile(replicate[name], 97.5)),
+            "per_run": {f"fold{f}" + (f"-seed{s}" if s >= 0 else ""): v for (f, s), v in sorted(values[name].items())},
+            "note": notes.get(name, ""),
+        }
+    ratio = None
+    pairs = sorted(set(values["distilled"]) & set(values["supervised"]))
+    if pairs:
+        per_pair = [values["distilled"][p] / values["supervised"][p] for p in pairs]
+        _, lo, hi = t_interval(per_pair)
+        boot = replicate["distilled"] / np.maximum(replicate["supervised"], 1e-12)
+        ratio = {"ratio_of_means": rows["distilled"]["mean"] / rows["supervised"]["mean"], "mean_of_ratios": float(np.mean(per_pair)),
+                 "t_low": lo, "t_high": hi, "pooled": rows["distilled"]["pooled"] / rows["supervised"]["pooled"],
+                 "boot_low": float(np.percentile(boot, 2.5)), "boot_high": float(np.percentile(boot, 97.5)), "pairs": len(pairs)}
+    return {
+        "classes": list(classes), "folds": folds, "seeds": seeds, "speakers": speakers,
+        "groups": json.loads(groups.pop()), "validation": {f: splits[f].get("validation", []) for f in folds},
+        "clips": int(len(corpus.labels)), "bootstrap": bootstrap, "rows": rows, "ratio": ratio,
+        "student_check_max_abs_ua_diff": check, "runs": [str(r.path) for r in runs],
+    }
+
+
+def render(summary: dict[str, Any]) -> str:
+    def interval(row, a, b):
+        return f"[{row[a]:.3f}, {row[b]:.3f}]"
+
+    lines = [
+        f"Speaker-fold cross-validation: {len(summary['folds'])} folds x {len(summary['seeds'])} seeds "
+        f"(seeds {', '.join(map(str, summary['seeds']))}), {summary['clips']} clips of {len(summary['speakers'])} speakers, "
+        f"UA over {len(summary['classes'])} emotions ({', '.join(summary['classes'])}).",
+        "",
+        "| model | runs | mean UA | 95 % t-interval | pooled UA | 95 % bootstrap (speakers) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in summary["rows"].values():
+        if not row["runs"]:
+            lines.append(f"| {row['title']} | 0 | | | | {row['note']} |")
+            continue
+        lines.append(f"| {row['title']} | {row['runs']} | **{row['mean']:.3f}** | {interval(row, 't_low', 't_high')} | "
+                     f"{row['pooled']:.3f} | {interval(row, 'boot_low', 'boot_high')} |")
+    ratio = summary["ratio"]
+    if ratio:
+        lines.append(f"| distilled / supervised | {ratio['pairs']} pairs | **{ratio['ratio_of_means']:.3f}** | "
+                     f"{interval(ratio, 't_low', 't_high')} (mean of paired ratios {ratio['mean_of_ratios']:.3f}) | "
+                     f"{ratio['pooled']:.3f} | {interval(ratio, 'boot_low', 'boot_high')} |")
+    lines += ["", "Folds (unheard speakers; validation speaker): " + "; ".join(
+        f"{f}: {'+'.join(g)} ({', '.join(summary['validation'][f])})" for f, g in zip(summary["folds"], [summary["groups"][f] for f in summary["folds"]]))]
+    lines.append(f"Students' per-clip predictions from student.safetensors agree with metrics.json to "
+                 f"max |UA diff| = {summary['student_check_max_abs_ua_diff']:.4f} per run.")
+    for row in summary["rows"].values():
+        if row["runs"] and row["note"]:
+            lines.append(f"{row['title']}: {row['note']}.")
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from crossmodal.utils.atomic import atomic_path
+
+    rows = [r for r in summary["rows"].values() if r["runs"]]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2, 4))
+    means = [r["mean"] for r in rows]
+    ax.bar(x, means, color="tab:blue", alpha=0.8, label="mean UA (folds x seeds)")
+    ax.errorbar(x - 0.12, means, yerr=[[r["mean"] - r["t_low"] for r in rows], [r["t_high"] - r["mean"] for r in rows]],
+                fmt="none", ecolor="black", capsize=4, label="95 % t-interval")
+    pooled = [r["pooled"] for r in rows]
+    ax.errorbar(x + 0.12, pooled, yerr=[[r["pooled"] - r["boot_low"] for r in rows], [r["boot_high"] - r["pooled"] for r in rows]],
+                fmt="o", color="tab:red", capsize=4, markersize=3, label="pooled UA, 95 % bootstrap over speakers")
+    ax.set_xticks(x, [r["title"].split(" (")[0] for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(f"UA ({len(summary['classes'])} emotions)")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"CPU transfer, {len(summary['folds'])} speaker folds x {len(summary['seeds'])} seeds")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweeps", nargs="+", type=Path, help="sweep folders of hparams_search=cpu_transfer_cv")
+    parser.add_argument("--out", type=Path, help="where to write cv_summary.{md,json,png} (default: the first sweep folder)")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws over speakers")
+    args = parser.parse_args(argv)
+    from crossmodal.utils.atomic import write_json, write_text
+
+    summary = summarise(args.sweeps, bootstrap=args.bootstrap)
+    table = render(summary)
+    print(table)
+    out = args.out or args.sweeps[0]
+    write_text(out / "cv_summary.md", table + "\n")
+    write_json(out / "cv_summary.json", summary)
+    plot(summary, out / "cv_summary.png")
+    print(f"wrote {out / 'cv_summary.md'}, {out / 'cv_summary.json'}, {out / 'cv_summary.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
