@@ -80,3 +80,19 @@ def test_fold_errors_say_what_and_where():
         speaker_folds(["03"] * 24, labels, "loso", where="emodb")
     with pytest.raises(FoldError, match="only 2 speakers"):
         speaker_folds(["a"] * 12 + ["b"] * 12, labels, 5, where="emodb")
+
+
+def test_per_speaker_standardisation_removes_speaker_offsets():
+    """Big per-speaker offsets and scales hide the classes from a globally standardised probe;
+    z-scoring each speaker with its own statistics (no labels used) recovers them."""
+    rng = np.random.default_rng(4)
+    features, labels, speakers = _corpus(seed=4, signal=2.0, per_class=24, speakers=6)
+    index = np.unique(speakers, return_inverse=True)[1]
+    features = features * rng.uniform(0.5, 3.0, size=(6, 8))[index] + rng.normal(scale=8.0, size=(6, 8))[index]
+    folds = speaker_folds(speakers, labels, "loso")
+    common = {"groups": speakers, "Cs": (1.0,)}
+    global_ua = cross_validate_probe(features, labels, folds, CLASSES, **common).scores.summary()["ua_mean"]
+    per_speaker = cross_validate_probe(features, labels, folds, CLASSES, per_speaker=True, **common)
+    assert per_speaker.scores.summary()["ua_mean"] > max(0.6, global_ua + 0.2), (per_speaker.scores.summary(), global_ua)
+    with pytest.raises(ValueError, match="needs the clips' speakers"):
+        cross_validate_probe(features, labels, clip_folds(labels, 4), CLASSES, per_speaker=True)

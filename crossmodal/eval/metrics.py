@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, recall_score
@@ -96,3 +97,42 @@ class FoldScores:
 def format_mean_std(mean: float, std: float, percent: bool = True) -> str:
     scale = 100.0 if percent else 1.0
     return f"{mean * scale:.1f} ± {std * scale:.1f}"
+
+
+@dataclass
+class ScoreRow:
+    """One row of an evaluation table: a method under a protocol, its fold scores."""
+
+    method: str
+    protocol: str
+    scores: FoldScores
+    note: str = ""
+
+
+@dataclass
+class ScoreReport:
+    """An evaluation table: the rows, what they were computed on, and the notes that go with them."""
+
+    corpus: str
+    class_names: tuple[str, ...]
+    clips: int
+    speakers: int
+    rows: list[ScoreRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    student: str = ""
+    class_counts: dict[str, int] = field(default_factory=dict)
+    zero_shot_classes: tuple[str, ...] = ()
+
+    def metrics(self) -> dict[str, Any]:
+        """Flat ``eval/<method>/<protocol>/<ua|wa>_<mean|std>`` values for metrics.json."""
+        out: dict[str, Any] = {
+            "eval/clips": self.clips,
+            "eval/speakers": self.speakers,
+            "eval/classes": len(self.class_names),
+            "eval/skipped": len(self.failures),
+        }
+        for row in self.rows:
+            for key, value in row.scores.summary().items():
+                out[f"eval/{row.method}/{row.protocol}/{key}"] = value
+        return out

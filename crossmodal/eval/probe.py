@@ -4,6 +4,11 @@ Probe: standardise the features, then a multinomial logistic regression whose in
 regularisation C is chosen by an inner cross-validation on the training part only (grouped by
 speaker when the outer folds are, so C never sees a test speaker either).
 
+Standardisation: globally (the training part's mean and std, inside the probe's pipeline), or
+first per speaker (``per_speaker=True``: each speaker's features z-scored with that speaker's own
+mean and std, test speakers included: no labels are used, a standard speech-emotion protocol),
+then globally.
+
 Folds:
 - ``clip_folds``: the paper's protocol, stratified k-fold over clips (a speaker's clips land in
   both train and test: optimistic).
@@ -76,9 +81,94 @@ def speaker_folds(speakers: Sequence, labels: Sequence, n_folds: int | str = "lo
     return [(train, test) for train, test in splits]
 
 
+def fit_labels_to_folds(labels: Sequence[str], class_names: tuple[str, ...], n_folds: int, small_classes: str = "shrink", where: str = "") -> tuple[list[int], tuple[str, ...], int, str]:
+    """Reconcile class sizes with the clip-level fold count: a class with fewer clips than
+    ``n_folds`` either shrinks the folds to its size (``shrink``; classes under 2 clips are dropped),
+    is dropped (``drop``), or is left for clip_folds to refuse, naming it (``error``).
+
+    Returns the indices of the clips to keep, the classes left, the number of clip-level folds to
+    use, and a note naming what changed ("" when nothing did).
+    """
+    labels = list(labels)
+    counts = {name: labels.count(name) for name in class_names}
+    small = [name for name in class_names if counts[name] < n_folds]
+    if not small or small_classes == "error":
+        return list(range(len(labels))), class_names, n_folds, ""
+    if small_classes not in ("shrink", "drop"):
+        raise ValueError(f"benchmark.small_classes={small_classes!r}: choose shrink, drop or error")
+    minimum = n_folds if small_classes == "drop" else 2
+    dropped = [name for name in small if counts[name] < minimum]
+    left = tuple(name for name in class_names if name not in dropped)
+    if len(left) < 2:
+        listed = ", ".join(f"{name} ({counts[name]} clips)" for name in class_names)
+        raise FoldError(f"{where}: too few clips per class for {n_folds} folds ({listed}); lower benchmark.folds")
+    folds = min([n_folds] + [counts[name] for name in left])
+    notes = []
+    if folds < n_folds:
+        notes.append(f"clip-level folds lowered from {n_folds} to {folds}: class {min(left, key=counts.get)} has only {folds} clips")
+    if dropped:
+        notes.append("dropped classes with too few clips: " + ", ".join(f"{name} ({counts[name]} clips)" for name in dropped))
+    note = "; ".join(notes) + " (benchmark.small_classes=error refuses instead)"
+    return [i for i, label in enumerate(labels) if label in left], left, folds, note
+
+
+def stratified_subset(labels: Sequence, max_items: int | None, seed: int = 0) -> list[int]:
+    """Sorted indices of a class-stratified subset of at most about ``max_items`` items (all when None)."""
+    labels = np.asarray(labels)
+    if not max_items or len(labels) <= max_items:
+        return list(range(len(labels)))
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for label in sorted(set(labels.tolist())):
+        members = np.flatnonzero(labels == label)
+        take = max(1, round(len(members) * max_items / len(labels)))
+        chosen += rng.choice(members, size=min(take, len(members)), replace=False).tolist()
+    return sorted(chosen)
+
+
 def auto_speaker_folds(num_speakers: int, max_loso: int = 24, k: int = 10) -> int | str:
     """Leave-one-speaker-out for corpora of up to ``max_loso`` speakers, else ``k`` folds by speaker."""
     return "loso" if num_speakers <= max_loso else min(k, num_speakers)
+
+
+# ----------------------------------------------------------------------------- standardisation
+
+
+def speaker_zscore(features: np.ndarray, speakers: Sequence, eps: float = 1e-8) -> np.ndarray:
+    """Each speaker's rows z-scored with that speaker's own mean and std (a constant feature -> 0)."""
+    features = np.asarray(features, dtype=np.float64)
+    speakers = np.asarray(speakers)
+    if len(speakers) != len(features):
+        raise ValueError(f"per-speaker standardisation: {len(features)} feature rows but {len(speakers)} speakers")
+    out = np.empty_like(features)
+    for speaker in np.unique(speakers):
+        rows = speakers == speaker
+        mean, std = features[rows].mean(axis=0), features[rows].std(axis=0)
+        out[rows] = (features[rows] - mean) / np.where(std > eps, std, 1.0)
+    return out
+
+
+def standardise(
+    X_train: np.ndarray,
+    X_test: np.ndarray,
+    speakers_train: Sequence | None = None,
+    speakers_test: Sequence | None = None,
+    per_speaker: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised (train, test) features.
+
+    Global: z-scored with the training part's mean and std. Per speaker: each speaker's rows with
+    that speaker's own statistics (a speaker in both parts, as under clip-level folds, with the
+    statistics of all its rows), then globally as above.
+    """
+    X_train, X_test = np.asarray(X_train, dtype=np.float64), np.asarray(X_test, dtype=np.float64)
+    if per_speaker:
+        if speakers_train is None or speakers_test is None:
+            raise ValueError("per-speaker standardisation needs speakers_train and speakers_test")
+        both = speaker_zscore(np.concatenate([X_train, X_test]), np.concatenate([np.asarray(speakers_train), np.asarray(speakers_test)]))
+        X_train, X_test = both[: len(X_train)], both[len(X_train):]
+    scaler = StandardScaler().fit(X_train)
+    return scaler.transform(X_train), scaler.transform(X_test)
 
 
 # ----------------------------------------------------------------------------- probe
@@ -137,13 +227,22 @@ def cross_validate_probe(
     Cs: Sequence[float] = DEFAULT_CS,
     inner_folds: int = 3,
     seed: int = 0,
+    speakers: Sequence | None = None,
+    per_speaker: bool = False,
 ) -> ProbeResult:
     """Fit the probe on each fold's train part and score it on the test part.
 
     ``labels`` are integer indices into ``class_names``; ``groups`` (speakers) makes the inner
-    C search speaker-independent too.
+    C search speaker-independent too. ``per_speaker=True`` z-scores each speaker's features with
+    its own statistics first (``speakers``, or ``groups`` when not given): a transform of each
+    speaker alone, so doing it once before the folds equals doing it in every fold.
     """
     features = np.asarray(features, dtype=np.float64)
+    if per_speaker:
+        speakers = groups if speakers is None else speakers
+        if speakers is None:
+            raise ValueError("cross_validate_probe(per_speaker=True) needs the clips' speakers (speakers=...)")
+        features = speaker_zscore(features, speakers)
     labels = np.asarray(labels, dtype=int)
     result = ProbeResult(FoldScores(tuple(class_names)), predictions=np.full(len(labels), -1, dtype=int))
     for train, test in folds:
