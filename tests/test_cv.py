@@ -140,9 +140,9 @@ def test_cv_sweep_and_summary(tmp_path: Path) -> None:
         row = result["rows"][name]
         assert row["runs"] == 2 and row["t_low"] <= row["mean"] <= row["t_high"], name
         assert row["boot_low"] <= row["pooled"] <= row["boot_high"], name
-    assert result["rows"]["chance"]["mean"] == pytest.approx(1 / 6)
+    assert result["rows"]["chance"]["mean"] <= 1 / 6 + 1e-9  # majority class: 1/6 per fold, 0 when it has no test clip
+    assert result["student_check_max_abs_ua_diff"] < 1e-6  # student.safetensors predicts what the test stage scored
     assert result["ratio"]["pairs"] == 2
-    assert result["student_check_max_abs_ua_diff"] < 0.2
     for row in ("distilled student", "supervised student", "MFCC functionals + LR", "chance", "distilled / supervised"):
         assert row in summary.stdout
     assert (sweep / "cv_summary.md").exists() and (sweep / "cv_summary.png").stat().st_size > 1000

@@ -240,10 +240,11 @@ def summarise(sweeps: list[Path], bootstrap: int = 2000, seed: int = 0) -> dict[
     if pairs:
         per_pair = [values["distilled"][p] / values["supervised"][p] for p in pairs]
         _, lo, hi = t_interval(per_pair)
-        boot = replicate["distilled"] / np.maximum(replicate["supervised"], 1e-12)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a draw where supervised scores 0 has no ratio
+            boot = np.where(replicate["supervised"] > 0, replicate["distilled"] / replicate["supervised"], np.nan)
         ratio = {"ratio_of_means": rows["distilled"]["mean"] / rows["supervised"]["mean"], "mean_of_ratios": float(np.mean(per_pair)),
                  "t_low": lo, "t_high": hi, "pooled": rows["distilled"]["pooled"] / rows["supervised"]["pooled"],
-                 "boot_low": float(np.percentile(boot, 2.5)), "boot_high": float(np.percentile(boot, 97.5)), "pairs": len(pairs)}
+                 "boot_low": float(np.nanpercentile(boot, 2.5)), "boot_high": float(np.nanpercentile(boot, 97.5)), "pairs": len(pairs)}
     return {
         "classes": list(classes), "folds": folds, "seeds": seeds, "speakers": speakers,
         "groups": json.loads(groups.pop()), "validation": {f: splits[f].get("validation", []) for f in folds},
