@@ -114,7 +114,7 @@ def test_evaluate_run_on_a_ravdess_layout(emodb_root, tmp_path):
     run_dir.mkdir()
     metrics = run(cfg, RunFolder(cfg, run_dir))
     assert metrics["eval/skipped"] == 3 and metrics["eval/speakers"] == 4 and metrics["eval/classes"] == 7
-    for method in ("probe_logits", "probe_embedding", "random_init_logits", "random_init_embedding", "chance", "zero_shot"):
+    for method in ("probe_logits", "probe_embedding", "random_init_logits", "random_init_embedding", "egemaps", "mfcc", "chance", "zero_shot"):
         for protocol in ("clips", "speakers"):
             assert 0.0 <= metrics[f"eval/{method}/{protocol}/ua_mean"] <= 1.0
             assert 0.0 <= metrics[f"eval/{method}/{protocol}/wa_std"] <= 1.0
@@ -127,6 +127,8 @@ def test_evaluate_run_on_a_ravdess_layout(emodb_root, tmp_path):
     assert "eval_confusion_probe_logits_speakers.png" in plots and "eval_confusion_zero_shot_clips.png" in plots
     saved = np.load(run_dir / "features.npz")
     assert saved["probe_logits"].shape == (metrics["eval/clips"], 8) and saved["probe_embedding"].shape[1] == 16
+    assert saved["egemaps"].shape == (metrics["eval/clips"], 88) and saved["mfcc"].shape == (metrics["eval/clips"], 160)
+    assert "| eGeMAPSv02 functionals (88) + LR, global norm | speaker-independent |" in report
     # strict=true: the unparseable name, then the unreadable or silent clip, is an error naming it.
     strict = OmegaConf.merge(cfg, {"strict": True})
     with pytest.raises(CorpusError, match="cannot parse .*take2.wav: RAVDESS names are"):
@@ -183,7 +185,11 @@ def test_every_eval_experiment_with_the_shipped_student(experiment, emodb_root, 
     corpus = experiment.removeprefix("eval_")
     assert corpus in LAYOUTS, f"conf/experiment/{experiment}.yaml has no corpus layout in test_evaluate.LAYOUTS"
     root = LAYOUTS[corpus](emodb_root, tmp_path / corpus)
-    cfg = _compose([f"experiment={experiment}", f"data.source={root}", "data.folds=3", "data.Cs=[1.0]", "data.max_clips=40"], [])
+    overrides = [f"experiment={experiment}", f"data.source={root}", "data.folds=3", "data.Cs=[1.0]", "data.max_clips=40"]
+    defaults = _compose(overrides, []).benchmark
+    assert {"egemaps", "mfcc", "chance", "zero_shot"} <= set(defaults.baselines) and list(defaults.features) == ["logits", "embedding"]
+    # eGeMAPS (~0.1 s a clip) runs on the EmoDB layout only, to keep the fast suite fast; MFCC everywhere.
+    cfg = _compose(overrides + ([] if corpus == "emodb" else ["benchmark.baselines=[chance,random_init,zero_shot,mfcc]"]), [])
     assert cfg.get("ckpt_path") is None
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False) | {"paths": {}, "logger": None})
     run_dir = tmp_path / "run"
@@ -195,7 +201,7 @@ def test_every_eval_experiment_with_the_shipped_student(experiment, emodb_root, 
     wanted = min(40, len(selected))  # a class-stratified subset: per-class rounding may drop a few
     assert 0 < metrics["eval/clips"] <= wanted and (corpus == "emodb" or metrics["eval/clips"] >= wanted - len(classes))
     assert metrics["eval/speakers"] >= 2 and metrics["eval/classes"] <= len(classes)
-    for method in ("probe_logits", "chance", "zero_shot"):
+    for method in ("probe_logits", "probe_embedding", "mfcc", "chance", "zero_shot") + (("egemaps",) if corpus == "emodb" else ()):
         assert 0.0 <= metrics[f"eval/{method}/clips/ua_mean"] <= 1.0
     assert (run_dir / "evaluation.md").exists() and list((run_dir / "plots").glob("eval_confusion_*.png"))
 
@@ -212,9 +218,10 @@ def test_eval_emodb_full(emodb_full_root, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["eval/clips"] == 535 and metrics["eval/speakers"] == 10
-    assert metrics["eval/probe_logits/speakers/folds"] == 10
+    assert metrics["eval/probe_logits/speakers/folds"] == 10 and metrics["eval/egemaps/speakers/folds"] == 10
     assert metrics["eval/chance/clips/ua_mean"] == pytest.approx(1 / 7)
-    assert len(list((run_dir / "plots").glob("eval_confusion_*.png"))) == 4
+    assert metrics["eval/egemaps/speakers/ua_mean"] > 0.5 and metrics["eval/mfcc/speakers/ua_mean"] > 0.4  # far above chance (1/7)
+    assert len(list((run_dir / "plots").glob("eval_confusion_*.png"))) == 8  # probe on logits/embedding, eGeMAPS, zero-shot x 2 protocols
 
 
 def test_speaker_selection(emodb_root):
@@ -259,3 +266,41 @@ def test_classes_smaller_than_the_folds():
     assert fit_classes_to_folds(clips, EMODB_CLASSES, bench)[1:3] == (EMODB_CLASSES, 10)  # left to clip_folds, which raises
     with pytest.raises(FoldError, match="'disgust' \\(3 clips\\), 'fear' \\(1 clips\\)"):
         clip_folds([c.corpus_label for c in clips], 10, where="emodb")
+
+
+def test_out_of_fold_students_and_per_speaker_norm(emodb_root, tmp_path):
+    """benchmark.student_per_fold: each clip's features come from the student listed for its speaker
+    (two tiny students here, standing in for the cross-validation folds' students); a speaker listed
+    nowhere is left out; per_speaker_norm renames and relabels every probe row."""
+    import torch
+
+    from crossmodal.config.checks import ConfigError
+    from crossmodal.inference import load_student
+    from crossmodal.io.audio import load_audio
+
+    first, second = tiny_student_file(tmp_path / "a.safetensors", seed=0), tiny_student_file(tmp_path / "b.safetensors", seed=1)
+    mapping = f"{{03+08: '{first}', 10+12: '{second}'}}"
+    cfg = _cfg("eval_emodb", emodb_root, tmp_path / "unused.pt", f"benchmark.student_per_fold={mapping}", "benchmark.speakers=[03,08,09,10,12]",
+               "benchmark.max_clips=40", "benchmark.folds=3", "benchmark.Cs=[1.0]", "benchmark.baselines=[chance]", "benchmark.per_speaker_norm=true",
+               "benchmark.confusion_plots=false")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    metrics = run(cfg, RunFolder(cfg, run_dir))
+    saved = np.load(run_dir / "features.npz")
+    assert set(saved["speakers"].tolist()) == {"03", "08", "10", "12"} and metrics["eval/speakers"] == 4  # 09 has no student
+    students = {"a": load_student(first), "b": load_student(second)}
+    for path, speaker, logits in zip(saved["paths"], saved["speakers"], saved["probe_logits"]):
+        student = students["a" if speaker in ("03", "08") else "b"]
+        with torch.inference_mode():
+            expected = student(torch.from_numpy(load_audio(path, 16000))[None])[0][0].numpy()
+        np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+    assert metrics["eval/speakers"] == 4 and "eval/probe_embedding_spknorm/speakers/ua_mean" in metrics and "eval/probe_logits/speakers/ua_mean" not in metrics
+    report = (run_dir / "evaluation.md").read_text()
+    assert "probe on student logits (paper), per-speaker norm" in report and "speakers 09 have no student" in report
+    assert "03+08: small_cnn (" in report
+    # A student listed for a speaker it trained on (the shipped student heard 03) is refused, naming it.
+    shipped = ROOT / "crossmodal" / "assets" / "student_cpu.safetensors"
+    bad = _cfg("eval_emodb", emodb_root, tmp_path / "unused.pt", f"benchmark.student_per_fold={{03+10: '{shipped}'}}")
+    with pytest.raises(ConfigError, match=r"student_per_fold\['03\+10'\]: .*student_cpu.safetensors trained on speaker\(s\) 03 \(its train_speakers\)"):
+        run(bad, RunFolder(bad, run_dir))
+

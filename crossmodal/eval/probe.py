@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, GroupKFold, LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from crossmodal.eval.metrics import FoldScores
 
@@ -245,12 +246,15 @@ def cross_validate_probe(
         features = speaker_zscore(features, speakers)
     labels = np.asarray(labels, dtype=int)
     result = ProbeResult(FoldScores(tuple(class_names)), predictions=np.full(len(labels), -1, dtype=int))
-    for train, test in folds:
-        probe, C = fit_probe(features[train], labels[train], None if groups is None else np.asarray(groups)[train], Cs, inner_folds, seed)
-        predicted = probe.predict(features[test])
-        result.scores.add(labels[test], predicted)
-        result.chosen_C.append(C)
-        result.predictions[test] = predicted
+    # Single-threaded BLAS: these problems are tiny, and threads that wait for a busy core make each
+    # lbfgs step ~10x slower on a shared 2-core machine (measured: 0.20 s -> 0.03 s per fit).
+    with threadpool_limits(limits=1):
+        for train, test in folds:
+            probe, C = fit_probe(features[train], labels[train], None if groups is None else np.asarray(groups)[train], Cs, inner_folds, seed)
+            predicted = probe.predict(features[test])
+            result.scores.add(labels[test], predicted)
+            result.chosen_C.append(C)
+            result.predictions[test] = predicted
     return result
 
 

@@ -4,12 +4,15 @@
 
 1. Read the corpus (crossmodal.io.corpora), keep the benchmark's classes.
 2. Run the frozen student on every whole clip (16 kHz, any length): its 8 logits (the paper's
-   features) and, if asked, its embedding.
+   features) and its embedding (penultimate layer). With `benchmark.student_per_fold` each clip is
+   run through the fold's student that never heard its speaker (out-of-fold features).
 3. Score a standardised logistic-regression probe (C by inner CV) two ways: the paper's 10-fold
-   CV over clips, and speaker-independent folds (leave-one-speaker-out or k folds by speaker).
-4. Baselines in the same table: chance (the majority class), the same probe on a randomly
-   initialised student of the same architecture, and zero-shot (the student's own argmax over the
-   FER+ emotions the corpus has, no training).
+   CV over clips, and speaker-independent folds (leave-one-speaker-out or k folds by speaker);
+   features standardised globally or per speaker (`benchmark.per_speaker_norm`).
+4. Baselines in the same table, on the same folds: chance (the majority class), the same probe on
+   a randomly initialised student of the same architecture, eGeMAPSv02 + LR and MFCC functionals +
+   LR (crossmodal.eval.baselines), and zero-shot (the student's own argmax over the FER+ emotions
+   the corpus has, no training).
 5. Write UA/WA mean +- std to metrics.json, a Markdown report (<run>/evaluation.md), a W&B table,
    confusion matrix PNGs (<run>/plots/) and the features (<run>/features.npz).
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +32,8 @@ from omegaconf import DictConfig
 
 from crossmodal import paper
 from crossmodal.config.checks import ConfigError
-from crossmodal.emotions import EMOTIONS, emotion_index
-from crossmodal.eval.metrics import FoldScores, format_mean_std
+from crossmodal.eval.baselines import BASELINE_EXTRACTORS, SPEAKER_NORM, method_title, zero_shot_scores
+from crossmodal.eval.metrics import ScoreReport, ScoreRow, format_mean_std
 from crossmodal.eval.probe import (
     DEFAULT_CS,
     Fold,
@@ -37,12 +41,15 @@ from crossmodal.eval.probe import (
     auto_speaker_folds,
     clip_folds,
     cross_validate_probe,
+    fit_labels_to_folds,
     majority_baseline,
     speaker_folds,
+    stratified_subset,
 )
 from crossmodal.inference import Student, check_signal, load_student
 from crossmodal.io.audio import SAMPLE_RATE
 from crossmodal.io.corpora import Clip, CorpusError, corpus_spec, read_corpus, summarise
+from crossmodal.utils.atomic import atomic_path, write_text
 from crossmodal.utils.figures import markdown_table
 from crossmodal.utils.progress import progress
 
@@ -50,7 +57,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("clips", "speakers")
 PROTOCOL_TITLES = {"clips": "k-fold CV over clips (paper)", "speakers": "speaker-independent"}
-BASELINES = ("chance", "random_init", "zero_shot")
+BASELINES = ("chance", "random_init", "zero_shot", "egemaps", "mfcc")
 FEATURES = ("logits", "embedding")
 
 
@@ -71,7 +78,7 @@ class BenchmarkConfig:
     # (info["train_speakers"][corpus], e.g. the CPU student's EmoDB pseudo-pairs).
     exclude_student_speakers: bool = True
     # Student outputs used as probe features: logits (the paper's) and/or embedding.
-    features: list[str] = field(default_factory=lambda: ["logits"])
+    features: list[str] = field(default_factory=lambda: ["logits", "embedding"])
     folds: int = paper.PROBE_FOLDS
     # A class with fewer clips than `folds`: "shrink" the clip-level folds to its size (at least 2;
     # smaller classes are dropped), "drop" the class, or "error". Every change is named in the report.
@@ -81,6 +88,13 @@ class BenchmarkConfig:
     Cs: list[float] = field(default_factory=lambda: list(DEFAULT_CS))
     inner_folds: int = 3
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    # Every probe's features z-scored per speaker (each speaker's own mean/std) before the global
+    # standardisation; the rows say which was used.
+    per_speaker_norm: bool = False
+    # Out-of-fold student features: {held-out speakers: student file}, e.g. {"03+08": a.safetensors,
+    # "09+10": b.safetensors}; each clip is run through the student listed for its speaker (one that
+    # never heard it), speakers listed nowhere are left out; ckpt_path is then not used.
+    student_per_fold: dict[str, str] | None = None
     # Use at most this many clips (a class-stratified subset; for quick runs and tests).
     max_clips: int | None = None
     seed: int = 0
@@ -96,19 +110,27 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     spec = corpus_spec(bench.corpus)
     unparsed: list[tuple[str, str]] = []
     clips = read_corpus(spec.name, bench.source, strict=strict, skipped=unparsed)
-    student = load_student(cfg.get("ckpt_path"))
-    student_name = student.info.get("net_name", "student")
-    log.info("student: %s (%s)", student_name, student.info.get("path", ""))
     clips = select_speakers(clips, bench)
-    clips, heard_note = drop_student_speakers(clips, student.info, spec.name, bench.exclude_student_speakers)
+    if bench.student_per_fold:
+        per_speaker_student, students_note = fold_students(bench.student_per_fold, spec.name)
+        clips, heard_note = keep_fold_speakers(clips, per_speaker_student)
+        student: Student | dict[str, Student] = per_speaker_student
+        template = next(iter(per_speaker_student.values()))
+        student_label = students_note
+    else:
+        template = student = load_student(cfg.get("ckpt_path"))
+        clips, heard_note = drop_student_speakers(clips, student.info, spec.name, bench.exclude_student_speakers)
+        student_label = f"{student.info.get('net_name', 'student')} ({student.info.get('path', '')})"
+    log.info("student: %s", student_label)
     clips, class_names = select_classes(clips, bench)
     clips = subsample(clips, bench.max_clips, bench.seed)
     log.info("%s at %s: %s", spec.title, bench.source, summarise(clips))
     wanted = ["logits", "embedding"] if "embedding" in bench.features else ["logits"]
     students = [student]
     if "random_init" in bench.baselines:
-        students.append(random_init_student(student, bench.seed))
-    outputs, kept, failures = extract_features(students, clips, strict=strict, desc=f"student on {spec.title}")
+        students.append(random_init_student(template, bench.seed))
+    extractors = {name: BASELINE_EXTRACTORS[name]() for name in BASELINE_EXTRACTORS if name in bench.baselines}
+    outputs, kept, failures = extract_features(students, clips, strict=strict, desc=f"student on {spec.title}", extractors=extractors)
     if not kept:
         raise CorpusError(f"{spec.title}: none of the {len(clips)} clips under {bench.source} could be used; first problem: {failures[0][1]}")
     clips = [clips[i] for i in kept]
@@ -118,6 +140,7 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     feature_sets = {f"probe_{name}": outputs[0][name][keep] for name in wanted}
     if len(outputs) > 1:
         feature_sets.update({f"random_init_{name}": outputs[1][name][keep] for name in wanted})
+    feature_sets.update({name: outputs[0][name][keep] for name in extractors})
     features = {"logits": outputs[0]["logits"][keep]}
 
     report = evaluate_features(clips, class_names, feature_sets, features["logits"], bench, spec_name=spec.name)
@@ -125,7 +148,7 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     for note in (small_note, heard_note):
         if note:
             report.notes.insert(0, note)
-    report.student = f"{student_name} ({student.info.get('path', '')})"
+    report.student = student_label
     save_features(ctx.run_dir / "features.npz", clips, class_names, feature_sets)
     write_outputs(report, bench, ctx)
     return report.metrics()
@@ -154,11 +177,7 @@ def benchmark_config(cfg: DictConfig) -> BenchmarkConfig:
 def select_speakers(clips: list[Clip], bench: BenchmarkConfig) -> list[Clip]:
     if bench.speakers is None:
         return clips
-    # Hydra reads benchmark.speakers=[03,08] as numbers: match "03" and 3 alike.
-    def key(speaker: Any) -> str:
-        text = str(speaker)
-        return str(int(text)) if text.isdigit() else text
-
+    key = _speaker_key
     wanted = {key(s) for s in bench.speakers}
     present = sorted({c.speaker for c in clips})
     missing = sorted(wanted - {key(s) for s in present})
@@ -167,8 +186,14 @@ def select_speakers(clips: list[Clip], bench: BenchmarkConfig) -> list[Clip]:
     return [c for c in clips if key(c.speaker) in wanted]
 
 
-def drop_student_speakers(clips: list[Clip], info: dict[str, Any], corpus: str, exclude: bool) -> tuple[list[Clip], str]:
-    """Leave out (or flag) the speakers of this corpus whose audio the student was trained on."""
+def _speaker_key(speaker: Any) -> str:
+    # Hydra reads benchmark.speakers=[03,08] as numbers: match "03" and 3 alike.
+    text = str(speaker).strip()
+    return str(int(text)) if text.isdigit() else text
+
+
+def heard_speakers(info: dict[str, Any], corpus: str) -> set[str]:
+    """The speakers of ``corpus`` whose audio a student trained on (its file's ``train_speakers``)."""
     heard: set[str] = set()
     for name, speakers in (info.get("train_speakers") or {}).items():
         try:
@@ -177,6 +202,46 @@ def drop_student_speakers(clips: list[Clip], info: dict[str, Any], corpus: str, 
             same = False
         if same:
             heard |= {str(s) for s in speakers or []}
+    return heard
+
+
+def fold_students(mapping: dict[str, str], corpus: str) -> tuple[dict[str, Student], str]:
+    """``benchmark.student_per_fold`` -> {speaker key: the student that never heard that speaker}, and a
+    line naming them. A student whose file says it trained on a speaker it is listed for is refused."""
+    by_speaker: dict[str, Student] = {}
+    described = []
+    for group, path in mapping.items():
+        speakers = [s for s in re.split(r"[+,;\s]+", str(group)) if s]
+        if not speakers or not path:
+            raise ConfigError(f"benchmark.student_per_fold: entry {group!r}: {path!r} needs held-out speakers as the key (e.g. \"03+08\") and a student file as the value")
+        student = load_student(path)
+        heard = {_speaker_key(s) for s in heard_speakers(student.info, corpus)}
+        clash = [s for s in speakers if _speaker_key(s) in heard]
+        if clash:
+            raise ConfigError(f"benchmark.student_per_fold[{group!r}]: {path} trained on speaker(s) {', '.join(clash)} (its train_speakers); list each student under the speakers it never heard")
+        for speaker in speakers:
+            if _speaker_key(speaker) in by_speaker:
+                raise ConfigError(f"benchmark.student_per_fold: speaker {speaker} is listed under two students; each speaker needs exactly one")
+            by_speaker[_speaker_key(speaker)] = student
+        described.append(f"{'+'.join(speakers)}: {student.info.get('net_name', 'student')} ({path})")
+    return by_speaker, "out-of-fold students, held-out speakers -> file: " + "; ".join(described)
+
+
+def keep_fold_speakers(clips: list[Clip], by_speaker: dict[str, Student]) -> tuple[list[Clip], str]:
+    """Keep the clips whose speaker has a fold student; name the speakers left out."""
+    missing = sorted({c.speaker for c in clips if _speaker_key(c.speaker) not in by_speaker})
+    kept = [c for c in clips if _speaker_key(c.speaker) in by_speaker]
+    if not kept:
+        raise ConfigError(f"benchmark.student_per_fold names none of the speakers present ({', '.join(missing)})")
+    note = "out-of-fold features: each clip's logits/embedding come from the student that never heard its speaker"
+    if missing:
+        note += f"; speakers {', '.join(missing)} have no student in benchmark.student_per_fold and are left out"
+    return kept, note
+
+
+def drop_student_speakers(clips: list[Clip], info: dict[str, Any], corpus: str, exclude: bool) -> tuple[list[Clip], str]:
+    """Leave out (or flag) the speakers of this corpus whose audio the student was trained on."""
+    heard = heard_speakers(info, corpus)
     overlap = sorted(heard & {c.speaker for c in clips})
     if not overlap:
         return clips, ""
@@ -217,33 +282,13 @@ def select_classes(clips: list[Clip], bench: BenchmarkConfig) -> tuple[list[Clip
 
 
 def fit_classes_to_folds(clips: Sequence[Clip], class_names: tuple[str, ...], bench: BenchmarkConfig) -> tuple[list[int], tuple[str, ...], int, str]:
-    """Reconcile class sizes with the clip-level fold count (``benchmark.small_classes``).
-
-    Returns the indices of the clips to keep, the classes left, the number of clip-level folds to
-    use, and a note naming what changed ("" when nothing did). ``error`` changes nothing and
-    leaves clip_folds to refuse, naming the classes.
-    """
-    counts = {name: sum(c.corpus_label == name for c in clips) for name in class_names}
-    small = [name for name in class_names if counts[name] < bench.folds]
-    if not small or bench.small_classes == "error":
-        return list(range(len(clips))), class_names, bench.folds, ""
-    if bench.small_classes not in ("shrink", "drop"):
+    """``benchmark.small_classes`` applied to the clip-level folds (crossmodal.eval.probe.fit_classes_to_folds)."""
+    if bench.small_classes not in ("shrink", "drop", "error"):
         raise ConfigError(f"benchmark.small_classes={bench.small_classes!r}: choose shrink, drop or error")
-    minimum = bench.folds if bench.small_classes == "drop" else 2
-    dropped = [name for name in small if counts[name] < minimum]
-    left = tuple(name for name in class_names if name not in dropped)
-    if len(left) < 2:
-        listed = ", ".join(f"{name} ({counts[name]} clips)" for name in class_names)
-        raise CorpusError(f"{bench.corpus} under {bench.source}: too few clips per class for {bench.folds} folds ({listed}); lower benchmark.folds")
-    folds = min([bench.folds] + [counts[name] for name in left])
-    notes = []
-    if folds < bench.folds:
-        notes.append(f"clip-level folds lowered from {bench.folds} to {folds}: class {min(left, key=counts.get)} has only {folds} clips")
-    if dropped:
-        notes.append("dropped classes with too few clips: " + ", ".join(f"{name} ({counts[name]} clips)" for name in dropped))
-    note = "; ".join(notes) + " (benchmark.small_classes=error refuses instead)"
-    log.warning("%s under %s: %s", bench.corpus, bench.source, note)
-    return [i for i, c in enumerate(clips) if c.corpus_label in left], left, folds, note
+    fitted = fit_labels_to_folds([c.corpus_label for c in clips], class_names, bench.folds, bench.small_classes, where=f"{bench.corpus} under {bench.source}")
+    if fitted[3]:
+        log.warning("%s under %s: %s", bench.corpus, bench.source, fitted[3])
+    return fitted
 
 
 def _relabel(clip: Clip, label: str) -> Clip:
@@ -253,33 +298,27 @@ def _relabel(clip: Clip, label: str) -> Clip:
 
 def subsample(clips: list[Clip], max_clips: int | None, seed: int) -> list[Clip]:
     """A class-stratified subset of at most ``max_clips`` clips (all of them when None)."""
-    if not max_clips or len(clips) <= max_clips:
-        return clips
-    rng = np.random.default_rng(seed)
-    labels = np.array([c.corpus_label for c in clips])
-    chosen: list[int] = []
-    for label in sorted(set(labels)):
-        members = np.flatnonzero(labels == label)
-        take = max(1, round(len(members) * max_clips / len(clips)))
-        chosen += rng.choice(members, size=min(take, len(members)), replace=False).tolist()
-    return [clips[i] for i in sorted(chosen)]
+    return [clips[i] for i in stratified_subset([c.corpus_label for c in clips], max_clips, seed)]
 
 
 # ----------------------------------------------------------------------------- features
 
 
 def extract_features(
-    students: Sequence[Student], clips: Sequence[Clip], strict: bool, desc: str
+    students: Sequence[Student | dict[str, Student]], clips: Sequence[Clip], strict: bool, desc: str, extractors: dict[str, Any] | None = None
 ) -> tuple[list[dict[str, np.ndarray]], list[int], list[tuple[str, str]]]:
-    """Each student's logits and embedding on each whole clip (each clip decoded once).
+    """Each student's logits and embedding on each whole clip (each clip decoded once), and the
+    baseline features (``extractors``: name -> callable(wave, rate, where)) in the first dict.
 
-    Unusable clips (unreadable, silent) are skipped and reported as (path, reason), or fail when
-    ``strict``. Returns one ``{"logits", "embedding"}`` dict per student, the kept clip indices and
-    the failures.
+    A student may be a {speaker key: Student} dict (out-of-fold features). Unusable clips
+    (unreadable, silent) are skipped and reported as (path, reason), or fail when ``strict``.
+    Returns one ``{"logits", "embedding", ...}`` dict per student, the kept clip indices and the failures.
     """
     from crossmodal.io.audio import AudioError, load_audio
 
+    extractors = extractors or {}
     outputs: list[dict[str, list[np.ndarray]]] = [{"logits": [], "embedding": []} for _ in students]
+    outputs[0].update({name: [] for name in extractors})
     kept, failures = [], []
     with torch.inference_mode():
         for index, clip in enumerate(progress(clips, desc=desc, unit="clip")):
@@ -293,7 +332,11 @@ def extract_features(
                 log.warning("skipping %s", exn)
                 continue
             batch = torch.from_numpy(wave)[None]
+            for name, extractor in extractors.items():
+                outputs[0][name].append(extractor(wave, SAMPLE_RATE, where=str(clip.path)))
             for student, out in zip(students, outputs):
+                if isinstance(student, dict):
+                    student = student[_speaker_key(clip.speaker)]
                 logits, embedding = student(batch)
                 out["logits"].append(logits[0].float().numpy())
                 out["embedding"].append(embedding[0].float().numpy())
@@ -322,50 +365,6 @@ def random_init_student(student: Student, seed: int) -> Student:
 # ----------------------------------------------------------------------------- scoring
 
 
-@dataclass
-class Row:
-    method: str
-    protocol: str
-    scores: FoldScores
-    note: str = ""
-
-
-@dataclass
-class Report:
-    corpus: str
-    class_names: tuple[str, ...]
-    clips: int
-    speakers: int
-    rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    student: str = ""
-    class_counts: dict[str, int] = field(default_factory=dict)
-    zero_shot_classes: tuple[str, ...] = ()
-
-    def metrics(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "eval/clips": self.clips,
-            "eval/speakers": self.speakers,
-            "eval/classes": len(self.class_names),
-            "eval/skipped": len(self.failures),
-        }
-        for row in self.rows:
-            for key, value in row.scores.summary().items():
-                out[f"eval/{row.method}/{row.protocol}/{key}"] = value
-        return out
-
-
-METHOD_TITLES = {
-    "probe_logits": "probe on student logits (paper)",
-    "probe_embedding": "probe on student embedding",
-    "random_init_logits": "probe on random-init student logits",
-    "random_init_embedding": "probe on random-init student embedding",
-    "chance": "chance (majority class)",
-    "zero_shot": "zero-shot (student argmax, shared classes)",
-}
-
-
 def evaluate_features(
     clips: Sequence[Clip],
     class_names: Sequence[str],
@@ -373,15 +372,15 @@ def evaluate_features(
     student_logits: np.ndarray,
     bench: BenchmarkConfig,
     spec_name: str,
-) -> Report:
+) -> ScoreReport:
     """Probe every feature set and the baselines under both protocols (no model needed: testable
     on planted features)."""
     spec = corpus_spec(spec_name)
     where = f"{spec.title} under {bench.source}"
     labels = np.array([class_names.index(c.corpus_label) for c in clips])
     speakers = np.array([c.speaker for c in clips])
-    report = Report(spec.title, tuple(class_names), len(clips), len(set(speakers.tolist())),
-                    class_counts={name: int(np.sum(labels == i)) for i, name in enumerate(class_names)})
+    report = ScoreReport(spec.title, tuple(class_names), len(clips), len(set(speakers.tolist())),
+                         class_counts={name: int(np.sum(labels == i)) for i, name in enumerate(class_names)})
     named = np.array([c.corpus_label for c in clips])  # class names, so that fold errors name the class
     folds: dict[str, list[Fold]] = {"clips": clip_folds(named, bench.folds, bench.seed, where=where)}
     n_speaker_folds = auto_speaker_folds(report.speakers) if bench.speaker_folds == "auto" else bench.speaker_folds
@@ -395,11 +394,13 @@ def evaluate_features(
     for protocol, protocol_folds in folds.items():
         groups = speakers if protocol == "speakers" else None
         for method, features in feature_sets.items():
-            result = cross_validate_probe(features, labels, protocol_folds, class_names, groups=groups, Cs=bench.Cs, inner_folds=bench.inner_folds, seed=bench.seed)
+            result = cross_validate_probe(features, labels, protocol_folds, class_names, groups=groups, Cs=bench.Cs, inner_folds=bench.inner_folds,
+                                          seed=bench.seed, speakers=speakers, per_speaker=bench.per_speaker_norm)
             chosen = ", ".join(f"{c:g}" for c in sorted(set(result.chosen_C)))
-            report.rows.append(Row(method, protocol, result.scores, note=f"C in {{{chosen}}}"))
+            name = method + (SPEAKER_NORM if bench.per_speaker_norm else "")
+            report.rows.append(ScoreRow(name, protocol, result.scores, note=f"C in {{{chosen}}}"))
         if "chance" in bench.baselines:
-            report.rows.append(Row("chance", protocol, majority_baseline(labels, protocol_folds, class_names)))
+            report.rows.append(ScoreRow("chance", protocol, majority_baseline(labels, protocol_folds, class_names)))
         if "zero_shot" in bench.baselines:
             row = zero_shot_row(clips, student_logits, protocol_folds, protocol)
             if row is not None:
@@ -408,40 +409,26 @@ def evaluate_features(
     return report
 
 
-def zero_shot_row(clips: Sequence[Clip], logits: np.ndarray, folds: Sequence[Fold], protocol: str) -> Row | None:
-    """The student's own argmax, restricted to the FER+ emotions the benchmark's classes map to,
-    scored on the clips of those classes; per fold for a mean +- std comparable to the probes."""
-    targets = [c.emotion for c in clips]
-    shared = [e for e in EMOTIONS if e in set(t for t in targets if t is not None)]
-    if len(shared) < 2:
-        return None
-    columns = [emotion_index(e) for e in shared]
-    predicted = np.asarray(logits)[:, columns].argmax(axis=1)
-    truth = np.array([shared.index(t) if t is not None else -1 for t in targets])
-    scores = FoldScores(tuple(shared))
-    for _, test in folds:
-        test = test[truth[test] >= 0]
-        if len(test):
-            scores.add(truth[test], predicted[test])
-    unmapped = sum(t is None for t in targets)
-    note = f"{len(shared)} shared classes" + (f"; {unmapped} clips of unmapped classes left out" if unmapped else "")
-    return Row("zero_shot", protocol, scores, note=note)
+def zero_shot_row(clips: Sequence[Clip], logits: np.ndarray, folds: Sequence[Fold], protocol: str) -> ScoreRow | None:
+    """The student's own argmax over the FER+ emotions the clips' classes map to (eval.baselines)."""
+    result = zero_shot_scores([c.emotion for c in clips], logits, folds)
+    return None if result is None else ScoreRow("zero_shot", protocol, *result)
 
 
 # ----------------------------------------------------------------------------- outputs
 
 
-def table_rows(report: Report) -> tuple[list[str], list[list[Any]]]:
+def table_rows(report: ScoreReport) -> tuple[list[str], list[list[Any]]]:
     columns = ["method", "protocol", "UA % (mean ± std)", "WA % (mean ± std)", "folds", "note"]
     rows = []
     for row in report.rows:
         s = row.scores.summary()
-        rows.append([METHOD_TITLES.get(row.method, row.method), PROTOCOL_TITLES[row.protocol],
+        rows.append([method_title(row.method), PROTOCOL_TITLES[row.protocol],
                      format_mean_std(s["ua_mean"], s["ua_std"]), format_mean_std(s["wa_mean"], s["wa_std"]), row.scores.folds, row.note])
     return columns, rows
 
 
-def markdown_report(report: Report, bench: BenchmarkConfig) -> str:
+def markdown_report(report: ScoreReport, bench: BenchmarkConfig) -> str:
     columns, rows = table_rows(report)
     lines = [
         f"# {report.corpus}: external evaluation",
@@ -450,7 +437,8 @@ def markdown_report(report: Report, bench: BenchmarkConfig) -> str:
         + (f" (speakers {', '.join(map(str, bench.speakers))} only)" if bench.speakers else ""),
         "- classes: " + ", ".join(f"{name} ({report.class_counts.get(name, 0)})" for name in report.class_names),
         f"- student: {report.student}",
-        f"- features: {', '.join(bench.features)}; probe: standardised multinomial logistic regression, C by {bench.inner_folds}-fold inner CV",
+        f"- features: {', '.join(bench.features)}; probe: multinomial logistic regression on features standardised "
+        + ("per speaker, then globally" if bench.per_speaker_norm else "globally (training part)") + f", C by {bench.inner_folds}-fold inner CV",
         *[f"- {note}" for note in report.notes],
         f"- skipped files (unparseable name, unreadable or silent): {len(report.failures)}",
         "",
@@ -458,7 +446,7 @@ def markdown_report(report: Report, bench: BenchmarkConfig) -> str:
         "",
         "UA = mean per-class recall; WA = accuracy over clips. Mean ± std over folds.",
     ]
-    main = [row for row in report.rows if row.method == "probe_logits"]
+    main = [row for row in report.rows if row.method.removesuffix(SPEAKER_NORM) == "probe_logits"]
     if main:
         recall_columns = ["protocol", *report.class_names]
         recall_rows = [[PROTOCOL_TITLES[row.protocol], *(f"{100 * row.scores.per_class_recall().get(n, float('nan')):.1f}" for n in report.class_names)] for row in main]
@@ -468,29 +456,25 @@ def markdown_report(report: Report, bench: BenchmarkConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(report: Report, bench: BenchmarkConfig, ctx) -> None:
+def write_outputs(report: ScoreReport, bench: BenchmarkConfig, ctx) -> None:
     from crossmodal.utils.plots import confusion_matrix_figure
 
     columns, rows = table_rows(report)
     ctx.log_table("eval/results", columns, rows)
     path = Path(ctx.run_dir) / "evaluation.md"
-    path.write_text(markdown_report(report, bench))
+    write_text(path, markdown_report(report, bench))
     log.info("evaluation table: %s\n%s", path, markdown_table(columns, rows))
     if not bench.confusion_plots:
         return
     for row in report.rows:
-        if row.method in ("probe_logits", "probe_embedding", "zero_shot") and row.scores.confusion is not None:
-            title = f"{report.corpus}: {METHOD_TITLES[row.method]}\n{PROTOCOL_TITLES[row.protocol]}, UA {100 * row.scores.summary()['ua_mean']:.1f}%"
+        if row.method.removesuffix(SPEAKER_NORM) in ("probe_logits", "probe_embedding", "egemaps", "zero_shot") and row.scores.confusion is not None:
+            title = f"{report.corpus}: {method_title(row.method)}\n{PROTOCOL_TITLES[row.protocol]}, UA {100 * row.scores.summary()['ua_mean']:.1f}%"
             fig = confusion_matrix_figure(row.scores.confusion, row.scores.class_names, title=title)
             ctx.save_figure(f"eval/confusion_{row.method}_{row.protocol}", fig)
 
 
 def save_features(path: Path, clips: Sequence[Clip], class_names: Sequence[str], feature_sets: dict[str, np.ndarray]) -> None:
-    np.savez_compressed(
-        path,
-        paths=np.array([str(c.path) for c in clips]),
-        speakers=np.array([c.speaker for c in clips]),
-        labels=np.array([c.corpus_label for c in clips]),
-        class_names=np.array(list(class_names)),
-        **feature_sets,
-    )
+    arrays = {"paths": np.array([str(c.path) for c in clips]), "speakers": np.array([c.speaker for c in clips]),
+              "labels": np.array([c.corpus_label for c in clips]), "class_names": np.array(list(class_names)), **feature_sets}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
