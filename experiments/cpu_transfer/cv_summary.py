@@ -25,7 +25,8 @@ Intervals:
   (fold, seed) ratios; bootstrap of the ratio of the pooled UAs under the same speaker draws.
 
 Writes ``cv_summary.md``, ``cv_summary.json`` and ``cv_summary.png`` (bars with both intervals)
-into the (first) sweep folder or ``--out``.
+into the (first) sweep folder or ``--out``, and keeps the baselines' features there
+(``cv_features_<name>.npy`` + the clip list) for the next summary of a growing sweep.
 """
 from __future__ import annotations
 
@@ -161,7 +162,26 @@ def speaker_confusions(predictions: np.ndarray, corpus: Corpus, speakers: list[s
     return out
 
 
-def summarise(sweeps: list[Path], bootstrap: int = 2000, seed: int = 0) -> dict[str, Any]:
+def baseline_features(name: str, corpus: Corpus, cache: Path | None) -> np.ndarray:
+    """``crossmodal.eval.baselines.<name>_features`` of every clip, reused from ``cache`` (a .npy and
+    the clip list it was computed from) when the clip list is the same."""
+    from crossmodal.eval import baselines
+    from crossmodal.utils.atomic import atomic_path, write_json
+
+    if cache is not None:
+        values, listing = cache / f"cv_features_{name}.npy", cache / f"cv_features_{name}.json"
+        if values.exists() and listing.exists() and json.loads(listing.read_text()) == corpus.paths:
+            return np.load(values, allow_pickle=False)
+    features = getattr(baselines, f"{name}_features")(corpus.waves)
+    if cache is not None:
+        with atomic_path(values) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, features, allow_pickle=False)
+        write_json(listing, corpus.paths)
+    return features
+
+
+def summarise(sweeps: list[Path], bootstrap: int = 2000, seed: int = 0, cache: Path | None = None) -> dict[str, Any]:
     from crossmodal.eval.metrics import ua_score
     from crossmodal.eval.probe import cross_validate_probe
 
@@ -199,9 +219,7 @@ def summarise(sweeps: list[Path], bootstrap: int = 2000, seed: int = 0) -> dict[
     fold_list = [(train_of[f], test_of[f]) for f in folds]
     for name in ("egemaps", "mfcc"):
         try:
-            from crossmodal.eval import baselines
-
-            features = getattr(baselines, f"{name}_features")(corpus.waves)
+            features = baseline_features(name, corpus, cache)
         except ImportError as exn:
             notes[name] = f"not computed: {exn}"
             continue
@@ -323,10 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from crossmodal.utils.atomic import write_json, write_text
 
-    summary = summarise(args.sweeps, bootstrap=args.bootstrap)
+    out = args.out or args.sweeps[0]
+    summary = summarise(args.sweeps, bootstrap=args.bootstrap, cache=out)
     table = render(summary)
     print(table)
-    out = args.out or args.sweeps[0]
     write_text(out / "cv_summary.md", table + "\n")
     write_json(out / "cv_summary.json", summary)
     plot(summary, out / "cv_summary.png")
