@@ -208,20 +208,21 @@ def test_every_eval_experiment_with_the_shipped_student(experiment, emodb_root, 
 
 @pytest.mark.slow
 def test_eval_emodb_full(emodb_full_root, tmp_path):
-    """The done-when command on all 535 EmoDB clips (about a minute on 2 CPU cores with a small student)."""
+    """The done-when command on all 535 EmoDB clips (several minutes on 2 CPU cores: eGeMAPS alone is
+    ~70 s, then 6 feature sets x 2 protocols x 10 folds of probes with C by inner CV)."""
     student = tiny_student_file(tmp_path / "student.pt")
     run_dir = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "disabled", "CROSSMODAL_NO_PROGRESS": "1"}
+    env = {**os.environ, "WANDB_MODE": "disabled", "CROSSMODAL_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "crossmodal.run", "experiment=eval_emodb", f"data.source={emodb_full_root}",
                            f"ckpt_path={student}", f"hydra.run.dir={run_dir}", "logger=csv"],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["eval/clips"] == 535 and metrics["eval/speakers"] == 10
     assert metrics["eval/probe_logits/speakers/folds"] == 10 and metrics["eval/egemaps/speakers/folds"] == 10
     assert metrics["eval/chance/clips/ua_mean"] == pytest.approx(1 / 7)
     assert metrics["eval/egemaps/speakers/ua_mean"] > 0.5 and metrics["eval/mfcc/speakers/ua_mean"] > 0.4  # far above chance (1/7)
-    assert len(list((run_dir / "plots").glob("eval_confusion_*.png"))) == 8  # probe on logits/embedding, eGeMAPS, zero-shot x 2 protocols
+    assert len(list((run_dir / "plots").glob("eval_confusion_*.png"))) == 6  # probe on logits, eGeMAPS, zero-shot x 2 protocols
 
 
 def test_speaker_selection(emodb_root):

@@ -467,7 +467,8 @@ def write_outputs(report: ScoreReport, bench: BenchmarkConfig, ctx) -> None:
     if not bench.confusion_plots:
         return
     for row in report.rows:
-        if row.method.removesuffix(SPEAKER_NORM) in ("probe_logits", "probe_embedding", "egemaps", "zero_shot") and row.scores.confusion is not None:
+        # the paper's probe, the classic baseline and zero-shot (each PNG costs ~0.5 s)
+        if row.method.removesuffix(SPEAKER_NORM) in ("probe_logits", "egemaps", "zero_shot") and row.scores.confusion is not None:
             title = f"{report.corpus}: {method_title(row.method)}\n{PROTOCOL_TITLES[row.protocol]}, UA {100 * row.scores.summary()['ua_mean']:.1f}%"
             fig = confusion_matrix_figure(row.scores.confusion, row.scores.class_names, title=title)
             ctx.save_figure(f"eval/confusion_{row.method}_{row.protocol}", fig)
