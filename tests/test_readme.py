@@ -301,7 +301,7 @@ def _make(command: str, workspace: Workspace) -> None:
     assert dry.returncode == 0, dry.stderr
     if target == "demo":
         assert re.search(r"/python -m crossmodal\.run\s*$", dry.stdout, flags=re.M), dry.stdout
-        _run(["python", "-m", "crossmodal.run"], workspace)
+        _make_demo(workspace)
     elif target == "test":
         assert "-m pytest" in dry.stdout and "WANDB_MODE=disabled" in dry.stdout
     elif target == "install":
@@ -310,6 +310,26 @@ def _make(command: str, workspace: Workspace) -> None:
     else:
         proc = subprocess.run(["make", target], capture_output=True, text=True, cwd=ROOT, timeout=600)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def _make_demo(workspace: Workspace) -> None:
+    """``make demo`` as a user runs it (full schedule, fresh data folder, W&B disabled): its figures are
+    within the recorded tolerance of those in crossmodal/assets/recorded.json (``demo``), which README.md
+    shows (tests/test_demo.py)."""
+    from crossmodal.tasks.demo import compare_with_recorded, recorded_figures
+
+    run_dir = workspace.root / "runs" / "make_demo"
+    proc = workspace.run([sys.executable, "-m", "crossmodal.run", f"hydra.run.dir={run_dir}",
+                          f"paths.data_dir={workspace.root / 'make_demo_data'}"])
+    _check_task_output("demo", run_dir, proc)
+    compared = compare_with_recorded(_metrics(run_dir), recorded_figures())
+    assert compared, "crossmodal/assets/recorded.json has no demo figures"
+    moved = [f"{key}: {got:.4f} (recorded {want:.4f} +/- {tol:.4f})" for key, got, want, tol in compared
+             if not abs(got - want) <= tol + 1e-9]
+    assert not moved, ("make demo's figures moved beyond the recorded tolerance; if the code change is meant to "
+                       "change them, re-measure (experiments/demo/README.md), update recorded.json and the "
+                       "README's demo block:\n  " + "\n  ".join(moved))
+    assert "(OUTSIDE)" not in proc.stdout
 
 
 def _run(command: str | list[str], workspace: Workspace) -> None:
