@@ -98,7 +98,7 @@ SHRINK: dict[str | None, list[str]] = {
     "distill_senet": [*_DISTILL_SMALL, "data.batch_size=2", "data.eval_batch_size=2"],
     "distill_cpu": _DISTILL_SMALL,
     "supervised_cpu": _DISTILL_SMALL,
-    "eval_emodb": ["benchmark.folds=2", "benchmark.Cs=[1.0]", "benchmark.max_clips=40"],
+    "eval_emodb": ["benchmark.folds=2", "benchmark.Cs=[1.0]", "benchmark.max_clips=40", "benchmark.baselines=[chance,zero_shot,mfcc]"],
 }
 # Commands (by experiment) that take over ~30 s even shrunk: marked slow.
 SLOW = {None, "teacher_cpu", "teacher_eval", "teacher_senet50", "extract_logits", "pseudo_pairs", "distill_senet", "distill_cpu", "supervised_cpu"}
