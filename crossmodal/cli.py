@@ -1,6 +1,7 @@
 """The `crossmodal` command.
 
     crossmodal predict PATH... [--ckpt CKPT] [--json] [--window S] [--hop S] [--no-embedding]
+    crossmodal predict --about [--ckpt FILE]          (the student's model card; no input needed)
     crossmodal export [--ckpt CKPT] --format torchscript|onnx [--out FILE]
     crossmodal run [experiment=NAME key=value ...]      (the same as python -m crossmodal.run)
 
@@ -40,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     predict = commands.add_parser("predict", help="emotion distribution of audio/video files", description="Emotion distribution (8 FER+ emotions) of each file, whole and per window.")
-    predict.add_argument("paths", nargs="+", metavar="PATH", help="wav, flac, ogg, mp3, m4a or video files (folders are searched)")
+    predict.add_argument("paths", nargs="*", metavar="PATH", help="wav, flac, ogg, mp3, m4a or video files (folders are searched)")
+    predict.add_argument("--about", action="store_true", help="print the student's model card (what it was trained on, how it was judged, what it is not) and exit")
     predict.add_argument("--ckpt", default=None, help="student file or Lightning checkpoint (default: the shipped student)")
     predict.add_argument("--json", action="store_true", help="machine-readable output with the embeddings")
     predict.add_argument(
@@ -79,6 +81,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    if args.about:
+        from crossmodal.models.card import about
+
+        print(about(args.ckpt), end="")
+        return 0
+    if not args.paths:
+        print("error: crossmodal predict needs at least one PATH (or --about for the model card)", file=sys.stderr)
+        return 2
     from crossmodal.inference import load_student
     from crossmodal.tasks.predict import as_json, format_table, predict_files
 
