@@ -22,3 +22,16 @@ def emotion_index(name: str) -> int:
         return EMOTIONS.index(name)
     except ValueError:
         raise ValueError(f"unknown emotion {name!r}; expected one of {', '.join(EMOTIONS)}") from None
+
+# One fixed colour per emotion, used by every per-emotion plot (timelines, ROC curves, per-emotion bars),
+# so that an emotion looks the same in every figure of the project.
+EMOTION_COLORS: dict[str, str] = {
+    "neutral": "#9e9e9e",
+    "happiness": "#f2b701",
+    "surprise": "#17becf",
+    "sadness": "#1f77b4",
+    "anger": "#d62728",
+    "disgust": "#2ca02c",
+    "fear": "#9467bd",
+    "contempt": "#8c564b",
+}

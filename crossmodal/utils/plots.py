@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from crossmodal.emotions import EMOTION_COLORS  # noqa: E402
+
 
 def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], title: str = "", normalise: bool = True):
     """A confusion matrix (rows = true class), row-normalised by default, with the values written in."""
@@ -36,10 +38,10 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], titl
 
 
 def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title: str = ""):
-    """ROC curves: ``{label: (false_positive_rate, true_positive_rate, auc)}``."""
+    """ROC curves: ``{label: (false_positive_rate, true_positive_rate, auc)}``; emotions in their fixed colours."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for label, (fpr, tpr, auc) in curves.items():
-        ax.plot(fpr, tpr, label=f"{label} ({auc:.3f})")
+        ax.plot(fpr, tpr, label=f"{label} ({auc:.3f})", color=EMOTION_COLORS.get(label))
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -52,10 +54,10 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title
 
 
 def bar_figure(values: Mapping[str, float], title: str = "", ylabel: str = "", annotate: bool = True):
-    """A bar chart of named values (e.g. counts per emotion)."""
+    """A bar chart of named values (e.g. counts per emotion, each emotion in its fixed colour)."""
     fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(values) + 1.5), 3.8))
     names, heights = list(values), [float(v) for v in values.values()]
-    bars = ax.bar(names, heights, color="tab:blue")
+    bars = ax.bar(names, heights, color=[EMOTION_COLORS.get(name, "tab:blue") for name in names])
     if annotate:
         for bar, height in zip(bars, heights):
             label = f"{height:.0f}" if float(height).is_integer() else f"{height:.3g}"

@@ -1,0 +1,420 @@
+"""A face-and-voice timeline of a talking-face video: what the teacher sees on the face and what the
+student hears in the voice, window by window, and where the two disagree.
+
+    crossmodal timeline talk.mp4 [--out DIR] [--teacher FILE] [--ckpt FILE] [--window 4 --hop 2]
+    from crossmodal.inference.timeline import video_timeline
+    timeline = video_timeline("talk.mp4", load_student(), load_teacher())
+
+Voice: the student's windows exactly as ``crossmodal predict`` cuts them (:meth:`Student.predict_file`,
+streamed in bounded memory for files over a minute; a file no longer than one window is one window).
+Face: the extraction's face pipeline (:mod:`crossmodal.io.video`: frames sampled at the teacher's
+``frame_rate``, the largest face detected and tracked with a smoothed box, cropped as
+``FaceConfig`` says, grey for the teacher), the teacher's per-frame logits, reduced to one target per
+window by the distillation data's own :func:`crossmodal.data.distill.aggregate_logits` (per-class max,
+or mean) and softened at ``temperature``. Agreement per window: the paper's distillation loss
+(:func:`crossmodal.models.losses.soft_cross_entropy`), its KL form (0 at a perfect match) and whether
+the top emotions match. A window without a face frame says so (``face: false``) and has no teacher
+distribution. Window times are video times: the audio's start offset (``av_offset``) is added.
+
+Memory is bounded whatever the video's length: frames are decoded one at a time, faces go to the
+teacher in batches of ``TEACHER_BATCH``, :class:`WindowAggregator` keeps only the frame logits of the
+windows still open, and :class:`ThumbnailPicker` keeps ``thumbnails`` face crops.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from crossmodal import paper
+from crossmodal.data.distill import REDUCTIONS, aggregate_logits, frames_in_window
+from crossmodal.emotions import EMOTIONS
+from crossmodal.inference.student import Student
+from crossmodal.inference.waveform import check_seconds
+from crossmodal.io.video import FaceConfig, FaceDetector, FaceTracker, crop_face, sample_frames, to_grey, video_duration
+from crossmodal.models.losses import kl_divergence, soft_cross_entropy
+from crossmodal.pipeline.pairs.alignment import av_offset, probe_video
+from crossmodal.pipeline.pairs.discovery import VIDEO_EXTENSIONS
+from crossmodal.utils import atomic
+from crossmodal.utils.progress import progress
+
+log = logging.getLogger(__name__)
+
+TEACHER_BATCH = 32  # face crops per teacher forward pass
+DEFAULT_THUMBNAILS = 10
+
+
+# ------------------------------------------------------------------------------ streaming pieces
+
+
+class WindowAggregator:
+    """Frames in time order -> one teacher target per window, holding only the frames of open windows.
+
+    ``spans`` are (start, end) seconds sorted by start (they may overlap). ``add(time, logits)``
+    takes one sampled frame (``logits=None``: no face in it) and returns the windows it closes:
+    ``(index, target or None, face_frames, sampled_frames)``, the target being
+    :func:`aggregate_logits` over the window's face frames. ``finish()`` closes the rest.
+    """
+
+    def __init__(self, spans: Sequence[tuple[float, float]], reduce: str = "max", num_classes: int = len(EMOTIONS)) -> None:
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"reduce={reduce!r} is not one of {REDUCTIONS}")
+        self.spans = list(spans)
+        self.reduce = reduce
+        self.num_classes = num_classes
+        self.next = 0  # the first window not yet closed
+        self.times: list[float] = []
+        self.logits: list[np.ndarray] = []  # NaN rows for frames without a face
+        self.peak = 0  # the most frames ever held (a bound the tests check)
+
+    @property
+    def held(self) -> int:
+        return len(self.times)
+
+    def add(self, time: float, logits: np.ndarray | None) -> list[tuple[int, np.ndarray | None, int, int]]:
+        closed = self._close(lambda end: end <= time)
+        if self.next < len(self.spans):
+            self.times.append(float(time))
+            self.logits.append(np.full(self.num_classes, np.nan, np.float32) if logits is None else np.asarray(logits, np.float32))
+            self.peak = max(self.peak, self.held)
+        return closed
+
+    def finish(self) -> list[tuple[int, np.ndarray | None, int, int]]:
+        return self._close(lambda end: True)
+
+    def _close(self, done) -> list[tuple[int, np.ndarray | None, int, int]]:
+        out = []
+        while self.next < len(self.spans) and done(self.spans[self.next][1]):
+            start, end = self.spans[self.next]
+            times = np.asarray(self.times, np.float64)
+            logits = np.stack(self.logits) if self.logits else np.zeros((0, self.num_classes), np.float32)
+            face = ~np.isnan(logits).any(axis=1) if len(logits) else np.zeros(0, bool)
+            target = aggregate_logits(logits[face], times[face], start, end, self.reduce)
+            inside = frames_in_window(times, start, end)
+            out.append((self.next, target, int((inside & face).sum()), int(inside.sum())))
+            self.next += 1
+            self._drop()
+        return out
+
+    def _drop(self) -> None:
+        """Forget the frames before the first open window (every later window starts later or equal)."""
+        if self.next >= len(self.spans):
+            self.times, self.logits = [], []
+            return
+        keep_from = self.spans[self.next][0]
+        first = next((i for i, t in enumerate(self.times) if t >= keep_from), len(self.times))
+        del self.times[:first], self.logits[:first]
+
+
+class ThumbnailPicker:
+    """At most ``count`` face crops, the one nearest each of ``count`` evenly spaced times."""
+
+    def __init__(self, duration: float, count: int) -> None:
+        self.targets = (np.arange(count) + 0.5) * (duration / max(count, 1)) if count > 0 else np.zeros(0)
+        self.best: dict[int, tuple[float, float, np.ndarray]] = {}  # slot -> (distance, time, crop)
+
+    def offer(self, time: float, crop: np.ndarray) -> None:
+        if not len(self.targets):
+            return
+        slot = int(np.argmin(np.abs(self.targets - time)))
+        distance = abs(float(self.targets[slot]) - time)
+        if slot not in self.best or distance < self.best[slot][0]:
+            self.best[slot] = (distance, float(time), crop.copy())
+
+    def thumbnails(self) -> list[tuple[float, np.ndarray]]:
+        return [(time, crop) for _d, time, crop in (self.best[k] for k in sorted(self.best))]
+
+
+# ------------------------------------------------------------------------------ the timeline
+
+
+@dataclass
+class TimelineWindow:
+    start: float  # seconds of video time
+    end: float
+    student_logits: np.ndarray  # [8]
+    teacher_logits: np.ndarray | None = None  # [8], the window's aggregated frame logits; None: no face
+    face_frames: int = 0
+    sampled_frames: int = 0
+
+    @property
+    def face(self) -> bool:
+        return self.teacher_logits is not None
+
+
+@dataclass
+class Timeline:
+    path: str
+    duration: float
+    windows: list[TimelineWindow]
+    settings: dict[str, Any]
+    emotions: tuple[str, ...] = EMOTIONS
+    thumbnails: list[tuple[float, np.ndarray]] = field(default_factory=list)
+    frames_sampled: int = 0
+    frames_with_face: int = 0
+
+    @property
+    def temperature(self) -> float:
+        return float(self.settings["temperature"])
+
+    def student_probabilities(self) -> np.ndarray:
+        """[windows, 8]: the student's softmax, as ``crossmodal predict`` reports it."""
+        return torch.softmax(torch.from_numpy(np.stack([w.student_logits for w in self.windows])).float(), -1).numpy()
+
+    def teacher_probabilities(self) -> np.ndarray:
+        """[windows, 8]: softmax(teacher target / T), the distillation target; NaN rows without a face."""
+        out = np.full((len(self.windows), len(self.emotions)), np.nan, np.float32)
+        for i, window in enumerate(self.windows):
+            if window.face:
+                out[i] = torch.softmax(torch.from_numpy(window.teacher_logits).float() / self.temperature, -1).numpy()
+        return out
+
+    def agreement(self) -> list[dict[str, Any] | None]:
+        """Per window: the distillation loss (soft_ce, the paper's), its KL form and top-match; None without a face."""
+        out: list[dict[str, Any] | None] = []
+        for window in self.windows:
+            if not window.face:
+                out.append(None)
+                continue
+            student, teacher = torch.from_numpy(window.student_logits)[None], torch.from_numpy(window.teacher_logits)[None]
+            out.append({
+                "soft_ce": float(soft_cross_entropy(student, teacher, self.temperature)[0]),
+                "kl": float(kl_divergence(student, teacher, self.temperature)[0]),
+                "top_match": bool(int(np.argmax(window.student_logits)) == int(np.argmax(window.teacher_logits))),
+            })
+        return out
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat row per window (the CSV's and the JSON's)."""
+        student, teacher, agreement = self.student_probabilities(), self.teacher_probabilities(), self.agreement()
+        rows = []
+        for i, window in enumerate(self.windows):
+            agree = agreement[i] or {}
+            row: dict[str, Any] = {
+                "start": round(window.start, 3), "end": round(window.end, 3), "face": window.face,
+                "face_frames": window.face_frames, "sampled_frames": window.sampled_frames,
+                "teacher_top": self.emotions[int(np.argmax(teacher[i]))] if window.face else None,
+                "student_top": self.emotions[int(np.argmax(student[i]))],
+                "top_match": agree.get("top_match"),
+                "soft_ce": _round(agree.get("soft_ce")), "kl": _round(agree.get("kl")),
+            }
+            row.update({f"teacher_{name}": (_round(float(teacher[i, k])) if window.face else None) for k, name in enumerate(self.emotions)})
+            row.update({f"student_{name}": _round(float(student[i, k])) for k, name in enumerate(self.emotions)})
+            rows.append(row)
+        return rows
+
+    def summary(self) -> dict[str, Any]:
+        """One row for the whole video (the folder summary's row)."""
+        agreement = [a for a in self.agreement() if a is not None]
+        teacher = self.teacher_probabilities()
+        face = ~np.isnan(teacher).any(axis=1)
+        student_mean = self.student_probabilities().mean(0)
+        return {
+            "video": self.path, "duration": round(self.duration, 3), "windows": len(self.windows),
+            "windows_with_face": int(face.sum()), "frames_sampled": self.frames_sampled, "frames_with_face": self.frames_with_face,
+            "teacher_top": self.emotions[int(np.argmax(teacher[face].mean(0)))] if face.any() else None,
+            "student_top": self.emotions[int(np.argmax(student_mean))],
+            "top_match_rate": _round(float(np.mean([a["top_match"] for a in agreement]))) if agreement else None,
+            "mean_soft_ce": _round(float(np.mean([a["soft_ce"] for a in agreement]))) if agreement else None,
+            "mean_kl": _round(float(np.mean([a["kl"] for a in agreement]))) if agreement else None,
+            "error": None,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"video": self.path, "duration": round(self.duration, 3), "emotions": list(self.emotions),
+                "settings": self.settings, "summary": self.summary(), "windows": self.rows()}
+
+
+def _round(value: float | None, digits: int = 5) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def voice_windows(student: Student, path: str | Path, window: float, hop: float) -> tuple[float, list[tuple[float, float, np.ndarray]]]:
+    """(duration, [(start, end, student logits)]) in audio time, cut as ``crossmodal predict`` cuts them."""
+    result = student.predict_file(path, window=window, hop=hop)
+    if not result.windows:  # no longer than one window: the whole file is the one window
+        return result.duration, [(0.0, result.duration, result.whole.logits)]
+    return result.duration, [(w.start, w.end, w.prediction.logits) for w in result.windows]
+
+
+@torch.inference_mode()
+def _teacher_logits(teacher: torch.nn.Module, crops: list[np.ndarray]) -> np.ndarray:
+    batch = torch.from_numpy(np.ascontiguousarray(np.stack(crops)))
+    return teacher(teacher.preprocess(batch)).float().cpu().numpy()
+
+
+def video_timeline(
+    path: str | Path,
+    student: Student,
+    teacher: torch.nn.Module,
+    *,
+    window: float = 4.0,
+    hop: float = 2.0,
+    reduce: str = "max",
+    temperature: float = paper.TEMPERATURE,
+    face_config: FaceConfig | None = None,
+    detector: FaceDetector | None = None,
+    thumbnails: int = DEFAULT_THUMBNAILS,
+    teacher_path: str | Path | None = None,
+) -> Timeline:
+    """The face-and-voice timeline of one video (see the module's docstring)."""
+    window, hop = check_seconds(window, "window"), check_seconds(hop, "hop")
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce={reduce!r} is not one of {REDUCTIONS}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    problem = probe_video(str(path), needs_audio=True)
+    if problem:
+        raise ValueError(f"{path}: {problem[1]} ({problem[0]}); the timeline needs a video with its audio track")
+    cfg = face_config or FaceConfig()
+    offset = av_offset(str(path))
+    audio_seconds, voice = voice_windows(student, path, window, hop)
+    spans = [(start + offset, end + offset) for start, end, _logits in voice]
+    duration = max(video_duration(path), spans[-1][1])
+    windows = [TimelineWindow(a, b, np.asarray(logits, np.float32)) for (a, b), (_s, _e, logits) in zip(spans, voice)]
+
+    aggregator = WindowAggregator(spans, reduce, len(student.emotions))
+    picker = ThumbnailPicker(duration, thumbnails)
+    tracker = FaceTracker(cfg, detector)
+    counts = {"sampled": 0, "face": 0}
+    pending: list[tuple[float, np.ndarray | None]] = []
+
+    def settle(closed: Iterable[tuple[int, np.ndarray | None, int, int]]) -> None:
+        for index, target, face_frames, sampled in closed:
+            windows[index].teacher_logits = target
+            windows[index].face_frames, windows[index].sampled_frames = face_frames, sampled
+
+    def flush() -> None:
+        faces = [crop for _t, crop in pending if crop is not None]
+        logits = iter(_teacher_logits(teacher, [to_grey(c) if cfg.grey else c for c in faces]) if faces else [])
+        for time, crop in pending:
+            settle(aggregator.add(time, next(logits) if crop is not None else None))
+        pending.clear()
+
+    frames = sample_frames(path, cfg.frame_rate, grey=False)  # colour for the thumbnails; the teacher gets grey crops
+    total = int(duration * cfg.frame_rate) + 1
+    for time, image in progress(frames, desc=f"timeline {path.name}", unit="frame", total=total):
+        counts["sampled"] += 1
+        found = tracker.update(image)
+        crop = None
+        if found is not None:
+            counts["face"] += 1
+            crop = crop_face(image, found[1], cfg.margin, cfg.crop_size)
+            picker.offer(time, crop)
+        pending.append((time, crop))
+        if len(pending) >= TEACHER_BATCH:
+            flush()
+    flush()
+    settle(aggregator.finish())
+    settings = {
+        "window": window, "hop": hop, "reduce": reduce, "temperature": temperature, "frame_rate": cfg.frame_rate,
+        "crop_size": cfg.crop_size, "margin": cfg.margin, "grey": cfg.grey, "av_offset": round(offset, 6),
+        "audio_seconds": round(audio_seconds, 3),
+        "student": str(student.info.get("path", "")), "teacher": str(teacher_path or ""),
+    }
+    return Timeline(str(path), duration, windows, settings, tuple(student.emotions), picker.thumbnails(), counts["sampled"], counts["face"])
+
+
+# ------------------------------------------------------------------------------ files and folders
+
+
+def expand_videos(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:
+    """(video, output name) for each file given and each video inside each folder given (sorted)."""
+    found: list[tuple[Path, str]] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            videos = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+            if not videos:
+                raise FileNotFoundError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) in folder {path}")
+            found += [(v, "__".join(v.relative_to(path).with_suffix("").parts)) for v in videos]
+        else:
+            found.append((path, path.stem))
+    return found
+
+
+def write_timeline(timeline: Timeline, out_dir: str | Path, name: str, plot: bool = True) -> dict[str, Path]:
+    """``<name>.timeline.json``, ``.csv`` and (``plot``) ``.png`` in ``out_dir``, each written atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"json": out_dir / f"{name}.timeline.json", "csv": out_dir / f"{name}.timeline.csv"}
+    atomic.write_json(files["json"], timeline.as_dict(), sort_keys=False)
+    atomic.write_text(files["csv"], _csv(timeline.rows()))
+    if plot:
+        from crossmodal.inference.timeline_plot import save_timeline_png
+
+        files["png"] = save_timeline_png(timeline, out_dir / f"{name}.timeline.png")
+    return files
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+@dataclass
+class TimelineRun:
+    outputs: list[dict[str, Path]] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    summary_files: dict[str, Path] = field(default_factory=dict)
+
+
+def run_timelines(
+    paths: Sequence[str | Path], student: Student, teacher: torch.nn.Module, out: str | Path | None = None, *,
+    plot: bool = True, **options: Any,
+) -> TimelineRun:
+    """Timelines of every video given (files, or folders of videos); a failure is recorded and the rest go on.
+
+    Outputs go to ``out`` (default: beside each video, or into the folder given). When a folder is
+    given, or several videos, ``summary.csv`` and ``summary.json`` (one row per video) are written too.
+    """
+    run = TimelineRun()
+    detector = options.pop("detector", None) or FaceDetector(options.get("face_config") or FaceConfig())
+    folders = [Path(p).expanduser() for p in paths if Path(p).expanduser().is_dir()]
+    videos = expand_videos(paths)
+    for video, name in videos:
+        target = Path(out) if out is not None else (_folder_of(video, folders) or video.parent)
+        try:
+            timeline = video_timeline(video, student, teacher, detector=detector, **options)
+            run.outputs.append(write_timeline(timeline, target, name, plot=plot))
+            run.summary.append(timeline.summary())
+        except Exception as exn:  # noqa: BLE001 - any bad video: report it and go on with the rest
+            message = str(exn) if str(video) in str(exn) else f"{video}: {exn}"
+            log.debug("timeline failed", exc_info=True)
+            run.errors.append((str(video), message))
+            run.summary.append({"video": str(video), "error": message})
+    if folders or len(videos) > 1:
+        summary_dir = Path(out) if out is not None else (folders[0] if folders else videos[0][0].parent)
+        run.summary_files = write_summary(run.summary, summary_dir)
+    return run
+
+
+def _folder_of(video: Path, folders: list[Path]) -> Path | None:
+    return next((folder for folder in folders if folder in video.parents), None)
+
+
+def write_summary(rows: list[dict[str, Any]], out_dir: str | Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = ["video", "duration", "windows", "windows_with_face", "frames_sampled", "frames_with_face", "teacher_top",
+               "student_top", "top_match_rate", "mean_soft_ce", "mean_kl", "error"]
+    full = [{column: row.get(column) for column in columns} for row in rows]
+    files = {"json": out_dir / "summary.json", "csv": out_dir / "summary.csv"}
+    atomic.write_json(files["json"], {"videos": full}, sort_keys=False)
+    atomic.write_text(files["csv"], _csv(full))
+    return files
