@@ -3,7 +3,9 @@
     crossmodal predict PATH... [--ckpt CKPT] [--json] [--window S] [--hop S] [--no-embedding]
     crossmodal predict --about [--ckpt FILE]          (the student's model card; no input needed)
     crossmodal export [--ckpt CKPT] --format torchscript|onnx [--out FILE]
+    crossmodal timeline VIDEO|FOLDER... [--out DIR] [--teacher FILE] [--ckpt CKPT] [--window S] [--hop S]
     crossmodal run [experiment=NAME key=value ...]      (the same as python -m crossmodal.run)
+    crossmodal report RUN_DIR|SWEEP_DIR [--rebuild]     report.html of a run, index.html of a sweep
 
 Without --ckpt the shipped default student is used (crossmodal/assets/student_cpu.safetensors, or
 $CROSSMODAL_STUDENT). --ckpt takes a student file or a Lightning checkpoint of a student.
@@ -58,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("torchscript", "onnx"), required=True)
     export.add_argument("--out", default=None, help="output file (default: <student name>.ts.pt or .onnx here)")
 
+    _timeline_parser(commands)
+    report = commands.add_parser("report", help="write report.html of a run folder, or index.html of a sweep folder",
+                                 description="One HTML page per run folder (summary, metrics, figures, sample gallery, "
+                                 "model card, config), and an index per sweep folder with one row per job.")
+    report.add_argument("folders", nargs="+", metavar="DIR", help="run folders or sweep (multirun) folders")
+    report.add_argument("--rebuild", action="store_true", help="in a sweep folder, rewrite every job's report (default: only missing ones)")
+
     commands.add_parser("run", help="python -m crossmodal.run with the remaining arguments", add_help=False)
     return parser
 
@@ -72,8 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
+        if args.command == "report":
+            return _report(args)
         if args.command == "predict":
             return _predict(args)
+        if args.command == "timeline":
+            return _timeline(args)
         return _export(args)
     except (FileNotFoundError, ValueError, RuntimeError) as exn:
         print(f"error: {exn}", file=sys.stderr)
@@ -106,11 +119,70 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timeline_parser(commands) -> None:
+    timeline = commands.add_parser(
+        "timeline", help="face (teacher) and voice (student) emotions over time in talking-face videos",
+        description="Per window: the student's emotions from the voice, the teacher's from the face frames (window "
+        "aggregation of the frame logits, as in distillation), their distillation loss and whether the top emotions "
+        "match. Writes <video>.timeline.json/.csv/.png; for a folder or several videos also summary.csv/.json.",
+    )
+    timeline.add_argument("paths", nargs="+", metavar="VIDEO", help="talking-face videos or folders of them")
+    timeline.add_argument("--out", default=None, help="output folder (default: beside each video, or the folder given)")
+    timeline.add_argument("--ckpt", default=None, help="student file or Lightning checkpoint (default: the shipped student)")
+    timeline.add_argument("--teacher", default=None, help="teacher file (default: the shipped crossmodal/assets/teacher_cpu.safetensors)")
+    timeline.add_argument("--window", type=_seconds(allow_zero=False), default=DEFAULT_WINDOW, help=f"window length in seconds (default {DEFAULT_WINDOW}, as predict)")
+    timeline.add_argument("--hop", type=_seconds(allow_zero=False), default=DEFAULT_HOP, help=f"hop between windows in seconds (default {DEFAULT_HOP})")
+    timeline.add_argument("--reduce", choices=("max", "mean"), default="max", help="frame logits -> window target, as data.reduce (default max, the paper's)")
+    timeline.add_argument("--temperature", type=_seconds(allow_zero=False), default=None, help="softening of the teacher and the loss (default: the paper's 2)")
+    timeline.add_argument("--frame-rate", type=_seconds(allow_zero=False), default=None, help="face frames per second (default 25/6, the paper's)")
+    timeline.add_argument("--thumbnails", type=int, default=10, help="face thumbnails along the time axis (default 10)")
+    timeline.add_argument("--no-plot", action="store_true", help="JSON and CSV only")
+
+
+def _timeline(args: argparse.Namespace) -> int:
+    from crossmodal.inference import load_student
+    from crossmodal.inference.timeline import run_timelines
+    from crossmodal.io.video import FaceConfig
+    from crossmodal.models.teacher import DEFAULT_TEACHER, load_teacher
+    from crossmodal.paper import TEMPERATURE
+
+    try:
+        face_config = FaceConfig() if args.frame_rate is None else FaceConfig(frame_rate=args.frame_rate)
+        run = run_timelines(
+            args.paths, load_student(args.ckpt), load_teacher(args.teacher), args.out, plot=not args.no_plot,
+            window=args.window, hop=args.hop, reduce=args.reduce, temperature=args.temperature or TEMPERATURE,
+            face_config=face_config, thumbnails=max(0, args.thumbnails), teacher_path=args.teacher or DEFAULT_TEACHER,
+        )
+    except ImportError as exn:  # OpenCV (the faces extra) missing: the message says how to install it
+        print(f"error: {exn}", file=sys.stderr)
+        return 2
+    for files in run.outputs:
+        print("  ".join(str(path) for path in files.values()))
+    for path in run.summary_files.values():
+        print(path)
+    for _path, message in run.errors:
+        print(f"error: {message}", file=sys.stderr)
+    if run.errors:
+        print(f"{len(run.errors)} of {len(run.summary)} videos failed", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from crossmodal.export import export_student
 
     result = export_student(args.ckpt, args.format, args.out)
     print(result.describe())
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from crossmodal.report import report_folder
+
+    logging.getLogger("crossmodal.report").setLevel(logging.INFO)  # progress of long sweeps
+    for folder in args.folders:
+        for page in report_folder(folder, rebuild=args.rebuild):
+            print(page)
     return 0
 
 
