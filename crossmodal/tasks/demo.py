@@ -6,7 +6,9 @@ Steps (each reuses what an earlier run left in ${paths.data_dir}):
   3. a small speech student learns the teacher's soft labels from the voice alone;
   4. it is tested on speakers it never heard, against their true (acted) emotions;
   5. a summary: teacher accuracy, AUC per emotion (heard/unheard), held-out UA vs chance and the
-     supervised student, and this run against the figures recorded for this code.
+     supervised student, this run's UA beside the recipe's cross-validated UA (recorded.json
+     ``student_cpu.cv``, the study of experiments/cpu_transfer), and this run against the figures
+     recorded for this code.
 
 The recorded figures (``crossmodal/assets/recorded.json``, entry ``demo``: what a fresh run of the
 current code prints, and how far a run may move from them, measured in experiments/demo/README.md)
@@ -23,6 +25,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from crossmodal.emotions import EMOTIONS
+from crossmodal.models.card import format_cv
 from crossmodal.tasks import train
 from crossmodal.tasks.run_folder import RunFolder
 from crossmodal.utils.atomic import write_text
@@ -99,6 +102,13 @@ def recorded_line(metrics: dict[str, Any], recorded: dict[str, Any]) -> str:
     return f"this run vs the figures recorded for this code (crossmodal/assets/recorded.json): {'; '.join(parts)}"
 
 
+def cv_line(metrics: dict[str, Any], recorded: dict[str, Any]) -> str:
+    """One line: this run's held-out UA beside the distilled recipe's cross-validated UA (mean, 95 % interval)."""
+    cv = (recorded.get("student_cpu") or {}).get("cv")
+    return (f"held-out UA, this run vs the recipe cross-validated (distill_cpu over EmoDB speaker folds, "
+            f"crossmodal/assets/recorded.json): {_fmt(metrics.get('test/ua_unheard'))} vs {format_cv(cv)}")
+
+
 def summary_text(metrics: dict[str, Any], recorded: dict[str, Any], classes: list[str], run_dir: Path | str) -> str:
     """The summary the demo prints (and writes to summary.md) for a run's metrics."""
     auc_rows, ua_rows = summary_rows(metrics, recorded, classes)
@@ -113,6 +123,7 @@ def summary_text(metrics: dict[str, Any], recorded: dict[str, Any], classes: lis
         "",
         f"held-out (unheard) speakers, unweighted average recall over {', '.join(classes)}:",
         markdown_table(["model", "UA", "note"], ua_rows),
+        cv_line(metrics, recorded),
         recorded_line(metrics, recorded),
         "",
         f"run folder: {run_dir}  (metrics.json, plots/, checkpoints/, student.safetensors)",
