@@ -91,10 +91,10 @@ def timeline_figure(timeline: Timeline):
     handles, labels = face.get_legend_handles_labels()
     fig.legend(handles[::-1], labels[::-1], loc="center right", fontsize=9, frameon=False, title="emotion")
     summary = timeline.summary()
-    match = "-" if summary["top_match_rate"] is None else f"{summary['top_match_rate']:.0%}"
+    match = "no face to compare" if summary["top_match_rate"] is None else f"top emotions agree in {summary['top_match_rate']:.0%}"
     fig.suptitle(
-        f"{Path(timeline.path).name}: {timeline.duration:.1f} s, {summary['windows_with_face']}/{summary['windows']} windows with a face, "
-        f"top emotions agree in {match}", fontsize=11, x=0.06, ha="left",
+        f"{Path(timeline.path).name}: {timeline.duration:.1f} s, {summary['windows_with_face']}/{summary['windows']} windows with a face, {match}",
+        fontsize=11, x=0.06, ha="left",
     )
     return fig
 
