@@ -252,7 +252,9 @@ def drop_student_speakers(clips: list[Clip], info: dict[str, Any], corpus: str, 
     kept = [c for c in clips if c.speaker not in heard]
     if not kept:
         raise CorpusError(f"every speaker here ({', '.join(overlap)}) was in the student's training audio; set benchmark.exclude_student_speakers=false to score them anyway")
-    note = f"left out speakers {', '.join(overlap)}: the student trained on their audio (benchmark.exclude_student_speakers=false keeps them)"
+    scored = sorted({c.speaker for c in kept})
+    note = (f"scored only speakers {', '.join(scored)}, which the student never heard; left out speakers {', '.join(overlap)}: "
+            "the student trained on their audio (benchmark.exclude_student_speakers=false keeps them)")
     log.info("%s", note)
     return kept, note
 
