@@ -177,12 +177,30 @@ def execute(cfg: DictConfig) -> Any:
             ctx.write_metrics()
             log.info("run folder: %s (metrics.json, plots/, checkpoints/, run.log)", run_dir)
         _finish_wandb(loggers, run_dir if is_zero else None)
+        if is_zero and cfg.get("report", True):
+            write_run_report(run_dir)
     if cfg.get("optimized_metric"):
         value = ctx.metrics.get(cfg.optimized_metric)
         if value is None:
             raise ConfigError(f"optimized_metric={cfg.optimized_metric} is not among this run's metrics: {sorted(ctx.metrics)}")
         return value
     return None
+
+
+def write_run_report(run_dir: Path) -> None:
+    """<run>/report.html, and the sweep's index.html when this run is a job of a multirun. A failure is
+    logged, not raised: the run's results are on disk already, and `crossmodal report` can retry."""
+    from hydra.types import RunMode
+
+    from crossmodal.report import write_index, write_report
+
+    try:
+        log.info("report: %s", write_report(run_dir))
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            log.info("sweep index: %s", write_index(hydra_cfg.sweep.dir, job_reports="none"))
+    except Exception as exn:  # noqa: BLE001 - never lose a finished run to its report page
+        log.warning("could not write the report of %s (%s); retry with: crossmodal report %s", run_dir, exn, run_dir)
 
 
 def check_output_dirs(cfg: DictConfig, run_dir: Path) -> None:

@@ -131,6 +131,7 @@ def test_train_run_writes_run_folder_and_learns(tmp_path, toy_shards):
     assert (run_dir / "config.yaml").exists() and (run_dir / "run.log").exists()
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
     assert (run_dir / "plots" / "curves_loss.png").exists()
+    assert 'src="plots/curves_loss.png"' in (run_dir / "report.html").read_text()  # report: true by default
     import csv
 
     rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))

@@ -67,6 +67,27 @@ def gallery_figure(rows: list[dict[str, Any]]):
     return fig
 
 
+def write_samples(folder: Path, rows: list[dict[str, Any]], waves: list[np.ndarray]) -> Path:
+    """Each clip's audio (<key>.flac) and face frames (<key>_face<i>.png), and samples.json listing them
+    with the teacher's and the student's distributions (the run's report.html shows them)."""
+    from PIL import Image
+
+    from crossmodal.utils.atomic import write_json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for row, wave in zip(rows, waves):
+        sf.write(folder / f"{row['key']}.flac", wave, SAMPLE_RATE, format="FLAC")
+        frames = []
+        for j, frame in enumerate(row.get("frames", [])):
+            frames.append(f"{row['key']}_face{j}.png")
+            Image.fromarray(np.asarray(frame, dtype=np.uint8).squeeze()).save(folder / frames[-1])
+        samples.append({"key": row["key"], "title": row["title"], "audio": f"{row['key']}.flac", "frames": frames,
+                        "teacher": [float(v) for v in row["teacher"]], "student": [float(v) for v in row["student"]],
+                        "emotions": list(EMOTIONS)})
+    return write_json(folder / "samples.json", {"samples": samples})
+
+
 class SampleGallery(L.Callback):
     """At the end of testing, show ``n_samples`` clips of the first test batch (rank 0 only)."""
 
@@ -105,10 +126,7 @@ class SampleGallery(L.Callback):
             for row in self._rows:
                 if row["key"] in frames:
                     row["frames"] = list(frames[row["key"]])
-        audio_dir = run_dir / "plots" / "samples"
-        audio_dir.mkdir(parents=True, exist_ok=True)
-        for row, wave in zip(self._rows, self._waves):
-            sf.write(audio_dir / f"{row['key']}.flac", wave, SAMPLE_RATE, format="FLAC")
+        write_samples(run_dir / "plots" / "samples", self._rows, self._waves)
         save_and_send(gallery_figure(self._rows), "test/samples", run_dir / "plots", trainer.loggers)
         for logger in trainer.loggers:
             if is_wandb(logger):

@@ -93,6 +93,7 @@ class RunConf:
     cpu_threads: int | None = None  # torch threads per process (1 is often faster on a shared CPU box)
     test_after_fit: bool = True
     optimized_metric: str | None = None  # the metric a sweeper (Optuna) optimises
+    report: bool = True  # write report.html into the run folder (and index.html into a sweep folder)
     tags: list[str] = field(default_factory=list)
     paths: PathsConf = field(default_factory=PathsConf)
     trainer: TrainerConf = field(default_factory=TrainerConf)

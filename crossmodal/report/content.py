@@ -1,0 +1,298 @@
+"""What a run folder holds, read for the report: its config, overrides, metrics (grouped), log times,
+figures with captions, tables, model files and the sample gallery. Files only: nothing is imported
+from the run, nothing is unpickled (a model file's JSON header is read by ``read_header``)."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+RUN_MARKERS = ("metrics.json", "config.yaml", ".hydra", "run.log")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
+AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".mp3", ".m4a")
+AUDIO_TYPES = {".flac": "audio/flac", ".wav": "audio/wav", ".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".m4a": "audio/mp4"}
+SAMPLES_DIR = Path("plots") / "samples"  # crossmodal/callbacks/gallery.py: clips, face frames, samples.json
+NOT_A_RUN_PART = {".hydra", "wandb", "csv", "plots", "checkpoints", "tables", "tensorboard", "lightning_logs"}
+
+
+def is_run_folder(path: Path) -> bool:
+    return path.is_dir() and any((path / marker).exists() for marker in RUN_MARKERS)
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Problems:
+    """Files that could not be read: the page says which and why instead of failing."""
+
+    items: list[str] = field(default_factory=list)
+
+    def add(self, path: Path, exn: Exception) -> None:
+        message = f"{path}: {exn}"
+        log.warning("report: could not read %s", message)
+        self.items.append(message)
+
+
+def read_yaml(path: Path, problems: Problems) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exn:
+        problems.add(path, exn)
+        return None
+
+
+def read_metrics(run_dir: Path, problems: Problems) -> dict[str, Any]:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exn:
+        problems.add(path, exn)
+        return {}
+    if not isinstance(metrics, dict):
+        problems.add(path, ValueError("expected a JSON object of 'stage/name': value pairs"))
+        return {}
+    return metrics
+
+
+def config_text(run_dir: Path) -> tuple[Path | None, str]:
+    """The resolved config (config.yaml, else Hydra's .hydra/config.yaml) as written."""
+    for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
+        if path.is_file():
+            return path, path.read_text(encoding="utf-8", errors="replace")
+    return None, ""
+
+
+def overrides(run_dir: Path, problems: Problems) -> list[str]:
+    value = read_yaml(run_dir / ".hydra" / "overrides.yaml", problems)
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
+
+
+def log_times(run_dir: Path) -> tuple[datetime | None, datetime | None]:
+    """First and last time stamps of run.log (Hydra's ``[YYYY-mm-dd HH:MM:SS,mmm]`` lines)."""
+    path = run_dir / "run.log"
+    if not path.is_file():
+        return None, None
+    with open(path, "rb") as f:
+        head = f.read(4096).decode("utf-8", "replace").splitlines()
+        f.seek(max(0, path.stat().st_size - 65536))
+        tail = f.read().decode("utf-8", "replace").splitlines()
+    stamps = [m.group(1) for m in map(_STAMP.match, head + tail) if m]
+    if not stamps:
+        return None, None
+    return datetime.fromisoformat(stamps[0]), datetime.fromisoformat(stamps[-1])
+
+
+def log_tail(run_dir: Path, lines: int = 60) -> str:
+    path = run_dir / "run.log"
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 32768))
+        return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
+
+
+# ----------------------------------------------------------------------------------------- metrics
+
+HIGHER_IS_BETTER = ("auc", "ua", "wa", "acc", "recall", "f1")
+_HEADLINE = [re.compile(p) for p in (r"auc_[a-z]+/mean", r"auc/mean", r"ua(_[a-z]+)?", r"wa(_[a-z]+)?", r"acc", r"loss")]
+STAGE_ORDER = ("test", "val", "eval", "demo", "extract", "train")
+
+
+def headline(metrics: Mapping[str, Any], first: str | None = None, limit: int = 8) -> dict[str, Any]:
+    """The few metrics a reader looks for first: mean AUCs, UA, WA, accuracy, loss of the last stage
+    that has them (test before val); ``first`` (the config's optimized_metric) leads."""
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) or v is None}
+    chosen: dict[str, Any] = {}
+    if first and first in metrics:
+        chosen[first] = metrics[first]
+    for stage in STAGE_ORDER + tuple(sorted({k.split("/", 1)[0] for k in numeric} - set(STAGE_ORDER))):
+        for pattern in _HEADLINE:
+            for key in sorted(numeric):
+                prefix, _, rest = key.partition("/")
+                if prefix == stage and pattern.fullmatch(rest):
+                    chosen.setdefault(key, numeric[key])
+        if len(chosen) > (1 if first else 0):
+            break
+    if not chosen:
+        chosen = dict(list(numeric.items())[:limit])
+    return dict(list(chosen.items())[:limit])
+
+
+def better(key: str) -> str | None:
+    """'max' or 'min' for a metric whose direction is known."""
+    name = key.rsplit("/", 2)[-2] if key.count("/") >= 2 else key.rsplit("/", 1)[-1]
+    name = name.split("_")[0]
+    if name in HIGHER_IS_BETTER:
+        return "max"
+    if name == "loss":
+        return "min"
+    return None
+
+
+@dataclass
+class MetricTable:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+def metric_tables(metrics: Mapping[str, Any]) -> list[MetricTable]:
+    """``stage/family_split/class`` keys pivoted into one table per stage and family (rows: classes,
+    columns: splits), and each stage's ``stage/name[_split]`` scalars into one table."""
+    splits = {"heard", "unheard", "train", "val", "test"}
+    families: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
+    for key in metrics:
+        parts = key.split("/")
+        if len(parts) >= 3:
+            splits.add(parts[1].partition("_")[2] or "value")
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 1:
+            families[("other", "")][parts[0]]["value"] = value
+        elif len(parts) == 2:
+            head, _, split = parts[1].rpartition("_")
+            row, column = (head, split) if head and split in splits else (parts[1], "value")
+            families[(parts[0], "")][row][column] = value
+        else:
+            family, _, split = parts[1].partition("_")
+            families[(parts[0], family)]["/".join(parts[2:])][split or "value"] = value
+    order = {s: i for i, s in enumerate(STAGE_ORDER)}
+    tables = []
+    for (stage, family), rows in sorted(families.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][0] == "other", kv[0])):
+        columns: list[str] = []
+        for cells in rows.values():
+            columns += [c for c in cells if c not in columns]
+        columns.sort(key=lambda c: (c != "value", ["train", "heard", "unheard"].index(c) if c in ("train", "heard", "unheard") else 9, c))
+        title = f"{stage} / {family}" if family else (stage if stage != "other" else "other")
+        tables.append(MetricTable(title, ["name", *columns], [[name, *(cells.get(c) for c in columns)] for name, cells in rows.items()]))
+    return tables
+
+
+# ----------------------------------------------------------------------------------------- figures
+
+STAGES = {"test": "test", "val": "validation", "eval": "evaluation", "extract": "extraction", "demo": "demo", "timeline": "timeline"}
+KINDS = {"roc": "ROC curves per emotion", "confusion": "Confusion matrix", "curves": "Training curves",
+         "samples": "Sample gallery: face frames, teacher vs student distributions", "hist": "Histogram",
+         "histogram": "Histogram", "dominant": "Dominant emotion counts", "timeline": "Timeline"}
+WORDS = {"heard": "heard identities", "unheard": "unheard identities", "train": "training identities",
+         "auc": "AUC", "ua": "UA (unweighted average recall)", "wa": "WA (accuracy)", "acc": "accuracy",
+         "loss": "loss", "recall": "per-class recall", "soft": "soft-target loss", "lr": "learning rate"}
+SECTIONS = (("roc", "ROC curves"), ("confusion", "Confusion matrices"), ("curves", "Training curves"), ("", "Other figures"))
+
+
+@dataclass
+class Figure:
+    path: Path
+    caption: str
+    kind: str  # a key of KINDS, or "" for anything else
+
+
+def caption(stem: str) -> tuple[str, str]:
+    """(caption, kind) from a figure's file name, e.g. ``test_roc_unheard`` ->
+    ("ROC curves per emotion: unheard identities (test)", "roc")."""
+    tokens = [t for t in re.split(r"[_\-\s]+", stem.lower()) if t]
+    stage = tokens.pop(0) if len(tokens) > 1 and tokens[0] in STAGES else None
+    kind = next((t for t in tokens if t in KINDS), "")
+    if kind:
+        tokens.remove(kind)
+    if kind == "dominant" and tokens[:1] == ["emotion"]:
+        tokens.pop(0)
+    rest = ", ".join(WORDS.get(t, t) for t in tokens)
+    text = KINDS.get(kind, "Figure") + (f": {rest}" if rest else "")
+    return text + (f" ({STAGES[stage]})" if stage else ""), kind
+
+
+def figures(run_dir: Path) -> list[Figure]:
+    """Every image under plots/ (and beside the page), except the gallery's face frames."""
+    found = sorted(p for p in (run_dir / "plots").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                   and (run_dir / SAMPLES_DIR) not in p.parents)
+    found += sorted(p for p in run_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    stage_rank = {s: i for i, s in enumerate(STAGE_ORDER)}
+    out = [Figure(p, *caption(p.stem)) for p in found]
+    out.sort(key=lambda f: (stage_rank.get(f.path.stem.split("_")[0], 50), f.path.name))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- gallery
+
+
+@dataclass
+class Clip:
+    title: str
+    audio: Path | None
+    frames: list[Path] = field(default_factory=list)
+    teacher: list[float] | None = None
+    student: list[float] | None = None
+    emotions: list[str] = field(default_factory=list)
+
+
+def gallery_clips(run_dir: Path, problems: Problems) -> list[Clip]:
+    """The gallery's clips: from ``samples.json`` when the callback wrote one (audio, face frames and
+    both distributions), else every audio file in plots/samples/ (older runs)."""
+    folder = run_dir / SAMPLES_DIR
+    if not folder.is_dir():
+        return []
+    index = folder / "samples.json"
+    if index.is_file():
+        try:
+            samples = json.loads(index.read_text(encoding="utf-8"))["samples"]
+            return [_clip(folder, s) for s in samples]
+        except (OSError, ValueError, KeyError, TypeError) as exn:
+            problems.add(index, exn)
+    return [Clip(p.stem, p) for p in sorted(folder.iterdir()) if p.suffix.lower() in AUDIO_SUFFIXES]
+
+
+def _clip(folder: Path, sample: Mapping[str, Any]) -> Clip:
+    def inside(name: str | None) -> Path | None:
+        if not name:
+            return None
+        path = (folder / str(name)).resolve()
+        # names come from a file in the run folder: never let one point outside it
+        return path if folder.resolve() in path.parents and path.is_file() else None
+
+    frames = [p for p in (inside(n) for n in sample.get("frames") or []) if p]
+    return Clip(str(sample.get("title") or sample.get("key") or "clip"), inside(sample.get("audio")), frames,
+                _floats(sample.get("teacher")), _floats(sample.get("student")), [str(e) for e in sample.get("emotions") or []])
+
+
+def _floats(values: Any) -> list[float] | None:
+    if not isinstance(values, list):
+        return None
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------------------- model files
+
+
+def model_cards(run_dir: Path, problems: Problems) -> list[tuple[Path, dict[str, Any]]]:
+    """The JSON header (model card) of each model file the run wrote; weights are not loaded."""
+    from crossmodal.models.modelfile import read_header
+
+    cards = []
+    for path in sorted(run_dir.glob("*.safetensors")) + sorted((run_dir / "checkpoints").glob("*.safetensors")):
+        try:
+            cards.append((path, read_header(path)))
+        except (OSError, ValueError) as exn:
+            problems.add(path, exn)
+    return cards
