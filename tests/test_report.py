@@ -134,7 +134,7 @@ def test_sweep_index_and_cli(tmp_path, capsys):
         job_page = sweep / job / REPORT_NAME
         assert Page(job_page).unresolved(job_page) == []
     html = index.read_text()
-    assert '<td class="best">0.6</td>' in html  # the better UA of the two jobs
+    assert '<td class="num best">0.6</td>' in html  # the better UA of the two jobs
     text = " ".join(page.text)
     assert "seed" in text and "experiment=distill_cpu" in text  # varied key as a column, the common override above
     assert report_folder(sweep / "distill_cpu" / "fold0-seed1") == [sweep / "distill_cpu" / "fold0-seed1" / REPORT_NAME]

@@ -127,7 +127,7 @@ def headline(metrics: Mapping[str, Any], first: str | None = None, limit: int = 
         for pattern in _HEADLINE:
             for key in sorted(numeric):
                 prefix, _, rest = key.partition("/")
-                if prefix == stage and pattern.fullmatch(rest):
+                if prefix == stage and pattern.fullmatch(rest) and "_train" not in rest:  # held-out splits first
                     chosen.setdefault(key, numeric[key])
         if len(chosen) > (1 if first else 0):
             break

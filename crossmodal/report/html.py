@@ -27,6 +27,7 @@ table{border-collapse:collapse;margin:6px 0 12px;background:#fff}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.best{font-weight:700;background:#e7f5e9}
+.wide-table{overflow-x:auto}
 .tables{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:14px}
 figure{margin:0;background:#fff;border:1px solid #ddd;padding:8px}
@@ -34,6 +35,8 @@ figure img{max-width:100%;height:auto;display:block;margin:auto}
 figcaption{font-size:13px;color:#333;margin-top:4px} figcaption code{color:#777;font-size:11px}
 pre{background:#fff;border:1px solid #ddd;padding:8px;overflow:auto;max-height:600px;font-size:12px}
 details{margin:6px 0} summary{cursor:pointer;font-weight:600}
+.clips{display:flex;flex-wrap:wrap;gap:10px}
+figure.wide{display:inline-block;max-width:100%}
 .clip{display:flex;flex-wrap:wrap;gap:12px;align-items:center;background:#fff;border:1px solid #ddd;padding:8px;margin:8px 0}
 .clip .frames img{height:96px;margin-right:4px;image-rendering:pixelated;border:1px solid #ccc}
 .note{color:#8a5a00;background:#fff7e0;border:1px solid #f0d890;padding:4px 8px;margin:6px 0}
@@ -68,19 +71,21 @@ def href(target: Path, page_dir: Path) -> str:
     return quote(Path(rel).as_posix())
 
 
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, raw_columns: Sequence[int] = (), best: set[tuple[int, int]] = frozenset()) -> str:
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, raw_columns: Sequence[int] = (), best: set[tuple[int, int]] = frozenset(),
+          numeric_columns: Sequence[int] = ()) -> str:
     """An HTML table; cells are escaped unless their column index is in ``raw_columns`` (pre-built HTML)."""
-    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns) if any(columns) else ""  # key/value tables: no header
     body = []
     for i, row in enumerate(rows):
         cells = []
         for j, cell in enumerate(row):
-            numeric = isinstance(cell, (int, float)) and not isinstance(cell, bool) or cell is None
+            numeric = isinstance(cell, (int, float)) and not isinstance(cell, bool) or cell is None or j in numeric_columns
             text = cell if j in raw_columns else esc(fmt(cell))
             classes = " ".join(c for c in ("num" if numeric else "", "best" if (i, j) in best else "") if c)
             cells.append(f'<td class="{classes}">{text}</td>' if classes else f"<td>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+    return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
 
 
 def details(summary: str, body: str, *, open_: bool = False) -> str:
@@ -95,8 +100,8 @@ def note(text: str) -> str:
     return f'<p class="note">{esc(text)}</p>'
 
 
-def figure(src: str, caption: str, file_name: str) -> str:
-    return (f'<figure><a href="{src}"><img src="{src}" alt="{esc(caption)}" loading="lazy"></a>'
+def figure(src: str, caption: str, file_name: str, *, wide: bool = False) -> str:
+    return (f'<figure{" class=wide" if wide else ""}><a href="{src}"><img src="{src}" alt="{esc(caption)}" loading="lazy"></a>'
             f"<figcaption>{esc(caption)} <code>{esc(file_name)}</code></figcaption></figure>")
 
 

@@ -133,7 +133,11 @@ def _figures(figures: list[c.Figure], page_dir: Path) -> str:
 def _gallery(clips: list[c.Clip], gallery_figures: list[c.Figure], page_dir: Path) -> str:
     if not clips and not gallery_figures:
         return ""
-    out = []
+    out: list[str] = []
+    intro = ""
+    if clips and not any(clip.teacher for clip in clips):
+        intro = ("<p class='muted'>The clips the gallery wrote; their face frames and the teacher's and "
+                 "student's distributions are in the figure below.</p>")
     for clip in clips:
         parts = [f"<div><strong>{esc(clip.title)}</strong><br>"]
         if clip.audio:
@@ -146,10 +150,8 @@ def _gallery(clips: list[c.Clip], gallery_figures: list[c.Figure], page_dir: Pat
         if clip.teacher and clip.student and len(clip.teacher) == len(clip.student):
             parts.append(distribution_svg(clip.teacher, clip.student, clip.emotions))
         out.append(f"<div class='clip'>{''.join(parts)}</div>")
-    if clips and not any(clip.teacher for clip in clips):
-        out.insert(0, "<p class='muted'>The clips the gallery wrote; their face frames and the teacher's and "
-                      "student's distributions are in the figure below.</p>")
-    out += [f"<div class='grid'>{figure(href(f.path, page_dir), f.caption, f.path.name)}</div>" for f in gallery_figures]
+    out = [intro + f"<div class='clips'>{''.join(out)}</div>"] if out else []
+    out += [figure(href(f.path, page_dir), f.caption, f.path.name, wide=True) for f in gallery_figures]
     return "".join(out)
 
 
@@ -159,15 +161,15 @@ def distribution_svg(teacher: list[float], student: list[float], emotions: list[
         from crossmodal.emotions import EMOTIONS
 
         emotions = list(EMOTIONS) if len(EMOTIONS) == len(teacher) else [str(i) for i in range(len(teacher))]
-    step, height, top = 44, 90, 16
+    step, height, top = 56, 90, 16
     bars = []
     for i, (t, s) in enumerate(zip(teacher, student)):
         x = 30 + i * step
-        for dx, value, colour in ((4, t, TEACHER_COLOUR), (20, s, STUDENT_COLOUR)):
+        for dx, value, colour in ((8, t, TEACHER_COLOUR), (26, s, STUDENT_COLOUR)):
             h = max(0.0, min(1.0, value)) * height
-            bars.append(f'<rect x="{x + dx}" y="{top + height - h:.1f}" width="15" height="{h:.1f}" fill="{colour}">'
+            bars.append(f'<rect x="{x + dx}" y="{top + height - h:.1f}" width="17" height="{h:.1f}" fill="{colour}">'
                         f"<title>{esc(emotions[i])}: {value:.3f}</title></rect>")
-        bars.append(f'<text x="{x + 20}" y="{top + height + 12}" font-size="10" text-anchor="middle">{esc(emotions[i][:8])}</text>')
+        bars.append(f'<text x="{x + 26}" y="{top + height + 12}" font-size="9" text-anchor="middle">{esc(emotions[i][:10])}</text>')
     width = 40 + len(teacher) * step
     legend = (f'<rect x="30" y="2" width="10" height="10" fill="{TEACHER_COLOUR}"/><text x="44" y="11" font-size="10">teacher (faces)</text>'
               f'<rect x="140" y="2" width="10" height="10" fill="{STUDENT_COLOUR}"/><text x="154" y="11" font-size="10">student (voice)</text>')
@@ -215,7 +217,7 @@ def _card(card: Mapping[str, Any], depth: int = 0) -> str:
     for key, value in card.items():
         if isinstance(value, Mapping) and value:
             cell = _card(value, depth + 1)
-            if len(value) > 12:
+            if len(value) > 24:  # a model file's copy of its run's metrics
                 cell = details(f"{len(value)} entries", cell)
         elif isinstance(value, list) and all(not isinstance(v, (Mapping, list)) for v in value):
             cell = esc(", ".join(fmt(v) for v in value))

@@ -78,15 +78,17 @@ def _page(sweep_dir: Path, rows, problems: c.Problems) -> str:
     metric_keys: list[str] = []
     for _, _, metrics, _ in rows:
         metric_keys += [k for k in metrics if k not in metric_keys]
-    columns = ["job", *varied_keys, *metric_keys, "report"]
+    columns = ["job (its report)", "status", *varied_keys, *metric_keys]
     body_rows = []
     for job, overrides, metrics, has_report in rows:
         by_key = dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides)
         name = job.relative_to(sweep_dir).as_posix()
-        link = f'<a href="{href(job / REPORT_NAME, sweep_dir)}">report</a>' if has_report else "<span class='muted'>none</span>"
-        body_rows.append([esc(name), *(esc(by_key.get(k, "")) for k in varied_keys),
-                          *(esc(fmt(metrics.get(k))) for k in metric_keys), link])
-    best = _best(rows, metric_keys, offset=1 + len(varied_keys))
+        link = f'<a href="{href(job / REPORT_NAME, sweep_dir)}">{esc(name)}</a>' if has_report else esc(name)
+        status = "finished" if (job / "metrics.json").is_file() else "no metrics.json yet"
+        body_rows.append([link, esc(status), *(esc(by_key.get(k, "")) for k in varied_keys),
+                          *(esc(fmt(metrics.get(k))) for k in metric_keys)])
+    offset = 2 + len(varied_keys)
+    best = _best(rows, metric_keys, offset=offset)
     summary = [f"<p>{len(rows)} jobs in <code>{esc(sweep_dir.resolve())}</code>. Bold: the best value of a column "
                "(highest AUC/UA/WA/accuracy, lowest loss).</p>"]
     if common:
@@ -100,7 +102,8 @@ def _page(sweep_dir: Path, rows, problems: c.Problems) -> str:
         sweeper += details("multirun.yaml", pre(multirun.read_text(encoding="utf-8", errors="replace")))
     sections = [
         ("problems", "Unreadable files", "".join(note(p) for p in problems.items)),
-        ("jobs", "Jobs", "".join(summary) + table(columns, body_rows, raw_columns=range(len(columns)), best=best)),
+        ("jobs", "Jobs", "".join(summary) + "<div class='wide-table'>"
+         + table(columns, body_rows, raw_columns=range(len(columns)), best=best, numeric_columns=range(offset, len(columns))) + "</div>"),
         ("sweep", "Sweep", sweeper),
     ]
     return page(f"sweep {sweep_dir.name}", str(sweep_dir.resolve()), sections)
