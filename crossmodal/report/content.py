@@ -227,7 +227,14 @@ def figures(run_dir: Path) -> list[Figure]:
     found += sorted(p for p in run_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     stage_rank = {s: i for i, s in enumerate(STAGE_ORDER)}
     out = [Figure(p, *caption(p.stem)) for p in found]
-    out.sort(key=lambda f: (stage_rank.get(f.path.stem.split("_")[0], 50), f.path.name))
+    split_rank = {"heard": 1, "unheard": 2, "train": 3}  # held-out identities before training ones
+
+    def order(f: Figure) -> tuple:
+        tokens = f.path.stem.split("_")
+        split = next((split_rank[t] for t in reversed(tokens) if t in split_rank), 0)
+        return stage_rank.get(tokens[0], 50), "_".join(t for t in tokens if t not in split_rank), split
+
+    out.sort(key=order)
     return out
 
 

@@ -29,7 +29,7 @@ th{background:#eef1f5} td.num{text-align:right;font-variant-numeric:tabular-nums
 td.best{font-weight:700;background:#e7f5e9}
 .wide-table{overflow-x:auto}
 .tables{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:14px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:14px}
 figure{margin:0;background:#fff;border:1px solid #ddd;padding:8px}
 figure img{max-width:100%;height:auto;display:block;margin:auto}
 figcaption{font-size:13px;color:#333;margin-top:4px} figcaption code{color:#777;font-size:11px}
@@ -155,15 +155,23 @@ def markdown(text: str) -> str:
                 items.append(f"<li>{_inline(lines[i].lstrip()[2:])}</li>")
                 i += 1
             out.append(f"<ul>{''.join(items)}</ul>")
+        elif line.startswith(("  ", "\t")) and line.strip():
+            block = []  # indented lines (commands in a console summary): as written
+            while i < len(lines) and lines[i].startswith(("  ", "\t")) and lines[i].strip():
+                block.append(lines[i])
+                i += 1
+            out.append(pre("\n".join(block)))
         elif line.strip():
             para = []
-            while i < len(lines) and lines[i].strip() and not lines[i].startswith(("#", "```")) and not lines[i].lstrip().startswith(("|", "- ", "* ")):
+            while i < len(lines) and lines[i].strip() and not lines[i].startswith(("#", "```", "  ", "\t")) \
+                    and not lines[i].lstrip().startswith(("|", "- ", "* ")):
                 para.append(lines[i])
                 i += 1
             if not para:  # a lone '|' line that is not a table
                 para.append(line)
                 i += 1
-            out.append(f"<p>{_inline(' '.join(para))}</p>")
+            # our summaries are console text: keep their line breaks
+            out.append(f"<p>{'<br>'.join(_inline(p) for p in para)}</p>")
         else:
             i += 1
     return "".join(out)
