@@ -236,6 +236,8 @@ def test_local_sweep_runs_each_job_as_its_own_wandb_run_in_one_group(tmp_path, t
     runs = [json.loads((job / "wandb_run.json").read_text()) for job in jobs]
     assert len({r["id"] for r in runs}) == 4 and {r["group"] for r in runs} == {"sweep"}
     assert all((job / "metrics.json").exists() and len(list((job / "wandb").glob("offline-run-*"))) == 1 for job in jobs)
+    index = (sweep_dir / "index.html").read_text()  # each job rewrites the sweep's index: the last one lists all
+    assert all(f'href="{job.name}/report.html"' in index and (job / "report.html").exists() for job in jobs)
     assert {tuple(sorted(t for t in r["tags"] if t.startswith("model."))) for r in runs} == {
         ("model.hidden=8", "model.lr=0.1"), ("model.hidden=16", "model.lr=0.1"),
         ("model.hidden=8", "model.lr=0.05"), ("model.hidden=16", "model.lr=0.05")}
