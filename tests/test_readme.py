@@ -102,7 +102,7 @@ SHRINK: dict[str | None, list[str]] = {
 }
 # Commands (by experiment) that take over ~30 s even shrunk: marked slow.
 SLOW = {None, "teacher_cpu", "teacher_eval", "teacher_senet50", "extract_logits", "pseudo_pairs", "distill_senet", "distill_cpu", "supervised_cpu"}
-SLOW_KINDS = {"make demo", "run -m", "script experiments/sweeps/summarise.py"}
+SLOW_KINDS = {"make demo", "run -m", "script experiments/sweeps/summarise.py", "crossmodal timeline"}  # timeline: tests/test_timeline.py runs it fast
 
 
 def _has_gpu() -> bool:
@@ -423,6 +423,20 @@ def _run_predict(command: str, workspace: Workspace) -> None:
         assert "whole file" in proc.stdout and any(e in proc.stdout for e in EMOTIONS)
 
 
+def _run_timeline(command: str, workspace: Workspace) -> None:
+    """``crossmodal timeline VIDEO --out DIR`` on a GRID clip standing in for the user's video."""
+    argv = _argv(command)
+    video = _clip(workspace, argv[2])
+    cwd = workspace.root / "timeline"
+    cwd.mkdir(exist_ok=True)
+    workspace.run([sys.executable, "-m", "crossmodal.cli", "timeline", str(video), *argv[3:]], cwd=cwd, timeout=300)
+    out = cwd / argv[argv.index("--out") + 1] if "--out" in argv else video.parent
+    stem = Path(argv[2]).stem
+    doc = json.loads((out / f"{stem}.timeline.json").read_text())
+    assert doc["windows"] and all(w["face"] for w in doc["windows"])
+    assert (out / f"{stem}.timeline.csv").exists() and (out / f"{stem}.timeline.png").stat().st_size > 10_000
+
+
 def _run_export(command: str, workspace: Workspace) -> None:
     """``crossmodal export`` with the shipped student: the written file gives the student's outputs on a real clip."""
     import torch
@@ -471,5 +485,6 @@ RUNNERS = {
     "script experiments/sweeps/summarise.py": _run_summarise,
     "crossmodal predict": _run_predict,
     "crossmodal export": _run_export,
+    "crossmodal timeline": _run_timeline,
     "python api": _run_python_api,
 }
