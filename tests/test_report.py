@@ -144,3 +144,10 @@ def test_cli_names_a_folder_that_is_not_a_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli_main(["report", str(tmp_path / "empty")]) == 2
     assert "neither a run folder" in capsys.readouterr().err
+
+
+def test_report_option_composes_and_switches_off():
+    from crossmodal.run import _compose
+
+    assert _compose([], []).report is True
+    assert _compose(["report=false"], []).report is False
