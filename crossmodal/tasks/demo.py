@@ -127,6 +127,7 @@ def summary_text(metrics: dict[str, Any], recorded: dict[str, Any], classes: lis
         recorded_line(metrics, recorded),
         "",
         f"run folder: {run_dir}  (metrics.json, plots/, checkpoints/, student.safetensors)",
+        f"report: {Path(run_dir) / 'report.html'}  (one page with every figure, the sample gallery and the config; open it in a browser)",
         NEXT_STEPS,
     ]
     return "\n".join(lines)
