@@ -146,3 +146,34 @@ def test_cv_sweep_and_summary(tmp_path: Path) -> None:
     for row in ("distilled student", "supervised student", "MFCC functionals + LR", "chance", "distilled / supervised"):
         assert row in summary.stdout
     assert (sweep / "cv_summary.md").exists() and (sweep / "cv_summary.png").stat().st_size > 1000
+
+
+def _fake_sweep(root: Path, uas: dict[int, tuple[float, float]], extra: list[str]) -> Path:
+    """A speaker-fold sweep folder as the runs leave it: per fold (unheard UA, validation-speaker UA)."""
+    for fold, (unheard, heard) in uas.items():
+        job = root / "distill_cpu" / f"fold{fold}-seed0"
+        (job / ".hydra").mkdir(parents=True)
+        config = {"seed": 0, "data": {"labels_only": False, "prepare": {"speaker_folds": 5, "fold": fold}}}
+        (job / "config.yaml").write_text(json.dumps(config))
+        (job / ".hydra" / "overrides.yaml").write_text(json.dumps([f"data.prepare.fold={fold}", "seed=0", *extra]))
+        (job / "metrics.json").write_text(json.dumps({"test/ua_unheard": unheard, "test/ua_heard": heard}))
+    return root
+
+
+def test_ablation_table(tmp_path: Path) -> None:
+    base = _fake_sweep(tmp_path / "a", {0: (0.40, 0.70), 1: (0.60, 0.40), 2: (0.50, 0.50)}, [])
+    other = _fake_sweep(tmp_path / "b", {0: (0.55, 0.75), 1: (0.50, 0.30), 2: (0.60, 0.60)}, ["model.frontend.normalize=false"])
+    script = ROOT / "experiments" / "cpu_transfer" / "ablation.py"
+    proc = subprocess.run([sys.executable, str(script), f"base={base}", f"no norm={other}", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    assert [row["name"] for row in table] == ["base", "no norm", "chosen per fold (validation speaker)"]
+    assert table[0]["ua_mean"] == pytest.approx(0.5) and "delta" not in table[0]
+    assert table[1]["delta"] == pytest.approx(0.05) and table[1]["paired"] == 3
+    assert table[1]["overrides"] == ["model.frontend.normalize=false"] and table[0]["overrides"] == []
+    # nested choice on the validation speakers only: folds 0 and 2 pick "no norm", fold 1 picks "base"
+    assert table[2]["chosen"] == {"0": "no norm", "1": "base", "2": "no norm"}
+    assert table[2]["ua_mean"] == pytest.approx((0.55 + 0.60 + 0.60) / 3)
+    assert "| no norm | distilled | 3 | 0.550 | **0.550** |" in proc.stdout
+    assert (tmp_path / "out" / "ablation.png").stat().st_size > 1000

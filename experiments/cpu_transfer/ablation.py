@@ -6,7 +6,13 @@
 The first row is the reference. Each row gives its runs, mean UA on the unheard speakers (6 emotions)
 with a 95 % t-interval over its runs (folds x seeds), and the change against the reference with a 95 %
 t-interval over the (fold, seed) pairs both rows ran: the pairs share speakers, splits and seed, so
-the paired interval is the one that says whether a change helped. The overrides each row used are
+the paired interval is the one that says whether a change helped.
+
+A recipe is chosen on the validation speakers only (``test/ua_heard``: each fold's held-out training
+speaker, at the checkpoint the run kept), never on the unheard ones: the ``validation UA`` column is
+the choice, the unheard columns are what the choice is worth. The last row, ``chosen per fold``, is
+the nested version: in each fold the recipe with the best validation-speaker UA (over its seeds),
+scored on that fold's unheard speakers. The overrides each row used are
 read back from its runs' Hydra overrides (the ones that differ from the reference's).
 
 Writes ablation.md, ablation.json and ablation.png into --out (default: the current folder).
@@ -14,6 +20,7 @@ Writes ablation.md, ablation.json and ablation.png into --out (default: the curr
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,10 +49,13 @@ def rows(named: list[tuple[str, Path]]) -> list[dict[str, Any]]:
         runs = find_runs([sweep])
         kinds = {run.kind for run in runs}
         scores = {(run.kind, run.fold, run.seed): run.ua for run in runs}
+        validation = {(run.kind, run.fold, run.seed): validation_ua(run.path) for run in runs}
         mean, low, high = t_interval(list(scores.values()))
         row: dict[str, Any] = {"name": name, "sweep": str(sweep), "students": sorted(kinds), "runs": len(runs),
                                "folds": sorted({run.fold for run in runs}), "seeds": sorted({run.seed for run in runs}),
                                "ua_mean": mean, "ua_ci95": [low, high],
+                               "validation_ua_mean": float(np.mean(list(validation.values()))),
+                               "per_run_validation": {f"{k}/fold{f}-seed{s}": v for (k, f, s), v in sorted(validation.items())},
                                "per_run": {f"{k}/fold{f}-seed{s}": v for (k, f, s), v in sorted(scores.items())},
                                "overrides": run_overrides(runs[0].path)}
         if reference is None:
@@ -56,18 +66,45 @@ def rows(named: list[tuple[str, Path]]) -> list[dict[str, Any]]:
                 diff, dlow, dhigh = t_interval([scores[key] - reference[key] for key in shared])
                 row.update(delta=diff, delta_ci95=[dlow, dhigh], paired=len(shared))
         out.append(row)
+    if len(out) > 1:
+        out.append(chosen_per_fold(out))
     return out
 
 
+def validation_ua(job: Path) -> float:
+    metrics = json.loads((job / "metrics.json").read_text())
+    if "test/ua_heard" not in metrics:
+        raise SystemExit(f"{job}/metrics.json: no test/ua_heard (the validation speaker's UA)")
+    return float(metrics["test/ua_heard"])
+
+
+def chosen_per_fold(table: list[dict[str, Any]]) -> dict[str, Any]:
+    """Nested choice: per fold, the row whose runs have the best mean validation-speaker UA."""
+    folds = sorted(set.intersection(*(set(row["folds"]) for row in table)))
+    chosen, scores = {}, []
+    for fold in folds:
+        def mean_of(values: dict[str, float], fold=fold) -> float:
+            return float(np.mean([v for key, v in values.items() if f"/fold{fold}-" in key]))
+        best = max(table, key=lambda row: mean_of(row["per_run_validation"]))
+        chosen[fold] = best["name"]
+        scores += [v for key, v in best["per_run"].items() if f"/fold{fold}-" in key]
+    mean, low, high = t_interval(scores)
+    return {"name": "chosen per fold (validation speaker)", "students": sorted({s for row in table for s in row["students"]}),
+            "runs": len(scores), "folds": folds, "seeds": [], "ua_mean": mean, "ua_ci95": [low, high],
+            "validation_ua_mean": float("nan"), "chosen": {str(k): v for k, v in chosen.items()},
+            "overrides": [f"fold {k}: {v}" for k, v in chosen.items()], "per_run": {}, "per_run_validation": {}}
+
+
 def render(table: list[dict[str, Any]]) -> str:
-    lines = ["| recipe | student | runs | mean UA | 95 % t-interval | change vs first row (paired) | overrides |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | student | runs | validation UA (the choice) | unheard UA | 95 % t-interval | change vs first row (paired) | overrides |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in table:
         delta = ""
         if "delta" in row:
             delta = f"{row['delta']:+.3f} [{row['delta_ci95'][0]:+.3f}, {row['delta_ci95'][1]:+.3f}] ({row['paired']} pairs)"
         overrides = " ".join(f"`{o}`" for o in row["overrides"]) or "(the recipe's defaults)"
-        lines.append(f"| {row['name']} | {', '.join(row['students'])} | {row['runs']} | **{row['ua_mean']:.3f}** | "
+        chosen = "" if np.isnan(row["validation_ua_mean"]) else f"{row['validation_ua_mean']:.3f}"
+        lines.append(f"| {row['name']} | {', '.join(row['students'])} | {row['runs']} | {chosen} | **{row['ua_mean']:.3f}** | "
                      f"[{row['ua_ci95'][0]:.3f}, {row['ua_ci95'][1]:.3f}] | {delta} | {overrides} |")
     return "\n".join(lines) + "\n"
 
