@@ -282,8 +282,8 @@ def test_out_of_fold_students_and_per_speaker_norm(emodb_root, tmp_path):
     first, second = tiny_student_file(tmp_path / "a.safetensors", seed=0), tiny_student_file(tmp_path / "b.safetensors", seed=1)
     mapping = f"{{03+08: '{first}', 10+12: '{second}'}}"
     cfg = _cfg("eval_emodb", emodb_root, tmp_path / "unused.pt", f"benchmark.student_per_fold={mapping}", "benchmark.speakers=[03,08,09,10,12]",
-               "benchmark.max_clips=40", "benchmark.folds=3", "benchmark.Cs=[1.0]", "benchmark.baselines=[chance]", "benchmark.per_speaker_norm=true",
-               "benchmark.confusion_plots=false")
+               "benchmark.max_clips=40", "benchmark.folds=3", "benchmark.Cs=[1.0]", "benchmark.baselines=[chance,zero_shot]",
+               "benchmark.per_speaker_norm=true", "benchmark.confusion_plots=false")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     metrics = run(cfg, RunFolder(cfg, run_dir))
@@ -298,6 +298,9 @@ def test_out_of_fold_students_and_per_speaker_norm(emodb_root, tmp_path):
     assert metrics["eval/speakers"] == 4 and "eval/probe_embedding_spknorm/speakers/ua_mean" in metrics and "eval/probe_logits/speakers/ua_mean" not in metrics
     report = (run_dir / "evaluation.md").read_text()
     assert "probe on student logits (paper), per-speaker norm" in report and "speakers 09 have no student" in report
+    # zero-shot: each speaker's logits z-scored with its own statistics, then the argmax
+    assert "zero-shot (student argmax, shared classes), logits per-speaker norm" in report
+    assert "eval/zero_shot_spknorm/speakers/ua_mean" in metrics and "eval/zero_shot/speakers/ua_mean" not in metrics
     assert "03+08: small_cnn (" in report
     # A student listed for a speaker it trained on (the shipped student heard 03) is refused, naming it.
     shipped = ROOT / "crossmodal" / "assets" / "student_cpu.safetensors"

@@ -143,6 +143,8 @@ def method_title(method: str) -> str:
     """The row label; every probe row says how its features were standardised."""
     if method in ("chance", "zero_shot"):
         return METHOD_TITLES[method]
+    if method == "zero_shot" + SPEAKER_NORM:
+        return METHOD_TITLES["zero_shot"] + ", logits per-speaker norm"
     base = method.removesuffix(SPEAKER_NORM)
     return f"{METHOD_TITLES.get(base, base)}, {'per-speaker' if method.endswith(SPEAKER_NORM) else 'global'} norm"
 

@@ -44,6 +44,7 @@ from crossmodal.eval.probe import (
     fit_labels_to_folds,
     majority_baseline,
     speaker_folds,
+    speaker_zscore,
     stratified_subset,
 )
 from crossmodal.inference import Student, check_signal, load_student
@@ -404,17 +405,19 @@ def evaluate_features(
         if "chance" in bench.baselines:
             report.rows.append(ScoreRow("chance", protocol, majority_baseline(labels, protocol_folds, class_names)))
         if "zero_shot" in bench.baselines:
-            row = zero_shot_row(clips, student_logits, protocol_folds, protocol)
+            # per-speaker norm: each speaker's logits z-scored with its own statistics before the argmax
+            logits = speaker_zscore(student_logits, speakers) if bench.per_speaker_norm else student_logits
+            row = zero_shot_row(clips, logits, protocol_folds, protocol, SPEAKER_NORM if bench.per_speaker_norm else "")
             if row is not None:
                 report.rows.append(row)
                 report.zero_shot_classes = row.scores.class_names
     return report
 
 
-def zero_shot_row(clips: Sequence[Clip], logits: np.ndarray, folds: Sequence[Fold], protocol: str) -> ScoreRow | None:
+def zero_shot_row(clips: Sequence[Clip], logits: np.ndarray, folds: Sequence[Fold], protocol: str, suffix: str = "") -> ScoreRow | None:
     """The student's own argmax over the FER+ emotions the clips' classes map to (eval.baselines)."""
     result = zero_shot_scores([c.emotion for c in clips], logits, folds)
-    return None if result is None else ScoreRow("zero_shot", protocol, *result)
+    return None if result is None else ScoreRow("zero_shot" + suffix, protocol, *result)
 
 
 # ----------------------------------------------------------------------------- outputs

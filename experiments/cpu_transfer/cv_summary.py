@@ -46,8 +46,13 @@ ROWS = {
     "egemaps": "eGeMAPSv02 + LR",
     "mfcc": "MFCC functionals + LR",
     "chance": "chance (majority class)",
+    # per-speaker standardisation (the SER protocol): each test speaker's outputs/features z-scored
+    # with that speaker's own statistics (transductive over the speaker's clips, no label used)
+    "distilled_spk": "distilled student, outputs standardised per speaker",
+    "supervised_spk": "supervised student, outputs standardised per speaker",
+    "egemaps_spk": "eGeMAPSv02 + LR, features standardised per speaker",
 }
-SEED_FREE = ("egemaps", "mfcc", "chance")  # deterministic given the fold
+SEED_FREE = ("egemaps", "mfcc", "chance", "egemaps_spk")  # deterministic given the fold
 
 
 @dataclass
@@ -121,8 +126,8 @@ def load_corpus(source: str, classes: tuple[str, ...]) -> Corpus:
                   np.array([classes.index(c.emotion) for c in clips]), [load_audio(c.path, 16000) for c in clips], classes)
 
 
-def student_predictions(run: Run, corpus: Corpus, test: np.ndarray) -> np.ndarray:
-    """The run's student (student.safetensors) on the test clips: argmax over the study's classes."""
+def student_logits(run: Run, corpus: Corpus, test: np.ndarray) -> np.ndarray:
+    """The run's student (student.safetensors) on the test clips: ``[clips, classes]`` logits of the study's classes."""
     from crossmodal.emotions import EMOTIONS
     from crossmodal.inference import load_student
 
@@ -131,7 +136,7 @@ def student_predictions(run: Run, corpus: Corpus, test: np.ndarray) -> np.ndarra
         raise SystemExit(f"{run.path}: no student.safetensors (the test stage writes it)")
     student = load_student(path)
     columns = [EMOTIONS.index(name) for name in corpus.classes]
-    return np.array([int(np.argmax(student.predict(corpus.waves[i], 16000).logits[columns])) for i in test], dtype=int)
+    return np.array([np.asarray(student.predict(corpus.waves[i], 16000).logits)[columns] for i in test], dtype=float)
 
 
 def ua_from_confusion(confusion: np.ndarray) -> np.ndarray:
@@ -183,7 +188,7 @@ def baseline_features(name: str, corpus: Corpus, cache: Path | None) -> np.ndarr
 
 def summarise(sweeps: list[Path], bootstrap: int = 2000, seed: int = 0, cache: Path | None = None) -> dict[str, Any]:
     from crossmodal.eval.metrics import ua_score
-    from crossmodal.eval.probe import cross_validate_probe
+    from crossmodal.eval.probe import cross_validate_probe, speaker_zscore
 
     runs = find_runs(sweeps)
     classes = tuple(runs[0].config["model"]["label_classes"])
@@ -212,22 +217,27 @@ def summarise(sweeps: list[Path], bootstrap: int = 2000, seed: int = 0, cache: P
     check = 0.0
     for run in runs:
         test = test_of[run.fold]
-        predicted = student_predictions(run, corpus, test)
+        logits = student_logits(run, corpus, test)
+        predicted = logits.argmax(1)
         check = max(check, abs(ua_score(corpus.labels[test], predicted) - run.ua))
         values[run.kind][(run.fold, run.seed)] = run.ua
         pooled[run.kind].setdefault(run.seed, np.full(len(corpus.labels), -1))[test] = predicted
+        per_speaker = speaker_zscore(logits, corpus.speakers[test]).argmax(1)
+        values[f"{run.kind}_spk"][(run.fold, run.seed)] = ua_score(corpus.labels[test], per_speaker)
+        pooled[f"{run.kind}_spk"].setdefault(run.seed, np.full(len(corpus.labels), -1))[test] = per_speaker
     fold_list = [(train_of[f], test_of[f]) for f in folds]
-    for name in ("egemaps", "mfcc"):
+    for row, name, per_speaker_norm in (("egemaps", "egemaps", False), ("mfcc", "mfcc", False), ("egemaps_spk", "egemaps", True)):
         try:
             features = baseline_features(name, corpus, cache)
         except ImportError as exn:
-            notes[name] = f"not computed: {exn}"
+            notes[row] = f"not computed: {exn}"
             continue
-        result = cross_validate_probe(features, corpus.labels, fold_list, classes, groups=corpus.speakers, seed=0)
-        notes[name] = "C per fold (inner folds over the training speakers): " + ", ".join(f"{c:g}" for c in result.chosen_C)
+        result = cross_validate_probe(features, corpus.labels, fold_list, classes, groups=corpus.speakers, seed=0,
+                                      per_speaker=per_speaker_norm)
+        notes[row] = "C per fold (inner folds over the training speakers): " + ", ".join(f"{c:g}" for c in result.chosen_C)
         for f, ua in zip(folds, result.scores.ua):
-            values[name][(f, -1)] = ua
-        pooled[name] = {s: result.predictions for s in seeds}
+            values[row][(f, -1)] = ua
+        pooled[row] = {s: result.predictions for s in seeds}
     chance = np.full(len(corpus.labels), -1)
     for f in folds:
         majority = np.bincount(corpus.labels[train_of[f]], minlength=len(classes)).argmax()
