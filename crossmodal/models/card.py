@@ -235,8 +235,8 @@ def render_shipped_card(recorded: dict[str, Any], header: dict[str, Any], path: 
     lines += [
         f"**This file on its own held-out speakers ({held})**: UA {entry['ua_unheard']:.4f}"
         + (f", WA {entry['wa_unheard']:.4f}" if "wa_unheard" in entry else "")
-        + f" (one run, {entry.get('source', 'n/a')}). Two speakers and one run: the same recipe has scored 0.43 to 0.55 "
-        "on them across runs, so read the cross-validated figure.",
+        + f" (one run, {entry.get('source', 'n/a')}). Two speakers and one run move with the seed: "
+        "the cross-validated figure above, over all 10 speakers and several seeds, is the one to read.",
         "",
         f"`python -m crossmodal.run experiment=eval_emodb benchmark.source=/data/emodb` with this student scores only "
         f"speakers {held} (the ones it never heard) and names them in its report.",
