@@ -188,10 +188,11 @@ def render_shipped_card(recorded: dict[str, Any], header: dict[str, Any], path: 
     for key in ("heldout_speakers", "trained_speakers", "ua_unheard"):
         if key not in entry:
             raise ValueError(f"{RECORDED}: student_cpu.{key} is missing; the shipped student's card needs it")
-    heard = sorted(str(s) for s in (header.get("info") or {}).get("train_speakers", {}).get("emodb", []))
+    recorded_in = (header.get("info") or {}).get("train_speakers") or (header.get("provenance") or {}).get("train_speakers") or {}
+    heard = sorted(str(s) for s in recorded_in.get("emodb", []))
     if heard and heard != sorted(entry["trained_speakers"]):
         raise ValueError(f"{RECORDED}: student_cpu.trained_speakers {entry['trained_speakers']} differ from the speakers "
-                         f"{path} records (info.train_speakers.emodb {heard}): record the file that ships")
+                         f"{path} records (train_speakers.emodb {heard}): record the file that ships")
     teacher = recorded.get("teacher_cpu") or {}
     cv = entry.get("cv")
     held = _speakers(entry["heldout_speakers"])
