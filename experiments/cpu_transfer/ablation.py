@@ -115,7 +115,7 @@ def plot(table: list[dict[str, Any]], path: Path, target: float | None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from crossmodal.utils.atomic import atomic_path
+    from crossmodal.utils.figures import save_and_send
 
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(table) + 1.2))
     y = np.arange(len(table))[::-1]
@@ -129,9 +129,7 @@ def plot(table: list[dict[str, Any]], path: Path, target: float | None) -> None:
     ax.set_xlabel("UA on unheard speakers (6 emotions), 95 % t-interval over folds x seeds")
     ax.set_xlim(0, 1)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_and_send(fig, path.stem, path.parent, loggers=[])  # the project's PNG writer (closes the figure)
 
 
 def main(argv: list[str] | None = None) -> int:
