@@ -111,12 +111,7 @@ def _predict(args: argparse.Namespace) -> int:
         print(as_json(result, student, embeddings=not args.no_embedding))
     else:
         print("\n\n".join(format_table(r, student.emotions) for r in result.results))
-    for _path, message in result.errors:
-        print(f"error: {message}", file=sys.stderr)
-    if result.errors:
-        print(f"{len(result.errors)} of {len(result.errors) + len(result.results)} files failed", file=sys.stderr)
-        return 1
-    return 0
+    return _exit_status(result.errors, len(result.errors) + len(result.results), "files")
 
 
 def _timeline_parser(commands) -> None:
@@ -160,10 +155,15 @@ def _timeline(args: argparse.Namespace) -> int:
         print("  ".join(str(path) for path in files.values()))
     for path in run.summary_files.values():
         print(path)
-    for _path, message in run.errors:
+    return _exit_status(run.errors, len(run.summary), "videos")
+
+
+def _exit_status(errors: list[tuple[object, str]], total: int, noun: str) -> int:
+    """Print each (path, message) error and how many of ``total`` inputs failed; 1 if any did, else 0."""
+    for _path, message in errors:
         print(f"error: {message}", file=sys.stderr)
-    if run.errors:
-        print(f"{len(run.errors)} of {len(run.summary)} videos failed", file=sys.stderr)
+    if errors:
+        print(f"{len(errors)} of {total} {noun} failed", file=sys.stderr)
         return 1
     return 0
 

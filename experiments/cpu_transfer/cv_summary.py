@@ -52,7 +52,6 @@ ROWS = {
     "supervised_spk": "supervised student, outputs standardised per speaker",
     "egemaps_spk": "eGeMAPSv02 + LR, features standardised per speaker",
 }
-SEED_FREE = ("egemaps", "mfcc", "chance", "egemaps_spk")  # deterministic given the fold
 
 
 @dataclass
