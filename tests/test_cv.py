@@ -100,7 +100,7 @@ def test_summary_statistics() -> None:
         sys.path.pop(0)
     from scipy import stats
 
-    from crossmodal.eval.metrics import confusion_counts, ua_score
+    from crossmodal.eval.metrics import confusion_counts, t_interval, ua_score
 
     rng = np.random.default_rng(0)
     truth, predicted = rng.integers(0, 6, 200), rng.integers(0, 6, 200)
@@ -110,40 +110,41 @@ def test_summary_statistics() -> None:
     truth5[truth5 == 5] = 0  # a class without clips is left out of the mean, as ua_score does
     assert cv_summary.ua_from_confusion(confusion_counts(truth5, predicted, 6)) == pytest.approx(ua_score(truth5, predicted))
     values = [0.41, 0.52, 0.47, 0.55, 0.49]
-    mean, low, high = cv_summary.t_interval(values)
+    mean, low, high = t_interval(values)
     expected = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
     assert mean == pytest.approx(np.mean(values)) and (low, high) == pytest.approx(expected)
-    assert cv_summary.t_interval([0.5, 0.5]) == (0.5, 0.5, 0.5)
+    assert t_interval([0.5, 0.5]) == (0.5, 0.5, 0.5)
 
 
-@pytest.mark.slow  # 4 training runs (2 folds x 1 seed x 2 students) and the summary, ~2-3 min on 2 cores
+@pytest.mark.slow  # 8 training runs (2 folds x 2 seeds x 2 students) and the summary, ~4-5 min on 2 cores
 def test_cv_sweep_and_summary(tmp_path: Path) -> None:
     emodb = _emodb_subset(tmp_path / "emodb", per_speaker=6)
     sweep = tmp_path / "sweep"
     env = dict(os.environ, WANDB_MODE="disabled", CROSSMODAL_NO_PROGRESS="1")
-    cmd = [sys.executable, "-m", "crossmodal.run", "-m", "hparams_search=cpu_transfer_cv", "data.prepare.fold=0,1", "seed=0",
+    cmd = [sys.executable, "-m", "crossmodal.run", "-m", "hparams_search=cpu_transfer_cv", "data.prepare.fold=0,1", "seed=0,1",
            f"data.emodb={emodb}", f"data.ferplus={DEMO / 'ferplus'}", "data.num_workers=0", "data.batches_per_epoch=2",
            "data.batch_size=8", "data.window_seconds=2.0", "trainer.max_epochs=1", "logger=csv",
            f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     jobs = sorted(p.parent.relative_to(sweep).as_posix() for p in sweep.rglob("metrics.json"))
-    assert jobs == ["distill_cpu/fold0-seed0", "distill_cpu/fold1-seed0", "supervised_cpu/fold0-seed0", "supervised_cpu/fold1-seed0"]
-    assert len(list((tmp_path / "data" / "pairs").glob("*/manifest.json"))) == 2  # one pseudo-pair set per fold, shared
+    assert jobs == [f"{name}/fold{f}-seed{s}" for name in ("distill_cpu", "supervised_cpu") for f in (0, 1) for s in (0, 1)]
+    assert len(list((tmp_path / "data" / "pairs").glob("*/manifest.json"))) == 2  # one pseudo-pair set per fold, shared by the seeds and both students
 
     summary = subprocess.run([sys.executable, str(ROOT / "experiments" / "cpu_transfer" / "cv_summary.py"), str(sweep),
                               "--bootstrap", "200"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert summary.returncode == 0, summary.stderr[-4000:]
     result = json.loads((sweep / "cv_summary.json").read_text())
     assert result["speakers"] == ["03", "08", "09", "10"] and result["folds"] == [0, 1]
-    for name in ("distilled", "supervised", "mfcc", "chance"):
+    for name, runs in (("distilled", 4), ("supervised", 4), ("mfcc", 2), ("chance", 2), ("distilled_ens", 2), ("supervised_ens", 2)):
         row = result["rows"][name]
-        assert row["runs"] == 2 and row["t_low"] <= row["mean"] <= row["t_high"], name
+        assert row["runs"] == runs and row["t_low"] <= row["mean"] <= row["t_high"], name
         assert row["boot_low"] <= row["pooled"] <= row["boot_high"], name
     assert result["rows"]["chance"]["mean"] <= 1 / 6 + 1e-9  # majority class: 1/6 per fold, 0 when it has no test clip
     assert result["student_check_max_abs_ua_diff"] < 1e-6  # student.safetensors predicts what the test stage scored
-    assert result["ratio"]["pairs"] == 2
-    for row in ("distilled student", "supervised student", "MFCC functionals + LR", "chance", "distilled / supervised"):
+    assert result["ratio"]["pairs"] == 4
+    for row in ("distilled student", "supervised student", "MFCC functionals + LR", "chance", "distilled / supervised",
+                "distilled student, ensemble of the seeds"):
         assert row in summary.stdout
     assert (sweep / "cv_summary.md").exists() and (sweep / "cv_summary.png").stat().st_size > 1000
 

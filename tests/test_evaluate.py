@@ -308,3 +308,32 @@ def test_out_of_fold_students_and_per_speaker_norm(emodb_root, tmp_path):
     with pytest.raises(ConfigError, match=r"student_per_fold\['03\+10'\]: .*student_cpu.safetensors trained on speaker\(s\) 03 \(its train_speakers\)"):
         run(bad, RunFolder(bad, run_dir))
 
+
+
+def test_external_eval_table_over_seeds(tmp_path: Path) -> None:
+    """experiments/external_eval/plot.py: the runs of one evaluation (one per seed) as a table with a
+    t-interval over them, the per-speaker-norm rows titled as such, and the bar chart."""
+    runs = []
+    for seed, (logits, egemaps) in enumerate([(0.48, 0.61), (0.50, 0.61), (0.46, 0.61)]):
+        run_dir = tmp_path / f"seed{seed}"
+        run_dir.mkdir()
+        (run_dir / "config.yaml").write_text("benchmark:\n  corpus: emodb\n")
+        metrics = {"eval/probe_logits/speakers/ua_mean": logits, "eval/probe_logits/speakers/ua_std": 0.05,
+                   "eval/egemaps/speakers/ua_mean": egemaps, "eval/probe_logits_spknorm/speakers/ua_mean": logits + 0.1}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        runs.append(str(run_dir))
+    sys.path.insert(0, str(ROOT / "experiments" / "external_eval"))
+    try:
+        import plot
+    finally:
+        sys.path.pop(0)
+    assert plot.main([*runs, "--labels", "s0", "s1", "s2", "--out", str(tmp_path / "ua.png"), "--table", str(tmp_path / "seeds.md")]) == 0
+    lines = (tmp_path / "seeds.md").read_text().splitlines()
+    assert lines[0] == "| method | protocol | s0 | s1 | s2 | mean UA % | 95 % t-interval over runs |"
+    row = next(line for line in lines if line.startswith("| probe on student logits (paper) | speaker-independent"))
+    assert "| 48.0 | 50.0 | 46.0 | **48.0** | [43.0, 53.0] |" in row  # mean 48, sem 1.155, t(2) 4.303
+    assert "| eGeMAPSv02 + LR | speaker-independent | 61.0 | 61.0 | 61.0 | **61.0** | [61.0, 61.0] |" in lines
+    assert any(line.startswith("| probe on student logits (paper), per-speaker norm | speaker-independent") for line in lines)
+    assert (tmp_path / "ua.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="metrics.json: missing"):
+        plot.main([str(tmp_path)])

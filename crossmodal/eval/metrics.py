@@ -24,6 +24,19 @@ def _check(y_true: np.ndarray, y_pred: np.ndarray, name: str) -> tuple[np.ndarra
     return y_true, y_pred
 
 
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the t-interval of the mean of ``values`` (runs: folds x seeds); a single
+    value or identical values give a zero-width interval."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2 or float(values.std()) == 0.0:
+        return mean, mean, mean
+    low, high = stats.t.interval(confidence, len(values) - 1, loc=mean, scale=stats.sem(values))
+    return mean, float(low), float(high)
+
+
 def ua_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """UA: mean per-class recall over the classes that occur in ``y_true``."""
     y_true, y_pred = _check(y_true, y_pred, "ua_score")

@@ -72,7 +72,7 @@ def cv_entry(summary: dict[str, Any], row: str) -> dict[str, Any]:
         "ci95": [_round(data.get("t_low")), _round(data.get("t_high"))] if runs else None,
         "interval": "t over folds (deterministic given the fold)" if seed_free else "t over folds x seeds",
         "ci95_speaker_bootstrap": [_round(data.get("boot_low")), _round(data.get("boot_high"))] if runs else None,
-        "folds": len(summary.get("folds") or []), "seeds": len(summary.get("seeds") or []), "runs": runs,
+        "folds": len(summary.get("folds") or []), "seeds": None if seed_free else len(summary.get("seeds") or []), "runs": runs,
         "emotions": len(summary.get("classes") or []), "protocol": CV_PROTOCOL, "source": CV_SOURCE,
     }
     if row == "distilled" and summary.get("ratio"):
@@ -98,7 +98,7 @@ def dump_recorded(recorded: dict[str, Any]) -> str:
 
 
 def _round(value: Any) -> float | None:
-    return None if value is None or not math.isfinite(float(value)) else round(float(value), 4)
+    return None if value is None or not math.isfinite(float(value)) else round(float(value), 6)
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -109,7 +109,9 @@ def format_cv(cv: dict[str, Any] | None) -> str:
     if not cv or cv.get("ua_mean") is None:
         return "not measured yet"
     runs = int(cv.get("runs") or 0)
-    size = f"{cv.get('folds')} fold{'s' if cv.get('folds') != 1 else ''} x {cv.get('seeds')} seed{'s' if cv.get('seeds') != 1 else ''}"
+    size = f"{cv.get('folds')} fold{'s' if cv.get('folds') != 1 else ''}"
+    if cv.get("seeds") is not None:  # None: a row that does not depend on the seed (the baselines)
+        size += f" x {cv['seeds']} seed{'s' if cv['seeds'] != 1 else ''}"
     if runs < 2 or not cv.get("ci95") or None in cv["ci95"]:
         return f"{cv['ua_mean']:.3f} (one run, {size}: no interval yet)"
     lo, hi = cv["ci95"]

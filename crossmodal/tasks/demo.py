@@ -6,7 +6,7 @@ Steps (each reuses what an earlier run left in ${paths.data_dir}):
   3. a small speech student learns the teacher's soft labels from the voice alone;
   4. it is tested on speakers it never heard, against their true (acted) emotions;
   5. a summary: teacher accuracy, AUC per emotion (heard/unheard), held-out UA vs chance and the
-     supervised student, this run's UA beside the recipe's cross-validated UA (recorded.json
+     supervised student (its cross-validated UA), this run's UA beside the recipe's cross-validated UA (recorded.json
      ``student_cpu.cv``, the study of experiments/cpu_transfer), and this run against the figures
      recorded for this code.
 
@@ -79,10 +79,15 @@ def summary_rows(metrics: dict[str, Any], recorded: dict[str, Any], classes: lis
             continue
         auc_rows.append([emotion, heard, unheard])
     supervised = recorded.get("supervised_cpu", {})
+    cv = supervised.get("cv") or {}
+    if cv.get("ua_mean") is not None:  # the cross-validated figure, not one run
+        supervised_row = ["supervised student", cv["ua_mean"], f"cross-validated, experiment=supervised_cpu: {format_cv(cv)}"]
+    else:
+        supervised_row = ["supervised student", supervised.get("ua_unheard"), f"recorded: {supervised.get('source', 'n/a')}"]
     ua_rows = [
         ["chance", 1.0 / len(classes), "uniform guess over the scored emotions"],
         ["distilled student (this run)", metrics.get("test/ua_unheard"), "never saw an audio label"],
-        ["supervised student", supervised.get("ua_unheard"), f"recorded: {supervised.get('source', 'n/a')}"],
+        supervised_row,
     ]
     return auc_rows, ua_rows
 

@@ -29,7 +29,9 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cv_summary import find_runs, t_interval  # noqa: E402
+from cv_summary import find_runs  # noqa: E402
+
+from crossmodal.eval.metrics import t_interval  # noqa: E402
 
 SWEEP_KEYS = ("data.prepare.fold", "seed", "experiment", "hydra", "paths.", "logger", "hparams_search",
               "data.prepare.speaker_folds", "teacher_ckpt", "data.num_workers")

@@ -10,7 +10,11 @@ Rows, all on the same speaker folds (read from each fold's splits.json) and seed
   part, logistic regression with C chosen by inner folds over the training speakers only
   (``cross_validate_probe``); trained on every speaker the fold's students used (7 train + 1
   validation), tested on the same 2 speakers;
-- chance: the training part's majority class (UA = 1/6).
+- chance: the training part's majority class (UA = 1/6);
+- per speaker (``*_spk``): each test speaker's student outputs or baseline features z-scored with
+  that speaker's own statistics before the argmax / probe (no label used);
+- ensemble of the seeds (``*_ens``): per fold, the softmax outputs of that fold's students of every
+  seed averaged; one value per fold.
 
 Intervals:
 - ``t``: a t-interval over the runs (folds x seeds). Rows that do not depend on the seed (the
@@ -51,6 +55,9 @@ ROWS = {
     "distilled_spk": "distilled student, outputs standardised per speaker",
     "supervised_spk": "supervised student, outputs standardised per speaker",
     "egemaps_spk": "eGeMAPSv02 + LR, features standardised per speaker",
+    # the seeds of a fold as one model: their softmax outputs averaged (costs one training per seed)
+    "distilled_ens": "distilled student, ensemble of the seeds",
+    "supervised_ens": "supervised student, ensemble of the seeds",
 }
 
 
@@ -145,17 +152,6 @@ def ua_from_confusion(confusion: np.ndarray) -> np.ndarray:
     return recall.sum(-1) / np.maximum((support > 0).sum(-1), 1)
 
 
-def t_interval(values: list[float]) -> tuple[float, float, float]:
-    from scipy import stats
-
-    values = np.asarray(values, dtype=float)
-    mean = float(values.mean())
-    if len(values) < 2 or float(values.std()) == 0.0:
-        return mean, mean, mean
-    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
-    return mean, mean - half, mean + half
-
-
 def speaker_confusions(predictions: np.ndarray, corpus: Corpus, speakers: list[str]) -> np.ndarray:
     """``[S, C, C]`` confusion counts per speaker of one seed's pooled out-of-fold predictions (-1 = untested)."""
     n = len(corpus.classes)
@@ -186,7 +182,9 @@ def baseline_features(name: str, corpus: Corpus, cache: Path | None) -> np.ndarr
 
 
 def summarise(sweeps: list[Path], bootstrap: int = 2000, seed: int = 0, cache: Path | None = None) -> dict[str, Any]:
-    from crossmodal.eval.metrics import ua_score
+    from scipy.special import softmax
+
+    from crossmodal.eval.metrics import t_interval, ua_score
     from crossmodal.eval.probe import cross_validate_probe, speaker_zscore
 
     runs = find_runs(sweeps)
@@ -214,6 +212,7 @@ def summarise(sweeps: list[Path], bootstrap: int = 2000, seed: int = 0, cache: P
     pooled: dict[str, dict[int, np.ndarray]] = {name: {} for name in ROWS}
     notes: dict[str, str] = {}
     check = 0.0
+    fold_probs: dict[tuple[str, int], list[np.ndarray]] = {}
     for run in runs:
         test = test_of[run.fold]
         logits = student_logits(run, corpus, test)
@@ -224,6 +223,13 @@ def summarise(sweeps: list[Path], bootstrap: int = 2000, seed: int = 0, cache: P
         per_speaker = speaker_zscore(logits, corpus.speakers[test]).argmax(1)
         values[f"{run.kind}_spk"][(run.fold, run.seed)] = ua_score(corpus.labels[test], per_speaker)
         pooled[f"{run.kind}_spk"].setdefault(run.seed, np.full(len(corpus.labels), -1))[test] = per_speaker
+        fold_probs.setdefault((run.kind, run.fold), []).append(softmax(logits, axis=1))
+    for (kind, fold), probs in sorted(fold_probs.items()):
+        if len(probs) < 2:
+            continue
+        test, predicted = test_of[fold], np.mean(probs, axis=0).argmax(1)
+        values[f"{kind}_ens"][(fold, -1)] = ua_score(corpus.labels[test], predicted)
+        pooled[f"{kind}_ens"].setdefault(0, np.full(len(corpus.labels), -1))[test] = predicted
     fold_list = [(train_of[f], test_of[f]) for f in folds]
     for row, name, per_speaker_norm in (("egemaps", "egemaps", False), ("mfcc", "mfcc", False), ("egemaps_spk", "egemaps", True)):
         try:
@@ -319,7 +325,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from crossmodal.utils.atomic import atomic_path
+    from crossmodal.utils.figures import save_and_send
 
     rows = [r for r in summary["rows"].values() if r["runs"]]
     x = np.arange(len(rows))
@@ -337,9 +343,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     ax.set_title(f"CPU transfer, {len(summary['folds'])} speaker folds x {len(summary['seeds'])} seeds")
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_and_send(fig, path.stem, path.parent, [])
 
 
 def main(argv: list[str] | None = None) -> int:
