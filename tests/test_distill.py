@@ -310,3 +310,30 @@ def test_supervised_student_trains_on_labels_and_writes_its_student_file(emodb_d
     assert info["net_name"] == "small_cnn" and info["module"] == "StudentSpeech" and info["label_classes"] == SHARED
     assert "test/ua_unheard" in info["metrics"]
     assert (tmp_path / "plots" / "test_confusion_unheard.png").exists()
+
+
+def test_mixup_mixes_windows_and_their_targets_in_training_only(emodb_distill_shards, monkeypatch):
+    """model.mixup_alpha: in training each window is mixed with another of the batch (features at lam,
+    the loss the same mix of both targets' losses); validation/test never mix; a negative alpha is refused."""
+    dm = DistillDataModule(str(emodb_distill_shards), batch_size=6, eval_batch_size=6, num_workers=0, window_seconds=1.5)
+    batch = next(iter(ShardStream(dm.split_paths("train"), DistillDecoder(train=False), SpeechCollate(), 6, train=False)))
+    common = dict(student={"name": "small_cnn", "kwargs": {"channels": [8, 16, 16, 32]}}, frontend={"features": "logmel", "n_mels": 32},
+                  label_classes=SHARED)
+    model = DistillationModule(mixup_alpha=0.4, **common)
+    model.train()
+    model.net.eval()  # running BN statistics and no SpecAugment: the network is a fixed function here
+    model.frontend.eval()
+    order = torch.tensor([5, 4, 3, 2, 1, 0])
+    monkeypatch.setattr(torch.distributions.Beta, "sample", lambda self, *a: torch.tensor(0.3))  # lam -> max(0.3, 0.7)
+    monkeypatch.setattr(torch, "randperm", lambda n, **kw: order)
+    with torch.no_grad():
+        parts, _, targets = model.batch_loss(batch)
+        features, frames = model.frontend(batch["wave"], batch["lengths"])
+        logits, _ = model.net(0.7 * features + 0.3 * features[order], torch.maximum(frames, frames[order]))
+        expected = 0.7 * model.criterion(logits, targets)["loss"] + 0.3 * model.criterion(logits, targets[order])["loss"]
+        assert parts["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+        unmixed = model.criterion(model(batch["wave"], batch["lengths"])[0], targets)["loss"]
+        model.eval()  # validation/test: never mixed
+        assert model.batch_loss(batch)[0]["loss"].item() == pytest.approx(unmixed.item(), rel=1e-6)
+    with pytest.raises(ValueError, match=r"model\.mixup_alpha=-0\.1 must be >= 0"):
+        DistillationModule(mixup_alpha=-0.1, **common)

@@ -61,9 +61,10 @@ class DistillationModule(SpeechModuleBase):
         export_student: bool = True,
         figure_every_n_epochs: int = 10,
         compile_student: bool = False,
+        mixup_alpha: float = 0.0,
     ) -> None:
         super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student, figure_every_n_epochs,
-                         compile_student)
+                         compile_student, mixup_alpha)
         self.save_hyperparameters()
         if mode not in ("cached", "online"):
             raise ValueError(f"model.mode={mode!r} must be 'cached' or 'online'")
@@ -149,8 +150,8 @@ class DistillationModule(SpeechModuleBase):
     # -- steps
     def batch_loss(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         targets = self.batch_targets(batch)
-        logits, _ = self(batch["wave"], batch["lengths"])
-        return self.criterion(logits, targets), logits, targets
+        parts, logits = self.mixed_loss(batch["wave"], batch["lengths"], self.criterion, targets)
+        return parts, logits, targets
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         self.count_skipped(batch)

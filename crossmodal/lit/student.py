@@ -53,8 +53,12 @@ class SpeechModuleBase(L.LightningModule):
         export_student: bool = True,
         figure_every_n_epochs: int = 10,
         compile_student: bool = False,
+        mixup_alpha: float = 0.0,
     ) -> None:
         super().__init__()
+        if mixup_alpha < 0:
+            raise ValueError(f"model.mixup_alpha={mixup_alpha} must be >= 0 (0 = no mixup)")
+        self.mixup_alpha = mixup_alpha
         student = dict(student or {"name": "vggvox"})
         self.student_name = student["name"]
         self.frontend = build_frontend(frontend)
@@ -80,6 +84,25 @@ class SpeechModuleBase(L.LightningModule):
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         features, frames = self.frontend(wave, lengths)
         return self.net(features, frames)
+
+    def mixed_loss(self, wave: torch.Tensor, lengths: torch.Tensor, loss_fn, targets: torch.Tensor):
+        """Training loss with mixup on the front-end features (``mixup_alpha`` > 0; Zhang et al. 2018):
+        each window mixed with another of the batch at lam ~ Beta(a, a), the loss the same mix of the
+        two windows' losses (exact for cross-entropy against soft or hard targets); in training only. Returns
+        ``loss_fn``'s output (a tensor, or a dict of tensors mixed key by key) and the logits."""
+        features, frames = self.frontend(wave, lengths)
+        if self.mixup_alpha <= 0 or not self.training or features.shape[0] < 2:
+            logits, _ = self.net(features, frames)
+            return loss_fn(logits, targets), logits
+        alpha = torch.tensor(float(self.mixup_alpha))
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        lam = max(lam, 1.0 - lam)  # the first window dominates: its frame count stays the valid length
+        order = torch.randperm(features.shape[0], device=features.device)
+        logits, _ = self.net(lam * features + (1.0 - lam) * features[order], torch.maximum(frames, frames[order]))
+        first, second = loss_fn(logits, targets), loss_fn(logits, targets[order])
+        if isinstance(first, dict):
+            return {key: lam * first[key] + (1.0 - lam) * second[key] for key in first}, logits
+        return lam * first + (1.0 - lam) * second, logits
 
     def restricted_prediction(self, logits: torch.Tensor) -> torch.Tensor:
         classes = torch.tensor(self.label_classes, device=logits.device)
@@ -203,9 +226,10 @@ class StudentSpeech(SpeechModuleBase):
         export_student: bool = True,
         figure_every_n_epochs: int = 10,
         compile_student: bool = False,
+        mixup_alpha: float = 0.0,
     ) -> None:
         super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student, figure_every_n_epochs,
-                         compile_student)
+                         compile_student, mixup_alpha)
         self.save_hyperparameters()
         self.label_smoothing = label_smoothing
         self.split_loss = SplitMean(SPLITS)
@@ -217,8 +241,7 @@ class StudentSpeech(SpeechModuleBase):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         self.count_skipped(batch)
-        logits, _ = self(batch["wave"], batch["lengths"])
-        loss = self.loss(logits, batch["label"])
+        loss, _ = self.mixed_loss(batch["wave"], batch["lengths"], self.loss, batch["label"])
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
