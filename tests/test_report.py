@@ -98,7 +98,8 @@ def test_run_report_references_resolve_and_text_is_escaped(tmp_path):
     kinds = {tag for tag, _ in page.refs}
     assert {"img", "audio", "a"} <= kinds
     images = [ref for tag, ref in page.refs if tag == "img"]
-    assert len(images) == 5 + len(FACES)  # every figure and each face frame of the gallery
+    # every figure and each face frame of the gallery; the gallery figure is a link, its cards show it
+    assert len(images) == 4 + len(FACES) and "plots/test_samples.png" in [ref for tag, ref in page.refs if tag == "a"]
     assert [ref for tag, ref in page.refs if tag == "audio"] == ["plots/samples/03_03a01Fa_s000.flac"]
     assert "script" not in page.tags and "svg" in page.tags  # the config's text is shown, never run
     text = " ".join(page.text)
