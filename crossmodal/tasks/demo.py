@@ -78,16 +78,11 @@ def summary_rows(metrics: dict[str, Any], recorded: dict[str, Any], classes: lis
         if heard is None and unheard is None:
             continue
         auc_rows.append([emotion, heard, unheard])
-    supervised = recorded.get("supervised_cpu", {})
-    cv = supervised.get("cv") or {}
-    if cv.get("ua_mean") is not None:  # the cross-validated figure, not one run
-        supervised_row = ["supervised student", cv["ua_mean"], f"cross-validated, experiment=supervised_cpu: {format_cv(cv)}"]
-    else:
-        supervised_row = ["supervised student", supervised.get("ua_unheard"), f"recorded: {supervised.get('source', 'n/a')}"]
+    supervised = (recorded.get("supervised_cpu") or {}).get("cv")  # the cross-validated figure, not one run
     ua_rows = [
         ["chance", 1.0 / len(classes), "uniform guess over the scored emotions"],
         ["distilled student (this run)", metrics.get("test/ua_unheard"), "never saw an audio label"],
-        supervised_row,
+        ["supervised student", (supervised or {}).get("ua_mean"), f"cross-validated, experiment=supervised_cpu: {format_cv(supervised)}"],
     ]
     return auc_rows, ua_rows
 
