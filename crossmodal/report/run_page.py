@@ -151,10 +151,10 @@ def _gallery(clips: list[c.Clip], gallery_figures: list[c.Figure], page_dir: Pat
             parts.append(distribution_svg(clip.teacher, clip.student, clip.emotions))
         out.append(f"<div class='clip'>{''.join(parts)}</div>")
     out = [intro + f"<div class='clips'>{''.join(out)}</div>"] if out else []
-    if any(clip.teacher for clip in clips):  # the cards above already show what the gallery figure shows
-        out.append("<p class='muted'>The same clips as one figure: "
-                   + ", ".join(f'<a href="{href(f.path, page_dir)}">{esc(f.path.name)}</a>' for f in gallery_figures) + "</p>"
-                   if gallery_figures else "")
+    if any(clip.teacher for clip in clips):  # the cards above already show what the gallery figure shows: link it
+        links = ", ".join(f'<a href="{href(f.path, page_dir)}">{esc(f.path.name)}</a>' for f in gallery_figures)
+        if links:
+            out.append(f"<p class='muted'>The same clips as one figure: {links}</p>")
     else:
         out += [figure(href(f.path, page_dir), f.caption, f.path.name, wide=True) for f in gallery_figures]
     return "".join(out)

@@ -25,6 +25,7 @@ import yaml  # noqa: E402
 
 from crossmodal.eval.baselines import SPEAKER_NORM  # noqa: E402
 from crossmodal.eval.metrics import t_interval  # noqa: E402
+from crossmodal.utils.atomic import write_text  # noqa: E402
 from crossmodal.utils.figures import save_and_send  # noqa: E402
 
 METHODS = {
@@ -109,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {bars(runs, labels, args.out)}")
     if args.table:
         text = table(runs, labels)
-        args.table.parent.mkdir(parents=True, exist_ok=True)
-        args.table.write_text(text + "\n")
+        write_text(args.table, text + "\n")
         print(text)
         print(f"wrote {args.table}")
     return 0
