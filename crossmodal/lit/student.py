@@ -90,10 +90,10 @@ class SpeechModuleBase(L.LightningModule):
         each window mixed with another of the batch at lam ~ Beta(a, a), the loss the same mix of the
         two windows' losses (exact for cross-entropy against soft or hard targets); in training only. Returns
         ``loss_fn``'s output (a tensor, or a dict of tensors mixed key by key) and the logits."""
-        features, frames = self.frontend(wave, lengths)
-        if self.mixup_alpha <= 0 or not self.training or features.shape[0] < 2:
-            logits, _ = self.net(features, frames)
+        if self.mixup_alpha <= 0 or not self.training or wave.shape[0] < 2:
+            logits, _ = self(wave, lengths)
             return loss_fn(logits, targets), logits
+        features, frames = self.frontend(wave, lengths)
         alpha = torch.tensor(float(self.mixup_alpha))
         lam = float(torch.distributions.Beta(alpha, alpha).sample())
         lam = max(lam, 1.0 - lam)  # the first window dominates: its frame count stays the valid length

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from crossmodal.models.modelfile import ModelFileError, file_digest, is_safetensors, read_header
+from crossmodal.models.modelfile import ModelFileError, file_digest, header_facts, is_safetensors, read_header
 from crossmodal.utils.atomic import write_text
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -190,8 +190,7 @@ def render_shipped_card(recorded: dict[str, Any], header: dict[str, Any], path: 
     for key in ("heldout_speakers", "trained_speakers", "ua_unheard"):
         if key not in entry:
             raise ValueError(f"{RECORDED}: student_cpu.{key} is missing; the shipped student's card needs it")
-    recorded_in = (header.get("info") or {}).get("train_speakers") or (header.get("provenance") or {}).get("train_speakers") or {}
-    heard = sorted(str(s) for s in recorded_in.get("emodb", []))
+    heard = sorted(str(s) for s in (header_facts(header).get("train_speakers") or {}).get("emodb", []))
     if heard and heard != sorted(entry["trained_speakers"]):
         raise ValueError(f"{RECORDED}: student_cpu.trained_speakers {entry['trained_speakers']} differ from the speakers "
                          f"{path} records (train_speakers.emodb {heard}): record the file that ships")
@@ -294,8 +293,9 @@ def render_file_card(header: dict[str, Any], path: Path) -> str:
                  + (" (synthetic pseudo-pairs: face and voice never recorded together)" if info.get("synthetic") or provenance.get("synthetic") else "")])
     if provenance.get("teacher") or provenance.get("teacher_digest"):
         rows.append(["teacher", f"{provenance.get('teacher') or 'not named'} ({provenance.get('teacher_digest') or 'no digest'})"])
+    facts = header_facts(header)
     for key, title in (("train_speakers", "trained on speakers"), ("heldout_speakers", "held-out speakers"), ("unheard_speakers", "held-out speakers")):
-        value = info.get(key) or provenance.get(key)
+        value = facts.get(key)
         if isinstance(value, dict):
             rows.append([title, "; ".join(f"{corpus}: {_speakers(v)}" for corpus, v in sorted(value.items()))])
         elif value:

@@ -177,6 +177,15 @@ def read_header(path: str | Path) -> dict[str, Any]:
     return header
 
 
+def header_facts(header: dict[str, Any]) -> dict[str, Any]:
+    """A header's ``info`` with its ``provenance`` filling the keys info lacks: where readers look up
+    ``train_speakers``, ``metrics``, ``module``, ... whichever part a file's writer put them in."""
+    facts = dict(header.get("info") or {})
+    for key, value in (header.get("provenance") or {}).items():
+        facts.setdefault(key, value)
+    return facts
+
+
 def read_model_file(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(header, tensors) of a model file of any known version, migrated to the current version."""
     path = _existing(path)

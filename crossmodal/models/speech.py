@@ -270,7 +270,7 @@ def load_student_file(path: str | Path, map_location: str | torch.device = "cpu"
     beyond tensors and plain containers.
     """
     from crossmodal.models.frontend import build_frontend
-    from crossmodal.models.modelfile import ModelFileError, header_version, read_model_file
+    from crossmodal.models.modelfile import ModelFileError, header_facts, header_version, read_model_file
 
     path = Path(path)
     if not path.exists():
@@ -289,11 +289,9 @@ def load_student_file(path: str | Path, map_location: str | torch.device = "cpu"
     except RuntimeError as exn:
         raise ModelFileError(f"{path}: its weights do not fit {name}({kwargs}): {exn}") from exn
     net.eval()
-    info: dict[str, Any] = dict(header.get("info") or {})
+    info = header_facts(header)  # readers look up train_speakers, metrics, module... at the top
     info.update({
         "net_name": name, "net_kwargs": kwargs, "frontend": header["frontend"], "emotions": header["emotions"],
         "version": header_version(header), "provenance": header.get("provenance", {}), "header": header, "path": str(path),
     })
-    for key, value in info["provenance"].items():  # readers look up train_speakers, metrics, module... at the top
-        info.setdefault(key, value)
     return frontend, net, info

@@ -212,24 +212,25 @@ def summarise(sweeps: list[Path], bootstrap: int = 2000, seed: int = 0, cache: P
     pooled: dict[str, dict[int, np.ndarray]] = {name: {} for name in ROWS}
     notes: dict[str, str] = {}
     check = 0.0
+
+    def record(row: str, fold: int, seed: int, predicted: np.ndarray, ua: float | None = None) -> float:
+        """A run's (seed -1: a fold's) predictions on its test clips: its UA, and the row's pooled predictions."""
+        test = test_of[fold]
+        score = ua_score(corpus.labels[test], predicted)
+        values[row][(fold, seed)] = score if ua is None else ua
+        pooled[row].setdefault(max(seed, 0), np.full(len(corpus.labels), -1))[test] = predicted
+        return score
+
     fold_probs: dict[tuple[str, int], list[np.ndarray]] = {}
     for run in runs:
         test = test_of[run.fold]
         logits = student_logits(run, corpus, test)
-        predicted = logits.argmax(1)
-        check = max(check, abs(ua_score(corpus.labels[test], predicted) - run.ua))
-        values[run.kind][(run.fold, run.seed)] = run.ua
-        pooled[run.kind].setdefault(run.seed, np.full(len(corpus.labels), -1))[test] = predicted
-        per_speaker = speaker_zscore(logits, corpus.speakers[test]).argmax(1)
-        values[f"{run.kind}_spk"][(run.fold, run.seed)] = ua_score(corpus.labels[test], per_speaker)
-        pooled[f"{run.kind}_spk"].setdefault(run.seed, np.full(len(corpus.labels), -1))[test] = per_speaker
+        check = max(check, abs(record(run.kind, run.fold, run.seed, logits.argmax(1), ua=run.ua) - run.ua))
+        record(f"{run.kind}_spk", run.fold, run.seed, speaker_zscore(logits, corpus.speakers[test]).argmax(1))
         fold_probs.setdefault((run.kind, run.fold), []).append(softmax(logits, axis=1))
     for (kind, fold), probs in sorted(fold_probs.items()):
-        if len(probs) < 2:
-            continue
-        test, predicted = test_of[fold], np.mean(probs, axis=0).argmax(1)
-        values[f"{kind}_ens"][(fold, -1)] = ua_score(corpus.labels[test], predicted)
-        pooled[f"{kind}_ens"].setdefault(0, np.full(len(corpus.labels), -1))[test] = predicted
+        if len(probs) > 1:  # the fold's seeds as one model
+            record(f"{kind}_ens", fold, -1, np.mean(probs, axis=0).argmax(1))
     fold_list = [(train_of[f], test_of[f]) for f in folds]
     for row, name, per_speaker_norm in (("egemaps", "egemaps", False), ("mfcc", "mfcc", False), ("egemaps_spk", "egemaps", True)):
         try:
