@@ -27,11 +27,12 @@ test-full: install
 bench: install
 	$(PY) experiments/perf/run_all.py
 
-# ruff and the import-linter layer contract (both pinned in the dev extra, configured in
-# pyproject.toml): any error fails the target
+# ruff, the import-linter layer contracts and deptry (declared dependencies = imports), all
+# pinned in the dev extra and configured in pyproject.toml: any error fails the target
 lint: install
 	$(PY) -m ruff check crossmodal tests experiments setup.py
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/deptry .
 
 clean:
 	rm -rf $(VENV) .pytest_cache
