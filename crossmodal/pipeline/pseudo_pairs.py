@@ -28,6 +28,41 @@ How pairs are made
   (cross-validation) the sorted speakers fall into k fixed groups: group i is ``unheard``, one other
   speaker (the first of the next group) is held out whole as the ``heard`` split that model
   selection watches, the rest train; the seed and fractions then choose no speaker.
+
+Face-voice agreement (``agreement: p``, default 1)
+- By default every clip's faces show the clip's own emotion: the best case the method could ever
+  see. In talking-face video the face often shows something else, mostly nothing (neutral). With
+  ``agreement: p`` a fraction p of EACH SPEAKER's clips keeps faces of its emotion; each of the
+  others gets faces of one emotion drawn from an in-the-wild prior over the OTHER emotions (the
+  prior renormalised without the clip's own emotion), from the same speaker's pool of that emotion.
+- Which clips agree: per speaker, round(p x clips), spread over the speaker's emotions in
+  proportion (floor of p x clips of each emotion, the rest to the largest remainders, ties by a
+  seeded draw), the clips within an emotion drawn with ``random.Random(f"agreement-{seed}-{speaker}")``.
+  Deterministic in ``seed`` (the pseudo-pair seed), the corpus listing and p.
+- Why exclusion: p is then exactly the fraction of clips whose faces show the voice's emotion (the
+  curve's x axis says what it means). A face drawn from the prior independently of the voice would
+  agree anyway with probability prior(y): at p = 0 neutral clips would agree 89 % of the time and
+  emotional ones 0-4 %; the exclusion keeps the prior's bias (the disagreeing faces of emotional
+  clips are ~90 % neutral) without that confound.
+- Why per clip (not per window): one emotion per clip, for all its frames. Training windows are drawn
+  at random (3 s) while the shards are built once, so per-window agreement would have to live in the
+  data loader, outside the fingerprinted shards; EmoDB clips are 1-9 s (most shorter than two
+  windows), so per clip and per window differ little, and a talking face over a 2-3 s utterance
+  mostly holds one expression. Per clip keeps p countable per speaker and recorded per sample.
+- The prior (``agreement_prior``; null = ``IN_THE_WILD_PRIOR``): the shipped CPU teacher's mean
+  softmax over the talking-face frames we hold, the 11 GRID clips (143 face frames at 25/6 fps, T=1;
+  ``experiments/agreement/prior.py``): neutral 0.888, surprise 0.041, sadness 0.034, anger 0.016,
+  happiness 0.012, contempt 0.005, fear 0.003, disgust 0.001. The mean softmax, not the argmax
+  counts: the argmax is neutral on 142 of 143 frames and would leave nothing to draw from once a
+  neutral clip excludes neutral. GRID is read speech in a studio, so this prior is more neutral than
+  the interviews of VoxCeleb, where the paper saw mostly neutral and happy faces (we hold no
+  VoxCeleb frames): a harsh but measured case; ``agreement_prior`` takes another one.
+- Recorded: p (and the prior, when p < 1) in the fingerprint, so each p is its own cached set; p = 1
+  leaves the fingerprint and the shards byte for byte as before (the demo's and the studies'
+  caches stay valid), so the sample keys ``agreement``, ``face_emotion`` and ``faces_agree`` are
+  written only when p < 1 (a reader takes a missing ``agreement`` as 1: every face agrees). The
+  manifest always holds ``agreement``, and for p < 1 the prior and the agreeing clips per speaker.
+
 The samples are ordinary pair shards (``flac``, ``fNNN.png``, ``times.npy``, ``json`` with
 ``label``, ``corpus_label``, ``synthetic: true`` and the source paths), so ``task=extract`` and
 online distillation read them unchanged.
@@ -75,6 +110,15 @@ SETTINGS = (
     "min_segment_seconds", "sample_rate", "clips_per_shard", "seed", "unheard_fraction", "heard_fraction",
 )
 FOLD_SETTINGS = ("speaker_folds", "fold")  # in the fingerprint only when speaker_folds is set
+AGREEMENT_SETTINGS = ("agreement", "agreement_prior")  # in the fingerprint only when agreement < 1
+
+# The in-the-wild prior of face emotions for the clips whose faces disagree with the voice: the
+# shipped teacher's mean softmax (T = 1) over the 143 face frames of the 11 GRID talking-face clips
+# (experiments/agreement/prior.py; the module docstring says why this one).
+IN_THE_WILD_PRIOR = {
+    "neutral": 0.8875, "happiness": 0.0124, "surprise": 0.0412, "sadness": 0.0339,
+    "anger": 0.0155, "disgust": 0.0014, "fear": 0.0029, "contempt": 0.0052,
+}
 
 
 @dataclass
@@ -96,6 +140,10 @@ class PseudoPairsConfig(PairRecipe):
     # speaker-fold cross-validation: k fixed groups of the sorted speakers, group `fold` unheard
     speaker_folds: int | None = None
     fold: int = 0
+    # face-voice agreement: the fraction of each speaker's clips whose faces show the clip's emotion;
+    # the others get faces of an emotion drawn from agreement_prior (null: IN_THE_WILD_PRIOR)
+    agreement: float = 1.0
+    agreement_prior: dict[str, float] | None = None
     frame_rate: float = paper.FACE_FRAME_RATE
     segment_seconds: float = 10.0
     min_segment_seconds: float = 0.5
@@ -118,6 +166,19 @@ class PseudoPairsConfig(PairRecipe):
                 f"data.min_segment_seconds={self.min_segment_seconds}, data.segment_seconds={self.segment_seconds}: "
                 "need at least one face per pool, a positive frame rate and min <= segment length"
             )
+        if isinstance(self.agreement, bool) or not isinstance(self.agreement, (int, float)) or not 0 <= self.agreement <= 1:
+            raise ValueError(f"prep.agreement={self.agreement!r} (data.prepare.agreement in the distill/supervised experiments): "
+                             "the fraction of each speaker's clips whose faces show the clip's emotion, a number in [0, 1] "
+                             "(1 = every clip, the default)")
+        self.agreement = float(self.agreement)
+        if self.agreement_prior is not None:
+            prior = dict(self.agreement_prior)
+            bad = sorted(k for k, v in prior.items() if k not in EMOTIONS or isinstance(v, bool)
+                         or not isinstance(v, (int, float)) or v < 0)
+            if bad or sum(v > 0 for v in prior.values()) < 2:
+                raise ValueError(f"prep.agreement_prior={prior!r}: non-negative weights of FER+ emotions "
+                                 f"({', '.join(EMOTIONS)}), at least two of them positive, or null for the measured prior")
+            self.agreement_prior = {k: float(v) for k, v in prior.items()}
         if self.speaker_folds is not None:
             if isinstance(self.speaker_folds, bool) or not isinstance(self.speaker_folds, int) or self.speaker_folds < 2:
                 raise ValueError(f"data.prepare.speaker_folds={self.speaker_folds!r}: an integer >= 2 (e.g. 5), or null for "
@@ -146,9 +207,18 @@ class PseudoPairsConfig(PairRecipe):
         settings = {k: getattr(self, k) for k in SETTINGS}
         if self.speaker_folds is not None:  # the default split keeps the fingerprint it always had
             settings.update({k: getattr(self, k) for k in FOLD_SETTINGS})
+        if self.agreement != 1.0:  # p = 1 keeps the fingerprint (and so the cached sets) it always had
+            settings.update(agreement=self.agreement, agreement_prior=self.prior)
         settings["ferplus_splits"] = list(self.ferplus_splits)
         return input_fingerprint("pairs", sources={"source": self.source, "ferplus": self.ferplus, "split_file": self.split_file},
                                  settings={**settings, "pseudo_pairs": True})
+
+    @property
+    def prior(self) -> dict[str, float]:
+        """The in-the-wild prior of disagreeing faces, normalised, in EMOTIONS order (zeros left out)."""
+        prior = self.agreement_prior if self.agreement_prior is not None else IN_THE_WILD_PRIOR
+        total = sum(prior.values())
+        return {e: round(prior[e] / total, 6) for e in EMOTIONS if prior.get(e, 0) > 0}
 
     def prepare(self, rank: int | None = None, world_size: int | None = None, strict: bool | None = None) -> Manifest:
         return prepare_pseudo_pairs(self, rank=rank, world_size=world_size, strict=strict)
@@ -192,6 +262,38 @@ def face_pools(
     return pools, shared
 
 
+def agreement_plan(items: Sequence[PseudoItem], agreement: float, prior: dict[str, float], seed: int) -> dict[tuple[str, str], str]:
+    """``{(speaker, clip): face emotion}`` for every clip with a FER+ emotion: its own emotion for
+    round(p x clips) of each speaker's clips (stratified by emotion), for the others an emotion drawn
+    from ``prior`` without the clip's own. Deterministic in the seed and the (sorted) clips."""
+    by_speaker: dict[str, dict[str, list[PseudoItem]]] = defaultdict(lambda: defaultdict(list))
+    for item in sorted(items, key=lambda i: (i.speaker, i.clip)):
+        if item.label is not None:
+            by_speaker[item.speaker][item.label].append(item)
+    plan: dict[tuple[str, str], str] = {}
+    for speaker, groups in sorted(by_speaker.items()):
+        rng = random.Random(f"agreement-{seed}-{speaker}")
+        emotions = sorted(groups)
+        total = sum(len(g) for g in groups.values())
+        wanted = int(np.floor(agreement * total + 0.5))
+        quota = {e: int(np.floor(agreement * len(groups[e]) + 1e-9)) for e in emotions}
+        tiebreak = {e: rng.random() for e in emotions}
+        by_remainder = sorted(emotions, key=lambda e: (-(agreement * len(groups[e]) - quota[e]), tiebreak[e]))
+        for e in by_remainder[: max(0, wanted - sum(quota.values()))]:
+            quota[e] += 1
+        for emotion in emotions:
+            clips = groups[emotion]
+            agreeing = set(rng.sample(range(len(clips)), min(quota[emotion], len(clips))))
+            for index, item in enumerate(clips):
+                if index in agreeing:
+                    plan[(speaker, item.clip)] = emotion
+                else:
+                    draw = random.Random(f"prior-{seed}-{speaker}-{item.clip}")
+                    others = [e for e in prior if e != emotion]
+                    plan[(speaker, item.clip)] = draw.choices(others, weights=[prior[e] for e in others])[0]
+    return plan
+
+
 def _read_items(cfg: PseudoPairsConfig, unparsed: list[tuple[str, str]]) -> list[PseudoItem]:
     from crossmodal.io.corpora import read_corpus
 
@@ -211,8 +313,11 @@ def _read_faces(cfg: PseudoPairsConfig) -> list[Any]:
 
 
 def _clip_samples(
-    item: PseudoItem, split: str, pool: list[Any], cfg: PseudoPairsConfig, skips: SkipLog, stats: BuildStats
+    item: PseudoItem, split: str, pool: list[Any], cfg: PseudoPairsConfig, skips: SkipLog, stats: BuildStats,
+    face_emotion: str | None = None,
 ) -> Iterator[dict[str, Any]]:
+    """The clip's pair samples, faces drawn from ``pool`` (the speaker's faces of ``face_emotion``,
+    the clip's own emotion unless the agreement plan says otherwise)."""
     from crossmodal.io.ferplus import load_ferplus_image
 
     if item.label is None:
@@ -250,6 +355,9 @@ def _clip_samples(
             "source": item.path,
             "faces": [f"{face.split}/{face.name}" for face in chosen],
         }
+        if cfg.agreement != 1.0:  # p = 1 shards stay byte for byte as before (the fingerprint does too)
+            face = face_emotion or item.label
+            meta.update(agreement=cfg.agreement, face_emotion=face, faces_agree=face == item.label)
         stats.segments += 1
         stats.frames += n_frames
         stats.frames_sampled += n_frames
@@ -288,6 +396,10 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
     faces = _read_faces(cfg)
     speakers = sorted({i.speaker for i in items})
     emotions = sorted({i.label for i in items if i.label})
+    plan: dict[tuple[str, str], str] = {}
+    if cfg.agreement != 1.0:  # pools of the prior's emotions too (each emotion's pools do not depend on the others)
+        plan = agreement_plan(items, cfg.agreement, cfg.prior, cfg.seed)
+        emotions = sorted(set(emotions) | set(plan.values()))
     pools, shared = face_pools(faces, speakers, emotions, cfg.faces_per_pool, cfg.seed)
     if cfg.split_file:
         split = load_split_file(cfg.split_file)
@@ -317,8 +429,9 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
     def build(job: ShardJob):
         recorder, stats, samples = SkipRecorder(), BuildStats(), []
         for which, item in job.items:
-            pool = pools.get((item.speaker, item.label), []) if item.label else []
-            samples.extend(_clip_samples(item, which, pool, cfg, recorder, stats))
+            face_emotion = plan.get((item.speaker, item.clip), item.label)
+            pool = pools.get((item.speaker, face_emotion), []) if item.label else []
+            samples.extend(_clip_samples(item, which, pool, cfg, recorder, stats, face_emotion))
         return samples, recorder.events, dataclasses.asdict(stats)
 
     results = prefetched(todo, build, cfg.num_workers)
@@ -363,7 +476,19 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
         "items": len(items),
         "unparsed_files": {"count": len(unparsed), "examples": [path for path, _ in unparsed[:5]]},
         "stats": dataclasses.asdict(stats),
+        "agreement": cfg.agreement,
     }
+    if plan:
+        by_item = {(i.speaker, i.clip): i.label for i in items}
+        meta["agreement_prior"] = cfg.prior
+        meta["agreeing_clips"] = {
+            speaker: {"clips": sum(1 for (s, _) in plan if s == speaker),
+                      "agreeing": sum(1 for (s, c), e in plan.items() if s == speaker and e == by_item[(s, c)])}
+            for speaker in sorted({s for s, _ in plan})
+        }
+        meta["purpose"] = (f"pseudo-pairs: speech clips paired with FER+ faces, {cfg.agreement:g} of each speaker's clips "
+                           "with faces of the clip's emotion, the others with faces of an in-the-wild prior "
+                           "(a controlled check, not in-the-wild data)")
     manifest = write_manifest(out_dir, names, meta)
     log.info("pseudo-pairs: %d segments, %d faces, %s -> %s; %s", stats.segments, stats.frames,
              {k: len(v) for k, v in by_split.items()}, out_dir, skip_summary(manifest))
