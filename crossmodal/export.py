@@ -32,6 +32,7 @@ from crossmodal.emotions import EMOTIONS
 from crossmodal.inference import Student, load_student
 from crossmodal.io.audio import SAMPLE_RATE
 from crossmodal.models.frontend import normalize_per_bin
+from crossmodal.models.modelfile import portable_paths
 from crossmodal.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def metadata(student: Student, fmt: str) -> dict[str, str]:
         "crossmodal.net_name": str(info.get("net_name", "")),
         "crossmodal.net_kwargs": json.dumps(info.get("net_kwargs", {})),
         "crossmodal.frontend": json.dumps(info.get("frontend", {})),
-        "crossmodal.source": str(info.get("path", "")),
+        "crossmodal.source": portable_paths(str(info.get("path", ""))),  # the student file, no machine path
     }
 
 

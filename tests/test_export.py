@@ -43,6 +43,7 @@ def test_export_matches_pytorch_on_real_clips(fmt, frontend, clips, tmp_path):
     meta = exported_metadata(result.path)
     assert meta["crossmodal.sample_rate"] == "16000" and meta["crossmodal.net_name"] == "small_cnn"
     assert int(meta["crossmodal.min_samples"]) == result.min_samples
+    assert not Path(meta["crossmodal.source"]).is_absolute()  # the student file, named without a machine path
 
 
 def test_vggvox_exports_to_onnx(clips, tmp_path):

@@ -6,7 +6,14 @@ in recorded.json only.
 """
 from __future__ import annotations
 
+import json
+import os
+import re
+import struct
+from pathlib import Path
+
 import pytest
+import torch
 
 from crossmodal.cli import main as cli_main
 from crossmodal.models import card
@@ -140,3 +147,70 @@ def test_eval_emodb_with_the_shipped_student_scores_only_its_held_out_speakers()
     kept, note = drop_student_speakers(clips, info, "emodb", exclude=True)
     assert {c.speaker for c in kept} == set(card.load_recorded()["student_cpu"]["heldout_speakers"]) == {"10", "12"}
     assert note.startswith("scored only speakers 10, 12, which the student never heard; left out speakers 03, 08, 09, 11")
+
+
+# --------------------------------------------------------------------------- provenance without machine paths
+
+ABSOLUTE = re.compile(r"(?<![\w.:/~-])(?:/(?:[\w.+-]+/)+[\w.+-]*|[A-Za-z]:\\[^\s|`\"]+|~/[\w.+/-]+)")
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def _header_strings(path: Path):
+    """Every string of a safetensors file's JSON header, the crossmodal card inside it decoded too."""
+    raw = path.read_bytes()
+    header = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+    for text in _strings(header):
+        yield text
+        if text.startswith("{"):
+            yield from _strings(json.loads(text))
+
+
+def test_shipped_assets_hold_no_absolute_path():
+    assets = card.ASSETS
+    found = []
+    for path in sorted(assets.rglob("*")):
+        if path.suffix == ".safetensors":
+            texts = list(_header_strings(path))
+        elif path.suffix in (".md", ".json", ".csv", ".txt", ".yaml", ".yml"):
+            texts = [path.read_text(encoding="utf-8")]
+        else:
+            continue
+        for text in texts:
+            if os.path.isabs(text):
+                found.append(f"{path.relative_to(assets)}: {text}")
+            found += [f"{path.relative_to(assets)}: {m}" for m in ABSOLUTE.findall(text)]
+    assert found == [], f"absolute paths in crossmodal/assets (record paths relative to the project): {found[:5]}"
+    assert not ABSOLUTE.findall("see experiments/cpu_transfer/README.md, https://x.org/a/b, 1/1.6")
+    assert ABSOLUTE.findall("trained by /work/abl/shiprun;") == ["/work/abl/shiprun"]
+
+
+def test_model_files_are_written_without_machine_paths(tmp_path, monkeypatch):
+    from crossmodal.models.modelfile import portable_paths, write_model_file
+
+    monkeypatch.chdir(tmp_path)
+    root = Path(card.__file__).resolve().parents[2]
+    provenance = {"run": "/somewhere/else/runs/2026-12-02_10-00-00", "data": str(root / "data" / "distill" / "x-1234"),
+                  "nested": {"checkpoint": str(tmp_path / "ckpt" / "last.ckpt")}, "teacher": "teacher_cpu",
+                  "note": "experiment=distill_cpu seed=0"}
+    out = write_model_file(tmp_path / "s.safetensors", {"kind": "student", "architecture": {"name": "small_cnn"},
+                                                          "provenance": provenance, "info": {"data": "/abs/pairs"}},
+                           {"w": torch.zeros(2)})
+    header = read_header(out)
+    assert header["provenance"]["run"] == "2026-12-02_10-00-00"  # outside the project: its name only
+    assert header["provenance"]["data"] == "data/distill/x-1234"  # inside: relative to the checkout
+    assert header["provenance"]["nested"]["checkpoint"] == "ckpt/last.ckpt"  # relative to the working folder
+    assert header["provenance"]["teacher"] == "teacher_cpu" and header["provenance"]["note"] == "experiment=distill_cpu seed=0"
+    assert header["info"]["data"] == "pairs"
+    assert not [t for t in _header_strings(out) if os.path.isabs(t) or ABSOLUTE.findall(t)]
+    assert portable_paths("FER+ train, 25,045 images") == "FER+ train, 25,045 images"

@@ -21,7 +21,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from crossmodal.models.modelfile import ModelFileError, file_digest, header_facts, is_safetensors, read_header
+from crossmodal.models.modelfile import (
+    ModelFileError,
+    file_digest,
+    header_facts,
+    is_safetensors,
+    portable_paths,
+    read_header,
+)
 from crossmodal.utils.atomic import write_text
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -173,7 +180,7 @@ def _network_rows(header: dict[str, Any], path: Path, shown_path: str) -> list[l
                     + (f", {params / 1e6:.2f} M weights" if params else "")],
         ["front-end", _frontend(header.get("frontend") or {})],
         ["output", f"a distribution over {len(emotions)} emotions in FER+ order ({', '.join(emotions)}) and the penultimate-layer embedding"],
-        ["trained by", f"{provenance.get('run') or 'not recorded'}; commit {str(provenance.get('git_commit') or 'not recorded')[:10]}, {provenance.get('date') or 'date not recorded'}"],
+        ["trained by", f"{portable_paths(provenance.get('run')) or 'not recorded'}; commit {str(provenance.get('git_commit') or 'not recorded')[:10]}, {provenance.get('date') or 'date not recorded'}"],
     ]
 
 
@@ -240,7 +247,7 @@ def render_shipped_card(recorded: dict[str, Any], header: dict[str, Any], path: 
         + f" (one run, {entry.get('source', 'n/a')}). Two speakers and one run move with the seed: "
         "the cross-validated figure above, over all 10 speakers and several seeds, is the one to read.",
         "",
-        f"`python -m crossmodal.run experiment=eval_emodb benchmark.source=/data/emodb` with this student scores only "
+        f"`python -m crossmodal.run experiment=eval_emodb benchmark.source=path/to/emodb` with this student scores only "
         f"speakers {held} (the ones it never heard) and names them in its report.",
         "",
         "## What it is not",

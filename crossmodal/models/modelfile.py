@@ -82,6 +82,7 @@ def write_model_file(path: str | Path, header: dict[str, Any], tensors: dict[str
 
     path = Path(path)
     header = make_header(**header) if "format" not in header else dict(header)
+    header.update({k: portable_paths(header[k]) for k in ("provenance", "info") if k in header})  # no machine paths
     check_header(header, path)
     tensors = {str(k): v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     # safetensors creates 0600 files; give them the usual mode
@@ -408,6 +409,23 @@ def file_digest(path: str | Path, length: int | None = None, algorithm: str = "s
             digest.update(block)
     text = digest.hexdigest()
     return text[:length] if length else text
+
+
+def portable_paths(value: Any) -> Any:
+    """``value`` (a header's provenance or info) with every absolute path made machine-free: relative
+    to the crossmodal checkout, or to the working folder, when inside it; else only its last part.
+    A shipped model file records where it came from without naming the machine that trained it."""
+    if isinstance(value, dict):
+        return {k: portable_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable_paths(v) for v in value]
+    if not isinstance(value, str) or not os.path.isabs(value) or "\n" in value:
+        return value
+    path = Path(os.path.normpath(value))
+    for root in (Path(__file__).resolve().parents[2], Path.cwd().resolve()):
+        if path.is_relative_to(root) and path != root:
+            return path.relative_to(root).as_posix()
+    return path.name or "."
 
 
 def git_commit() -> str | None:
