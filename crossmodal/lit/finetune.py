@@ -1,0 +1,67 @@
+"""Fine-tuning a student model file with true labels (``experiment=finetune_cpu init_from=STUDENT``).
+
+:class:`FinetuneStudent` is :class:`~crossmodal.lit.student.StudentSpeech` (cross-entropy on the
+corpus labels, the same metrics and student file) whose network starts from the weights of a
+student model file, read with the safe loader (:func:`crossmodal.models.speech.load_student_file`:
+safetensors, no pickle). The file's network and front-end must be the ones the config builds
+(``student``, ``model.frontend``); a mismatch is an error naming both. ``init_from: null`` trains
+the same network from scratch: the pair of rows the label-efficiency study compares. The student
+file it writes records ``init_from`` (path and sha256) in its provenance.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from crossmodal.lit.student import StudentSpeech
+
+# front-end settings that act in training only (SpecAugment, dither): a file and a run may differ in them
+TRAINING_ONLY = ("freq_mask", "time_mask", "n_freq_masks", "n_time_masks", "dither")
+
+
+def plain(value: Any) -> Any:
+    """Config containers (OmegaConf lists and dicts) as plain Python, for comparison."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+class FinetuneStudent(StudentSpeech):
+    def __init__(self, *args: Any, init_from: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.save_hyperparameters()
+        self.init_from = str(init_from) if init_from else None
+        self.init_digest: str | None = None
+        if self.init_from:
+            self._load_initial(Path(self.init_from))
+
+    def _load_initial(self, path: Path) -> None:
+        from crossmodal.models.speech import load_student_file
+        from crossmodal.pipeline.fingerprint import file_sha256
+
+        if not path.exists():
+            raise FileNotFoundError(f"init_from={path}: no student file there; give a student.safetensors "
+                                    "(a run folder's, or crossmodal/assets/student_cpu.safetensors)")
+        _, net, info = load_student_file(path)
+        def features(cfg: dict[str, Any]) -> dict[str, Any]:  # what the network sees; augmentation may differ
+            return {k: v for k, v in cfg.items() if k not in TRAINING_ONLY}
+
+        ours = {"network": (self.student_name, plain(self.student_kwargs)), "frontend": features(self.frontend.frontend_config())}
+        theirs = {"network": (info["net_name"], plain(info["net_kwargs"])), "frontend": features(dict(info["frontend"]))}
+        for what in ("network", "frontend"):
+            if ours[what] != theirs[what]:
+                raise ValueError(f"init_from={path}: its {what} {theirs[what]} is not the one this run builds {ours[what]}; "
+                                 "set student= / model.frontend.* to match the file")
+        self.net.load_state_dict(net.state_dict())
+        self.init_digest = file_sha256(path)
+
+    def student_provenance(self) -> dict[str, Any]:
+        provenance = super().student_provenance()
+        provenance["init_from"] = {"path": str(Path(self.init_from).resolve()), "sha256": self.init_digest} if self.init_from else None
+        return provenance
