@@ -48,6 +48,7 @@ from crossmodal.pipeline.distill_sets import (
 )
 from crossmodal.pipeline.fingerprint import file_sha256
 from crossmodal.pipeline.shards import is_remote, load_manifest, load_npy, shard_location
+from crossmodal.utils.seeding import isolated_rng
 
 log = logging.getLogger(__name__)
 
@@ -359,6 +360,11 @@ class DistillDataModule(L.LightningDataModule):
         return find_distill_set(self.data_dir, self.teacher, self.source)
 
     def prepare_data(self) -> None:
+        # built or reused, the run's random streams come out the same (training draws identical numbers)
+        with isolated_rng():
+            self._prepare_data()
+
+    def _prepare_data(self) -> None:
         folder = self.shard_dir
         named_by = "data.shards" if self.shards else None
         if is_remote(folder):  # read-only: checked, never built

@@ -23,6 +23,7 @@ from crossmodal.io.ferplus import CLEANING_MODES, LABEL_MODES, clean_votes, deco
 from crossmodal.pipeline.cache import check_skips, find_sets, note_unfingerprinted, read_manifest
 from crossmodal.pipeline.ferplus import ferplus_fingerprint, ferplus_folder, prepare_ferplus
 from crossmodal.pipeline.shards import is_remote, load_manifest, shard_location
+from crossmodal.utils.seeding import isolated_rng
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,10 @@ class FerPlusDataModule(L.LightningDataModule):
                          "Say which with data.source=<the FER+ folder they were made from>")
 
     def prepare_data(self) -> None:
+        with isolated_rng():  # built or reused, training draws the same random numbers afterwards
+            self._prepare_data()
+
+    def _prepare_data(self) -> None:
         folder = self.shard_dir
         if is_remote(folder):  # read-only: checked, never built
             check_remote_set(folder, "data.shard_dir", self._fingerprint, self.strict, "FER+ shard set")

@@ -1,0 +1,42 @@
+"""Random streams per stage: preparing data must not move the numbers training draws.
+
+A run seeds its process once (``L.seed_everything(cfg.seed)`` in crossmodal.run); the model's
+initial weights, the loader workers' seeds, dropout and the training windows then come from that
+stream in order. Building a cached input (pseudo-pairs, the teacher's logits, FER+ shards) in the
+run would consume numbers from it (a teacher network is initialised before its weights are loaded,
+a loader draws its workers' base seed), so a run that built its cache would train on other numbers
+than one that reused it. :func:`isolated_rng` runs such a stage on a copy of the streams and puts
+them back afterwards.
+"""
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+_SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")  # what Lightning's seed_everything records for the workers
+
+
+@contextmanager
+def isolated_rng() -> Iterator[None]:
+    """Run the block without moving this process's random streams (Python, NumPy, torch CPU and
+    CUDA, and the seed Lightning recorded for loader workers): whatever it draws, the streams
+    afterwards are what they were before."""
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    env = {key: os.environ.get(key) for key in _SEED_ENV}
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+            for key, value in env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
