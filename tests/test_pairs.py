@@ -278,6 +278,31 @@ def test_audio_is_aligned_to_the_first_video_frame() -> None:
     assert align_audio_to_video(wave, -0.2, 10).tolist()[0] == 2.0  # audio starts early: trim
 
 
+def test_an_unreadable_audio_video_offset_is_a_counted_skip(grid_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """av_offset never guesses 0 for a file it cannot read: it raises, and the pair build counts the
+    video as skipped with that reason instead of shifting its audio by an unknown amount."""
+    from crossmodal.io.video import VideoError
+    from crossmodal.pipeline.pairs import av_offset, tracks
+
+    voice = tmp_path / "voice.flac"
+    sf.write(voice, np.zeros(1600, np.float32), 16000)
+    with pytest.raises(VideoError, match="no audio or no video stream") as info:
+        av_offset(str(voice))
+    assert info.value.reason == "unknown_av_offset"
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    with pytest.raises(VideoError, match="junk.mp4: cannot read the audio/video start times"):
+        av_offset(str(tmp_path / "junk.mp4"))
+    assert av_offset(str(grid_root / GRID_CLIPS[0])) == pytest.approx(0.0, abs=0.1)  # a readable file: its offset
+
+    def unreadable(path: str) -> float:
+        raise VideoError(f"{path}: cannot read the audio/video start times (test)", reason="unknown_av_offset")
+
+    monkeypatch.setattr(tracks, "av_offset", unreadable)
+    source = grid_folder(grid_root, tmp_path / "grid", clips=GRID_CLIPS[:2])
+    manifest = prepare_pairs(PairsConfig(source=str(source), data_dir=str(tmp_path / "data")))
+    assert manifest.total == 0 and manifest.skipped["counts"] == {"unknown_av_offset": 2}
+
+
 @pytest.mark.slow
 def test_decoding_workers_give_the_same_pair_shards(grid_root: Path, tmp_path: Path) -> None:
     cfg = dict(source=str(grid_root), videos_per_shard=3)

@@ -69,7 +69,6 @@ online distillation read them unchanged.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 from collections import defaultdict
@@ -85,23 +84,19 @@ from crossmodal.emotions import EMOTIONS
 from crossmodal.io.audio import AudioError, load_audio
 from crossmodal.io.splits import SPLIT_FILE, load_split_file, make_fold_split, make_split, save_split
 from crossmodal.pipeline.cache import claim, note_unfingerprinted
-from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
+from crossmodal.pipeline.fingerprint import input_fingerprint
 from crossmodal.pipeline.lock import folder_lock
-from crossmodal.pipeline.pairs.build import gather_stats, use_named_pairs
+from crossmodal.pipeline.pairs.build import build_shard_set, use_named_pairs
 from crossmodal.pipeline.pairs.codec import make_pair_sample, slug
 from crossmodal.pipeline.pairs.config import PairRecipe, settings_from_cfg
 from crossmodal.pipeline.pairs.tracks import BuildStats, segment_bounds
-from crossmodal.pipeline.parallel import SkipRecorder, prefetched, skip_summary, wait_manifest
+from crossmodal.pipeline.parallel import skip_summary
 from crossmodal.pipeline.shards import (
     Manifest,
     ShardJob,
     SkipLog,
     dist_info,
-    shard_done,
-    write_manifest,
-    write_shard_set,
 )
-from crossmodal.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
 
@@ -193,14 +188,6 @@ class PseudoPairsConfig(PairRecipe):
     @property
     def dataset_name(self) -> str:
         return self.name or f"{slug(self.corpus)}_ferplus"
-
-    @property
-    def pairs_dir(self) -> Path:
-        """``data.pairs`` when set, else ``<data_dir>/pairs/<name>-<fingerprint8>``."""
-        return Path(self.pairs) if self.pairs else self.folder_for(self.fingerprint())
-
-    def folder_for(self, fingerprint: dict[str, Any]) -> Path:
-        return Path(self.pairs) if self.pairs else shard_folder(self.data_dir, "pairs", self.dataset_name, fingerprint)
 
     def fingerprint(self) -> dict[str, Any]:
         """The speech corpus and FER+ listings, the split file and the settings that change the shards."""
@@ -423,33 +410,6 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
         for which, members in by_split.items()
         for start in range(0, len(members), cfg.clips_per_shard)
     ]
-    mine = jobs[rank::world_size]
-    todo = [job for job in mine if not shard_done(out_dir, job.name)]
-
-    def build(job: ShardJob):
-        recorder, stats, samples = SkipRecorder(), BuildStats(), []
-        for which, item in job.items:
-            face_emotion = plan.get((item.speaker, item.clip), item.label)
-            pool = pools.get((item.speaker, face_emotion), []) if item.label else []
-            samples.extend(_clip_samples(item, which, pool, cfg, recorder, stats, face_emotion))
-        return samples, recorder.events, dataclasses.asdict(stats)
-
-    results = prefetched(todo, build, cfg.num_workers)
-
-    def make_samples(job: ShardJob, skips: SkipLog) -> Iterator[dict[str, Any]]:
-        name, (samples, events, stats) = next(results)
-        assert name == job.name
-        for reason, where, detail in events:
-            skips.skip(reason, where, detail)
-        write_json(out_dir / f"{job.name}.stats.json", stats)
-        yield from samples
-
-    write_shard_set(out_dir, jobs, make_samples, strict=strict, desc="pseudo-pair shards", rank=rank, world_size=world_size,
-                    finalize=False)
-    names = [job.name for job in jobs]
-    stats = gather_stats(out_dir, names, rank, world_size)
-    if stats is None:
-        return wait_manifest(out_dir)
     meta = {
         "kind": "pairs",
         "name": cfg.dataset_name,
@@ -475,7 +435,6 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
         "segment_seconds": cfg.segment_seconds,
         "items": len(items),
         "unparsed_files": {"count": len(unparsed), "examples": [path for path, _ in unparsed[:5]]},
-        "stats": dataclasses.asdict(stats),
         "agreement": cfg.agreement,
     }
     if plan:
@@ -489,8 +448,16 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
         meta["purpose"] = (f"pseudo-pairs: speech clips paired with FER+ faces, {cfg.agreement:g} of each speaker's clips "
                            "with faces of the clip's emotion, the others with faces of an in-the-wild prior "
                            "(a controlled check, not in-the-wild data)")
-    manifest = write_manifest(out_dir, names, meta)
-    log.info("pseudo-pairs: %d segments, %d faces, %s -> %s; %s", stats.segments, stats.frames,
+
+    def samples_of(item: PseudoItem, which: str, skips: SkipLog, stats: BuildStats) -> Iterator[dict[str, Any]]:
+        face_emotion = plan.get((item.speaker, item.clip), item.label)
+        pool = pools.get((item.speaker, face_emotion), []) if item.label else []
+        return _clip_samples(item, which, pool, cfg, skips, stats, face_emotion)
+
+    manifest = build_shard_set(out_dir, jobs, samples_of, meta, num_workers=cfg.num_workers, strict=strict,
+                               desc="pseudo-pair shards", rank=rank, world_size=world_size)
+    stats = manifest.meta.get("stats") or {}
+    log.info("pseudo-pairs: %d segments, %d faces, %s -> %s; %s", stats.get("segments", 0), stats.get("frames", 0),
              {k: len(v) for k, v in by_split.items()}, out_dir, skip_summary(manifest))
     return manifest
 

@@ -30,17 +30,26 @@ wav, a clip shorter than one segment) is counted by reason with example paths, o
 
 The package, one job per module (each imports only those above it in this list):
     codec.py       the pair-sample format: encode a segment, decode its frames (decode_pair_frames)
+    config.py      PairSettings (the prep.* keys), their checks, the set's fingerprint and folder;
+                   PairRecipe (what pairs and pseudo-pairs share: folder, prepare_data, prepare_report)
     discovery.py   the three source layouts -> PairItems in a fixed order
-    config.py      PairsConfig (the data.* keys), their checks, the set's fingerprint and folder
     alignment.py   audio/video start offsets, face-frame file times, sampling on the frame-rate grid
     tracks.py      one item -> face tracks -> segment samples (BuildStats counts frames)
-    build.py       prepare_pairs: reuse or build the set (split, shard plan, workers, ranks, manifest)
+    build.py       prepare_pairs: reuse or build the set (split, shard plan, build_shard_set: workers,
+                   ranks, manifest); PairsConfig = PairSettings + prepare(), conf/prep/pairs.yaml's target
 The names other modules use are re-exported here: ``from crossmodal.pipeline.pairs import PairsConfig``.
 """
 from __future__ import annotations
 
 from crossmodal.pipeline.pairs.alignment import align_audio_to_video, av_offset, frame_index_times, probe_video
-from crossmodal.pipeline.pairs.build import plan_jobs, plan_split, prepare_pairs, prepare_report, use_named_pairs
+from crossmodal.pipeline.pairs.build import (
+    PairsConfig,
+    build_shard_set,
+    plan_jobs,
+    plan_split,
+    prepare_pairs,
+    use_named_pairs,
+)
 from crossmodal.pipeline.pairs.codec import (
     decode_image,
     decode_pair_frames,
@@ -51,10 +60,9 @@ from crossmodal.pipeline.pairs.codec import (
     npy_bytes,
     slug,
 )
-from crossmodal.pipeline.pairs.config import CONTENT_SETTINGS, PairsConfig
+from crossmodal.pipeline.pairs.config import CONTENT_SETTINGS, LAYOUTS, PairRecipe, PairSettings, prepare_report
 from crossmodal.pipeline.pairs.discovery import (
     IMAGE_EXTENSIONS,
-    LAYOUTS,
     VIDEO_EXTENSIONS,
     PairItem,
     detect_layout,
@@ -64,8 +72,8 @@ from crossmodal.pipeline.pairs.tracks import BuildStats, item_samples, segment_b
 from crossmodal.pipeline.parallel import prefetched, wait_for_shards
 
 __all__ = [
-    "CONTENT_SETTINGS", "IMAGE_EXTENSIONS", "LAYOUTS", "VIDEO_EXTENSIONS", "BuildStats", "PairItem", "PairsConfig",
-    "align_audio_to_video", "av_offset", "decode_image", "decode_pair_frames", "detect_layout", "discover",
+    "CONTENT_SETTINGS", "IMAGE_EXTENSIONS", "LAYOUTS", "VIDEO_EXTENSIONS", "BuildStats", "PairItem", "PairRecipe",
+    "PairSettings", "PairsConfig", "align_audio_to_video", "av_offset", "build_shard_set", "decode_image", "decode_pair_frames", "detect_layout", "discover",
     "encode_image", "frame_field", "frame_fields", "frame_index_times", "item_samples", "make_pair_sample",
     "npy_bytes", "plan_jobs", "plan_split", "prefetched", "prepare_pairs", "prepare_report", "probe_video",
     "segment_bounds", "slug", "track_segments", "use_named_pairs", "wait_for_shards",

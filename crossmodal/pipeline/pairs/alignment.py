@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from crossmodal.io.video import VideoError
+
 
 def probe_video(path: str, needs_audio: bool = True) -> tuple[str, str] | None:
     """(reason, detail) when a video file cannot serve as a talking-face source, else None."""
@@ -28,7 +30,9 @@ def probe_video(path: str, needs_audio: bool = True) -> tuple[str, str] | None:
 
 
 def av_offset(path: str) -> float:
-    """Seconds by which the first audio stream starts after the first video stream (0 when unknown)."""
+    """Seconds by which the first audio stream starts after the first video stream; 0 when the
+    container gives no start times (both then start at 0). A file whose streams cannot be read
+    raises :class:`VideoError` (reason ``unknown_av_offset``): guessing 0 could misalign the data."""
     import av
 
     try:
@@ -37,8 +41,9 @@ def av_offset(path: str) -> float:
             if video.start_time is None or audio.start_time is None:
                 return 0.0
             return float(audio.start_time * audio.time_base - video.start_time * video.time_base)
-    except Exception:  # noqa: BLE001 - probe_video already vetted the file; no offset then
-        return 0.0
+    except (av.error.FFmpegError, OSError, IndexError) as exn:
+        detail = "no audio or no video stream" if isinstance(exn, IndexError) else str(exn)
+        raise VideoError(f"{path}: cannot read the audio/video start times ({detail})", reason="unknown_av_offset") from exn
 
 
 def align_audio_to_video(wave: np.ndarray, offset: float, sample_rate: int) -> np.ndarray:

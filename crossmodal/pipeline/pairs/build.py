@@ -1,19 +1,21 @@
 """Building a pair shard set: reuse a finished set of the same inputs (:func:`prepare_pairs`),
-plan the split and the shards, build them on every rank (in loader workers), wait for the other
-ranks, and write the manifest; :func:`prepare_report` turns it into the prepare task's counts."""
+plan the split and the shards, build them on every rank (in loader workers, :func:`build_shard_set`,
+shared with the pseudo-pairs), wait for the other ranks, and write the manifest.
+:class:`PairsConfig` (``conf/prep/pairs.yaml``'s target) is the settings with ``prepare()``."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from crossmodal.io.splits import SPLIT_FILE, IdentitySplit, load_split_file, make_split, save_split
 from crossmodal.pipeline.cache import check_skips, claim, note_unfingerprinted
 from crossmodal.pipeline.lock import folder_lock
-from crossmodal.pipeline.pairs.config import PairsConfig
+from crossmodal.pipeline.pairs.config import PairSettings
 from crossmodal.pipeline.pairs.discovery import PairItem, discover
 from crossmodal.pipeline.pairs.tracks import BuildStats, item_samples
 from crossmodal.pipeline.parallel import SkipRecorder, prefetched, skip_summary, wait_for_shards, wait_manifest
@@ -32,18 +34,15 @@ from crossmodal.utils.atomic import write_json
 log = logging.getLogger(__name__)
 
 
-def _build_pair_shard(job: ShardJob, cfg: PairsConfig) -> tuple[list[dict[str, Any]], list, dict]:
-    recorder = SkipRecorder()
-    stats = BuildStats()
-    samples: list[dict[str, Any]] = []
-    for split, item in job.items:
-        samples.extend(item_samples(item, split, cfg, recorder, stats))
-    return samples, recorder.events, dataclasses.asdict(stats)
+@dataclass
+class PairsConfig(PairSettings):
+    """The pair-data settings (:class:`PairSettings`) that build their shard set: ``prepare()``."""
+
+    def prepare(self, rank: int | None = None, world_size: int | None = None, strict: bool | None = None) -> Manifest:
+        return prepare_pairs(self, rank=rank, world_size=world_size, strict=strict)
 
 
-
-
-def plan_split(cfg: PairsConfig, items: Sequence[PairItem], out_dir: Path) -> tuple[IdentitySplit, Path]:
+def plan_split(cfg: PairSettings, items: Sequence[PairItem], out_dir: Path) -> tuple[IdentitySplit, Path]:
     """The user's split file, or a split made from seed + fractions; saved as splits.json beside the shards.
 
     Making the split is a pure function of the seed, the fractions and the items, so every rank
@@ -116,25 +115,7 @@ def _build_pairs(cfg: PairsConfig, out_dir: Path, fingerprint: dict[str, Any], r
         require_cv2()
     split, split_path = plan_split(cfg, items, out_dir)
     jobs = plan_jobs(items, split, cfg.videos_per_shard)
-    mine = jobs[rank::world_size]
-    todo = [job for job in mine if not shard_done(out_dir, job.name)]
-    results = prefetched(todo, lambda job: _build_pair_shard(job, cfg), cfg.num_workers)
-
-    def make_samples(job: ShardJob, skips: SkipLog) -> Iterator[dict[str, Any]]:
-        name, (samples, events, stats) = next(results)
-        if name != job.name:  # pragma: no cover - the order is fixed by construction
-            raise RuntimeError(f"pair shard order mismatch: built {name}, writing {job.name}")
-        for reason, where, detail in events:
-            skips.skip(reason, where, detail)
-        write_json(out_dir / f"{job.name}.stats.json", stats)
-        yield from samples
-
     log.info("pairs: %d items (%s layout) from %s -> %d shards in %s", len(items), layout, cfg.source, len(jobs), out_dir)
-    write_shard_set(out_dir, jobs, make_samples, strict=strict, desc="pair shards", rank=rank, world_size=world_size, finalize=False)
-    names = [job.name for job in jobs]
-    stats = gather_stats(out_dir, names, rank, world_size)
-    if stats is None:
-        return wait_manifest(out_dir)
     meta = {
         "kind": "pairs",
         "name": cfg.dataset_name,
@@ -149,15 +130,58 @@ def _build_pairs(cfg: PairsConfig, out_dir: Path, fingerprint: dict[str, Any], r
         "segment_seconds": cfg.segment_seconds,
         "synthetic": False,
         "items": len(items),
-        "stats": dataclasses.asdict(stats),
         "fingerprint": fingerprint,
     }
-    manifest = write_manifest(out_dir, names, meta)
-    log.info(
-        "pairs: %d segments, %d face frames (%d sampled, %d without a face) in %s; %s",
-        stats.segments, stats.frames, stats.frames_sampled, stats.frames_no_face, out_dir, skip_summary(manifest),
-    )
+    manifest = build_shard_set(out_dir, jobs, lambda item, split, skips, stats: item_samples(item, split, cfg, skips, stats),
+                               meta, num_workers=cfg.num_workers, strict=strict, desc="pair shards", rank=rank,
+                               world_size=world_size)
+    stats = manifest.meta.get("stats") or {}
+    log.info("pairs: %d segments, %d face frames (%d sampled, %d without a face) in %s; %s", stats.get("segments", 0),
+             stats.get("frames", 0), stats.get("frames_sampled", 0), stats.get("frames_no_face", 0), out_dir, skip_summary(manifest))
     return manifest
+
+
+def build_shard_set(
+    out_dir: Path,
+    jobs: Sequence[ShardJob],
+    samples_of: Callable[[Any, str, SkipLog, BuildStats], Iterable[dict[str, Any]]],
+    meta: dict[str, Any],
+    *,
+    num_workers: int,
+    strict: bool,
+    desc: str,
+    rank: int,
+    world_size: int,
+) -> Manifest:
+    """Build this rank's unfinished shards of ``jobs`` (each ``(split, item)`` of a job through
+    ``samples_of(item, split, skips, stats)``, in ``num_workers`` loader processes), write each
+    shard's stats sidecar, wait for the other ranks; rank 0 writes the manifest (``meta`` with the
+    summed ``stats``), the other ranks return it once written."""
+
+    def build(job: ShardJob) -> tuple[list[dict[str, Any]], list, dict]:
+        recorder, stats, samples = SkipRecorder(), BuildStats(), []
+        for split, item in job.items:
+            samples.extend(samples_of(item, split, recorder, stats))
+        return samples, recorder.events, dataclasses.asdict(stats)
+
+    todo = [job for job in jobs[rank::world_size] if not shard_done(out_dir, job.name)]
+    results = prefetched(todo, build, num_workers)
+
+    def make_samples(job: ShardJob, skips: SkipLog) -> Iterator[dict[str, Any]]:
+        name, (samples, events, stats) = next(results)
+        if name != job.name:  # pragma: no cover - the order is fixed by construction
+            raise RuntimeError(f"{desc}: shard order mismatch: built {name}, writing {job.name}")
+        for reason, where, detail in events:
+            skips.skip(reason, where, detail)
+        write_json(out_dir / f"{job.name}.stats.json", stats)
+        yield from samples
+
+    write_shard_set(out_dir, jobs, make_samples, strict=strict, desc=desc, rank=rank, world_size=world_size, finalize=False)
+    names = [job.name for job in jobs]
+    stats = gather_stats(out_dir, names, rank, world_size)
+    if stats is None:
+        return wait_manifest(out_dir)
+    return write_manifest(out_dir, names, {**meta, "stats": dataclasses.asdict(stats)})
 
 
 def gather_stats(out_dir: Path, names: Sequence[str], rank: int, world_size: int) -> BuildStats | None:
@@ -173,17 +197,3 @@ def gather_stats(out_dir: Path, names: Sequence[str], rank: int, world_size: int
         if path.exists():
             stats.add(json.loads(path.read_text()))
     return stats
-
-
-def prepare_report(manifest: Manifest) -> dict[str, Any]:
-    metrics: dict[str, Any] = {"pairs/segments": manifest.total, "pairs/shards": len(manifest.shards)}
-    for split in ("train", "heard", "unheard"):
-        metrics[f"pairs/segments/{split}"] = manifest.count(split)
-    for key, value in manifest.meta.get("stats", {}).items():
-        if key != "segments":
-            metrics[f"pairs/{key}"] = value
-    counts = manifest.skipped.get("counts", {})
-    metrics["pairs/skipped"] = sum(counts.values())
-    metrics.update({f"pairs/skipped/{reason}": n for reason, n in sorted(counts.items())})
-    log.info("pairs: %s", ", ".join(f"{k}={v}" for k, v in metrics.items()))
-    return metrics

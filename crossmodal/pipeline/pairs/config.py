@@ -1,8 +1,11 @@
-"""Pair-data settings: :class:`PairsConfig` (the keys of ``conf/data/pairs.yaml``), their checks,
-and the fingerprint and folder name they give a pair shard set."""
+"""Pair-data settings: :class:`PairSettings` (the keys of ``conf/prep/pairs.yaml``), their checks,
+and the fingerprint and folder name they give a pair shard set; :class:`PairRecipe`, what every pair
+recipe (real pairs, pseudo-pairs) shares: where its set goes and what `task=prepare` reports of it.
+Settings only: building the set is :mod:`crossmodal.pipeline.pairs.build`'s job (its ``PairsConfig``)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,8 +14,11 @@ from crossmodal.io.video import DEFAULT_FRAME_RATE, FaceConfig
 from crossmodal.models.modelfile import plain
 from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
 from crossmodal.pipeline.pairs.codec import slug
-from crossmodal.pipeline.pairs.discovery import LAYOUTS
 from crossmodal.pipeline.shards import Manifest, load_manifest
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = ("auto", "voxceleb2", "voxceleb1", "videos")
 
 # Settings that change the content of the shards: part of the set's fingerprint (and folder name).
 CONTENT_SETTINGS = (
@@ -29,7 +35,7 @@ def settings_from_cfg(cls: type[T], cfg: Any, what: str) -> T:
     keys starting with ``_`` (``_target_``) are dropped, an unknown key is an error naming it."""
     if isinstance(cfg, cls):
         return cfg
-    values = plain(cfg)
+    values = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else plain(cfg)
     if not isinstance(values, dict):
         values = plain(dict(cfg))
     values = {k: v for k, v in values.items() if not k.startswith("_")}
@@ -41,8 +47,20 @@ def settings_from_cfg(cls: type[T], cfg: Any, what: str) -> T:
 
 
 class PairRecipe:
-    """What `task=prepare` calls on a pair recipe (PairsConfig, PseudoPairsConfig): ``prepare_data()``
-    builds or reuses the shards (the subclass's ``prepare``), ``prepare_report()`` gives their counts."""
+    """What a pair recipe (PairSettings, PseudoPairsConfig) shares. Subclasses give ``pairs``,
+    ``data_dir``, ``dataset_name``, ``fingerprint()`` and ``prepare()`` (build or reuse the shards);
+    `task=prepare` calls ``prepare_data()``, then ``prepare_report()`` for the counts."""
+
+    pairs: str | None
+    data_dir: str
+
+    @property
+    def pairs_dir(self) -> Path:
+        """``data.pairs`` when set, else ``<data_dir>/pairs/<name>-<fingerprint8>``."""
+        return Path(self.pairs) if self.pairs else self.folder_for(self.fingerprint())
+
+    def folder_for(self, fingerprint: dict[str, Any]) -> Path:
+        return Path(self.pairs) if self.pairs else shard_folder(self.data_dir, "pairs", self.dataset_name, fingerprint)
 
     def prepare_data(self) -> Manifest:
         self._manifest = self.prepare()
@@ -50,15 +68,28 @@ class PairRecipe:
 
     def prepare_report(self) -> dict[str, Any]:
         """Counts for the `prepare` task's metrics.json (segments, frames, skips by reason)."""
-        from crossmodal.pipeline.pairs.build import prepare_report
-
         return prepare_report(getattr(self, "_manifest", None) or load_manifest(self.pairs_dir))
 
 
+def prepare_report(manifest: Manifest) -> dict[str, Any]:
+    """A pair shard set's counts: segments (by split), shards, frames, skips by reason."""
+    metrics: dict[str, Any] = {"pairs/segments": manifest.total, "pairs/shards": len(manifest.shards)}
+    for split in ("train", "heard", "unheard"):
+        metrics[f"pairs/segments/{split}"] = manifest.count(split)
+    for key, value in manifest.meta.get("stats", {}).items():
+        if key != "segments":
+            metrics[f"pairs/{key}"] = value
+    counts = manifest.skipped.get("counts", {})
+    metrics["pairs/skipped"] = sum(counts.values())
+    metrics.update({f"pairs/skipped/{reason}": n for reason, n in sorted(counts.items())})
+    log.info("pairs: %s", ", ".join(f"{k}={v}" for k, v in metrics.items()))
+    return metrics
+
+
 @dataclass
-class PairsConfig(PairRecipe):
+class PairSettings(PairRecipe):
     """Talking-face pair data: how to build pair shards, and how ``task=extract`` turns them into
-    distillation shards. ``conf/data/pairs.yaml`` instantiates this (its keys are these fields)."""
+    distillation shards. ``conf/prep/pairs.yaml`` instantiates its builder, ``PairsConfig``."""
 
     source: str | None = None  # folder of raw talking-face data (see the module doc)
     layout: str = "auto"  # auto | voxceleb2 | voxceleb1 | videos
@@ -101,17 +132,9 @@ class PairsConfig(PairRecipe):
             )
 
     @classmethod
-    def from_cfg(cls, cfg: Any) -> PairsConfig:
-        """From a PairsConfig, a dict or an OmegaConf node (``_target_`` is ignored, unknown keys are errors)."""
+    def from_cfg(cls: type[T], cfg: Any) -> T:
+        """From an instance, a dict or an OmegaConf node (``_target_`` is ignored, unknown keys are errors)."""
         return settings_from_cfg(cls, cfg, "pair-data")
-
-    @property
-    def pairs_dir(self) -> Path:
-        """``data.pairs`` when set, else ``<data_dir>/pairs/<name>-<fingerprint8>``."""
-        return Path(self.pairs) if self.pairs else self.folder_for(self.fingerprint())
-
-    def folder_for(self, fingerprint: dict[str, Any]) -> Path:
-        return Path(self.pairs) if self.pairs else shard_folder(self.data_dir, "pairs", self.dataset_name, fingerprint)
 
     def fingerprint(self) -> dict[str, Any]:
         """The source listing (videos, face frames, split file) and the settings that change the shards."""
@@ -131,9 +154,3 @@ class PairsConfig(PairRecipe):
 
     def face_config(self) -> FaceConfig:
         return FaceConfig(frame_rate=self.frame_rate, crop_size=self.crop_size, margin=self.margin, grey=self.grey)
-
-    def prepare(self, rank: int | None = None, world_size: int | None = None, strict: bool | None = None) -> Manifest:
-        from crossmodal.pipeline.pairs.build import prepare_pairs
-
-        return prepare_pairs(self, rank=rank, world_size=world_size, strict=strict)
-

@@ -7,14 +7,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from crossmodal.pipeline.pairs.codec import slug
+from crossmodal.pipeline.pairs.config import PairSettings
 
-if TYPE_CHECKING:
-    from crossmodal.pipeline.pairs.config import PairsConfig
-
-LAYOUTS = ("auto", "voxceleb2", "voxceleb1", "videos")
 VIDEO_EXTENSIONS = (".mp4", ".mpg", ".mpeg", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -58,7 +54,7 @@ def _video_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
 
 
-def discover(cfg: PairsConfig) -> tuple[str, list[PairItem]]:
+def discover(cfg: PairSettings) -> tuple[str, list[PairItem]]:
     """The items of the source, in a fixed order, and the layout used."""
     if not cfg.source:
         raise ValueError("data.source is not set: point it at a folder of talking-face data (or data.pairs at pair shards)")

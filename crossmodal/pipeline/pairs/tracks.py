@@ -9,7 +9,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -31,11 +31,9 @@ from crossmodal.pipeline.pairs.alignment import (
     sample_on_grid,
 )
 from crossmodal.pipeline.pairs.codec import make_pair_sample
+from crossmodal.pipeline.pairs.config import PairSettings
 from crossmodal.pipeline.pairs.discovery import IMAGE_EXTENSIONS, PairItem
 from crossmodal.pipeline.shards import SkipLog
-
-if TYPE_CHECKING:
-    from crossmodal.pipeline.pairs.config import PairsConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +73,7 @@ def track_segments(
     frames: list[np.ndarray],
     times: np.ndarray,
     tracks: Sequence[int],
-    cfg: PairsConfig,
+    cfg: PairSettings,
     skips: SkipLog,
     stats: BuildStats,
     extra_meta: dict[str, Any] | None = None,
@@ -145,7 +143,7 @@ def _detector(cfg: FaceConfig) -> FaceDetector:
     return _DETECTORS[key]
 
 
-def _load_audio_or_skip(path: str, cfg: PairsConfig, skips: SkipLog) -> np.ndarray | None:
+def _load_audio_or_skip(path: str, cfg: PairSettings, skips: SkipLog) -> np.ndarray | None:
     try:
         return load_audio(path, cfg.sample_rate)
     except AudioError as exn:
@@ -153,7 +151,7 @@ def _load_audio_or_skip(path: str, cfg: PairsConfig, skips: SkipLog) -> np.ndarr
         return None
 
 
-def item_samples(item: PairItem, split: str, cfg: PairsConfig, skips: SkipLog, stats: BuildStats) -> Iterator[dict[str, Any]]:
+def item_samples(item: PairItem, split: str, cfg: PairSettings, skips: SkipLog, stats: BuildStats) -> Iterator[dict[str, Any]]:
     """All pair samples of one source item (skips reported through ``skips``)."""
     if item.kind == "orphan_frames":
         skips.skip("frames_without_audio", item.media, "a face-frame folder with no matching wav")
@@ -169,9 +167,9 @@ def item_samples(item: PairItem, split: str, cfg: PairsConfig, skips: SkipLog, s
     wave = _load_audio_or_skip(item.audio or item.media, cfg, skips)
     if wave is None:
         return
-    if item.audio is None:
-        wave = align_audio_to_video(wave, av_offset(item.media), cfg.sample_rate)
     try:
+        if item.audio is None:
+            wave = align_audio_to_video(wave, av_offset(item.media), cfg.sample_rate)
         if item.kind == "centred_video":
             crops = centred_face_crops(item.media, face_cfg, cfg.center_crop)
         else:
@@ -187,7 +185,7 @@ def item_samples(item: PairItem, split: str, cfg: PairsConfig, skips: SkipLog, s
     yield from track_segments(item, split, wave, crops.frames, np.asarray(crops.times), crops.tracks, cfg, skips, stats)
 
 
-def _frames_item_samples(item: PairItem, split: str, cfg: PairsConfig, skips: SkipLog, stats: BuildStats) -> Iterator[dict[str, Any]]:
+def _frames_item_samples(item: PairItem, split: str, cfg: PairSettings, skips: SkipLog, stats: BuildStats) -> Iterator[dict[str, Any]]:
     from PIL import Image, UnidentifiedImageError
 
     folder = Path(item.frames_dir or "")
