@@ -1,7 +1,8 @@
-"""Name -> constructor registries for networks, the timm way (`register_model` + `create_model`).
+"""Name -> entry registries, the timm way (`register_model` + `create_model`).
 
-Networks are plain nn.Modules; LightningModules build them by name from config so that a sweep
-can swap architectures with one override (`model.backbone=resnet18_small`).
+Networks are plain nn.Modules registered by their constructor; LightningModules build them by name
+from config so that a sweep can swap architectures with one override (`model.backbone=resnet18_small`).
+Benchmark corpora register their reader's description (``crossmodal.io.corpora.CORPORA``) the same way.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ class Registry:
         self._entries: dict[str, Callable] = {}
 
     def register(self, name: str | None = None) -> Callable[[F], F]:
+        """Decorator (``@REG.register()`` / ``@REG.register("name")``); ``REG.register(name)(entry)`` adds any entry."""
+
         def wrap(fn: F) -> F:
             key = name or fn.__name__
             if key in self._entries:
@@ -32,6 +35,12 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def values(self) -> list:
+        return [self._entries[name] for name in self.names()]
+
+    def __getitem__(self, name: str):
+        return self.get(name)
 
     def get(self, name: str) -> Callable:
         if name not in self._entries:

@@ -25,6 +25,7 @@ from pathlib import Path
 import soundfile as sf
 
 from crossmodal.emotions import EMOTIONS
+from crossmodal.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,20 @@ def read_corpus(name: str, root: str | Path, strict: bool = True, skipped: list[
 def corpus_spec(name: str) -> CorpusSpec:
     key = name.lower().replace("-", "").replace("_", "").replace("'05", "")
     key = _ALIASES.get(key, key)
-    if key not in CORPORA:
-        raise CorpusError(f"unknown corpus {name!r}; known corpora: {', '.join(sorted(CORPORA))}")
-    return CORPORA[key]
+    try:
+        return CORPORA.get(key)
+    except KeyError as exn:
+        raise CorpusError(exn.args[0]) from None
+
+
+def register_corpus(spec: CorpusSpec) -> CorpusSpec:
+    """Add a corpus reader (``benchmark.corpus=<spec.name>``); its classes must map onto FER+ emotions or None."""
+    if set(spec.to_ferplus) != set(spec.classes):
+        raise ValueError(f"corpus {spec.name!r}: to_ferplus must map every class of {spec.classes} (and nothing else)")
+    bad = sorted(str(e) for e in spec.to_ferplus.values() if e is not None and e not in EMOTIONS)
+    if bad:
+        raise ValueError(f"corpus {spec.name!r}: {', '.join(bad)} not FER+ emotions ({', '.join(EMOTIONS)})")
+    return CORPORA.register(spec.name)(spec)
 
 
 def summarise(clips: list[Clip]) -> str:
@@ -303,8 +315,9 @@ def _read_rml(root: Path, skips: _Skips) -> Iterator[Clip]:
 
 _SIX = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
 
-CORPORA: dict[str, CorpusSpec] = {
-    "emodb": CorpusSpec(
+CORPORA = Registry("corpus")
+for _spec in (
+    CorpusSpec(
         name="emodb",
         title="EmoDB",
         classes=("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral"),
@@ -312,7 +325,7 @@ CORPORA: dict[str, CorpusSpec] = {
         layout="wav/SSTTTEV.wav (e.g. wav/03a01Wa.wav; emotion letter W L E A F T N)",
         reader=_read_emodb,
     ),
-    "ravdess": CorpusSpec(
+    CorpusSpec(
         name="ravdess",
         title="RAVDESS",
         classes=tuple(_RAVDESS_EMOTIONS.values()),
@@ -320,7 +333,7 @@ CORPORA: dict[str, CorpusSpec] = {
         layout="Actor_XX/03-01-EE-II-SS-RR-AA.wav",
         reader=_read_ravdess,
     ),
-    "cremad": CorpusSpec(
+    CorpusSpec(
         name="cremad",
         title="CREMA-D",
         classes=_CREMAD_EMOTIONS,
@@ -328,7 +341,7 @@ CORPORA: dict[str, CorpusSpec] = {
         layout="AudioWAV/ID_SEN_EMO_LVL.wav (e.g. AudioWAV/1001_DFA_ANG_XX.wav)",
         reader=_read_cremad,
     ),
-    "iemocap": CorpusSpec(
+    CorpusSpec(
         name="iemocap",
         title="IEMOCAP",
         classes=_IEMOCAP_EMOTIONS,
@@ -338,7 +351,7 @@ CORPORA: dict[str, CorpusSpec] = {
         layout="SessionN/dialog/EmoEvaluation/*.txt and SessionN/sentences/wav/<dialog>/<utterance>.wav",
         reader=_read_iemocap,
     ),
-    "enterface": CorpusSpec(
+    CorpusSpec(
         name="enterface",
         title="eNTERFACE'05",
         classes=_SIX,
@@ -346,7 +359,7 @@ CORPORA: dict[str, CorpusSpec] = {
         layout="subject N/<emotion>/sentence K/sN_em_K.avi",
         reader=_read_enterface,
     ),
-    "rml": CorpusSpec(
+    CorpusSpec(
         name="rml",
         title="RML",
         classes=_SIX,
@@ -354,9 +367,7 @@ CORPORA: dict[str, CorpusSpec] = {
         layout="speaker folders sN/ of clips named by emotion code (an1.avi, di2.avi, ...)",
         reader=_read_rml,
     ),
-}
-_ALIASES = {"berlin": "emodb", "crema": "cremad", "enterface05": "enterface"}
+):
+    register_corpus(_spec)
 
-for _spec in CORPORA.values():
-    assert set(_spec.to_ferplus) == set(_spec.classes), _spec.name
-    assert all(e is None or e in EMOTIONS for e in _spec.to_ferplus.values()), _spec.name
+_ALIASES = {"berlin": "emodb", "crema": "cremad", "enterface05": "enterface"}
