@@ -78,3 +78,31 @@ def test_finetune_cpu_one_step_on_demo_data(tmp_path: Path) -> None:
     provenance = info.get("provenance") or info
     assert provenance["init_from"]["path"].endswith("crossmodal/assets/student_cpu.safetensors") and len(provenance["init_from"]["sha256"]) == 64
     assert provenance["label_subset"]["clips"] == subset["clips"]
+
+
+@pytest.mark.slow  # 4 one-epoch runs (k = 1, all x fine-tuned, scratch) on 2 folds' worth of demo clips + the summary, ~4 min on 2 cores
+def test_label_efficiency_sweep_and_summary(tmp_path: Path) -> None:
+    emodb = tmp_path / "emodb" / "wav"
+    emodb.mkdir(parents=True)
+    for path in sorted((DEMO / "emodb" / "wav").glob("*.flac")):
+        if len([p for p in emodb.glob(f"{path.name[:2]}*")]) < 6:
+            os.symlink(path, emodb / path.name)
+    sweep = tmp_path / "sweep"
+    env = dict(os.environ, WANDB_MODE="disabled", CROSSMODAL_NO_PROGRESS="1")
+    cmd = [sys.executable, "-m", "crossmodal.run", "-m", "hparams_search=label_efficiency", "extras.distilled_sweep=unused",
+           f"extras.students.distilled={SHIPPED}", "seed=0", "data.prepare.fold=0", "data.labels_per_class=1,all",
+           f"data.emodb={emodb.parent}", f"data.ferplus={DEMO / 'ferplus'}", "data.batches_per_epoch=1", "data.batch_size=4",
+           "trainer.max_epochs=1", "logger=csv", "report=false", f"paths.data_dir={tmp_path / 'data'}",
+           f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    jobs = sorted(p.parent.relative_to(sweep).as_posix() for p in sweep.rglob("metrics.json"))
+    assert jobs == [f"k{k}/{init}/fold0-seed0" for k in ("1", "all") for init in ("distilled", "scratch")]
+    summary = subprocess.run([sys.executable, str(ROOT / "experiments" / "label_efficiency" / "summary.py"), str(sweep),
+                              "--expected", "1"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert summary.returncode == 0, summary.stderr[-4000:]
+    result = json.loads((sweep / "label_efficiency.json").read_text())
+    assert [e["k"] for e in result["table"]] == ["1", "all"] and result["subset_checked_runs"] == 2
+    for entry in result["table"]:
+        assert {"finetuned", "scratch", "egemaps", "embedding"} <= set(entry) and entry["finetuned_minus_scratch"]["pairs"] == 1
+    assert (sweep / "label_efficiency.png").stat().st_size > 1000
