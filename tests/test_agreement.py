@@ -126,3 +126,36 @@ def test_agreement_key_composes_with_the_distill_experiment(emodb_root: Path, fe
     assert recipe["agreement"] == 0.35
     config, _ = recipe_config(recipe, None, "data")
     assert config.agreement == 0.35 and config.fingerprint()["settings"]["agreement"] == 0.35
+
+
+@pytest.mark.slow  # 2 one-epoch distill runs (p = 1, 0.5; fold 0, seed 0) on 6 demo clips per speaker + the summary, ~3 min on 2 cores
+def test_agreement_sweep_and_summary(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    demo = root / "crossmodal" / "assets" / "demo"
+    emodb = tmp_path / "emodb" / "wav"
+    emodb.mkdir(parents=True)
+    for path in sorted((demo / "emodb" / "wav").glob("*.flac")):
+        if len(list(emodb.glob(f"{path.name[:2]}*"))) < 6:
+            os.symlink(path, emodb / path.name)
+    sweep = tmp_path / "sweep"
+    env = dict(os.environ, WANDB_MODE="disabled", CROSSMODAL_NO_PROGRESS="1")
+    cmd = [sys.executable, "-m", "crossmodal.run", "-m", "hparams_search=agreement_curve", "seed=0", "data.prepare.fold=0",
+           "data.prepare.agreement=1,0.5", f"data.emodb={emodb.parent}", f"data.ferplus={demo / 'ferplus'}",
+           "data.batches_per_epoch=2", "data.batch_size=8", "data.window_seconds=2.0", "trainer.max_epochs=1", "logger=csv",
+           "report=false", f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    jobs = sorted(p.parent.relative_to(sweep).as_posix() for p in sweep.rglob("metrics.json"))
+    assert jobs == ["agreement0.5/fold0-seed0", "agreement1/fold0-seed0"]
+    manifests = [json.loads(p.read_text()) for p in (tmp_path / "data" / "pairs").glob("*/manifest.json")]
+    assert sorted(m["meta"]["agreement"] for m in manifests) == [0.5, 1.0]
+    summary = subprocess.run([sys.executable, str(root / "experiments" / "agreement" / "summary.py"), str(sweep), "--bootstrap", "100"],
+                             capture_output=True, text=True, cwd=root, env=env, timeout=600)
+    assert summary.returncode == 0, summary.stderr[-4000:]
+    result = json.loads((sweep / "agreement.json").read_text())
+    assert [pt["agreement"] for pt in result["points"]] == [1.0, 0.5] and not result["complete"]
+    assert result["points"][1]["paired"] == 1 and result["baselines"]["chance"]["runs"] == 1
+    assert "PARTIAL: 2 of 50 runs" in summary.stdout and (sweep / "agreement.png").stat().st_size > 1000
