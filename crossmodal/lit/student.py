@@ -8,11 +8,9 @@ writing the student model file (``<run_dir>/student.safetensors``) after testing
 bound the distilled student is compared with. :class:`~crossmodal.lit.distill.DistillationModule`
 trains the same networks on the teacher's soft labels.
 
-Optimisation (``optimizer`` / ``scheduler`` dicts):
-    optimizer: {name: sgd | adamw, lr, momentum, weight_decay}
-    scheduler: {name: logspace, lr_end}   lr log-spaced per epoch from lr to lr_end (the paper's)
-               {name: onecycle, pct_start} one-cycle over all training steps, peak at lr
-               {name: none}
+Optimisation: ``optimizer`` / ``scheduler`` are ``_target_`` + ``_partial_`` configs (conf/model/optimizer/,
+conf/model/scheduler/; :mod:`crossmodal.utils.optim`), built in ``configure_optimizers``; a null
+optimizer is the paper's SGD, a null scheduler a constant lr.
 """
 from __future__ import annotations
 
@@ -23,6 +21,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from torch.nn import functional as F
 from torchmetrics import SumMetric
 
@@ -32,13 +31,13 @@ from crossmodal.eval.classification import SplitClassification, SplitMean
 from crossmodal.io.splits import NO_LABEL, SPLITS
 from crossmodal.models.frontend import build_frontend
 from crossmodal.models.speech import create_student, save_student
-from crossmodal.utils.optim import configure, optimizer_config, scheduler_config
+from crossmodal.utils.optim import with_scheduler
 
 log = logging.getLogger(__name__)
 
-# the paper's student optimisation: what optimizer/scheduler keys left unset default to
-DEFAULT_OPTIMIZER = {"name": "sgd", "lr": paper.STUDENT_LR, "momentum": paper.MOMENTUM, "weight_decay": paper.WEIGHT_DECAY}
-DEFAULT_SCHEDULER = {"name": "logspace", "lr_end": paper.STUDENT_LR_END}
+# the paper's student optimiser: what a null optimizer means (a null scheduler: a constant lr)
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": paper.STUDENT_LR, "momentum": paper.MOMENTUM,
+                     "weight_decay": paper.WEIGHT_DECAY}
 STUDENT_FILE = "student.safetensors"  # written into the run folder after testing
 
 
@@ -64,8 +63,8 @@ class SpeechModuleBase(L.LightningModule):
         self.frontend = build_frontend(frontend)
         self.student_kwargs = {"n_freq": self.frontend.n_freq, **dict(student.get("kwargs") or {})}
         self.net = create_student(self.student_name, **self.student_kwargs)
-        self.optimizer_cfg = optimizer_config({**DEFAULT_OPTIMIZER, **dict(optimizer or {})})
-        self.scheduler_cfg = scheduler_config({**DEFAULT_SCHEDULER, **dict(scheduler or {})})
+        self.optimizer_cfg = dict(optimizer or DEFAULT_OPTIMIZER)
+        self.scheduler_cfg = dict(scheduler) if scheduler else None
         # UA is computed over these classes, and predictions are restricted to them (argmax over the
         # classes the labelled corpus has: a student cannot be right about a class the corpus lacks).
         self.label_classes = [emotion_index(name) for name in (label_classes or EMOTIONS)]
@@ -174,7 +173,8 @@ class SpeechModuleBase(L.LightningModule):
 
     # -- optimisation
     def configure_optimizers(self):
-        return configure(self.net.parameters(), self.optimizer_cfg, self.scheduler_cfg, trainer=self._trainer)
+        optimizer = instantiate(self.optimizer_cfg)(params=self.net.parameters())
+        return with_scheduler(optimizer, self.scheduler_cfg, trainer=self._trainer)
 
     # -- the student model file
     def student_file_payload(self) -> dict[str, Any]:

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from crossmodal import paper
-from crossmodal.config.legacy import nest_flat_optim_keys
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
 from crossmodal.eval.classification import classification_metrics, classification_results
 from crossmodal.models.face import (
@@ -32,12 +31,12 @@ from crossmodal.models.face import (
 )
 from crossmodal.models.losses import soft_target_cross_entropy
 from crossmodal.models.teacher import SLIM_FORMAT, FaceTeacher, head_names, load_teacher
-from crossmodal.utils.optim import configure, optimizer_config, scheduler_config
+from crossmodal.utils.optim import with_scheduler
 
 log = logging.getLogger(__name__)
-# the paper's teacher optimisation: what optimizer/scheduler keys left unset default to
-PAPER_OPTIMIZER = {"name": "sgd", "lr": paper.TEACHER_LR, "momentum": paper.MOMENTUM, "weight_decay": paper.WEIGHT_DECAY}
-PAPER_SCHEDULER = {"name": "step", "milestones": list(paper.TEACHER_LR_STEPS), "gamma": paper.TEACHER_LR_GAMMA}
+# the paper's teacher optimiser: what a null optimizer means (a null scheduler: a constant lr)
+PAPER_OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": paper.TEACHER_LR, "momentum": paper.MOMENTUM,
+                   "weight_decay": paper.WEIGHT_DECAY}
 
 class TeacherFER(L.LightningModule):
     def __init__(
@@ -48,8 +47,8 @@ class TeacherFER(L.LightningModule):
         preprocess: dict | None = None,
         label_mode: str = "probability",
         drop_rate: float = paper.TEACHER_DROPOUT,
-        optimizer: dict[str, Any] | str | None = None,
-        scheduler: dict[str, Any] | str | None = None,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
         pretrained_lr_mult: float = paper.PRETRAINED_LR_MULT,
         label_smoothing: float = 0.0,
         tta_flip: bool = False,
@@ -58,35 +57,21 @@ class TeacherFER(L.LightningModule):
         init_from_default: bool = False,
         plot_every_n_epochs: int = 1,
         time_budget_minutes: float | None = None,
-        # deprecated flat keys (older configs and .ckpt hyper-parameters): read into optimizer/scheduler
-        lr: float | None = None,
-        momentum: float | None = None,
-        nesterov: bool | None = None,
-        weight_decay: float | None = None,
-        betas: Sequence[float] | None = None,
-        step_epochs: Sequence[int] | None = None,
-        step_gamma: float | None = None,
-        warmup_epochs: float | None = None,
-        min_lr_ratio: float | None = None,
     ) -> None:
         super().__init__()
-        flat = {"lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay, "betas": betas,
-                "step_epochs": step_epochs, "step_gamma": step_gamma, "warmup_epochs": warmup_epochs, "min_lr_ratio": min_lr_ratio}
-        optimizer, scheduler = nest_flat_optim_keys(optimizer, scheduler, flat)
-        optimizer = optimizer_config({**PAPER_OPTIMIZER, **optimizer})
-        scheduler = scheduler_config({**PAPER_SCHEDULER, **scheduler})
-        lr = momentum = nesterov = weight_decay = betas = step_epochs = step_gamma = warmup_epochs = min_lr_ratio = None
+        optimizer = dict(optimizer or PAPER_OPTIMIZER)  # the hyper-parameters saved below: the optimiser that runs
+        scheduler = dict(scheduler) if scheduler else None
         saved = None
         if init_from or init_from_default:  # evaluate / fine-tune a saved teacher: its architecture and preprocessing win
             saved = load_teacher(init_from or None)
             backbone, backbone_kwargs, preprocess = saved.name, dict(saved.kwargs), saved.spec.as_dict()
             drop_rate = backbone_kwargs.pop("drop_rate", drop_rate)
             pretrained = None
-        self.save_hyperparameters(ignore=list(flat))
+        self.save_hyperparameters()
         if label_mode not in ("majority", "probability", "crossentropy"):
             raise ValueError(f"model.label_mode={label_mode!r}: use majority, probability or crossentropy")
-        if time_budget_minutes and scheduler["name"] not in ("cosine", "none"):
-            raise ValueError("model.time_budget_minutes needs model.scheduler.name=cosine (the anneal follows wall time)")
+        if time_budget_minutes and scheduler and scheduler.get("_target_") != "crossmodal.utils.optim.cosine":
+            raise ValueError("model.time_budget_minutes needs model/scheduler=cosine (the anneal follows wall time)")
         spec = PreprocessSpec.from_config(preprocess)
         kwargs = dict(backbone_kwargs or {})
         kwargs.setdefault("in_chans", spec.channels)
@@ -223,13 +208,15 @@ class TeacherFER(L.LightningModule):
             pretrained = name in self._pretrained_names
             flat = param.ndim <= 1  # no weight decay on norms and biases
             (pre_no_decay if pretrained and flat else pre_decay if pretrained else no_decay if flat else decay).append(param)
-        mult, lr, weight_decay = hp.pretrained_lr_mult, hp.optimizer["lr"], hp.optimizer["weight_decay"]
+        build = instantiate(hp.optimizer)  # the optimizer's lr and weight decay, unless a group sets its own
+        pretrained_lr = build.keywords.get("lr", 0.0) * hp.pretrained_lr_mult
         groups = [g for g in (
-            {"params": decay, "weight_decay": weight_decay, "lr": lr},
-            {"params": no_decay, "weight_decay": 0.0, "lr": lr},
-            {"params": pre_decay, "weight_decay": weight_decay, "lr": lr * mult},
-            {"params": pre_no_decay, "weight_decay": 0.0, "lr": lr * mult},
+            {"params": decay},
+            {"params": no_decay, "weight_decay": 0.0},
+            {"params": pre_decay, "lr": pretrained_lr},
+            {"params": pre_no_decay, "weight_decay": 0.0, "lr": pretrained_lr},
         ) if g["params"]]
-        return configure(groups, hp.optimizer, hp.scheduler, trainer=self._trainer, time_progress=self.time_progress)
+        optimizer = build(params=groups)
+        return with_scheduler(optimizer, hp.scheduler, trainer=self._trainer, time_progress=self.time_progress)
 
 
