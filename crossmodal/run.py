@@ -1,138 +1,200 @@
 """The entry point: ``python -m crossmodal.run [experiment=NAME] [group=option ...] [key=value ...]``.
 
-Before Hydra runs anything, the command line is checked against the composed config so that a
-misspelt key fails at once with the closest valid key, and the Lightning 1.x flag
-``trainer.gpus=N`` is translated (so ``--cfg job`` shows what will really run).
+Hydra composes the config (conf/) once. Before anything runs, :class:`RunChecks` (a Hydra callback,
+conf/hydra/default.yaml) checks it in one place, :func:`crossmodal.config.schema.check_config`, and
+that the run folder can be written; ``--cfg`` prints it after the same checks (``--resolve`` too).
+A composition error (a misspelt key, an unknown experiment) is one line naming the nearest valid
+key or option. Lightning 1.x's ``trainer.gpus=N`` is read as accelerator/devices/strategy.
 """
 from __future__ import annotations
 
+import contextlib
+import difflib
 import logging
+import os
 import re
 import sys
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra import compose, initialize_config_dir
+from hydra import initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import ConfigCompositionException
-from omegaconf import DictConfig, OmegaConf
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from crossmodal import config_dir
-from crossmodal.config.checks import ConfigError, check_targets, missing_values, translate_gpus, unknown_key_message
-from crossmodal.config.legacy import translate_overrides
-from crossmodal.config.schema import register_configs
+from crossmodal.config.checks import ConfigError, explicit_trainer_keys, translate_gpus, unknown_key_message
+from crossmodal.config.schema import check_config, register_configs
 
 CONF_DIR = config_dir()  # conf/ of a checkout, or crossmodal/conf in an installed wheel
 log = logging.getLogger("crossmodal")
 register_configs()
 
 
-# ----------------------------------------------------------------------------------- preflight
+# ------------------------------------------------------------------------------- composing, checking
 
 
-def _is_group(key: str, extra_dirs: list[Path]) -> bool:
-    key = key.lstrip("+~")
-    return "/" in key or any((d / key).is_dir() for d in [CONF_DIR, *extra_dirs])
-
-
-def _compose(overrides: list[str], extra_dirs: list[Path]) -> DictConfig:
-    """The run config for ``overrides``, old keys read the new way (:mod:`crossmodal.config.legacy`)."""
-    return _compose_raw(_translate(overrides, extra_dirs), extra_dirs)
-
-
-def _translate(overrides: list[str], extra_dirs: list[Path]) -> list[str]:
-    return translate_overrides(list(overrides), lambda groups: _compose_raw(groups, extra_dirs),
-                               lambda key: _is_group(key, extra_dirs))
-
-
-def _compose_raw(overrides: list[str], extra_dirs: list[Path]) -> DictConfig:
+def _compose(overrides: list[str], extra_dirs: list[Path] | tuple = (), mode: RunMode = RunMode.RUN,
+             with_hydra: bool = False) -> DictConfig:
+    """The run config for ``overrides`` (and the ``hydra`` node when ``with_hydra``), as Hydra composes it."""
     if extra_dirs:
-        overrides = overrides + ["hydra.searchpath=[" + ",".join(f"file://{d}" for d in extra_dirs) + "]"]
+        overrides = [*overrides, "hydra.searchpath=[" + ",".join(f"file://{d}" for d in extra_dirs) + "]"]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="run", overrides=overrides)
+            cfg = GlobalHydra.instance().hydra.compose_config(
+                config_name="run", overrides=list(overrides), run_mode=mode, with_log_configuration=False)
     finally:
         GlobalHydra.instance().clear()
+    if not with_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
 
 
-def preflight(argv: list[str]) -> list[str]:
-    """Validate the overrides in ``argv``; return argv with old keys and ``trainer.gpus`` translated."""
-    args = get_args_parser().parse_args(argv)
-    if args.help or args.hydra_help or args.info or args.shell_completion or not args.overrides and not args.cfg:
-        return argv
-    if args.multirun and args.cfg:
-        # Hydra refuses `-m` with `--cfg`; show the sweep's config (launcher, sweeper) instead.
-        argv = [a for a in argv if a not in ("-m", "--multirun")]
-        at = argv.index(args.overrides[0]) if args.overrides else 0
-        argv = argv[:at] + ["hydra.mode=MULTIRUN"] + argv[at:]
-    extra_dirs = [Path(args.config_dir).resolve()] if args.config_dir else []
-    translated = _translate(args.overrides, extra_dirs)  # old keys (data.source of eval_*, model.lr, ...)
-    renamed = {new: old for old, new in zip(args.overrides, translated) if old != new}
-    if renamed:
-        argv = [dict(zip(args.overrides, translated)).get(arg, arg) for arg in argv]
-        args.overrides = translated
+def _hydra_cfg(cfg: DictConfig) -> DictConfig:
+    return cfg.hydra if "hydra" in cfg else HydraConfig.get()
+
+
+def prepare(cfg: DictConfig, *, signatures: bool = True, require_values: bool = True) -> None:
+    """``trainer.gpus`` read as accelerator/devices/strategy (in place), then every check of the
+    config (:func:`check_config`). ``cfg`` is the composed config, with its ``hydra`` node or inside a run."""
+    hydra_cfg = _hydra_cfg(cfg)
+    if cfg.trainer.get("gpus") is not None:
+        trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+        translated = translate_gpus(trainer, explicit_trainer_keys(hydra_cfg.overrides.task))
+        with read_write(cfg.trainer), open_dict(cfg.trainer):
+            for key in ("accelerator", "devices", "strategy"):
+                cfg.trainer[key] = translated[key]
+    experiment = hydra_cfg.runtime.choices.get("experiment")
+    check_config(cfg, experiment, signatures=signatures, require_values=require_values)
+
+
+def check_output_dirs(cfg: DictConfig, folders: dict[str, Path]) -> None:
+    """Out-of-disk or unwritable output: fail now, with the key to change, not hours into a job.
+    ``folders``: key -> folder (made when first used, so its nearest existing parent is probed)."""
+    from crossmodal.pipeline.shards import check_writable
+
+    need = float(cfg.paths.get("min_free_gb", 0)) * 1e9
+    for key, folder in folders.items():
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        try:
+            check_writable(existing, int(need))
+        except OSError as exn:
+            raise ConfigError(f"{key}={folder}: {exn}. Point {key} at a writable folder with space, "
+                              "or lower paths.min_free_gb") from exn
+
+
+class RunChecks(Callback):
+    """Hydra callback: check the composed config and the folders it writes before Hydra makes the
+    run folder; a problem ends the command with one line naming the key (exit code 2)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with _refused():
+            HydraConfig.instance().set_config(config)  # ${hydra:...} resolves from here on
+            run_dir = Path(str(config.hydra.run.dir)).absolute()
+            with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+                config.hydra.runtime.output_dir = str(run_dir)  # as Hydra sets it when the run starts
+            HydraConfig.instance().set_config(config)
+            prepare(config)
+            check_output_dirs(config, {"hydra.run.dir": run_dir, "paths.data_dir": Path(config.paths.data_dir)})
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with _refused():  # each job's values are checked when it starts (execute)
+            HydraConfig.instance().set_config(config)
+            check_output_dirs(config, {"hydra.sweep.dir": Path(str(config.hydra.sweep.dir)).absolute()})
+
+
+@contextlib.contextmanager
+def _refused() -> Iterator[None]:
+    """A ConfigError as one line on stderr and exit code 2: Hydra would only warn of a callback's error."""
     try:
-        return _preflight(argv, args, extra_dirs)
+        yield
     except ConfigError as exn:
-        typed = [f"{old} was read as {new}" for new, old in renamed.items() if new.lstrip("+~").split("=")[0] in str(exn)]
-        raise ConfigError(f"{exn} ({'; '.join(typed)})" if typed else str(exn)) from None
+        print(f"Error: {exn}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception:  # a bug in the checks: stop, do not let Hydra turn it into a warning
+        traceback.print_exc()
+        raise SystemExit(1) from None
 
 
-def _preflight(argv: list[str], args: Any, extra_dirs: list[Path]) -> list[str]:
-    parsed = OverridesParser.create().parse_overrides(args.overrides)
-    groups, values, sweeps = [], [], []
-    for override in parsed:
-        key = override.key_or_group
-        if key.startswith("hydra"):
-            continue
-        if _is_group(key, extra_dirs):
-            if override.is_sweep_override():
-                first = next(iter(override.sweep_iterator()))
-                groups.append(f"{override.get_key_element()}={first}")
-            else:
-                groups.append(override.input_line)
-        elif override.is_sweep_override():
-            sweeps.append(key)
-        else:
-            values.append(override)
-    base = _compose(groups, extra_dirs)
-    experiment = next((g.split("=", 1)[1] for g in groups if g.startswith("experiment=")), None)
-    try:
-        composed = _compose(groups + [o.input_line for o in values], extra_dirs)
-    except ConfigCompositionException as exn:
-        text = str(exn) + " " + str(exn.__cause__ or "")
-        match = re.search(r"Could not override '([^']+)'", text)
+def show_config(args: Any) -> None:
+    """``--cfg job|hydra|all [--package P] [--resolve]``: the composed config after the run's checks
+    (the ``_target_`` signatures aside, to stay fast), with ``trainer.gpus`` read as a run reads it."""
+    mode = RunMode.MULTIRUN if args.multirun else RunMode.RUN
+    extra_dirs = [Path(args.config_dir).resolve()] if args.config_dir else []
+    cfg = _compose(args.overrides, extra_dirs, mode=mode, with_hydra=True)
+    HydraConfig.instance().set_config(cfg)
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = mode
+        if mode == RunMode.RUN:  # what Hydra sets when the run starts, so --resolve can show paths.output_dir
+            cfg.hydra.runtime.output_dir = str(Path(str(cfg.hydra.run.dir)).absolute())
+    HydraConfig.instance().set_config(cfg)
+    prepare(cfg, signatures=False, require_values=False)
+    OmegaConf.set_readonly(cfg, False)
+    with open_dict(cfg):
+        if args.cfg == "job":
+            del cfg["hydra"]
+        elif args.cfg == "hydra":
+            for key in [k for k in cfg if k != "hydra"]:
+                del cfg[key]
+            for key in ("help", "hydra_help"):
+                del cfg.hydra[key]
+    shown = OmegaConf.select(cfg, args.package) if args.package not in (None, "_global_") else cfg
+    if shown is None:
+        raise ConfigError(f"--package {args.package}: no such node in the config")
+    if args.resolve:
+        OmegaConf.resolve(shown)
+    print(OmegaConf.to_yaml(shown) if OmegaConf.is_config(shown) else shown, end="")
+
+
+def _explain(exn: Exception, overrides: list[str], extra_dirs: list[Path]) -> ConfigError:
+    """A Hydra composition error as one line that names the key or option and how to fix it."""
+    text = str(exn).strip()
+    if isinstance(exn, MissingConfigException) and exn.options is not None:
+        match = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
         if match:
-            raise ConfigError(unknown_key_message(match.group(1), base, experiment)) from None
-        raise ConfigError(text.strip()) from None
-    for key in sweeps:
-        if OmegaConf.select(composed, key, default="__absent__") == "__absent__":
-            raise ConfigError(unknown_key_message(key, composed, experiment))
-    from crossmodal.config.checks import check_values  # value ranges (sweep values: each job, in execute)
+            group, option = match.groups()
+            nearest = difflib.get_close_matches(option, exn.options, n=1, cutoff=0.5)
+            hint = f" Did you mean {group}={nearest[0]}?" if nearest else ""
+            return ConfigError(f"{group}={option}: no such option in conf/{group}/.{hint} "
+                               f"Choose one of: {', '.join(sorted(exn.options))}")
+    match = re.search(r"Could not override '([^']+)'", text)
+    if match:
+        key = match.group(1)
+        rest = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
+        experiment = next((o.split("=", 1)[1] for o in rest if o.startswith("experiment=")), None)
+        try:
+            return ConfigError(unknown_key_message(key, _compose(rest, extra_dirs), experiment))
+        except Exception:  # noqa: BLE001 - the other overrides fail too: Hydra's own words, first line
+            pass
+    if isinstance(exn, OverrideParseException):
+        return ConfigError(f"cannot read the command line: {text.splitlines()[0]}")
+    return ConfigError(" ".join(line.strip() for line in text.splitlines() if line.strip()))
 
-    check_values(composed)
-    return _translate_gpus_overrides(argv, composed, values)
 
-
-def _translate_gpus_overrides(argv: list[str], composed: DictConfig, values) -> list[str]:
-    explicit = {}
-    for override in values:
-        key = override.key_or_group.lstrip("+")
-        if key.startswith("trainer."):
-            explicit[key.split(".", 1)[1]] = override.value()
-    if explicit.get("gpus") is None:
-        return argv
-    trainer = OmegaConf.to_container(composed.trainer, resolve=False)
-    translated = translate_gpus(trainer, explicit)
-    extra = [f"trainer.{k}={translated[k]}" for k in ("accelerator", "devices", "strategy") if k not in explicit]
-    # right after the gpus override: argparse takes overrides as one run of positional arguments
-    at = next(i for i, arg in enumerate(argv) if arg.lstrip("+").startswith("trainer.gpus=")) + 1
-    return argv[:at] + extra + argv[at:]
+@contextlib.contextmanager
+def _composition_errors(args: Any) -> Iterator[None]:
+    """Let Hydra's composition errors reach us (HYDRA_FULL_ERROR) and say them in one line."""
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except (ConfigCompositionException, OverrideParseException) as exn:
+        extra_dirs = [Path(args.config_dir).resolve()] if args.config_dir else []
+        raise _explain(exn, list(args.overrides), extra_dirs) from None
+    finally:
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
 
 
 # ---------------------------------------------------------------------------------------- a run
@@ -146,15 +208,9 @@ def execute(cfg: DictConfig) -> Any:
     from crossmodal.tasks import get_task
     from crossmodal.tasks.run_folder import RunFolder, build_loggers
 
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    experiment = hydra_cfg.runtime.choices.get("experiment")
-    missing_values(cfg, experiment)
-    check_targets(cfg)
-    from crossmodal.config.checks import check_values
-
-    check_values(cfg)
-    check_output_dirs(cfg, run_dir)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    prepare(cfg)  # a sweep's job: its own values (a single run was checked by RunChecks already; cheap)
+    check_output_dirs(cfg, {"hydra.run.dir": run_dir, "paths.data_dir": Path(cfg.paths.data_dir)})
     if cfg.get("cpu_threads"):
         import torch
 
@@ -201,20 +257,6 @@ def write_run_report(run_dir: Path) -> None:
             log.info("sweep index: %s", write_index(hydra_cfg.sweep.dir, job_reports="none"))
     except Exception as exn:  # noqa: BLE001 - never lose a finished run to its report page
         log.warning("could not write the report of %s (%s); retry with: crossmodal report %s", run_dir, exn, run_dir)
-
-
-def check_output_dirs(cfg: DictConfig, run_dir: Path) -> None:
-    """Out-of-disk or unwritable output: fail now, with the key to change, not hours into a job."""
-    from crossmodal.pipeline.shards import check_writable
-
-    need = float(cfg.paths.get("min_free_gb", 0)) * 1e9
-    for key, folder in (("hydra.run.dir", run_dir), ("paths.data_dir", Path(cfg.paths.data_dir))):
-        existing = next(p for p in (folder, *folder.parents) if p.exists())  # data_dir is made when first used
-        try:
-            check_writable(existing, int(need))
-        except OSError as exn:
-            raise ConfigError(f"{key}={folder}: {exn}. Point {key} at a writable folder with space, "
-                              "or lower paths.min_free_gb") from exn
 
 
 def _finish_wandb(loggers: list[Any], run_dir: Path | None) -> None:
@@ -271,13 +313,17 @@ def _hydra_main(cfg: DictConfig) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    args = get_args_parser().parse_args(argv)
     try:
-        argv = preflight(argv)
+        with _composition_errors(args):
+            if args.cfg and not (args.help or args.hydra_help):
+                show_config(args)
+                return
+            sys.argv = [sys.argv[0], *argv]  # Hydra (and Lightning's DDP launcher) read the command line there
+            _hydra_main()
     except ConfigError as exn:
         print(f"Error: {exn}", file=sys.stderr)
         raise SystemExit(2) from None
-    sys.argv = [sys.argv[0], *argv]
-    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -1,19 +1,19 @@
-"""Config groups hold one kind of thing; old keys keep their meaning; paper constants are written once;
-one optimizer/scheduler shape and builder serves every module."""
+"""Config groups hold one kind of thing; paper constants are written once; optimisers and schedulers
+are `_target_` + `_partial_` configs (conf/model/optimizer/, conf/model/scheduler/) built by the modules."""
 from __future__ import annotations
 
 import importlib
-import re
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from crossmodal import paper
 from crossmodal.run import CONF_DIR, _compose
-from crossmodal.utils.optim import build_optimizer, build_scheduler, configure
+from crossmodal.utils.optim import with_scheduler
 
 CPU_PREPROCESS = {"channels": 1, "resize": 48, "input_size": 44, "mean": [128.0], "std": [64.0]}
 TINY_VGG = {"widths": [8, 8, 8, 8], "depths": [1, 1, 1, 1], "input_size": 44}
@@ -45,15 +45,14 @@ def test_each_group_holds_one_kind_of_thing(group, kind):
 
 
 @pytest.mark.parametrize("overrides, where, expected", [
-    (["experiment=eval_emodb", "data.source=/corpora/emodb", "data.folds=4"], "benchmark",
+    (["experiment=eval_emodb", "benchmark.source=/corpora/emodb", "benchmark.folds=4"], "benchmark",
      {"source": "/corpora/emodb", "folds": 4, "corpus": "emodb"}),
-    (["experiment=extract_logits", "data.source=/videos", "data.frames_root=/frames"], "prep",
+    (["experiment=extract_logits", "prep.source=/videos", "prep.frames_root=/frames"], "prep",
      {"source": "/videos", "frames_root": "/frames"}),
-    (["experiment=pseudo_pairs", "data.source=/emodb", "data.ferplus=/ferplus"], "prep", {"source": "/emodb", "ferplus": "/ferplus"}),
-    (["task=predict", "data=predict", "data.source=clip.wav", "data.window=2"], "prep", {"source": "clip.wav", "window": 2}),
+    (["task=predict", "prep=predict", "prep.source=clip.wav", "prep.window=2"], "prep", {"source": "clip.wav", "window": 2}),
     (["experiment=eval_iemocap", "benchmark.source=/iemocap"], "benchmark", {"source": "/iemocap", "classes": ["neu", "hap", "sad", "ang"]}),
 ])
-def test_old_data_keys_mean_the_same_in_their_new_group(overrides, where, expected):
+def test_keys_land_in_their_group(overrides, where, expected):
     cfg = _compose(overrides, [])
     node = OmegaConf.to_container(cfg[where], resolve=False)
     assert {k: node[k] for k in expected} == expected
@@ -99,36 +98,6 @@ def test_gallery_only_in_distillation_runs():
     assert not any(has_gallery(e) for e in ("teacher_cpu", "supervised_cpu", "eval_emodb", "teacher_senet50"))
 
 
-def test_old_flat_teacher_keys_on_the_command_line():
-    cfg = _compose(["experiment=teacher_cpu", "model.lr=0.5", "model.scheduler=step", "model.step_epochs=[3]", "model.optimizer=adamw"], [])
-    assert (cfg.model.optimizer.lr, cfg.model.optimizer.name) == (0.5, "adamw")
-    assert (cfg.model.scheduler.name, list(cfg.model.scheduler.milestones)) == ("step", [3])
-
-
-def test_old_flat_teacher_hparams_load_into_the_nested_shape(caplog):
-    """A TeacherFER .ckpt saved before the change holds flat hyper-parameters: they still build the same module."""
-    from crossmodal.lit.teacher import TeacherFER
-
-    old = dict(backbone="vgg_small", backbone_kwargs=TINY_VGG, preprocess=CPU_PREPROCESS, optimizer="sgd", lr=0.05,
-               momentum=0.8, nesterov=True, weight_decay=1e-3, scheduler="step", step_epochs=[2], step_gamma=0.5)
-    with caplog.at_level("WARNING", logger="crossmodal"):
-        model = TeacherFER(**old)
-    assert "deprecated flat optimisation keys" in caplog.text and "model.lr -> model.optimizer.lr" in caplog.text
-    assert model.hparams.optimizer == {"name": "sgd", "lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 1e-3,
-                                       "betas": [0.9, 0.999]}
-    assert model.hparams.scheduler["milestones"] == [2] and "lr" not in model.hparams
-    again = TeacherFER(**dict(model.hparams))  # the new hparams rebuild it without any translation
-    assert again.hparams.optimizer == model.hparams.optimizer
-    built = model.configure_optimizers()
-    optimizer, scheduler = built["optimizer"], built["lr_scheduler"]["scheduler"]
-    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["nesterov"]
-    assert {g["weight_decay"] for g in optimizer.param_groups} == {0.0, 1e-3}  # no decay on norms and biases
-    for _ in range(2):
-        optimizer.step()
-        scheduler.step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
-
-
 def _params():
     return [torch.nn.Parameter(torch.zeros(3))]
 
@@ -138,46 +107,78 @@ class _Trainer:
     estimated_stepping_batches = 100
 
 
-def test_one_builder_for_every_schedule():
-    optimizer = build_optimizer(_params(), {"name": "sgd", "lr": 1e-4})
-    entry = build_scheduler(optimizer, {"name": "logspace", "lr_end": 1e-5}, trainer=_Trainer())
-    lrs = []
+def _node(overrides: list[str], key: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.select(_compose(overrides, []), key), resolve=True)
+
+
+def test_optimisers_and_schedulers_are_partial_targets_from_their_groups():
+    cpu = _compose(["experiment=distill_cpu"], []).model
+    assert (cpu.optimizer._target_, cpu.optimizer.lr, cpu.optimizer.weight_decay) == ("torch.optim.AdamW", 3e-3, 1e-2)
+    assert (cpu.scheduler._target_, cpu.scheduler.pct_start) == ("crossmodal.utils.optim.onecycle", 0.3)
+    teacher = _compose(["experiment=teacher_cpu"], []).model
+    assert (teacher.optimizer._target_, teacher.optimizer.nesterov, teacher.scheduler._target_) == (
+        "torch.optim.SGD", True, "crossmodal.utils.optim.cosine")
+    assert "milestones" not in teacher.scheduler  # switching the group replaces the node: no key of the old one is left
+    switched = _compose(["experiment=distill_paper", "model/optimizer=adamw", "~model/scheduler"], []).model
+    assert switched.optimizer._target_ == "torch.optim.AdamW" and switched.optimizer.lr == paper.STUDENT_LR
+    assert "scheduler" not in switched and "momentum" not in switched.optimizer
+
+
+def test_the_teacher_builds_its_optimiser_from_the_config():
+    """TeacherFER from its composed config: SGD (Nesterov) over groups without decay on norms, the paper's steps."""
+    model_cfg = _compose(["experiment=teacher_paper", "model.scheduler.milestones=[2]", "model.scheduler.gamma=0.5",
+                          "model.optimizer.lr=0.05", "model.optimizer.nesterov=true"], []).model
+    for key, value in {"backbone": "vgg_small", "backbone_kwargs": TINY_VGG, "preprocess": CPU_PREPROCESS}.items():
+        model_cfg[key] = value  # a tiny network: the optimiser is what is tested
+    model = instantiate(model_cfg, _convert_="all")
+    assert model.hparams.optimizer["_target_"] == "torch.optim.SGD"  # a plain config in the hparams (checkpoint-safe)
+    built = model.configure_optimizers()
+    optimizer, scheduler = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["nesterov"]
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {0.0, paper.WEIGHT_DECAY}  # no decay on norms and biases
+    for _ in range(2):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF_DIR / "model" / "scheduler").glob("*.yaml")))
+def test_every_schedule_builds_from_its_config(option):
+    optimizer = instantiate(_node([f"model/scheduler={option}"], "model.optimizer"))(params=_params())
+    built = with_scheduler(optimizer, _node([f"model/scheduler={option}"], "model.scheduler"), trainer=_Trainer())
+    assert built["optimizer"] is optimizer and built["lr_scheduler"]["interval"] in ("epoch", "step")
+
+
+def test_schedules_follow_their_formulas():
+    optimizer = torch.optim.SGD(_params(), lr=1e-4)
+    built = with_scheduler(optimizer, {"_target_": "crossmodal.utils.optim.logspace", "_partial_": True, "lr_end": 1e-5},
+                           trainer=_Trainer())
+    entry, lrs = built["lr_scheduler"], []
     for _ in range(_Trainer.max_epochs):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         entry["scheduler"].step()
     assert entry["interval"] == "epoch" and lrs[0] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(1e-5)
     assert all(a > b for a, b in zip(lrs, lrs[1:]))  # log-spaced: strictly down
-    optimizer = build_optimizer(_params(), {"name": "adamw", "lr": 1e-3})
-    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["weight_decay"] == 1e-2
-    entry = build_scheduler(optimizer, {"name": "cosine", "warmup_epochs": 1, "min_lr_ratio": 0.1}, trainer=_Trainer())
+    optimizer = torch.optim.AdamW(_params(), lr=1e-3)
+    entry = with_scheduler(optimizer, {"_target_": "crossmodal.utils.optim.cosine", "_partial_": True, "warmup_epochs": 1,
+                                       "min_lr_ratio": 0.1}, trainer=_Trainer())["lr_scheduler"]
     seen = []
     for _ in range(100):
         optimizer.step()
         entry["scheduler"].step()
         seen.append(optimizer.param_groups[0]["lr"])
     assert max(seen) == pytest.approx(1e-3) and seen[-1] == pytest.approx(1e-4) and entry["interval"] == "step"
-    assert configure(_params(), {"lr": 0.1}, {"name": "none"}).__class__ is torch.optim.SGD
-
-
-@pytest.mark.parametrize("optimizer, scheduler, message", [
-    ({"name": "rmsprop", "lr": 1}, None, "model.optimizer.name='rmsprop' is not one of sgd, adamw"),
-    ({"name": "sgd", "lr": 1, "moment": 0.9}, None, "model.optimizer.moment is not a key"),
-    ({"name": "sgd", "lr": 1}, {"name": "plateau"}, "model.scheduler.name='plateau'"),
-    ({"name": "sgd", "lr": 1}, {"name": "step", "milestone": [3]}, "model.scheduler.milestone is not a key"),
-])
-def test_bad_optimisation_config_names_the_key(optimizer, scheduler, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        configure(_params(), optimizer, scheduler, trainer=_Trainer())
+    assert with_scheduler(optimizer, None) is optimizer
 
 
 def test_task_prepare_builds_the_recipe_of_the_prep_group(tmp_path):
-    """experiment=pseudo_pairs task=prepare (old spelling data.source/data.ferplus) builds pair shards only."""
+    """experiment=pseudo_pairs task=prepare builds pair shards only."""
     from crossmodal.tasks.prepare import run
     from crossmodal.tasks.run_folder import RunFolder
 
     demo = Path(__file__).resolve().parents[1] / "crossmodal" / "assets" / "demo"
-    cfg = _compose(["experiment=pseudo_pairs", "task=prepare", f"data.source={demo / 'emodb'}", f"data.ferplus={demo / 'ferplus'}",
+    cfg = _compose(["experiment=pseudo_pairs", "task=prepare", f"prep.source={demo / 'emodb'}", f"prep.ferplus={demo / 'ferplus'}",
                     f"paths.data_dir={tmp_path / 'data'}"], [])
     assert cfg.get("data") is None and cfg.prep.source == str(demo / "emodb")
     run(cfg, RunFolder(cfg, tmp_path / "run"))

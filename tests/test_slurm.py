@@ -4,24 +4,19 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from crossmodal.run import preflight
+from crossmodal.run import _compose, prepare
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
 
 def _launcher(overrides):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
-    from crossmodal.run import CONF_DIR
-
-    argv = preflight(overrides)  # trainer.gpus=8 -> accelerator/devices/strategy
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="run", overrides=[a for a in argv if not a.startswith("-")], return_hydra_config=True)
-    GlobalHydra.instance().clear()
+    cfg = _compose(overrides, with_hydra=True)
+    HydraConfig.instance().set_config(cfg)
+    prepare(cfg, signatures=False, require_values=False)  # trainer.gpus=8 -> accelerator/devices/strategy, as a run does
     launcher = cfg.hydra.launcher
-    OmegaConf.set_readonly(cfg, False)
+    OmegaConf.set_readonly(cfg.hydra, False)
     cfg.hydra.sweep.dir = "/tmp/sweep"
     return OmegaConf.to_container(launcher, resolve=True), cfg
 

@@ -1,114 +1,275 @@
-"""Structured schema of the run config (Hydra ConfigStore).
+"""What a run config may hold, checked in one place: :func:`check_config` on the composed config.
 
-The root dataclass types the keys every run has (task, seed, paths, trainer, ...). Hydra merges
-the YAML files onto it, so a wrong type (`trainer.max_epochs=ten`) or an unknown key
-(`trainer.max_epoch=3`) fails at composition. Each group holds one kind of thing, typed by the
-class its `_target_` names:
+Hydra composes the YAML of conf/ (whose keys are the valid keys: an unknown one fails at
+composition), then :func:`check_config` validates every node with pydantic, before any work:
 
-    data       a LightningDataModule (crossmodal.data.*)         train, test, prepare
-    model      a LightningModule (crossmodal.lit.*)              train, test
-    prep       a preparation recipe (PairsConfig, PseudoPairsConfig) or the files to predict
-               (crossmodal.tasks.predict.PredictConfig)          extract, prepare, predict
-    benchmark  an external corpus (crossmodal.tasks.evaluate.BenchmarkConfig)   evaluate
+- a node with a ``_target_`` is checked against the signature of what it names (its constructor /
+  dataclass is the single source of truth): an unknown key fails naming the nearest valid one, a
+  missing required argument and a wrong type fail naming the key. A ``_partial_`` node (optimisers,
+  schedulers) may leave out what its caller passes (``params``, ``optimizer``);
+- every value whose key matches :data:`BOUNDS` must be in its range (batch sizes in [1, 4096],
+  learning rates and temperatures > 0, ...), typed nodes and plain ones (trainer, paths) alike.
 
-Those nodes are checked against the signature of that class (see :mod:`crossmodal.config.checks`):
-the constructor / dataclass is the single source of truth for what the group accepts, so a
-misspelt key fails naming the nearest valid one. The paper's constants come from
-:mod:`crossmodal.paper` through the `${paper:NAME}` resolver.
-Value ranges (batch sizes >= 1, learning rates and temperatures > 0, ...) are one table,
-:data:`crossmodal.config.checks.VALUE_RULES`, checked on the composed config before any work.
+Each node becomes one pydantic model (its fields typed by the signature and bounded by BOUNDS) and
+the values are validated in pydantic's strict JSON mode, so ``2`` is a float but ``true`` is not an
+int and ``"3"`` is not a number. The paper's constants reach the YAML through ``${paper:NAME}``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any
+import fnmatch
+import functools
+import importlib
+import inspect
+import json
+import math
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from annotated_types import Ge, Gt, Le, Lt
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from pydantic import ConfigDict, Field, ValidationError, create_model
 
+from crossmodal.config.checks import ConfigError, closest_key, flat_keys
 from crossmodal.paper import paper_value
 
+# ------------------------------------------------------------------------------------------ bounds
 
-class Task(str, Enum):
-    train = "train"
-    test = "test"
-    prepare = "prepare"
-    extract = "extract"
-    evaluate = "evaluate"
-    predict = "predict"
-    demo = "demo"
+MAX_BATCH = 4096  # per process: 4096 3-s windows are ~0.8 GB of audio before features; a larger batch is a typo
 
 
-@dataclass
-class PathsConf:
-    root_dir: str = "."
-    data_dir: str = "${paths.root_dir}/data"
-    log_dir: str = "${paths.root_dir}/logs"
-    output_dir: str = "${hydra:runtime.output_dir}"
-    shared_data_dir: str | None = None  # a shared copy of the raw corpora, searched after data_dir
-    min_free_gb: float = 1.0  # checked on the run folder and data_dir before any work starts
+@dataclass(frozen=True)
+class Bound:
+    """What a value must be: ``text`` for the message, ``type`` for pydantic (strict)."""
+
+    text: str
+    type: Any
 
 
-@dataclass
-class TrainerConf:
-    """Lightning Trainer arguments we expose, plus the Lightning 1.x `gpus` shorthand."""
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+POSITIVE_INT = Bound("a whole number >= 1", Annotated[int, Ge(1)])
+NON_NEGATIVE_INT = Bound("a whole number >= 0", Annotated[int, Ge(0)])
+BATCH = Bound(f"a whole number in [1, {MAX_BATCH}] (per process)", Annotated[int, Ge(1), Le(MAX_BATCH)])
+POSITIVE = Bound("a finite number > 0", Annotated[Finite, Gt(0)])
+NON_NEGATIVE = Bound("a finite number >= 0", Annotated[Finite, Ge(0)])
+FRACTION = Bound("a fraction in (0, 1]", Annotated[Finite, Gt(0), Le(1)])
+PROBABILITY = Bound("a number in [0, 1)", Annotated[Finite, Ge(0), Lt(1)])
+EPOCHS = Bound("a whole number of epochs >= 0 (or -1: Lightning's no limit)", Annotated[int, Ge(-1)])
+STEPS = Bound("a whole number of steps >= 0 (or -1: Lightning's no limit)", Annotated[int, Ge(-1)])
+LIMIT_BATCHES = Bound("a whole number of batches >= 0 or a fraction in [0, 1] (Lightning's rule)",
+                      Annotated[int, Ge(0)] | Annotated[Finite, Ge(0), Le(1)])
+WINDOW = Bound("a finite number of seconds > 0, or 0 / null for the whole file only", Annotated[Finite, Ge(0)])
+TASK = Bound("one of train, test, prepare, extract, evaluate, predict, demo",
+             Literal["train", "test", "prepare", "extract", "evaluate", "predict", "demo"])
 
-    accelerator: str = "cpu"
-    devices: Any = 1
-    strategy: Any = "auto"
-    num_nodes: int = 1
-    gpus: int | None = None  # removed in Lightning 2; translated to accelerator/devices/strategy
-    precision: Any = "32-true"
-    max_epochs: int | None = None
-    min_epochs: int | None = None
-    max_steps: int = -1
-    max_time: str | None = None
-    limit_train_batches: Any = None  # int = batches, float = fraction (Lightning's rule)
-    limit_val_batches: Any = None  # int = batches, float = fraction (Lightning's rule)
-    limit_test_batches: Any = None  # int = batches, float = fraction (Lightning's rule)
-    val_check_interval: float | None = None
-    check_val_every_n_epoch: int | None = 1
-    num_sanity_val_steps: int | None = None
-    log_every_n_steps: int | None = None
-    gradient_clip_val: float | None = None
-    accumulate_grad_batches: int = 1
-    deterministic: Any = None
-    benchmark: bool | None = None
-    sync_batchnorm: bool = False
-    enable_progress_bar: bool | None = None
-    fast_dev_run: Any = False
-    detect_anomaly: bool = False
-    profiler: str | None = None
+# Dotted key (fnmatch pattern; the first match wins) -> its bound; null means "not set" for all of
+# them. Keys absent from a config are not checked.
+BOUNDS: dict[str, Bound] = {
+    "task": TASK,
+    "*batch_size": BATCH,  # data.batch_size, data.eval_batch_size, data.global_batch_size, model.teacher_batch_size, ...
+    # data
+    "data.num_workers": NON_NEGATIVE_INT,
+    "data.shuffle_buffer": NON_NEGATIVE_INT,
+    "data.batches_per_epoch": POSITIVE_INT,
+    "data.epoch_fraction": FRACTION,
+    "data.train_eval_shards": NON_NEGATIVE_INT,
+    "data.window_seconds": POSITIVE,
+    "data.max_seconds": POSITIVE,
+    "data.min_seconds": NON_NEGATIVE,
+    "data.silence_rms": NON_NEGATIVE,
+    # prep: preparation recipes and the files of task=predict
+    "prep.window": WINDOW,
+    "prep.hop": POSITIVE,
+    "prep.num_workers": NON_NEGATIVE_INT,
+    "prep.*_fraction": PROBABILITY,
+    "prep.segment_seconds": POSITIVE,
+    "prep.min_segment_seconds": NON_NEGATIVE,
+    "prep.frame_rate": POSITIVE,
+    # benchmark
+    "benchmark.folds": POSITIVE_INT,
+    "benchmark.inner_folds": POSITIVE_INT,
+    "benchmark.max_clips": POSITIVE_INT,
+    # model: optimisation (model.optimizer.*, model.scheduler.*) and loss
+    "model.*lr": POSITIVE,
+    "model.*lr_end": POSITIVE,
+    "model.*weight_decay": NON_NEGATIVE,
+    "model.*momentum": PROBABILITY,
+    "model.*temperature": POSITIVE,
+    "model.*hard_weight": NON_NEGATIVE,
+    "model.*label_smoothing": PROBABILITY,
+    "model.*dropout": PROBABILITY,
+    "model.*drop_rate": PROBABILITY,
+    "model.*pct_start": FRACTION,
+    "model.scheduler.gamma": POSITIVE,
+    "model.*warmup_epochs": NON_NEGATIVE,
+    "model.*min_lr_ratio": NON_NEGATIVE,
+    "model.*pretrained_lr_mult": NON_NEGATIVE,
+    "model.*time_budget_minutes": POSITIVE,
+    "model.*every_n_epochs": POSITIVE_INT,
+    "model.mixup_alpha": NON_NEGATIVE,
+    # trainer
+    "trainer.max_epochs": EPOCHS,
+    "trainer.min_epochs": NON_NEGATIVE_INT,
+    "trainer.max_steps": STEPS,
+    "trainer.num_nodes": POSITIVE_INT,
+    "trainer.gpus": NON_NEGATIVE_INT,
+    "trainer.accumulate_grad_batches": POSITIVE_INT,
+    "trainer.check_val_every_n_epoch": POSITIVE_INT,
+    "trainer.log_every_n_steps": POSITIVE_INT,
+    "trainer.gradient_clip_val": NON_NEGATIVE,
+    "trainer.limit_*_batches": LIMIT_BATCHES,
+    "trainer.val_check_interval": POSITIVE,
+    # run
+    "seed": Bound("a whole number", int),
+    "cpu_threads": POSITIVE_INT,
+    "paths.min_free_gb": NON_NEGATIVE,
+}
 
 
-@dataclass
-class RunConf:
-    task: Task = Task.train
-    name: str = "run"
-    seed: int | None = 42
-    ckpt_path: str | None = None
-    teacher_ckpt: str | None = None
-    strict: bool = False
-    cpu_threads: int | None = None  # torch threads per process (1 is often faster on a shared CPU box)
-    test_after_fit: bool = True
-    optimized_metric: str | None = None  # the metric a sweeper (Optuna) optimises
-    report: bool = True  # write report.html into the run folder (and index.html into a sweep folder)
-    tags: list[str] = field(default_factory=list)
-    paths: PathsConf = field(default_factory=PathsConf)
-    trainer: TrainerConf = field(default_factory=TrainerConf)
-    logger: dict[str, Any] | None = None
-    callbacks: dict[str, Any] | None = None
-    data: dict[str, Any] | None = None  # a LightningDataModule
-    model: dict[str, Any] | None = None  # a LightningModule
-    prep: dict[str, Any] | None = None  # a preparation recipe, or the files task=predict reads
-    benchmark: dict[str, Any] | None = None  # an external corpus for task=evaluate
-    extras: dict[str, Any] = field(default_factory=dict)
+def bound_for(key: str) -> Bound | None:
+    return BOUNDS.get(key) or next((b for pattern, b in BOUNDS.items() if fnmatch.fnmatchcase(key, pattern)), None)
 
 
-def _slurm_devices(devices: Any, accelerator: str) -> int:
+# --------------------------------------------------------------------------------- the one check
+
+HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
+_UNSET = object()
+
+
+def check_config(cfg: DictConfig, experiment: str | None = None, *, signatures: bool = True,
+                 require_values: bool = True) -> None:
+    """Fail with one :class:`ConfigError` naming every bad key of ``cfg`` (the ``hydra`` node aside).
+
+    ``signatures``: check ``_target_`` nodes against what they name (imports it; ``--cfg`` skips it
+    to stay fast). ``require_values``: a ``???`` left unset is an error naming the experiment."""
+    if require_values:
+        missing = sorted(k for k in flat_keys(cfg) if k.partition(".")[0] != "hydra" and _value_at(cfg, k) is _MISSING)
+        if missing:
+            who = f"experiment={experiment}" if experiment else "this run"
+            examples = " ".join(f"{k}=..." for k in missing)
+            raise ConfigError(f"{who} needs a value for {', '.join(missing)}. Set it on the command line: {examples}")
+    ranges: list[str] = []
+    others: list[str] = []
+    for path, node in _nodes(cfg):
+        target = node.get("_target_") if signatures else None
+        values = {k: v for k, v in ((str(k), _value(node, k)) for k in node.keys()) if v is not _UNSET
+                  and k not in HYDRA_KEYS and not (not path and k == "hydra")}
+        model = _model(path, tuple(sorted(values)), tuple(sorted(map(str, node.keys()))), str(target) if target else None,
+                       bool(node.get("_partial_", False)))
+        try:
+            model.model_validate_json(json.dumps(values))
+        except ValidationError as exn:
+            for error in exn.errors():
+                key = str(error["loc"][0])
+                full = f"{path}{key}"
+                bound = bound_for(full)
+                if error["type"] == "extra_forbidden":
+                    others.append(_unknown_argument(full, target, node))
+                elif error["type"] == "missing":
+                    others.append(f"{full} is required by {target}: set {full}=...")
+                elif bound is not None:
+                    ranges.append(f"{full}={values.get(key)!r} must be {bound.text}")
+                else:
+                    others.append(f"{full}={values.get(key)!r} has the wrong type for {target}: {error['msg'].lower()}")
+    problems = others[:]
+    if ranges:
+        fixes = " ".join(f"{p.split('=', 1)[0]}=..." for p in ranges)
+        problems.append(f"Config value out of range: {'; '.join(ranges)}. "
+                        f"Set it on the command line ({fixes}) or in the experiment file")
+    if problems:
+        raise ConfigError(" ".join(p if p.endswith((".", "?")) else p + "." for p in problems))
+
+
+def _nodes(cfg: DictConfig, path: str = "") -> Iterator[tuple[str, DictConfig]]:
+    yield path, cfg
+    for key in cfg.keys():
+        if not path and key == "hydra":
+            continue
+        child = cfg._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            yield from _nodes(child, f"{path}{key}.")
+
+
+_MISSING = object()
+
+
+def _value_at(cfg: DictConfig, dotted: str) -> Any:
+    parent, _, key = dotted.rpartition(".")
+    node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else cfg
+    return _MISSING if isinstance(node, DictConfig) and OmegaConf.is_missing(node, key) else None
+
+
+def _value(node: DictConfig, key: Any) -> Any:
+    """The resolved plain value of ``node[key]``, or _UNSET when it is ``???`` or only resolves inside a run."""
+    if OmegaConf.is_missing(node, key):
+        return _UNSET
     try:
-        count = int(devices)
+        value = node[key]
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation that only resolves inside a run (${hydra:...})
+        return _UNSET
+    if isinstance(value, float) and not math.isfinite(value):
+        return value  # json.dumps writes NaN/Infinity, which pydantic reads and the bound refuses
+    return value
+
+
+@functools.lru_cache(maxsize=512)
+def _model(path: str, keys: tuple[str, ...], present: tuple[str, ...], target: str | None, partial: bool) -> Any:
+    """The pydantic model of one node: fields typed by ``target``'s signature, bounded by BOUNDS.
+    ``keys``: those with a value to check; ``present``: every key of the node (some unset, ``???``)."""
+    params, hints, open_ended = _signature(target, path) if target else ({}, {}, True)
+    fields: dict[str, Any] = {}
+    for key in keys:
+        if target and key not in params and not open_ended:
+            continue  # an unknown argument: pydantic reports it (extra="forbid")
+        bound = bound_for(f"{path}{key}")
+        fields[key] = (bound.type | None if bound else hints.get(key, Any), None)
+    for name, param in params.items():
+        if name not in present and param.default is inspect.Parameter.empty and not partial:
+            fields[name] = (Any, ...)
+    extra = "allow" if open_ended else "forbid"
+    name = (target or path or "run").replace(".", "_")
+    return create_model(name, __config__=ConfigDict(strict=True, extra=extra, arbitrary_types_allowed=True), **fields)
+
+
+def _signature(target: str, path: str) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
+    """(parameters, type hints, takes **kwargs) of what ``target`` names."""
+    module_name, _, attr = target.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exn:
+        raise ConfigError(f"{path}_target_={target} cannot be imported: {exn}") from exn
+    signature = inspect.signature(obj)
+    params = {n: p for n, p in signature.parameters.items()
+              if n != "self" and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    try:
+        hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
+    except Exception:  # noqa: BLE001 - unresolvable forward references: the constructor checks types
+        hints = {}
+    hints = {n: h for n, h in hints.items() if n in params}
+    return params, hints, open_ended
+
+
+def _unknown_argument(full: str, target: Any, node: DictConfig) -> str:
+    path, _, key = full.rpartition(".")
+    params, _, _ = _signature(str(target), path + ".")
+    valid = [f"{path}.{n}" for n in params] + [f"{path}.{k}" for k in flat_keys(node) if "." in k and k.split(".")[0] in params]
+    nearest = closest_key(full, valid)
+    hint = f" Did you mean '{nearest}'?" if nearest else ""
+    return f"Unknown config key '{full}': {target} has no argument '{key}'.{hint}"
+
+
+# ------------------------------------------------------------------------------------ resolvers
+
+
+def _slurm_devices(gpus: Any, devices: Any, accelerator: str) -> int:
+    """GPUs per node for the SLURM launcher: ``trainer.gpus`` when set (it wins over the files'
+    trainer.devices, as in the job), else ``trainer.devices``, which must then be a number."""
+    try:
+        count = int(gpus if gpus is not None else devices)
     except (TypeError, ValueError):
         count = -1
     if count < 1:
@@ -139,12 +300,8 @@ def _raw_corpus(name: str, markers: str, *roots: str | None) -> str:
 
 
 def register_configs() -> None:
-    ConfigStore.instance().store(name="run_schema", node=RunConf)
-    if not OmegaConf.has_resolver("paper"):
-        OmegaConf.register_new_resolver("paper", paper_value)
-    if not OmegaConf.has_resolver("cm.asset"):
-        OmegaConf.register_new_resolver("cm.asset", _asset)
-    if not OmegaConf.has_resolver("cm.raw_corpus"):
-        OmegaConf.register_new_resolver("cm.raw_corpus", _raw_corpus)
-    if not OmegaConf.has_resolver("cm.slurm_devices"):
-        OmegaConf.register_new_resolver("cm.slurm_devices", _slurm_devices)
+    """The resolvers the YAML uses: ${paper:NAME}, ${cm.asset:...}, ${cm.raw_corpus:...}, ${cm.slurm_devices:...}."""
+    for name, resolver in (("paper", paper_value), ("cm.asset", _asset), ("cm.raw_corpus", _raw_corpus),
+                           ("cm.slurm_devices", _slurm_devices)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
