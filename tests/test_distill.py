@@ -262,7 +262,7 @@ def test_distillation_on_real_clips_lowers_the_loss(emodb_distill_shards, tmp_pa
     dm = DistillDataModule(str(emodb_distill_shards), batch_size=8, eval_batch_size=8, num_workers=0, batches_per_epoch=6, window_seconds=1.5, train_eval_shards=1, shuffle_buffer=16)
     model = DistillationModule(
         student={"name": "small_cnn", "kwargs": {"dropout": 0.0, "channels": [8, 16, 32, 32], "first_stride": 2}}, frontend={"features": "logmel", "n_mels": 32},
-        optimizer={"name": "adamw", "lr": 3e-3}, scheduler={"name": "none"}, label_classes=SHARED,
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3}, scheduler=None, label_classes=SHARED,
     )
     # the training clips, whole (the loader trains on random windows of them)
     train_clips = ShardStream(dm.split_paths("train"), DistillDecoder(train=False), SpeechCollate(), 8, train=False)
@@ -298,7 +298,8 @@ def test_supervised_student_trains_on_labels_and_writes_its_student_file(emodb_d
     dm = DistillDataModule(str(emodb_distill_shards), labels_only=True, batch_size=8, eval_batch_size=8, num_workers=0,
                            batches_per_epoch=2, window_seconds=2.0, shuffle_buffer=8)
     model = StudentSpeech(student={"name": "small_cnn", "kwargs": {"channels": [8, 16, 16, 32]}}, frontend={"features": "logmel", "n_mels": 32},
-                          optimizer={"name": "adamw", "lr": 1e-3}, scheduler={"name": "onecycle"}, label_classes=SHARED)
+                          optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3},
+                          scheduler={"_target_": "crossmodal.utils.optim.onecycle", "_partial_": True}, label_classes=SHARED)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=dm)

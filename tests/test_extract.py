@@ -173,7 +173,7 @@ def test_shipped_teacher(grid_pairs, tmp_path: Path) -> None:
 @pytest.mark.skipif(not SHIPPED_TEACHER.exists(), reason=f"the shipped teacher {SHIPPED_TEACHER} is not there")
 def test_extract_task_end_to_end(grid_full_root: Path, tmp_path: Path) -> None:
     command = [
-        sys.executable, "-m", "crossmodal.run", "experiment=extract_logits", f"data.source={grid_full_root}",
+        sys.executable, "-m", "crossmodal.run", "experiment=extract_logits", f"prep.source={grid_full_root}",
         f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}", "logger=csv",
     ]
     first = subprocess.run(command, capture_output=True, text=True, cwd=TESTS.parent, timeout=600)
@@ -197,7 +197,7 @@ def test_extract_task_under_ddp_equals_one_process(grid_root: Path, tmp_path: Pa
     from crossmodal.models.teacher import load_teacher
 
     command = [
-        sys.executable, "-m", "crossmodal.run", "experiment=extract_logits", f"data.source={grid_root}", "trainer=ddp_cpu",
+        sys.executable, "-m", "crossmodal.run", "experiment=extract_logits", f"prep.source={grid_root}", "trainer=ddp_cpu",
         f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'data'}", "logger=csv",
     ]
     env = dict(os.environ, WANDB_MODE="disabled", CROSSMODAL_NO_PROGRESS="1")

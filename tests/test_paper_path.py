@@ -1,6 +1,6 @@
 """The README's paper path, as printed, with no path key in between:
 
-    python -m crossmodal.run experiment=extract_logits data.source=V teacher_ckpt=T
+    python -m crossmodal.run experiment=extract_logits prep.source=V teacher_ckpt=T
     python -m crossmodal.run experiment=distill_senet teacher_ckpt=T
 
 run on real GRID talking-face clips with overrides that only shrink the work. The data folder is
@@ -58,7 +58,7 @@ def test_extract_then_distill_finds_the_set_by_teacher(grid_root: Path, tmp_path
     """Fast variant: the extract command as printed on two GRID clips, then what distill_senet's
     DataModule resolves with teacher_ckpt=T alone (and the errors that guide a user otherwise)."""
     videos, teacher = _videos(grid_root, tmp_path, 2), _teacher_copy(tmp_path)
-    _run(tmp_path, "extract", "experiment=extract_logits", f"data.source={videos}", f"teacher_ckpt={teacher}")
+    _run(tmp_path, "extract", "experiment=extract_logits", f"prep.source={videos}", f"teacher_ckpt={teacher}")
     (written,) = (tmp_path / "data" / "distill").glob("grid-my_teacher-*")
     found = DistillDataModule(data_dir=str(tmp_path / "data"), teacher=str(teacher), num_workers=0)
     found.prepare_data()
@@ -89,7 +89,7 @@ def test_extract_then_distill_finds_the_set_by_teacher(grid_root: Path, tmp_path
 def test_readme_paper_path_runs_as_printed(grid_root: Path, tmp_path: Path) -> None:
     """The two README commands on the GRID clips, the paper's student (VGGVox) for one tiny epoch."""
     videos, teacher = _videos(grid_root, tmp_path, 4), _teacher_copy(tmp_path)
-    extract = _run(tmp_path, "extract", "experiment=extract_logits", f"data.source={videos}", f"teacher_ckpt={teacher}")
+    extract = _run(tmp_path, "extract", "experiment=extract_logits", f"prep.source={videos}", f"teacher_ckpt={teacher}")
     assert "frames/s" in extract.stdout + extract.stderr
     (written,) = (tmp_path / "data" / "distill").glob("grid-my_teacher-*")
     distill = _run(tmp_path, "distill", "experiment=distill_senet", f"teacher_ckpt={teacher}", *SHRINK_DISTILL)

@@ -93,7 +93,7 @@ def test_teacher_ckpt(tmp_path, marker):
     path = crafted(tmp_path / "teacher.pt", marker, {"format": "crossmodal-face-teacher", "version": 1, "state_dict": {}})
     videos = tmp_path / "videos"
     videos.mkdir()
-    cfg = _cfg("experiment=extract_logits", f"data.source={videos}", f"teacher_ckpt={path}", f"paths.data_dir={tmp_path / 'data'}")
+    cfg = _cfg("experiment=extract_logits", f"prep.source={videos}", f"teacher_ckpt={path}", f"paths.data_dir={tmp_path / 'data'}")
     with pytest.raises(UnsafeFileError) as info:
         run(cfg, RunFolder(cfg, tmp_path / "run"))
     _refused(info, path, marker)
@@ -134,7 +134,7 @@ def test_ckpt_path_of_evaluate(tmp_path, marker):
     from crossmodal.tasks.evaluate import run
 
     path = crafted(tmp_path / "student.ckpt", marker, {"state_dict": {}, "hyper_parameters": {}})
-    cfg = _cfg("experiment=eval_emodb", f"data.source={DEMO / 'emodb'}", f"ckpt_path={path}", f"paths.data_dir={tmp_path / 'data'}")
+    cfg = _cfg("experiment=eval_emodb", f"benchmark.source={DEMO / 'emodb'}", f"ckpt_path={path}", f"paths.data_dir={tmp_path / 'data'}")
     with pytest.raises(UnsafeFileError) as info:
         run(cfg, RunFolder(cfg, tmp_path / "run"))
     _refused(info, path, marker)

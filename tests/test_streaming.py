@@ -139,7 +139,7 @@ def _fit_and_test(shards: str, run_dir: Path, silence_rms: float) -> tuple[float
     model = DistillationModule(
         student={"name": "small_cnn", "kwargs": {"channels": [8, 8, 16, 16], "first_stride": 2}},
         frontend={"features": "logmel", "n_mels": 32},
-        optimizer={"name": "adamw", "lr": 3e-3}, scheduler={"name": "none"}, label_classes=SHARED,
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3}, scheduler=None, label_classes=SHARED,
     )
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=run_dir, num_sanity_val_steps=0, limit_val_batches=0)

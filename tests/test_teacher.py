@@ -15,7 +15,7 @@ import torch
 
 from crossmodal.data.ferplus import FerPlusDataModule
 from crossmodal.io.ferplus import load_ferplus_image, read_ferplus
-from crossmodal.lit.teacher import TeacherFER
+from crossmodal.lit.teacher import PAPER_OPTIMIZER, TeacherFER
 from crossmodal.models.face import (
     MATCONVNET_PREPROCESS,
     PreprocessSpec,
@@ -162,7 +162,7 @@ def test_teacher_cpu_overfits_a_few_batches(sample_shards, tmp_path):
     dm = FerPlusDataModule(shard_dir=str(sample_shards), batch_size=16, num_workers=0, shuffle_buffer=0,
                            preprocess=CPU_PREPROCESS, augment={"enabled": False}, batches_per_epoch=3)
     model = TeacherFER(backbone="vgg_small", backbone_kwargs={"widths": [16, 32, 64, 64], "depths": [1, 1, 1, 1], "input_size": 44},
-                       preprocess=CPU_PREPROCESS, drop_rate=0.0, optimizer="adamw", lr=3e-3, weight_decay=0.0, scheduler="none")
+                       preprocess=CPU_PREPROCESS, drop_rate=0.0, optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3, "weight_decay": 0.0})
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     x = dm.transform(batch["image"], train=False)
@@ -185,7 +185,8 @@ def test_teacher_fit_and_test_with_lightning(sample_shards, tmp_path):
     dm = FerPlusDataModule(shard_dir=str(sample_shards), batch_size=16, eval_batch_size=16, num_workers=0,
                            shuffle_buffer=16, preprocess=CPU_PREPROCESS, batches_per_epoch=2)
     model = TeacherFER(backbone="vgg_small", backbone_kwargs={"widths": [8, 16, 16, 16], "depths": [1, 1, 1, 1], "input_size": 44},
-                       preprocess=CPU_PREPROCESS, lr=0.05, scheduler="cosine", warmup_epochs=1, tta_flip=True)
+                       preprocess=CPU_PREPROCESS, optimizer={**PAPER_OPTIMIZER, "lr": 0.05}, tta_flip=True,
+                       scheduler={"_target_": "crossmodal.utils.optim.cosine", "_partial_": True, "warmup_epochs": 1})
     trainer = L.Trainer(accelerator="cpu", max_epochs=2, default_root_dir=str(tmp_path), logger=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=dm)

@@ -50,7 +50,7 @@ def distill_folder(data_dir: str | Path, pairs_name: str, teacher: str | Path | 
 
 
 def extract_command(source: str | None, teacher: str | None, data_dir: str | Path) -> str:
-    parts = ["python -m crossmodal.run experiment=extract_logits", f"data.source={source or '/path/to/talking-face/videos'}"]
+    parts = ["python -m crossmodal.run experiment=extract_logits", f"prep.source={source or '/path/to/talking-face/videos'}"]
     if teacher:
         parts.append(f"teacher_ckpt={teacher}")
     parts.append(f"paths.data_dir={data_dir}")

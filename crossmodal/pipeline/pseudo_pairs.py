@@ -1,6 +1,6 @@
 """Pseudo-pairs: a labelled speech corpus (EmoDB) paired with FER+ faces of the same emotion.
 
-    python -m crossmodal.run experiment=pseudo_pairs data.source=/data/emodb data.ferplus=/data/ferplus
+    python -m crossmodal.run experiment=pseudo_pairs prep.source=/data/emodb prep.ferplus=/data/ferplus
 
 WHAT THIS IS FOR. No audio-visual emotional corpus can be downloaded here, and in real talking-face
 video (VoxCeleb) the face shows little emotion most of the time. To check the *whole transfer*

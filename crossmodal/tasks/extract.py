@@ -3,7 +3,7 @@
     python -m crossmodal.run experiment=extract_logits prep.source=/data/grid [teacher_ckpt=...]
     python -m crossmodal.run experiment=extract_logits prep.pairs=/data/pairs/voxceleb1
 
-(``data.source=...``, the older spelling, means ``prep.source=...``.) The recipe is the ``prep``
+The recipe is the ``prep``
 node: a PairsConfig (talking-face videos) or a PseudoPairsConfig (a labelled corpus x FER+ faces).
 
 The work itself is :mod:`crossmodal.pipeline.extract`; this task starts the processes the trainer

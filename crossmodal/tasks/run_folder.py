@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from crossmodal.callbacks.training import LineProgress
-from crossmodal.config.checks import translate_gpus
+from crossmodal.config.checks import explicit_trainer_keys, translate_gpus
 from crossmodal.utils.atomic import write_json, write_text
 from crossmodal.utils.figures import markdown_table, save_and_send, send_table
 
@@ -51,15 +51,6 @@ def command_line_overrides() -> list[str]:
         return list(HydraConfig.get().overrides.task)
     except ValueError:  # not inside a Hydra run (e.g. a test calling a task directly)
         return []
-
-
-def explicit_trainer_keys(overrides: Iterable[str]) -> dict[str, str]:
-    explicit = {}
-    for item in overrides:
-        key, _, value = item.lstrip("+~").partition("=")
-        if key.startswith("trainer."):
-            explicit[key.split(".", 1)[1]] = value
-    return explicit
 
 
 @dataclass

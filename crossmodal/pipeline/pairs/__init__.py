@@ -1,6 +1,6 @@
 """Talking-face pair shards: one sample = one speech segment of one face track.
 
-    python -m crossmodal.run task=prepare data=pairs data.source=/data/voxceleb2/dev/mp4
+    python -m crossmodal.run task=prepare prep=pairs prep.source=/data/voxceleb2/dev/mp4
 
 Sources (``data.layout``; ``auto`` tells them apart):
 - ``voxceleb2``: ``<source>/<id>/<youtube_id>/<n>.mp4``, face-centred videos with their own audio
