@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Gt, Le, Lt
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pydantic import ConfigDict, Field, ValidationError, create_model
 
@@ -48,18 +47,18 @@ class Bound:
 
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
-POSITIVE_INT = Bound("a whole number >= 1", Annotated[int, Ge(1)])
-NON_NEGATIVE_INT = Bound("a whole number >= 0", Annotated[int, Ge(0)])
-BATCH = Bound(f"a whole number in [1, {MAX_BATCH}] (per process)", Annotated[int, Ge(1), Le(MAX_BATCH)])
-POSITIVE = Bound("a finite number > 0", Annotated[Finite, Gt(0)])
-NON_NEGATIVE = Bound("a finite number >= 0", Annotated[Finite, Ge(0)])
-FRACTION = Bound("a fraction in (0, 1]", Annotated[Finite, Gt(0), Le(1)])
-PROBABILITY = Bound("a number in [0, 1)", Annotated[Finite, Ge(0), Lt(1)])
-EPOCHS = Bound("a whole number of epochs >= 0 (or -1: Lightning's no limit)", Annotated[int, Ge(-1)])
-STEPS = Bound("a whole number of steps >= 0 (or -1: Lightning's no limit)", Annotated[int, Ge(-1)])
+POSITIVE_INT = Bound("a whole number >= 1", Annotated[int, Field(ge=1)])
+NON_NEGATIVE_INT = Bound("a whole number >= 0", Annotated[int, Field(ge=0)])
+BATCH = Bound(f"a whole number in [1, {MAX_BATCH}] (per process)", Annotated[int, Field(ge=1, le=MAX_BATCH)])
+POSITIVE = Bound("a finite number > 0", Annotated[Finite, Field(gt=0)])
+NON_NEGATIVE = Bound("a finite number >= 0", Annotated[Finite, Field(ge=0)])
+FRACTION = Bound("a fraction in (0, 1]", Annotated[Finite, Field(gt=0, le=1)])
+PROBABILITY = Bound("a number in [0, 1)", Annotated[Finite, Field(ge=0, lt=1)])
+EPOCHS = Bound("a whole number of epochs >= 0 (or -1: Lightning's no limit)", Annotated[int, Field(ge=-1)])
+STEPS = Bound("a whole number of steps >= 0 (or -1: Lightning's no limit)", Annotated[int, Field(ge=-1)])
 LIMIT_BATCHES = Bound("a whole number of batches >= 0 or a fraction in [0, 1] (Lightning's rule)",
-                      Annotated[int, Ge(0)] | Annotated[Finite, Ge(0), Le(1)])
-WINDOW = Bound("a finite number of seconds > 0, or 0 / null for the whole file only", Annotated[Finite, Ge(0)])
+                      Annotated[int, Field(ge=0)] | Annotated[Finite, Field(ge=0, le=1)])
+WINDOW = Bound("a finite number of seconds > 0, or 0 / null for the whole file only", Annotated[Finite, Field(ge=0)])
 TASK = Bound("one of train, test, prepare, extract, evaluate, predict, demo",
              Literal["train", "test", "prepare", "extract", "evaluate", "predict", "demo"])
 
