@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-full bench lint clean
+.PHONY: install demo test test-full bench gpu-check lint clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ test-full: install
 
 bench: install
 	$(PY) experiments/perf/run_all.py
+
+# The first thing to run on a GPU machine: short teacher_senet50 and distill_senet runs (1 GPU and all,
+# bf16 on and off) -> gpu_check.json; without a GPU the same path on the CPU at tiny sizes (it says so)
+gpu-check: install
+	$(PY) experiments/scaling/gpu_check.py
 
 # ruff, the import-linter layer contracts and deptry (declared dependencies = imports), all
 # pinned in the dev extra and configured in pyproject.toml: any error fails the target

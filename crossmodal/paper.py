@@ -73,4 +73,9 @@ def paper_value(name: str) -> Any:
     if name not in PAPER:
         raise KeyError(f"${{paper:{name}}}: no such paper constant; known: {', '.join(sorted(PAPER))}")
     value = PAPER[name]
-    return list(value) if isinstance(value, list) else value
+    # a list as a ListConfig: OmegaConf.resolve (Hydra's instantiate) cannot store a plain list returned by a
+    # resolver inside a node (`mean: ${paper:face_mean}` under `preprocess: ${data.preprocess}` failed with
+    # "Value 'list' is not a supported primitive type", so experiment=teacher_paper/senet50/resnet50 never built)
+    from omegaconf import ListConfig
+
+    return ListConfig(list(value)) if isinstance(value, list) else value
