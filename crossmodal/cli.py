@@ -1,6 +1,6 @@
 """The `crossmodal` command.
 
-    crossmodal predict PATH... [--ckpt CKPT] [--json] [--window S] [--hop S] [--no-embedding]
+    crossmodal predict PATH... [--ckpt CKPT] [--json] [--window S] [--hop S] [--no-embedding] [--allow-non-speech]
     crossmodal predict --about [--ckpt FILE]          (the student's model card; no input needed)
     crossmodal export [--ckpt CKPT] --format torchscript|onnx [--out FILE]
     crossmodal timeline VIDEO|FOLDER... [--out DIR] [--teacher FILE] [--ckpt CKPT] [--window S] [--hop S]
@@ -52,8 +52,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"window length in seconds for long files (default {DEFAULT_WINDOW}); 0 = whole file only. Files over "
         "a minute are streamed in bounded memory, their whole-file answer pooled over 20-s stretches",
     )
-    predict.add_argument("--hop", type=_seconds(allow_zero=False), default=DEFAULT_HOP, help=f"hop between windows in seconds (default {DEFAULT_HOP})")
+    predict.add_argument("--hop", type=_seconds(allow_zero=False), default=DEFAULT_HOP,
+                         help=f"hop between windows in seconds (default {DEFAULT_HOP}; at least 0.01, and at most 10,000 windows a file)")
     predict.add_argument("--no-embedding", action="store_true", help="leave the embeddings out of --json output")
+    predict.add_argument(
+        "--allow-non-speech", action="store_true",
+        help="answer files in which the voice-activity detector finds no speech (flagged \"speech\": false, and windows "
+        "without speech scored) instead of refusing them",
+    )
 
     export = commands.add_parser("export", help="write the student (front-end included) as TorchScript or ONNX")
     export.add_argument("--ckpt", default=None, help="student file or Lightning checkpoint (default: the shipped student)")
@@ -106,7 +112,7 @@ def _predict(args: argparse.Namespace) -> int:
     from crossmodal.tasks.predict import as_json, format_table, predict_files
 
     student = load_student(args.ckpt)
-    result = predict_files(student, args.paths, window=args.window or None, hop=args.hop)
+    result = predict_files(student, args.paths, window=args.window or None, hop=args.hop, allow_non_speech=args.allow_non_speech)
     if args.json:
         print(as_json(result, student, embeddings=not args.no_embedding))
     else:
@@ -119,10 +125,11 @@ def _timeline_parser(commands) -> None:
         "timeline", help="face (teacher) and voice (student) emotions over time in talking-face videos",
         description="Per window: the student's emotions from the voice, the teacher's from the face frames (window "
         "aggregation of the frame logits, as in distillation), their distillation loss and whether the top emotions "
-        "match. Writes <video>.timeline.json/.csv/.png; for a folder or several videos also summary.csv/.json.",
+        "match; windows without a face or without speech are marked. Writes <video>.timeline.json/.csv/.png into "
+        "the current folder (or --out); for a folder or several videos also summary.csv/.json.",
     )
     timeline.add_argument("paths", nargs="+", metavar="VIDEO", help="talking-face videos or folders of them")
-    timeline.add_argument("--out", default=None, help="output folder (default: beside each video, or the folder given)")
+    timeline.add_argument("--out", default=None, help="output folder (default: the current folder)")
     timeline.add_argument("--ckpt", default=None, help="student file or Lightning checkpoint (default: the shipped student)")
     timeline.add_argument("--teacher", default=None, help="teacher file (default: the shipped crossmodal/assets/teacher_cpu.safetensors)")
     timeline.add_argument("--window", type=_seconds(allow_zero=False), default=DEFAULT_WINDOW, help=f"window length in seconds (default {DEFAULT_WINDOW}, as predict)")
@@ -143,8 +150,10 @@ def _timeline(args: argparse.Namespace) -> int:
 
     try:
         face_config = FaceConfig() if args.frame_rate is None else FaceConfig(frame_rate=args.frame_rate)
+        student = load_student(args.ckpt)
+        student.check_windows(args.window, args.hop, ("--window", "--hop"))
         run = run_timelines(
-            args.paths, load_student(args.ckpt), load_teacher(args.teacher), args.out, plot=not args.no_plot,
+            args.paths, student, load_teacher(args.teacher), args.out, plot=not args.no_plot,
             window=args.window, hop=args.hop, reduce=args.reduce, temperature=args.temperature or TEMPERATURE,
             face_config=face_config, thumbnails=max(0, args.thumbnails), teacher_path=args.teacher or DEFAULT_TEACHER,
         )

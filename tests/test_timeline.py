@@ -72,12 +72,19 @@ def test_grid_video_gives_json_csv_and_png(folder_run: dict) -> None:
     # 2.98 s of audio in 1-s windows every 0.5 s: starts 0, 0.5, ..., 1.5, then one ending at the end
     assert [r["start"] for r in rows] == [0.0, 0.5, 1.0, 1.5, 1.978]
     assert doc["emotions"] == list(EMOTIONS) and doc["settings"]["reduce"] == "max" and doc["settings"]["temperature"] == 2.0
+    # GRID clips open with about a second of silence: the first window holds no speech, the others do
+    assert [r["speech"] for r in rows] == [False, True, True, True, True] and rows[0]["voiced_fraction"] == 0.0
+    assert all(r["voiced_fraction"] >= 0.1 for r in rows[1:]) and doc["summary"]["windows_with_speech"] == 4
     for row in rows:
         assert row["face"] and row["face_frames"] >= 4  # GRID: one face filling the frame, 25/6 face frames per second
         teacher = np.array([row[f"teacher_{e}"] for e in EMOTIONS])
+        assert teacher.sum() == pytest.approx(1, abs=1e-3) and row["teacher_top"] == EMOTIONS[int(teacher.argmax())]
+        if not row["speech"]:  # marked as a window without a face is: no student distribution, no agreement
+            assert row["student_top"] is None and row["kl"] is None and row["top_match"] is None
+            assert all(row[f"student_{e}"] is None for e in EMOTIONS)
+            continue
         student = np.array([row[f"student_{e}"] for e in EMOTIONS])
-        assert teacher.sum() == pytest.approx(1, abs=1e-3) and student.sum() == pytest.approx(1, abs=1e-3)
-        assert row["teacher_top"] == EMOTIONS[int(teacher.argmax())] and row["student_top"] == EMOTIONS[int(student.argmax())]
+        assert student.sum() == pytest.approx(1, abs=1e-3) and row["student_top"] == EMOTIONS[int(student.argmax())]
         assert row["top_match"] == (row["teacher_top"] == row["student_top"])
         assert row["soft_ce"] > row["kl"] >= 0  # soft CE = KL + the teacher's entropy
     with open(out / "bbaf2n.timeline.csv", newline="") as f:
@@ -91,11 +98,14 @@ def test_grid_video_gives_json_csv_and_png(folder_run: dict) -> None:
         assert image.size == (1200, 720)
 
 
-def test_a_video_without_a_face_says_so_in_every_window(folder_run: dict) -> None:
+def test_a_video_without_a_face_or_speech_says_so_in_every_window(folder_run: dict) -> None:
     doc = json.loads((folder_run["out"] / "blank.timeline.json").read_text())
     assert doc["windows"] and all(not r["face"] and r["face_frames"] == 0 and r["sampled_frames"] >= 4 for r in doc["windows"])
-    assert all(r["teacher_top"] is None and r["kl"] is None and r["student_top"] in EMOTIONS for r in doc["windows"])
-    assert doc["summary"]["windows_with_face"] == 0 and doc["summary"]["top_match_rate"] is None
+    # its soundtrack is Gaussian noise: no window has speech, so none has a student distribution either
+    assert all(r["teacher_top"] is None and r["kl"] is None and r["student_top"] is None for r in doc["windows"])
+    assert all(r["speech"] is False and r["voiced_fraction"] == 0.0 for r in doc["windows"])
+    assert doc["summary"]["windows_with_face"] == 0 and doc["summary"]["windows_with_speech"] == 0
+    assert doc["summary"]["top_match_rate"] is None and doc["settings"]["voiced_fraction"] == 0.0
     assert (folder_run["out"] / "blank.timeline.png").exists()
 
 
@@ -105,6 +115,7 @@ def test_folder_gives_one_summary_row_per_video(folder_run: dict) -> None:
         rows = {Path(r["video"]).stem: r for r in csv.DictReader(f)}
     assert sorted(rows) == ["bbaf2n", "blank", "swiz3n"]
     assert rows["blank"]["windows_with_face"] == "0" and rows["bbaf2n"]["windows_with_face"] == rows["bbaf2n"]["windows"] == "5"
+    assert rows["blank"]["windows_with_speech"] == "0" and rows["bbaf2n"]["windows_with_speech"] == "4"
     summary = json.loads((out / "summary.json").read_text())["videos"]
     assert [Path(v["video"]).stem for v in summary] == ["bbaf2n", "blank", "swiz3n"] and not any(v["error"] for v in summary)
 
@@ -131,6 +142,17 @@ def test_figure_has_face_panel_above_voice_panel(grid_root: Path) -> None:
             assert colours == [tuple(np.round(to_rgb(EMOTION_COLORS[e]), 3)) for e in EMOTIONS]
     finally:
         close(fig)
+
+
+def test_outputs_go_to_the_current_folder_not_beside_the_video(grid_root: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    videos, here = tmp_path / "data", tmp_path / "here"
+    videos.mkdir(), here.mkdir()
+    shutil.copy(grid_root / "swiz3n.mpg", videos / "swiz3n.mpg")
+    monkeypatch.chdir(here)
+    assert cli_main(["timeline", str(videos / "swiz3n.mpg"), "--no-plot", "--thumbnails", "0"]) == 0
+    assert sorted(p.name for p in here.iterdir()) == ["swiz3n.timeline.csv", "swiz3n.timeline.json"]
+    assert sorted(p.name for p in videos.iterdir()) == ["swiz3n.mpg"]  # the user's data folder is left alone
+    assert str(here / "swiz3n.timeline.json") in capsys.readouterr().out
 
 
 def test_video_without_audio_is_refused_naming_it(tmp_path: Path) -> None:

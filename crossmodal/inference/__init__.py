@@ -8,8 +8,12 @@
     model.predict_file("clip.mp4", window=4.0, hop=2.0)   # whole file + one row per window
 
 What the student cannot judge is refused, naming the input: audio shorter than
-:attr:`Student.min_seconds` (:class:`TooShortAudioError`) and audio with no speech-like energy, such
-as digital silence or a constant DC offset (:class:`SilentAudioError`). Files longer than
+:attr:`Student.min_seconds` (:class:`TooShortAudioError`), audio with no speech-like energy, such
+as digital silence or a constant DC offset (:class:`SilentAudioError`), and, in
+:meth:`Student.predict_file`, a file in which the voice-activity detector finds no speech
+(:class:`NoSpeechError`, from :mod:`crossmodal.io.vad`; ``allow_non_speech=True`` answers with a flag).
+Windows shorter than the student's minimum, a hop under ``MIN_HOP_SECONDS`` and more than
+``MAX_WINDOWS`` windows a file are refused before any work. Files longer than
 ``STREAM_ABOVE_SECONDS`` are read in blocks and never held whole; their whole-file prediction is
 pooled over consecutive stretches of ``POOL_SECONDS`` (see :meth:`Student.predict_file`).
 
@@ -36,6 +40,8 @@ from crossmodal.inference.student import (
     WindowPrediction,
 )
 from crossmodal.inference.waveform import (
+    MAX_WINDOWS,
+    MIN_HOP_SECONDS,
     MIN_SPEECH_SECONDS,
     SILENCE_RMS,
     SilentAudioError,
@@ -44,13 +50,18 @@ from crossmodal.inference.waveform import (
     WindowCutter,
     check_seconds,
     check_signal,
+    check_window_count,
+    check_windows,
     prepare_waveform,
+    window_count,
     window_spans,
 )
+from crossmodal.io.vad import NoSpeechError, SpeechCheck
 
 __all__ = [
-    "DEFAULT_STUDENT", "MIN_SPEECH_SECONDS", "POOL_SECONDS", "SILENCE_RMS", "STREAM_ABOVE_SECONDS", "WINDOW_BATCH",
-    "FilePrediction", "Prediction", "SilentAudioError", "StretchCutter", "Student", "TooShortAudioError",
-    "WindowCutter", "WindowPrediction", "check_seconds", "check_signal", "load_student", "load_student_modules",
-    "prepare_waveform", "window_spans",
+    "DEFAULT_STUDENT", "MAX_WINDOWS", "MIN_HOP_SECONDS", "MIN_SPEECH_SECONDS", "POOL_SECONDS", "SILENCE_RMS",
+    "STREAM_ABOVE_SECONDS", "WINDOW_BATCH", "FilePrediction", "NoSpeechError", "Prediction", "SilentAudioError",
+    "SpeechCheck", "StretchCutter", "Student", "TooShortAudioError", "WindowCutter", "WindowPrediction",
+    "check_seconds", "check_signal", "check_window_count", "check_windows", "load_student", "load_student_modules",
+    "prepare_waveform", "window_count", "window_spans",
 ]

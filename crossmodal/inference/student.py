@@ -3,6 +3,7 @@
 per file (whole-file answer pooled over stretches when the file is streamed)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,18 +14,29 @@ from torch import nn
 
 from crossmodal.emotions import EMOTIONS
 from crossmodal.inference.waveform import (
+    MAX_WINDOWS,
     MIN_SPEECH_SECONDS,
     SILENCE_RMS,
     SilentAudioError,
     StretchCutter,
     TooShortAudioError,
     WindowCutter,
-    check_seconds,
     check_signal,
+    check_window_count,
+    check_windows,
+    mono_waveform,
     prepare_waveform,
     window_spans,
 )
-from crossmodal.io.audio import SAMPLE_RATE
+from crossmodal.io.audio import SAMPLE_RATE, resample
+from crossmodal.io.vad import (
+    DEFAULT_CHECK,
+    NoSpeechError,
+    SpeechCheck,
+    VoiceActivity,
+    frame_probabilities,
+    no_speech_message,
+)
 
 # Files up to this long are predicted in one pass (as ever); longer ones are streamed (bounded memory).
 STREAM_ABOVE_SECONDS = 60.0
@@ -56,6 +68,8 @@ class WindowPrediction:
     start: float  # seconds
     end: float
     prediction: Prediction
+    voiced_fraction: float | None = None  # share of the window's 32-ms frames the detector calls voiced (None: not checked)
+    speech: bool | None = None  # voiced_fraction reaches the speech check's minimum (None: not checked)
 
 
 @dataclass
@@ -64,19 +78,37 @@ class FilePrediction:
     duration: float  # seconds
     whole: Prediction
     windows: list[WindowPrediction] = field(default_factory=list)
+    voiced_fraction: float | None = None  # over the whole file (None: speech not checked)
+    speech: bool | None = None
+    non_speech_scored: bool = False  # allow_non_speech: windows (and a file) without speech keep their scores
+
+    def judged(self, window: WindowPrediction) -> bool:
+        """Whether ``window``'s scores are reported: it holds speech, was not checked, or non-speech is allowed."""
+        return window.speech is not False or self.non_speech_scored
 
     def as_dict(self, embeddings: bool = True) -> dict[str, Any]:
-        def one(prediction: Prediction) -> dict[str, Any]:
-            out: dict[str, Any] = {"top": prediction.top, "probabilities": prediction.distribution()}
+        def one(prediction: Prediction | None) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "top": prediction.top if prediction else None,
+                "probabilities": prediction.distribution() if prediction else None,
+            }
             if embeddings:
-                out["embedding"] = [round(float(v), 6) for v in prediction.embedding]
+                out["embedding"] = [round(float(v), 6) for v in prediction.embedding] if prediction else None
             return out
+
+        def speech(item: FilePrediction | WindowPrediction) -> dict[str, Any]:
+            fraction = None if item.voiced_fraction is None else round(item.voiced_fraction, 4)
+            return {"voiced_fraction": fraction, "speech": item.speech}
 
         return {
             "path": self.path,
             "duration": round(self.duration, 3),
+            **speech(self),
             **one(self.whole),
-            "windows": [{"start": round(w.start, 3), "end": round(w.end, 3), **one(w.prediction)} for w in self.windows],
+            "windows": [
+                {"start": round(w.start, 3), "end": round(w.end, 3), **speech(w), **one(w.prediction if self.judged(w) else None)}
+                for w in self.windows
+            ],
         }
 
 
@@ -119,21 +151,31 @@ class Student(nn.Module):
         """Emotion distribution and embedding of one whole piece of audio (any rate and length).
 
         Audio shorter than :attr:`min_seconds` or without speech-like energy is refused
-        (:class:`TooShortAudioError`, :class:`SilentAudioError`).
+        (:class:`TooShortAudioError`, :class:`SilentAudioError`; the energy is measured before
+        resampling). Whether it is speech is not checked here (:meth:`predict_file` does):
+        ``crossmodal.io.vad.SpeechCheck().require(waveform, sample_rate, name)`` does it for arrays.
         """
-        wave = prepare_waveform(waveform, sample_rate)
-        check_signal(wave, "waveform", round(self.min_seconds * SAMPLE_RATE))
+        native, rate = mono_waveform(waveform, sample_rate)
+        wave = resample(native, rate, SAMPLE_RATE)
+        check_signal(wave, "waveform", self.min_samples, native=native)
         return self._predict_batch(wave[None])[0]
+
+    def check_windows(self, window: float | None, hop: float | None, names: tuple[str, str] = ("window", "hop")) -> None:
+        """Refuse, naming the setting, a window shorter than :attr:`min_seconds` or a hop under
+        ``MIN_HOP_SECONDS`` (``window`` None or 0: the whole file only)."""
+        check_windows(window, hop, self.min_seconds, names)
 
     @torch.inference_mode()
     def predict_windows(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, window: float = 4.0, hop: float = 2.0) -> list[WindowPrediction]:
         """One prediction per ``window`` seconds, every ``hop`` seconds; the last window ends at the end.
 
-        Audio no longer than one window gives a single window covering it all.
+        Audio no longer than one window gives a single window covering it all. A window shorter
+        than :attr:`min_seconds`, a hop under ``MIN_HOP_SECONDS`` or more than ``MAX_WINDOWS``
+        windows are refused before any work.
         """
-        check_seconds(window, "window")
-        check_seconds(hop, "hop")
+        self.check_windows(window, hop)
         wave = prepare_waveform(waveform, sample_rate)
+        check_window_count("waveform", len(wave) / SAMPLE_RATE, window, hop)
         spans = window_spans(len(wave), round(window * SAMPLE_RATE), round(hop * SAMPLE_RATE))
         predictions: list[Prediction] = []
         for first in range(0, len(spans), WINDOW_BATCH):  # equal-length windows batch without padding
@@ -141,35 +183,58 @@ class Student(nn.Module):
             predictions += self._predict_batch(np.stack([wave[start:end] for start, end in chunk]))
         return [WindowPrediction(start / SAMPLE_RATE, end / SAMPLE_RATE, p) for (start, end), p in zip(spans, predictions)]
 
-    def predict_file(self, path: str | Path, window: float | None = None, hop: float | None = None) -> FilePrediction:
+    def predict_file(
+        self, path: str | Path, window: float | None = None, hop: float | None = None, *,
+        speech: SpeechCheck | None = DEFAULT_CHECK, allow_non_speech: bool = False,
+    ) -> FilePrediction:
         """The whole file, plus per-window predictions when ``window`` is set and the file is longer.
 
-        ``window=None`` (or 0) asks for the whole file only. A file whose header says it is at most
-        ``STREAM_ABOVE_SECONDS`` long is read at once and predicted in one pass. A longer one (or one
-        of unknown length) is streamed in blocks: its windows are cut from the stream exactly where
-        :func:`window_spans` puts them, and its whole-file prediction pools the student's outputs
-        over consecutive ``POOL_SECONDS`` stretches (the last one absorbs a remainder under half a
-        stretch): logits and embedding are averaged weighted by stretch length, probabilities are
-        the softmax of the pooled logits, and stretches without speech-like energy are left out.
-        Memory then stays bounded whatever the file's length.
-        """
-        from crossmodal.io.audio import MAX_STREAM_SECONDS, load_audio, probe_audio
+        ``window=None`` (or 0) asks for the whole file only. A window shorter than
+        :attr:`min_seconds`, a hop under ``MIN_HOP_SECONDS`` or more than ``MAX_WINDOWS`` windows
+        (counted from the header's duration) are refused before anything is decoded.
 
-        if window is not None and window != 0:
-            check_seconds(window, "window")
-        if hop is not None:
-            check_seconds(hop, "hop")
+        Speech: with ``speech`` (the default check; None skips it) Silero VAD
+        (:mod:`crossmodal.io.vad`) measures the share of voiced frames of the file and of each
+        window. A file without speech raises :class:`NoSpeechError` ("no speech found in FILE: N %
+        of frames voiced") unless ``allow_non_speech``, which answers it with ``speech=False``.
+        Windows without speech are flagged (``speech=False``); :meth:`FilePrediction.as_dict`
+        reports their scores only under ``allow_non_speech``.
+
+        A file whose header says it is at most ``STREAM_ABOVE_SECONDS`` long is read at once and
+        predicted in one pass. A longer one (or one of unknown length) is streamed in blocks: its
+        windows are cut from the stream exactly where :func:`window_spans` puts them, and its
+        whole-file prediction pools the student's outputs over consecutive ``POOL_SECONDS``
+        stretches (the last one absorbs a remainder under half a stretch): logits and embedding are
+        averaged weighted by stretch length, probabilities are the softmax of the pooled logits, and
+        stretches without speech-like energy, or without speech when the file has some, are left
+        out. Memory then stays bounded whatever the file's length.
+        """
+        from crossmodal.io.audio import MAX_STREAM_SECONDS, probe_audio, read_audio
+
         window = window or None
+        self.check_windows(window, hop)
         hop = hop or (window / 2 if window else None)
+        where = str(path)
         info = probe_audio(path, MAX_STREAM_SECONDS)  # refuses absurd or truncated headers before any read
+        if window and info.duration is not None:
+            check_window_count(where, info.duration, window, hop)
         if info.duration is None or info.duration > STREAM_ABOVE_SECONDS:
-            return self._predict_stream(path, window, hop)
-        wave = load_audio(path, SAMPLE_RATE)
-        check_signal(wave, str(path), self.min_samples)
+            return self._predict_stream(path, window, hop, speech, allow_non_speech, info.duration)
+        native, rate = read_audio(path)
+        wave = resample(native, rate, SAMPLE_RATE)
+        check_signal(wave, where, self.min_samples, native=native)
         duration = len(wave) / SAMPLE_RATE
-        result = FilePrediction(str(path), duration, self._predict_batch(wave[None])[0])
+        probabilities = fraction = None
+        if speech is not None:  # before the student runs: a refusal costs no more than the detector
+            probabilities = frame_probabilities(wave, SAMPLE_RATE)
+            fraction = _judge_speech(where, speech, probabilities, allow_non_speech)
+        result = FilePrediction(where, duration, self._predict_batch(wave[None])[0], non_speech_scored=allow_non_speech)
+        if fraction is not None:
+            result.voiced_fraction, result.speech = fraction, speech.is_speech(fraction)
         if window and duration > window:
             result.windows = self.predict_windows(wave, SAMPLE_RATE, window, hop)
+            if speech is not None:
+                _judge_windows(result.windows, speech, probabilities)
         return result
 
     @property
@@ -177,14 +242,21 @@ class Student(nn.Module):
         return round(self.min_seconds * SAMPLE_RATE)
 
     @torch.inference_mode()
-    def _predict_stream(self, path: str | Path, window: float | None, hop: float | None) -> FilePrediction:
-        """:meth:`predict_file` for long files: one pass over the file's blocks, nothing held whole."""
-        from crossmodal.io.audio import MAX_STREAM_SECONDS, stream_audio
+    def _predict_stream(
+        self, path: str | Path, window: float | None, hop: float | None, speech: SpeechCheck | None,
+        allow_non_speech: bool, header_seconds: float | None,
+    ) -> FilePrediction:
+        """:meth:`predict_file` for long files: one pass over the file's blocks, nothing held whole
+        but the detector's frame probabilities (4 bytes per 32 ms: 11 MB for 24 hours)."""
+        from crossmodal.io.audio import BLOCK_SECONDS, MAX_STREAM_SECONDS, stream_audio
+        from crossmodal.utils.progress import progress
 
         where = str(path)
         stretches = StretchCutter(round(POOL_SECONDS * SAMPLE_RATE))
         cutter = WindowCutter(round(window * SAMPLE_RATE), round(hop * SAMPLE_RATE)) if window and hop else None
         pool = _Pool(self, where)
+        detector = VoiceActivity() if speech is not None else None
+        voiced: list[np.ndarray] = []
         windows: list[WindowPrediction] = []
         queued: list[tuple[int, int, np.ndarray]] = []
 
@@ -194,14 +266,20 @@ class Student(nn.Module):
             queued.clear()
 
         total = 0
-        for block in stream_audio(path, SAMPLE_RATE, max_seconds=MAX_STREAM_SECONDS):
+        blocks = stream_audio(path, SAMPLE_RATE, max_seconds=MAX_STREAM_SECONDS)
+        expected = None if header_seconds is None else math.ceil(header_seconds / BLOCK_SECONDS)
+        for block in progress(blocks, desc=f"predict {Path(path).name}", unit="block", total=expected):
             if not np.all(np.isfinite(block)):
                 raise ValueError(f"{where}: audio contains NaN or infinite samples (near {total / SAMPLE_RATE:.1f} s)")
             total += len(block)
+            if detector is not None:
+                voiced.append(detector.push(block))
             for stretch in stretches.push(block):
                 pool.add(stretch)
             for span in cutter.push(block) if cutter else ():
                 queued.append(span)
+                if len(windows) + len(queued) > MAX_WINDOWS:  # a file of unknown length: counted as it goes
+                    check_window_count(where, total / SAMPLE_RATE, window, hop)
                 if len(queued) == WINDOW_BATCH:
                     flush()
         for stretch in stretches.finish():
@@ -209,7 +287,14 @@ class Student(nn.Module):
         queued.extend(cutter.finish() if cutter else ())
         if queued:
             flush()
-        return FilePrediction(where, total / SAMPLE_RATE, pool.result(), windows)
+        if detector is None or speech is None:
+            return FilePrediction(where, total / SAMPLE_RATE, pool.result(), windows)
+        voiced.append(detector.finish())
+        probabilities = np.concatenate(voiced)
+        whole = pool.result(speech.window_fractions(probabilities, pool.spans), speech.min_fraction)  # silence: refused first
+        fraction = _judge_speech(where, speech, probabilities, allow_non_speech)
+        _judge_windows(windows, speech, probabilities)
+        return FilePrediction(where, total / SAMPLE_RATE, whole, windows, fraction, speech.is_speech(fraction), allow_non_speech)
 
     @torch.inference_mode()
     def _predict_batch(self, waves: np.ndarray) -> list[Prediction]:
@@ -222,38 +307,59 @@ class Student(nn.Module):
 
 class _Pool:
     """A streamed file's whole-file prediction: the length-weighted mean of its stretches' logits
-    and embeddings (softmax of the mean logits); stretches the student cannot judge are left out."""
+    and embeddings (softmax of the mean logits); stretches the student cannot judge are left out,
+    and so are stretches without speech when some stretch has speech."""
 
     def __init__(self, student: Student, where: str) -> None:
         self.student, self.where = student, where
-        self.weight = 0
-        self.logits: np.ndarray | None = None
-        self.embedding: np.ndarray | None = None
+        self.spans: list[tuple[int, int]] = []  # every stretch, in samples
+        self.predictions: list[Prediction | None] = []  # None: refused (silent or too short)
         self.refused: list[ValueError] = []
-        self.count = 0
+        self.position = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.spans)
 
     def add(self, stretch: np.ndarray) -> None:
-        self.count += 1
+        self.spans.append((self.position, self.position + len(stretch)))
+        self.position += len(stretch)
         try:
             check_signal(stretch, self.where, self.student.min_samples)
         except (SilentAudioError, TooShortAudioError) as exn:
             self.refused.append(exn)
+            self.predictions.append(None)
             return
-        prediction = self.student._predict_batch(stretch[None])[0]
-        weight = len(stretch)
-        self.logits = prediction.logits * weight if self.logits is None else self.logits + prediction.logits * weight
-        self.embedding = prediction.embedding * weight if self.embedding is None else self.embedding + prediction.embedding * weight
-        self.weight += weight
+        self.predictions.append(self.student._predict_batch(stretch[None])[0])
 
-    def result(self) -> Prediction:
-        if self.logits is None or self.embedding is None:
+    def result(self, fractions: list[float] | None = None, min_fraction: float = 0.0) -> Prediction:
+        judged = [(span, p) for span, p in zip(self.spans, self.predictions) if p is not None]
+        if fractions is not None:
+            spoken = [(span, p) for (span, p), f in zip(zip(self.spans, self.predictions), fractions) if p is not None and f >= min_fraction]
+            judged = spoken or judged
+        if not judged:
             if self.count == 1 and self.refused:
                 raise self.refused[0]
             raise SilentAudioError(
                 f"{self.where}: audio is silent: no speech-like energy in any of its {self.count} stretches of "
                 f"{POOL_SECONDS:.0f} s (RMS around the mean below {SILENCE_RMS:g} everywhere)"
             )
-        logits = (self.logits / self.weight).astype(np.float32)
-        embedding = (self.embedding / self.weight).astype(np.float32)
+        weights = np.asarray([end - start for (start, end), _p in judged], np.float64)
+        logits = (np.stack([p.logits for _s, p in judged]).T @ weights / weights.sum()).astype(np.float32)
+        embedding = (np.stack([p.embedding for _s, p in judged]).T @ weights / weights.sum()).astype(np.float32)
         shifted = np.exp(logits - logits.max())
         return Prediction(shifted / shifted.sum(), logits, embedding, self.student.emotions)
+
+
+def _judge_speech(where: str, check: SpeechCheck, probabilities: np.ndarray, allow_non_speech: bool) -> float:
+    """The file's voiced fraction; NoSpeechError naming ``where`` when it holds no speech, unless allowed."""
+    fraction = check.fraction(probabilities)
+    if not check.is_speech(fraction) and not allow_non_speech:
+        raise NoSpeechError(no_speech_message(where, fraction), fraction)
+    return fraction
+
+
+def _judge_windows(windows: list[WindowPrediction], check: SpeechCheck, probabilities: np.ndarray) -> None:
+    spans = [(round(w.start * SAMPLE_RATE), round(w.end * SAMPLE_RATE)) for w in windows]
+    for window, fraction in zip(windows, check.window_fractions(probabilities, spans)):
+        window.voiced_fraction, window.speech = fraction, check.is_speech(fraction)

@@ -14,7 +14,11 @@ window by the distillation data's own :func:`crossmodal.data.distill.aggregate_l
 or mean) and softened at ``temperature``. Agreement per window: the paper's distillation loss
 (:func:`crossmodal.models.losses.soft_cross_entropy`), its KL form (0 at a perfect match) and whether
 the top emotions match. A window without a face frame says so (``face: false``) and has no teacher
-distribution. Window times are video times: the audio's start offset (``av_offset``) is added.
+distribution; a window in which the voice-activity detector (:mod:`crossmodal.io.vad`) finds no
+speech says so (``speech: false``, with its ``voiced_fraction``) and has no student distribution.
+Agreement is measured only where there are both. Window times are video times: the audio's start
+offset (``av_offset``) is added. A video whose audio track is truncated or damaged is refused, as
+``crossmodal predict`` refuses a truncated file. Outputs go to the current folder unless ``out`` says.
 
 Memory is bounded whatever the video's length: frames are decoded one at a time, faces go to the
 teacher in batches of ``TEACHER_BATCH``, :class:`WindowAggregator` keeps only the frame logits of the
@@ -36,8 +40,9 @@ import torch
 from crossmodal import paper
 from crossmodal.data.distill import REDUCTIONS, aggregate_logits, frames_in_window
 from crossmodal.emotions import EMOTIONS
-from crossmodal.inference.student import Student
+from crossmodal.inference.student import FilePrediction, Student
 from crossmodal.inference.waveform import check_seconds
+from crossmodal.io.vad import DEFAULT_CHECK, package_version
 from crossmodal.io.video import FaceConfig, FaceDetector, FaceTracker, crop_face, sample_frames, to_grey, video_duration
 from crossmodal.models.losses import kl_divergence, soft_cross_entropy
 from crossmodal.pipeline.pairs.alignment import av_offset, probe_video
@@ -143,6 +148,8 @@ class TimelineWindow:
     teacher_logits: np.ndarray | None = None  # [8], the window's aggregated frame logits; None: no face
     face_frames: int = 0
     sampled_frames: int = 0
+    speech: bool = True  # the detector finds speech in the window's audio (False: no student distribution)
+    voiced_fraction: float | None = None  # share of the window's 32-ms frames judged voiced
 
     @property
     def face(self) -> bool:
@@ -165,8 +172,10 @@ class Timeline:
         return float(self.settings["temperature"])
 
     def student_probabilities(self) -> np.ndarray:
-        """[windows, 8]: the student's softmax, as ``crossmodal predict`` reports it."""
-        return torch.softmax(torch.from_numpy(np.stack([w.student_logits for w in self.windows])).float(), -1).numpy()
+        """[windows, 8]: the student's softmax, as ``crossmodal predict`` reports it; NaN rows without speech."""
+        out = torch.softmax(torch.from_numpy(np.stack([w.student_logits for w in self.windows])).float(), -1).numpy()
+        out[[not w.speech for w in self.windows]] = np.nan
+        return out
 
     def teacher_probabilities(self) -> np.ndarray:
         """[windows, 8]: softmax(teacher target / T), the distillation target; NaN rows without a face."""
@@ -177,10 +186,10 @@ class Timeline:
         return out
 
     def agreement(self) -> list[dict[str, Any] | None]:
-        """Per window: the distillation loss (soft_ce, the paper's), its KL form and top-match; None without a face."""
+        """Per window: the distillation loss (soft_ce, the paper's), its KL form and top-match; None without a face or speech."""
         out: list[dict[str, Any] | None] = []
         for window in self.windows:
-            if not window.face:
+            if not window.face or not window.speech:
                 out.append(None)
                 continue
             student, teacher = torch.from_numpy(window.student_logits)[None], torch.from_numpy(window.teacher_logits)[None]
@@ -200,13 +209,14 @@ class Timeline:
             row: dict[str, Any] = {
                 "start": round(window.start, 3), "end": round(window.end, 3), "face": window.face,
                 "face_frames": window.face_frames, "sampled_frames": window.sampled_frames,
+                "speech": window.speech, "voiced_fraction": _round(window.voiced_fraction, 4),
                 "teacher_top": self.emotions[int(np.argmax(teacher[i]))] if window.face else None,
-                "student_top": self.emotions[int(np.argmax(student[i]))],
+                "student_top": self.emotions[int(np.argmax(student[i]))] if window.speech else None,
                 "top_match": agree.get("top_match"),
                 "soft_ce": _round(agree.get("soft_ce")), "kl": _round(agree.get("kl")),
             }
             row.update({f"teacher_{name}": (_round(float(teacher[i, k])) if window.face else None) for k, name in enumerate(self.emotions)})
-            row.update({f"student_{name}": _round(float(student[i, k])) for k, name in enumerate(self.emotions)})
+            row.update({f"student_{name}": (_round(float(student[i, k])) if window.speech else None) for k, name in enumerate(self.emotions)})
             rows.append(row)
         return rows
 
@@ -215,12 +225,15 @@ class Timeline:
         agreement = [a for a in self.agreement() if a is not None]
         teacher = self.teacher_probabilities()
         face = ~np.isnan(teacher).any(axis=1)
-        student_mean = self.student_probabilities().mean(0)
+        student = self.student_probabilities()
+        speech = ~np.isnan(student).any(axis=1)
         return {
             "video": self.path, "duration": round(self.duration, 3), "windows": len(self.windows),
-            "windows_with_face": int(face.sum()), "frames_sampled": self.frames_sampled, "frames_with_face": self.frames_with_face,
+            "windows_with_face": int(face.sum()), "windows_with_speech": int(speech.sum()),
+            "voiced_fraction": self.settings.get("voiced_fraction"),
+            "frames_sampled": self.frames_sampled, "frames_with_face": self.frames_with_face,
             "teacher_top": self.emotions[int(np.argmax(teacher[face].mean(0)))] if face.any() else None,
-            "student_top": self.emotions[int(np.argmax(student_mean))],
+            "student_top": self.emotions[int(np.argmax(student[speech].mean(0)))] if speech.any() else None,
             "top_match_rate": _round(float(np.mean([a["top_match"] for a in agreement]))) if agreement else None,
             "mean_soft_ce": _round(float(np.mean([a["soft_ce"] for a in agreement]))) if agreement else None,
             "mean_kl": _round(float(np.mean([a["kl"] for a in agreement]))) if agreement else None,
@@ -236,12 +249,22 @@ def _round(value: float | None, digits: int = 5) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def voice_windows(student: Student, path: str | Path, window: float, hop: float) -> tuple[float, list[tuple[float, float, np.ndarray]]]:
-    """(duration, [(start, end, student logits)]) in audio time, cut as ``crossmodal predict`` cuts them."""
-    result = student.predict_file(path, window=window, hop=hop)
+@dataclass
+class VoiceWindow:
+    start: float  # seconds of audio time
+    end: float
+    logits: np.ndarray  # [8], the student's
+    speech: bool
+    voiced_fraction: float | None
+
+
+def voice_windows(student: Student, path: str | Path, window: float, hop: float) -> tuple[FilePrediction, list[VoiceWindow]]:
+    """(the file's prediction, its windows in audio time), cut as ``crossmodal predict`` cuts them, each
+    with the detector's verdict (a file or window without speech is kept and flagged, not refused)."""
+    result = student.predict_file(path, window=window, hop=hop, allow_non_speech=True)
     if not result.windows:  # no longer than one window: the whole file is the one window
-        return result.duration, [(0.0, result.duration, result.whole.logits)]
-    return result.duration, [(w.start, w.end, w.prediction.logits) for w in result.windows]
+        return result, [VoiceWindow(0.0, result.duration, result.whole.logits, result.speech is not False, result.voiced_fraction)]
+    return result, [VoiceWindow(w.start, w.end, w.prediction.logits, w.speech is not False, w.voiced_fraction) for w in result.windows]
 
 
 @torch.inference_mode()
@@ -266,6 +289,7 @@ def video_timeline(
 ) -> Timeline:
     """The face-and-voice timeline of one video (see the module's docstring)."""
     window, hop = check_seconds(window, "window"), check_seconds(hop, "hop")
+    student.check_windows(window, hop)
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce={reduce!r} is not one of {REDUCTIONS}")
     if not temperature > 0:
@@ -278,10 +302,13 @@ def video_timeline(
         raise ValueError(f"{path}: {problem[1]} ({problem[0]}); the timeline needs a video with its audio track")
     cfg = face_config or FaceConfig()
     offset = av_offset(str(path))
-    audio_seconds, voice = voice_windows(student, path, window, hop)
-    spans = [(start + offset, end + offset) for start, end, _logits in voice]
+    audio, voice = voice_windows(student, path, window, hop)
+    spans = [(v.start + offset, v.end + offset) for v in voice]
     duration = max(video_duration(path), spans[-1][1])
-    windows = [TimelineWindow(a, b, np.asarray(logits, np.float32)) for (a, b), (_s, _e, logits) in zip(spans, voice)]
+    windows = [
+        TimelineWindow(a, b, np.asarray(v.logits, np.float32), speech=v.speech, voiced_fraction=v.voiced_fraction)
+        for (a, b), v in zip(spans, voice)
+    ]
 
     aggregator = WindowAggregator(spans, reduce, len(student.emotions))
     picker = ThumbnailPicker(duration, thumbnails)
@@ -319,7 +346,10 @@ def video_timeline(
     settings = {
         "window": window, "hop": hop, "reduce": reduce, "temperature": temperature, "frame_rate": cfg.frame_rate,
         "crop_size": cfg.crop_size, "margin": cfg.margin, "grey": cfg.grey, "av_offset": round(offset, 6),
-        "audio_seconds": round(audio_seconds, 3),
+        "audio_seconds": round(audio.duration, 3),
+        "voiced_fraction": None if audio.voiced_fraction is None else round(audio.voiced_fraction, 4),
+        "speech_check": {"detector": f"silero-vad {package_version()}", "voiced_threshold": DEFAULT_CHECK.threshold,
+                         "min_voiced_fraction": DEFAULT_CHECK.min_fraction},
         "student": str(student.info.get("path", "")), "teacher": str(teacher_path or ""),
     }
     return Timeline(str(path), duration, windows, settings, tuple(student.emotions), picker.thumbnails(), counts["sampled"], counts["face"])
@@ -380,15 +410,16 @@ def run_timelines(
 ) -> TimelineRun:
     """Timelines of every video given (files, or folders of videos); a failure is recorded and the rest go on.
 
-    Outputs go to ``out`` (default: beside each video, or into the folder given). When a folder is
-    given, or several videos, ``summary.csv`` and ``summary.json`` (one row per video) are written too.
+    Outputs go to ``out`` (default: the current folder, as ``crossmodal predict`` and other tools write;
+    never into the user's data folder unasked). When a folder is given, or several videos,
+    ``summary.csv`` and ``summary.json`` (one row per video) are written too.
     """
     run = TimelineRun()
     detector = options.pop("detector", None) or FaceDetector(options.get("face_config") or FaceConfig())
     folders = [Path(p).expanduser() for p in paths if Path(p).expanduser().is_dir()]
     videos = expand_videos(paths)
+    target = Path(out) if out is not None else Path.cwd()
     for video, name in videos:
-        target = Path(out) if out is not None else (_folder_of(video, folders) or video.parent)
         try:
             timeline = video_timeline(video, student, teacher, detector=detector, **options)
             run.outputs.append(write_timeline(timeline, target, name, plot=plot))
@@ -399,20 +430,15 @@ def run_timelines(
             run.errors.append((str(video), message))
             run.summary.append({"video": str(video), "error": message})
     if folders or len(videos) > 1:
-        summary_dir = Path(out) if out is not None else (folders[0] if folders else videos[0][0].parent)
-        run.summary_files = write_summary(run.summary, summary_dir)
+        run.summary_files = write_summary(run.summary, target)
     return run
-
-
-def _folder_of(video: Path, folders: list[Path]) -> Path | None:
-    return next((folder for folder in folders if folder in video.parents), None)
 
 
 def write_summary(rows: list[dict[str, Any]], out_dir: str | Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    columns = ["video", "duration", "windows", "windows_with_face", "frames_sampled", "frames_with_face", "teacher_top",
-               "student_top", "top_match_rate", "mean_soft_ce", "mean_kl", "error"]
+    columns = ["video", "duration", "windows", "windows_with_face", "windows_with_speech", "voiced_fraction", "frames_sampled",
+               "frames_with_face", "teacher_top", "student_top", "top_match_rate", "mean_soft_ce", "mean_kl", "error"]
     full = [{column: row.get(column) for column in columns} for row in rows]
     files = {"json": out_dir / "summary.json", "csv": out_dir / "summary.csv"}
     atomic.write_json(files["json"], {"videos": full}, sort_keys=False)

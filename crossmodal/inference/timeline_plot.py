@@ -29,15 +29,16 @@ def window_bands(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.concatenate([[starts[0]], middles, [ends[-1]]])
 
 
-def _stack(ax, edges: np.ndarray, probabilities: np.ndarray, emotions, missing: np.ndarray | None = None) -> None:
-    """Stacked areas, piecewise constant over each window's band; ``missing`` bands are hatched."""
+def _stack(ax, edges: np.ndarray, probabilities: np.ndarray, emotions, missing: np.ndarray | None = None, label: str = "no face") -> None:
+    """Stacked areas, piecewise constant over each window's band; ``missing`` bands are hatched and
+    say ``label`` where there is room."""
     x = np.repeat(edges, 2)[1:-1]  # [e0, e1, e1, e2, e2, ...]
     values = np.nan_to_num(np.repeat(probabilities, 2, axis=0)).T  # [emotions, 2n]
     ax.stackplot(x, values, colors=[EMOTION_COLORS.get(name, "black") for name in emotions], labels=list(emotions), linewidth=0)
     for i in np.flatnonzero(missing) if missing is not None else ():
         ax.axvspan(edges[i], edges[i + 1], facecolor="#f4f4f4", edgecolor="#bbbbbb", hatch="//", linewidth=0)
         if edges[i + 1] - edges[i] > 0.04 * (edges[-1] - edges[0]):
-            ax.text((edges[i] + edges[i + 1]) / 2, 0.5, "no face", ha="center", va="center", fontsize=8, color="#666666")
+            ax.text((edges[i] + edges[i + 1]) / 2, 0.5, label, ha="center", va="center", fontsize=8, color="#666666")
     ax.set_ylim(0, 1)
     ax.set_ylabel("probability")
 
@@ -72,6 +73,7 @@ def timeline_figure(timeline: Timeline):
     edges = window_bands(starts, ends)
     teacher, student = timeline.teacher_probabilities(), timeline.student_probabilities()
     missing = np.isnan(teacher).any(axis=1)
+    silent = np.isnan(student).any(axis=1)
     fig = plt.figure(figsize=(12, 7.2), dpi=DPI)
     grid = fig.add_gridspec(4, 1, height_ratios=[1.1, 2.2, 2.2, 0.9], hspace=0.32, left=0.06, right=0.86, top=0.92, bottom=0.08)
     thumbs = fig.add_subplot(grid[0])
@@ -81,7 +83,7 @@ def timeline_figure(timeline: Timeline):
     _thumbnails(thumbs, timeline, 0.85 * thumbs.get_position().height * fig.get_figheight() * DPI, (edges[0], edges[-1]))
     _stack(face, edges, teacher, timeline.emotions, missing)
     face.set_title(f"{FACE_TITLE} (window {timeline.settings['reduce']} of frame logits, softmax at T={timeline.temperature:g})", fontsize=9, loc="left")
-    _stack(voice, edges, student, timeline.emotions)
+    _stack(voice, edges, student, timeline.emotions, silent, "no speech")
     voice.set_title(f"{VOICE_TITLE} ({timeline.settings['window']:g}-s windows every {timeline.settings['hop']:g} s)", fontsize=9, loc="left")
     _agreement(agree, timeline, edges)
     for ax in (thumbs, face, voice):
@@ -91,9 +93,10 @@ def timeline_figure(timeline: Timeline):
     handles, labels = face.get_legend_handles_labels()
     fig.legend(handles[::-1], labels[::-1], loc="center right", fontsize=9, frameon=False, title="emotion")
     summary = timeline.summary()
-    match = "no face to compare" if summary["top_match_rate"] is None else f"top emotions agree in {summary['top_match_rate']:.0%}"
+    match = "no face and speech to compare" if summary["top_match_rate"] is None else f"top emotions agree in {summary['top_match_rate']:.0%}"
     fig.suptitle(
-        f"{Path(timeline.path).name}: {timeline.duration:.1f} s, {summary['windows_with_face']}/{summary['windows']} windows with a face, {match}",
+        f"{Path(timeline.path).name}: {timeline.duration:.1f} s, {summary['windows']} windows: {summary['windows_with_face']} with a face, "
+        f"{summary['windows_with_speech']} with speech; {match}",
         fontsize=11, x=0.06, ha="left",
     )
     return fig
@@ -101,7 +104,7 @@ def timeline_figure(timeline: Timeline):
 
 def _agreement(ax, timeline: Timeline, edges: np.ndarray) -> None:
     """Per window: the KL form of the distillation loss (0 = the student matches the teacher), and a
-    green (top emotions match) or red (differ) band; nothing where there is no face."""
+    green (top emotions match) or red (differ) band; nothing where there is no face or no speech."""
     agreement = timeline.agreement()
     kl = np.asarray([np.nan if a is None else a["kl"] for a in agreement])
     for i, a in enumerate(agreement):

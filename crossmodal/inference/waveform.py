@@ -4,6 +4,7 @@ cannot be judged (:func:`check_signal`: too short, non-finite, silent), and cut 
 (:class:`WindowCutter`, :class:`StretchCutter`)."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,11 @@ from crossmodal.io.audio import SAMPLE_RATE
 SILENCE_RMS = 1e-4
 # The student never saw shorter audio: the distillation data drops segments under data.min_seconds.
 MIN_SPEECH_SECONDS = 0.5
+# The finest hop between windows: one frame of the students' front-ends (10 ms); a finer hop moves a
+# window by less than one spectrogram column.
+MIN_HOP_SECONDS = 0.01
+# The most windows one file is cut into: checked before any work (at 4-s windows every 2 s, 5.5 hours).
+MAX_WINDOWS = 10_000
 
 
 class SilentAudioError(ValueError):
@@ -33,6 +39,12 @@ def prepare_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int) -> n
     (the short axis is taken as channels)."""
     from crossmodal.io.audio import resample
 
+    wave, rate = mono_waveform(waveform, sample_rate)
+    return resample(wave, rate, SAMPLE_RATE)
+
+
+def mono_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int) -> tuple[np.ndarray, int]:
+    """:func:`prepare_waveform` before resampling: ``(float32 mono, sample rate)``, checked."""
     if isinstance(waveform, torch.Tensor):
         waveform = waveform.detach().cpu().numpy()
     wave = np.asarray(waveform, dtype=np.float32)
@@ -44,23 +56,28 @@ def prepare_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int) -> n
         raise ValueError("empty waveform")
     if not sample_rate or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate}")
-    return resample(wave, int(sample_rate), SAMPLE_RATE)
+    return wave, int(sample_rate)
 
 
-def check_signal(wave: np.ndarray, where: str, min_samples: int = 0) -> None:
+def check_signal(wave: np.ndarray, where: str, min_samples: int = 0, native: np.ndarray | None = None) -> None:
     """Fail on 16 kHz audio the student cannot judge, naming it: non-finite samples, fewer than
     ``min_samples`` (:class:`TooShortAudioError`), or no speech-like energy: an RMS around the mean
-    (so a constant DC offset counts as silence) below ``SILENCE_RMS`` (:class:`SilentAudioError`)."""
+    (so a constant DC offset counts as silence) below ``SILENCE_RMS`` (:class:`SilentAudioError`).
+
+    ``native``: the same audio before it was resampled to 16 kHz. The energy test is then made on it:
+    resampling a constant offset leaves ringing at both ends (the resampler pads with zeros) whose RMS
+    passes the test, so a DC offset at 22.05 or 44.1 kHz would otherwise count as sound."""
     seconds = len(wave) / SAMPLE_RATE
     if len(wave) < max(min_samples, 1):
         raise TooShortAudioError(
             f"{where}: too short to judge: {seconds:.3f} s of audio ({len(wave)} samples at {SAMPLE_RATE} Hz), "
             f"the student needs at least {min_samples / SAMPLE_RATE:.2f} s (it never trained on shorter speech)"
         )
-    if not np.all(np.isfinite(wave)):
+    if not np.all(np.isfinite(wave)) or (native is not None and not np.all(np.isfinite(native))):
         raise ValueError(f"{where}: audio contains NaN or infinite samples")
-    mean = float(np.mean(wave, dtype=np.float64))
-    rms = float(np.sqrt(np.mean(np.square(wave - mean, dtype=np.float64))))
+    energy = wave if native is None else np.asarray(native, dtype=np.float32)
+    mean = float(np.mean(energy, dtype=np.float64))
+    rms = float(np.sqrt(np.mean(np.square(energy - mean, dtype=np.float64))))
     if rms < SILENCE_RMS:
         level = f", only a constant DC offset of {mean:+.3g}" if abs(mean) >= SILENCE_RMS else ""
         raise SilentAudioError(
@@ -78,6 +95,46 @@ def check_seconds(value: Any, name: str) -> float:
     if not np.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{name} must be a finite number of seconds above 0, got {value!r}")
     return seconds
+
+
+def check_windows(window: float | None, hop: float | None, min_seconds: float, names: tuple[str, str] = ("window", "hop")) -> None:
+    """Fail, naming the setting, on windows the student cannot judge: a window shorter than
+    ``min_seconds`` (the student's minimum) or a hop under :data:`MIN_HOP_SECONDS`. ``window`` None
+    or 0: the whole file only (the hop is then unused)."""
+    if not window:
+        return
+    window = check_seconds(window, names[0])
+    if window < min_seconds - 1e-9:
+        raise ValueError(
+            f"{names[0]} {window:g} s is shorter than the {min_seconds:.2f} s this student needs to judge audio (it never "
+            f"trained on shorter speech): give {names[0]} {min_seconds:g} or more, or 0 for the whole file only"
+        )
+    if hop is not None and check_seconds(hop, names[1]) < MIN_HOP_SECONDS:
+        raise ValueError(
+            f"{names[1]} {hop:g} s is under the finest hop of {MIN_HOP_SECONDS:g} s (one frame of the student's "
+            f"front-end): give {names[1]} {MIN_HOP_SECONDS:g} or more"
+        )
+
+
+def window_count(samples: int, window: int, hop: int) -> int:
+    """``len(window_spans(samples, window, hop))`` without listing them."""
+    if samples <= window:
+        return 1
+    stepped = (samples - window) // hop + 1
+    return stepped + (1 if (stepped - 1) * hop + window < samples else 0)
+
+
+def check_window_count(where: str, seconds: float, window: float, hop: float, names: tuple[str, str] = ("window", "hop")) -> int:
+    """The number of windows ``seconds`` of audio is cut into, or a ValueError naming ``where`` when
+    it is over :data:`MAX_WINDOWS` (checked before any work)."""
+    count = window_count(round(seconds * SAMPLE_RATE), round(window * SAMPLE_RATE), round(hop * SAMPLE_RATE))
+    if count > MAX_WINDOWS:
+        least = max(MIN_HOP_SECONDS, (seconds - window) / (MAX_WINDOWS - 2))
+        raise ValueError(
+            f"{where}: {window:g}-s windows every {hop:g} s over {seconds:.0f} s of audio make {count:,} windows, over the "
+            f"limit of {MAX_WINDOWS:,} a file: give {names[1]} {math.ceil(least * 100) / 100:g} or more, or {names[0]} 0 for the whole file only"
+        )
+    return count
 
 
 class StretchCutter:

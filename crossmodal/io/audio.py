@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import math
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +79,7 @@ def probe_audio(path: str | Path, max_seconds: float = MAX_LOAD_SECONDS) -> Audi
     if not path.exists():
         raise AudioError(f"audio file not found: {path}", "missing")
     info = None
+    _check_riff_format(path)
     if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
         try:
             header = sf.info(str(path))
@@ -100,6 +101,14 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: fl
     implausible header (see :func:`probe_audio`; longer than ``max_seconds`` included: use
     :func:`stream_audio` for long files), has no audio stream or holds no samples.
     """
+    wave, rate = read_audio(path, max_seconds)
+    return resample(wave, rate, sample_rate)
+
+
+def read_audio(path: str | Path, max_seconds: float = MAX_LOAD_SECONDS) -> tuple[np.ndarray, int]:
+    """``(float32 mono signal, sample rate)`` of ``path`` at the file's own rate: :func:`load_audio`
+    before resampling (checks that must not see the resampler's edge transients, such as the
+    silence test, run on this). Raises :class:`AudioError` as :func:`load_audio` does."""
     info = probe_audio(path, max_seconds)
     path = info.path
     if info.reader == "soundfile":
@@ -114,7 +123,7 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: fl
         wave, rate = _read_pyav(path)
     if wave.size == 0:
         raise AudioError(f"audio file is empty (no samples): {path}", "empty_audio")
-    return resample(wave, rate, sample_rate)
+    return wave, rate
 
 
 def stream_audio(
@@ -265,10 +274,8 @@ def _check_header(info: AudioInfo, max_seconds: float) -> None:
         )
 
 
-def _check_riff_length(path: Path) -> None:
-    """A RIFF/WAVE file whose data chunk claims more bytes than follow it is truncated (libsndfile
-    quietly shortens such files, so its frame count cannot tell)."""
-    size = path.stat().st_size
+def _riff_chunks(path: Path) -> Iterator[tuple[bytes, int, int]]:
+    """(name, length, offset of the chunk's data) of each chunk of a RIFF/WAVE file; nothing for other files."""
     with path.open("rb") as handle:
         head = handle.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
@@ -280,17 +287,41 @@ def _check_riff_length(path: Path) -> None:
             if len(chunk) < 8:
                 return
             name, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if name == b"data":
-                if length in (0, 0xFFFFFFFF):  # a streamed wav whose writer never filled in the size
-                    return
-                held = size - offset - 8
-                if length > held:
-                    raise AudioError(
-                        f"{path} is truncated: its header promises {length} bytes of audio but the file holds {max(held, 0)} "
-                        f"({100 * max(held, 0) / length:.0f} %; an incomplete download or copy?)", "truncated_audio"
-                    )
-                return
+            yield name, length, offset + 8
             offset += 8 + length + (length & 1)
+
+
+def _check_riff_format(path: Path) -> None:
+    """A wav's ``fmt `` chunk, checked as :func:`_check_header` checks any header, before libsndfile or
+    ffmpeg try it (they answer a 65,535-channel header with 'Too many channels' and 'avcodec_open2 ...
+    returned 22')."""
+    for name, length, at in _riff_chunks(path):
+        if name != b"fmt ":
+            continue
+        if length < 16:
+            raise AudioError(f"{path}: its wav header's format chunk is {length} bytes, under the 16 every wav has (a damaged header?)", "bad_header")
+        with path.open("rb") as handle:
+            handle.seek(at)
+            channels, rate = struct.unpack("<HI", handle.read(8)[2:8])
+        _check_header(AudioInfo(path, int(rate), int(channels), None, "soundfile"), math.inf)
+        return
+
+
+def _check_riff_length(path: Path) -> None:
+    """A RIFF/WAVE file whose data chunk claims more bytes than follow it is truncated (libsndfile
+    quietly shortens such files, so its frame count cannot tell)."""
+    size = path.stat().st_size
+    for name, length, at in _riff_chunks(path):
+        if name == b"data":
+            if length in (0, 0xFFFFFFFF):  # a streamed wav whose writer never filled in the size
+                return
+            held = size - at
+            if length > held:
+                raise AudioError(
+                    f"{path} is truncated: its header promises {length} bytes of audio but the file holds {max(held, 0)} "
+                    f"({100 * max(held, 0) / length:.0f} %; an incomplete download or copy?)", "truncated_audio"
+                )
+            return
 
 
 @contextmanager
@@ -343,28 +374,65 @@ def _pyav_decode(path: Path) -> Iterator[tuple[np.ndarray, int]]:
     """(mono float32 chunk at the native rate, rate) for each decoded frame of the first audio stream."""
     import av
 
-    with _open_audio_stream(path) as (container, stream, rate):
+    with _open_audio_stream(path) as (container, stream, rate), decoder_damage() as damage:
         # Convert inside ffmpeg to planar float at the native rate and layout; channels are averaged
         # here (ffmpeg's own downmix adds channels at -3 dB, which can overflow [-1, 1]).
         converter = None
-        decoded = False
+        seconds = 0.0
         try:
             for frame in container.decode(stream):
                 if converter is None:
                     converter = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=rate)
                 for out in converter.resample(frame):
-                    decoded = True
+                    seconds += out.samples / rate
                     yield out.to_ndarray().mean(axis=0).astype(np.float32, copy=False), int(rate)
             if converter is not None:
                 for out in converter.resample(None):
-                    decoded = True
+                    seconds += out.samples / rate
                     yield out.to_ndarray().mean(axis=0).astype(np.float32, copy=False), int(rate)
         except AudioError:
             raise
         except Exception as exn:  # noqa: BLE001
-            if not decoded:
+            if not seconds:
                 raise AudioError(f"cannot decode the audio of {path}: {exn}") from exn
-            # A damaged tail: keep what decoded (the caller decides whether it is long enough).
+            raise AudioError(
+                f"{path} is damaged or truncated: decoding stopped after {seconds:.2f} s ({exn}; an incomplete download or copy?)",
+                "truncated_audio",
+            ) from exn
+        if damage():
+            raise AudioError(
+                f"{path} is damaged or truncated: ffmpeg reported '{damage()[0]}' while decoding its audio "
+                f"({seconds:.2f} s decoded; an incomplete download or copy?)", "truncated_audio",
+            )
+
+
+# What ffmpeg's demuxers and decoders log about a file cut short or damaged (not about a benign quirk,
+# such as a duration estimated from the bit rate): the only trace an MPEG program stream cut to a third
+# leaves, since its container has no length field to compare with.
+DAMAGE_WORDS = ("corrupt", "truncat", "damaged", "invalid data", "incomplete", "partial file", "error while decoding")
+
+
+@contextmanager
+def decoder_damage() -> Iterator[Callable[[], list[str]]]:
+    """Within the block, a function giving ffmpeg's log lines of this thread so far (warnings and
+    errors) that say a file is damaged or truncated (:data:`DAMAGE_WORDS`). PyAV keeps ffmpeg's log
+    switched off by default; it is switched on to WARNING for the block and restored after."""
+    import av.logging
+
+    previous = av.logging.get_level()
+    av.logging.set_level(av.logging.WARNING)
+    try:
+        with av.logging.Capture() as logs:
+            yield lambda: _damage(logs)
+    finally:
+        av.logging.set_level(previous)
+
+
+def _damage(logs: list[tuple[int, str, str]]) -> list[str]:
+    import av.logging
+
+    lines = (message.strip().splitlines()[0] for level, _name, message in logs if level <= av.logging.WARNING and message.strip())
+    return [line for line in lines if any(word in line.lower() for word in DAMAGE_WORDS)]
 
 
 def encode_flac(wave: np.ndarray, sample_rate: int) -> bytes:

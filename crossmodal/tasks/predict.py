@@ -1,6 +1,6 @@
 """task=predict (and `crossmodal predict`): the student's emotion distribution for audio and video files.
 
-    crossmodal predict clip.wav talk.mp4 [--ckpt student.safetensors] [--json] [--window 4 --hop 2]
+    crossmodal predict clip.wav talk.mp4 [--ckpt student.safetensors] [--json] [--window 4 --hop 2] [--allow-non-speech]
     python -m crossmodal.run task=predict prep=predict prep.source=clip.wav [ckpt_path=student.safetensors]
     (data=predict data.source=clip.wav, the older spelling, means the same)
 
@@ -9,9 +9,14 @@ PyAV), mixed to mono and resampled to 16 kHz. The result is the distribution ove
 emotions for the whole file and, for files longer than the window, one row per window. A file
 that cannot be used is reported and skipped; the others are still predicted. That includes what
 the student cannot judge: audio shorter than its minimum (0.5 s for the shipped student), audio
-with no speech-like energy (silence, a constant DC offset), a truncated file, or a header that
-implies an absurd length. Files over a minute are streamed in bounded memory (see
-:meth:`crossmodal.inference.Student.predict_file` for how their whole-file answer is pooled).
+with no speech-like energy (silence, a constant DC offset), audio in which the voice-activity
+detector finds no speech (noise, tones: "no speech found in FILE: N % of frames voiced"; with
+--allow-non-speech / prep.allow_non_speech=true it is answered with ``"speech": false``), a truncated
+file, or a header that implies an absurd length. Every file and window carries its voiced fraction
+(:mod:`crossmodal.io.vad`); windows without speech are flagged and left unscored unless non-speech
+is allowed. Windows shorter than the student's minimum, a hop under 0.01 s and more than 10,000
+windows a file are refused before any work. Files over a minute are streamed in bounded memory
+(see :meth:`crossmodal.inference.Student.predict_file` for how their whole-file answer is pooled).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from omegaconf import DictConfig, ListConfig
 from crossmodal.config.checks import ConfigError
 from crossmodal.inference import FilePrediction, Student, check_seconds, load_student
 from crossmodal.io.corpora import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from crossmodal.io.vad import DEFAULT_CHECK, FRAME_SECONDS, SpeechCheck, package_version
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,7 @@ class PredictConfig:
     source: Any  # a file, a folder, or a list of them
     window: float | None = DEFAULT_WINDOW  # seconds per window for longer files (null or 0: the whole file only)
     hop: float | None = DEFAULT_HOP
+    allow_non_speech: bool = False  # answer files without speech (flagged "speech": false) instead of refusing them
 
 
 @dataclass
@@ -64,12 +71,20 @@ def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def predict_files(student: Student, paths: Sequence[str | Path], window: float | None = DEFAULT_WINDOW, hop: float | None = DEFAULT_HOP) -> PredictRun:
-    """Predict every file; a failure is recorded with its reason and the loop carries on."""
+def predict_files(
+    student: Student, paths: Sequence[str | Path], window: float | None = DEFAULT_WINDOW, hop: float | None = DEFAULT_HOP, *,
+    allow_non_speech: bool = False, speech: SpeechCheck | None = DEFAULT_CHECK, names: tuple[str, str] = ("--window", "--hop"),
+) -> PredictRun:
+    """Predict every file; a failure is recorded with its reason and the loop carries on.
+
+    Window and hop are checked once, before any file (a ValueError naming ``names``). A file without
+    speech is a failure ("no speech found in FILE: N % of frames voiced") unless ``allow_non_speech``;
+    ``speech=None`` skips the detector."""
+    student.check_windows(window, hop, names)
     run = PredictRun()
     for path in expand_inputs(paths):
         try:
-            run.results.append(student.predict_file(path, window=window, hop=hop))
+            run.results.append(student.predict_file(path, window=window, hop=hop, speech=speech, allow_non_speech=allow_non_speech))
         except Exception as exn:  # noqa: BLE001 - any bad file: report it and go on with the rest
             message = str(exn) if str(path) in str(exn) else f"{path}: {exn}"
             run.errors.append((str(path), message))
@@ -77,21 +92,31 @@ def predict_files(student: Student, paths: Sequence[str | Path], window: float |
 
 
 def format_table(result: FilePrediction, emotions: Sequence[str]) -> str:
-    """A fixed-width table: the whole file, then one row per window."""
-    head = f"{'':>15}" + "".join(f"{name[:9]:>10}" for name in emotions) + "   top"
-    def line(label: str, probabilities) -> str:
-        return f"{label:>15}" + "".join(f"{p:>10.3f}" for p in probabilities)
+    """A fixed-width table: the whole file, then one row per window; the voiced share of each when
+    speech was checked, and "no speech" where the detector found none."""
+    checked = result.voiced_fraction is not None
+    head = f"{'':>15}" + "".join(f"{name[:9]:>10}" for name in emotions) + "   top" + ("        voiced" if checked else "")
 
-    rows = [f"{result.path}  ({result.duration:.2f} s)", head, line("whole file", result.whole.probabilities) + f"   {result.whole.top}"]
+    def line(label: str, prediction, fraction: float | None, speech: bool | None, judged: bool = True) -> str:
+        cells = "".join(f"{p:>10.3f}" for p in prediction.probabilities) + f"   {prediction.top:<10}" if judged else f"{'(no speech: not judged)':>{10 * len(emotions)}}   {'':<10}"
+        voiced = "" if fraction is None else f"{100 * fraction:5.0f} %" + ("  no speech" if speech is False else "")
+        return (f"{label:>15}" + cells + voiced).rstrip()
+
+    title = f"{result.path}  ({result.duration:.2f} s" + (", no speech found: answered as asked" if result.speech is False else "") + ")"
+    rows = [title, head, line("whole file", result.whole, result.voiced_fraction, result.speech)]
     for window in result.windows:
-        rows.append(line(f"{window.start:6.2f}-{window.end:6.2f} s", window.prediction.probabilities) + f"   {window.prediction.top}")
+        rows.append(line(f"{window.start:6.2f}-{window.end:6.2f} s", window.prediction, window.voiced_fraction, window.speech, result.judged(window)))
     return "\n".join(rows)
 
 
-def as_json(run: PredictRun, student: Student, embeddings: bool = True) -> str:
+def as_json(run: PredictRun, student: Student, embeddings: bool = True, speech: SpeechCheck | None = DEFAULT_CHECK) -> str:
     payload: dict[str, Any] = {
         "student": student.info.get("path", ""),
         "emotions": list(student.emotions),
+        "speech_check": None if speech is None else {
+            "detector": f"silero-vad {package_version()}", "frame_seconds": FRAME_SECONDS,
+            "voiced_threshold": speech.threshold, "min_voiced_fraction": speech.min_fraction,
+        },
         "files": [result.as_dict(embeddings=embeddings) for result in run.results],
         "errors": [{"path": path, "error": message} for path, message in run.errors],
     }
@@ -113,7 +138,12 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     except ValueError as exn:
         raise ConfigError(f"{exn} (prep.window=0 or null: the whole file only)") from None
     student = load_student(cfg.get("ckpt_path"))
-    result = predict_files(student, sources, window=window, hop=hop)
+    try:
+        student.check_windows(window, hop, ("prep.window", "prep.hop"))
+    except ValueError as exn:
+        raise ConfigError(str(exn)) from None
+    allow = bool(node.get("allow_non_speech", False))
+    result = predict_files(student, sources, window=window, hop=hop, allow_non_speech=allow, names=("prep.window", "prep.hop"))
     out = Path(ctx.run_dir)
     (out / "predictions.json").write_text(as_json(result, student))
     (out / "predictions.md").write_text("\n\n".join(f"```\n{format_table(r, student.emotions)}\n```" for r in result.results) + "\n")
