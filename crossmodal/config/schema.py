@@ -21,7 +21,6 @@ import functools
 import importlib
 import inspect
 import json
-import math
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -142,15 +141,11 @@ def check_config(cfg: DictConfig, experiment: str | None = None, *, signatures: 
 
     ``signatures``: check ``_target_`` nodes against what they name (imports it; ``--cfg`` skips it
     to stay fast). ``require_values``: a ``???`` left unset is an error naming the experiment."""
-    if require_values:
-        missing = sorted(k for k in flat_keys(cfg) if k.partition(".")[0] != "hydra" and _value_at(cfg, k) is _MISSING)
-        if missing:
-            who = f"experiment={experiment}" if experiment else "this run"
-            examples = " ".join(f"{k}=..." for k in missing)
-            raise ConfigError(f"{who} needs a value for {', '.join(missing)}. Set it on the command line: {examples}")
+    missing: list[str] = []
     ranges: list[str] = []
     others: list[str] = []
     for path, node in _nodes(cfg):
+        missing += [f"{path}{k}" for k in node.keys() if OmegaConf.is_missing(node, k) and (path or k != "hydra")]
         target = node.get("_target_") if signatures else None
         values = {k: v for k, v in ((str(k), _value(node, k)) for k in node.keys()) if v is not _UNSET
                   and k not in HYDRA_KEYS and not (not path and k == "hydra")}
@@ -171,6 +166,10 @@ def check_config(cfg: DictConfig, experiment: str | None = None, *, signatures: 
                     ranges.append(f"{full}={values.get(key)!r} must be {bound.text}")
                 else:
                     others.append(f"{full}={values.get(key)!r} has the wrong type for {target}: {error['msg'].lower()}")
+    if require_values and missing:
+        who = f"experiment={experiment}" if experiment else "this run"
+        examples = " ".join(f"{k}=..." for k in missing)
+        raise ConfigError(f"{who} needs a value for {', '.join(missing)}. Set it on the command line: {examples}")
     problems = others[:]
     if ranges:
         fixes = " ".join(f"{p.split('=', 1)[0]}=..." for p in ranges)
@@ -190,15 +189,6 @@ def _nodes(cfg: DictConfig, path: str = "") -> Iterator[tuple[str, DictConfig]]:
             yield from _nodes(child, f"{path}{key}.")
 
 
-_MISSING = object()
-
-
-def _value_at(cfg: DictConfig, dotted: str) -> Any:
-    parent, _, key = dotted.rpartition(".")
-    node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else cfg
-    return _MISSING if isinstance(node, DictConfig) and OmegaConf.is_missing(node, key) else None
-
-
 def _value(node: DictConfig, key: Any) -> Any:
     """The resolved plain value of ``node[key]``, or _UNSET when it is ``???`` or only resolves inside a run."""
     if OmegaConf.is_missing(node, key):
@@ -209,9 +199,7 @@ def _value(node: DictConfig, key: Any) -> Any:
             value = OmegaConf.to_container(value, resolve=True)
     except Exception:  # noqa: BLE001 - an interpolation that only resolves inside a run (${hydra:...})
         return _UNSET
-    if isinstance(value, float) and not math.isfinite(value):
-        return value  # json.dumps writes NaN/Infinity, which pydantic reads and the bound refuses
-    return value
+    return value  # NaN / Infinity: json.dumps writes them, pydantic reads them and a finite bound refuses them
 
 
 @functools.lru_cache(maxsize=512)
