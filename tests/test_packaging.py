@@ -51,6 +51,8 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     assert shipped == {str(p.relative_to(ROOT / "conf")) for p in (ROOT / "conf").rglob("*.yaml")}
     assets = {str(p.relative_to(ROOT)) for p in (ROOT / "crossmodal" / "assets").rglob("*") if p.is_file()}
     assert assets <= set(names), sorted(assets - set(names))[:5]
+    templates = {str(p.relative_to(ROOT)) for p in (ROOT / "crossmodal" / "report" / "templates").glob("*.html")}
+    assert templates and templates <= set(names), sorted(templates - set(names))  # the report's Jinja2 pages
 
     # 2. a fresh venv that sees the dev venv's third-party packages (nothing big is downloaded) but
     #    not the editable checkout: a .pth line adds site-packages without running its .pth files
@@ -77,3 +79,11 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     clip = next((Path(where[0]).parent / "assets" / "demo" / "emodb").rglob("*.flac"))
     out = _run([str(venv / "bin" / "crossmodal"), "predict", str(clip)], cwd=outside, env=env, timeout=600).stdout
     assert "whole file" in out and str(clip) in out, out[-2000:]
+
+    # 5. the report's templates load from the installed package
+    run = outside / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text('{"test/ua_unheard": 0.5}')
+    (run / "config.yaml").write_text("name: packaged\n")
+    _run([str(venv / "bin" / "crossmodal"), "report", str(run)], cwd=outside, env=env, timeout=300)
+    assert "test/ua_unheard" in (run / "report.html").read_text()

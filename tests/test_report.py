@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -107,6 +108,35 @@ def test_run_report_references_resolve_and_text_is_escaped(tmp_path):
     for shown in ("ROC curves per emotion: unheard identities (test)", "Confusion matrix: heard identities (validation)",
                   "small_cnn", "experiment=distill_cpu", "0.84", "21 min"):
         assert shown in text, shown
+
+
+def test_files_linking_outside_the_run_folder_are_never_read_or_linked(tmp_path):
+    """plots/x.png -> a file outside the run (as /etc/passwd would be) is named as left out, not linked;
+    a table that links out is not read; a Markdown file's raw HTML and links stay text."""
+    run_dir = make_run_folder(tmp_path / "run")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "passwd.png").write_bytes((run_dir / "plots" / "curves_loss.png").read_bytes())
+    (secret / "passwd.csv").write_text("user,hash\nroot,SECRET-HASH\n")
+    os.symlink(secret / "passwd.png", run_dir / "plots" / "x.png")
+    os.symlink(secret / "passwd.csv", run_dir / "plots" / "leak.csv")
+    os.symlink(secret / "passwd.csv", run_dir / "notes.txt")
+    os.symlink(secret, run_dir / "plots" / "linked_dir")  # a folder that links out: nothing below it either
+    os.symlink(run_dir / "plots" / "curves_loss.png", run_dir / "plots" / "curves_alias.png")  # inside: fine
+    (run_dir / "tables").mkdir()
+    (run_dir / "tables" / "notes.md").write_text("| a | b |\n|---|---|\n| <img src=x onerror=alert(1)> | [x](javascript:alert(1)) |\n")
+    page_path = write_report(run_dir)
+    page = Page(page_path)
+    assert page.unresolved(page_path) == []
+    assert not [ref for _, ref in page.refs if "secret" in ref or "passwd" in ref or "x.png" in ref or "leak" in ref]
+    assert "plots/curves_alias.png" in [ref for tag, ref in page.refs if tag == "img"]
+    html = page_path.read_text()
+    assert "SECRET-HASH" not in html and "javascript:" not in [ref for _, ref in page.refs]
+    text = " ".join(page.text)
+    for name in ("plots/x.png", "plots/leak.csv", "notes.txt"):
+        assert f"{name}: links outside the run folder" in text, name
+    assert "<img src=x onerror=alert(1)>" in text and "table" in page.tags  # the Markdown table, its HTML as text
+    assert [ref for tag, ref in page.refs if tag == "img"].count("x") == 0
 
 
 def test_captions_and_metric_tables():

@@ -14,6 +14,7 @@ import torch
 from crossmodal.emotions import EMOTIONS
 from crossmodal.io.audio import SAMPLE_RATE
 from crossmodal.utils.figures import is_wandb, save_and_send
+from crossmodal.utils.plots import distribution_bars
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,13 @@ def gallery_figure(rows: list[dict[str, Any]]):
     cols = n_frames + 1
     fig = plt.figure(figsize=(2.0 * n_frames + 6.5, 2.4 * len(rows)))
     grid = fig.add_gridspec(len(rows), cols, width_ratios=[1] * n_frames + [4])
-    x = np.arange(len(EMOTIONS))
     for i, row in enumerate(rows):
         for j, frame in enumerate(row.get("frames", [])):
             ax = fig.add_subplot(grid[i, j])
             ax.imshow(frame, cmap="gray" if frame.ndim == 2 else None)
             ax.axis("off")
         ax = fig.add_subplot(grid[i, cols - 1])
-        ax.bar(x - 0.2, row["teacher"], width=0.4, label="teacher (faces)")
-        ax.bar(x + 0.2, row["student"], width=0.4, label="student (voice)")
-        ax.set_xticks(x, EMOTIONS if i == len(rows) - 1 else [""] * len(x), rotation=45, ha="right")
-        ax.set_ylim(0, 1)
+        distribution_bars(ax, row["teacher"], row["student"], EMOTIONS, labels=i == len(rows) - 1)
         ax.set_title(row["title"], fontsize=9)
         if i == 0:
             ax.legend(fontsize=8)

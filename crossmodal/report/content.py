@@ -1,6 +1,8 @@
 """What a run folder holds, read for the report: its config, overrides, metrics (grouped), log times,
 figures with captions, tables, model files and the sample gallery. Files only: nothing is imported
-from the run, nothing is unpickled (a model file's JSON header is read by ``read_header``)."""
+from the run, nothing is unpickled (a model file's JSON header is read by ``read_header``), and no
+file is read or linked whose real path lies outside the run folder (a symlink to /etc/passwd stays
+a name in "Unreadable files")."""
 from __future__ import annotations
 
 import json
@@ -29,6 +31,12 @@ def is_run_folder(path: Path) -> bool:
     return path.is_dir() and any((path / marker).exists() for marker in RUN_MARKERS)
 
 
+def inside(path: Path, root: Path) -> bool:
+    """``path`` is a file whose real location (symlinks followed) is ``root`` or below it."""
+    real, top = Path(path).resolve(), Path(root).resolve()
+    return real.is_file() and (real == top or top in real.parents)
+
+
 # ----------------------------------------------------------------------------------------- reading
 
 
@@ -40,45 +48,70 @@ class Problems:
 
     def add(self, path: Path, exn: Exception) -> None:
         message = f"{path}: {exn}"
-        log.warning("report: could not read %s", message)
-        self.items.append(message)
+        if message not in self.items:
+            log.warning("report: could not read %s", message)
+            self.items.append(message)
+
+    def kept(self, paths: list[Path], root: Path) -> list[Path]:
+        """``paths`` that are files inside ``root``; a link out of it is named here, never read or linked."""
+        out, top = [], Path(root).resolve()
+        for path in paths:
+            real = path.resolve()
+            if real.is_file() and (real == top or top in real.parents):
+                out.append(path)
+            elif real != top and top not in real.parents:
+                self.add(path.relative_to(root) if path.is_relative_to(root) else path,
+                         ValueError("links outside the run folder: left out of the page"))
+        return out
 
 
-def read_yaml(path: Path, problems: Problems) -> Any:
-    if not path.is_file():
+def read_text(root: Path, name: str | Path, problems: Problems) -> str | None:
+    """``root/name`` as text (undecodable bytes replaced); None when it is missing or links outside ``root``."""
+    path = root / name
+    if not (path.is_file() or path.is_symlink()) or not problems.kept([path], root):
         return None
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exn:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exn:
         problems.add(path, exn)
+        return None
+
+
+def read_yaml(root: Path, name: str | Path, problems: Problems) -> Any:
+    text = read_text(root, name, problems)
+    if text is None:
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exn:
+        problems.add(root / name, exn)
         return None
 
 
 def read_metrics(run_dir: Path, problems: Problems) -> dict[str, Any]:
-    path = run_dir / "metrics.json"
-    if not path.is_file():
+    text = read_text(run_dir, "metrics.json", problems)
+    if text is None:
         return {}
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exn:
-        problems.add(path, exn)
+        metrics = json.loads(text)
+    except json.JSONDecodeError as exn:
+        problems.add(run_dir / "metrics.json", exn)
         return {}
     if not isinstance(metrics, dict):
-        problems.add(path, ValueError("expected a JSON object of 'stage/name': value pairs"))
+        problems.add(run_dir / "metrics.json", ValueError("expected a JSON object of 'stage/name': value pairs"))
         return {}
     return metrics
 
 
-def config_text(run_dir: Path) -> tuple[Path | None, str]:
-    """The resolved config (config.yaml, else Hydra's .hydra/config.yaml) as written."""
-    for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
-        if path.is_file():
-            return path, path.read_text(encoding="utf-8", errors="replace")
-    return None, ""
+CONFIG_NAMES = ("config.yaml", ".hydra/config.yaml")  # the resolved config, else Hydra's copy
+
+
+def config_name(run_dir: Path) -> str | None:
+    return next((name for name in CONFIG_NAMES if inside(run_dir / name, run_dir)), None)
 
 
 def overrides(run_dir: Path, problems: Problems) -> list[str]:
-    value = read_yaml(run_dir / ".hydra" / "overrides.yaml", problems)
+    value = read_yaml(run_dir, ".hydra/overrides.yaml", problems)
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
@@ -87,13 +120,7 @@ _STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)")
 
 def log_times(run_dir: Path) -> tuple[datetime | None, datetime | None]:
     """First and last time stamps of run.log (Hydra's ``[YYYY-mm-dd HH:MM:SS,mmm]`` lines)."""
-    path = run_dir / "run.log"
-    if not path.is_file():
-        return None, None
-    with open(path, "rb") as f:
-        head = f.read(4096).decode("utf-8", "replace").splitlines()
-        f.seek(max(0, path.stat().st_size - 65536))
-        tail = f.read().decode("utf-8", "replace").splitlines()
+    head, tail = _log_ends(run_dir, 4096, 65536)
     stamps = [m.group(1) for m in map(_STAMP.match, head + tail) if m]
     if not stamps:
         return None, None
@@ -101,12 +128,18 @@ def log_times(run_dir: Path) -> tuple[datetime | None, datetime | None]:
 
 
 def log_tail(run_dir: Path, lines: int = 60) -> str:
+    return "\n".join(_log_ends(run_dir, 0, 32768)[1][-lines:])
+
+
+def _log_ends(run_dir: Path, head: int, tail: int) -> tuple[list[str], list[str]]:
+    """The lines of run.log's first ``head`` and last ``tail`` bytes (none when it is missing or links out)."""
     path = run_dir / "run.log"
-    if not path.is_file():
-        return ""
+    if not inside(path, run_dir):
+        return [], []
     with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - 32768))
-        return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
+        first = f.read(head).decode("utf-8", "replace").splitlines()
+        f.seek(max(0, path.stat().st_size - tail))
+        return first, f.read().decode("utf-8", "replace").splitlines()
 
 
 # ----------------------------------------------------------------------------------------- metrics
@@ -220,11 +253,17 @@ def caption(stem: str) -> tuple[str, str]:
     return text + (f" ({STAGES[stage]})" if stage else ""), kind
 
 
-def figures(run_dir: Path) -> list[Figure]:
+def run_files(run_dir: Path, problems: Problems, *patterns: str) -> list[Path]:
+    """The files matching ``patterns`` (globs relative to the run folder), each pattern's sorted, that
+    lie inside the run folder; links out of it are named in ``problems`` instead."""
+    found = [p for pattern in patterns for p in sorted(run_dir.glob(pattern)) if p.is_file() or p.is_symlink()]
+    return problems.kept(found, run_dir)
+
+
+def figures(run_dir: Path, problems: Problems) -> list[Figure]:
     """Every image under plots/ (and beside the page), except the gallery's face frames."""
-    found = sorted(p for p in (run_dir / "plots").rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                   and (run_dir / SAMPLES_DIR) not in p.parents)
-    found += sorted(p for p in run_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = [p for p in run_files(run_dir, problems, "plots/**/*", "*")
+             if p.suffix.lower() in IMAGE_SUFFIXES and (run_dir / SAMPLES_DIR) not in p.parents]
     stage_rank = {s: i for i, s in enumerate(STAGE_ORDER)}
     out = [Figure(p, *caption(p.stem)) for p in found]
     split_rank = {"heard": 1, "unheard": 2, "train": 3}  # held-out identities before training ones
@@ -257,26 +296,21 @@ def gallery_clips(run_dir: Path, problems: Problems) -> list[Clip]:
     folder = run_dir / SAMPLES_DIR
     if not folder.is_dir():
         return []
-    index = folder / "samples.json"
-    if index.is_file():
+    text = read_text(run_dir, SAMPLES_DIR / "samples.json", problems)
+    if text is not None:
         try:
-            samples = json.loads(index.read_text(encoding="utf-8"))["samples"]
-            return [_clip(folder, s) for s in samples]
-        except (OSError, ValueError, KeyError, TypeError) as exn:
-            problems.add(index, exn)
-    return [Clip(p.stem, p) for p in sorted(folder.iterdir()) if p.suffix.lower() in AUDIO_SUFFIXES]
+            return [_clip(run_dir, folder, s) for s in json.loads(text)["samples"]]
+        except (ValueError, KeyError, TypeError, AttributeError) as exn:
+            problems.add(folder / "samples.json", exn)
+    return [Clip(p.stem, p) for p in run_files(run_dir, problems, f"{SAMPLES_DIR.as_posix()}/*") if p.suffix.lower() in AUDIO_SUFFIXES]
 
 
-def _clip(folder: Path, sample: Mapping[str, Any]) -> Clip:
-    def inside(name: str | None) -> Path | None:
-        if not name:
-            return None
-        path = (folder / str(name)).resolve()
-        # names come from a file in the run folder: never let one point outside it
-        return path if folder.resolve() in path.parents and path.is_file() else None
+def _clip(run_dir: Path, folder: Path, sample: Mapping[str, Any]) -> Clip:
+    def named(name: Any) -> Path | None:  # names come from a file of the run: never one outside it
+        return folder / str(name) if name and inside(folder / str(name), run_dir) else None
 
-    frames = [p for p in (inside(n) for n in sample.get("frames") or []) if p]
-    return Clip(str(sample.get("title") or sample.get("key") or "clip"), inside(sample.get("audio")), frames,
+    frames = [p for p in map(named, sample.get("frames") or []) if p]
+    return Clip(str(sample.get("title") or sample.get("key") or "clip"), named(sample.get("audio")), frames,
                 _floats(sample.get("teacher")), _floats(sample.get("student")), [str(e) for e in sample.get("emotions") or []])
 
 
@@ -297,7 +331,7 @@ def model_cards(run_dir: Path, problems: Problems) -> list[tuple[Path, dict[str,
     from crossmodal.models.modelfile import read_header
 
     cards = []
-    for path in sorted(run_dir.glob("*.safetensors")) + sorted((run_dir / "checkpoints").glob("*.safetensors")):
+    for path in run_files(run_dir, problems, "*.safetensors", "checkpoints/*.safetensors"):
         try:
             cards.append((path, read_header(path)))
         except (OSError, ValueError) as exn:

@@ -1,14 +1,15 @@
 """``index.html`` of a sweep (Hydra multirun) folder: one row per job, its overrides, its headline
-metrics (the best of each column in bold) and a link to the job's report.html."""
+metrics (the best of each column in bold) and a link to the job's report.html (``templates/sweep.html``)."""
 from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from crossmodal.report import content as c
-from crossmodal.report.html import details, esc, fmt, href, note, page, pre, table
+from crossmodal.report.render import href, render
 from crossmodal.report.run_page import REPORT_NAME, write_report
 from crossmodal.utils.atomic import write_text
 
@@ -31,8 +32,6 @@ def find_jobs(sweep_dir: Path) -> list[Path]:
 
 
 def _natural(text: str) -> list[Any]:
-    import re
-
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
@@ -59,17 +58,18 @@ def write_index(sweep_dir: str | Path, *, job_reports: str = "missing") -> Path:
                 write_report(job)
             except (OSError, ValueError) as exn:
                 problems.add(job, exn)
-        config = c.read_yaml(job / "config.yaml", problems) or c.read_yaml(job / ".hydra" / "config.yaml", problems) or {}
+        name = c.config_name(job)
+        config = (c.read_yaml(job, name, problems) if name else None) or {}
         metrics = c.read_metrics(job, problems)
         first = config.get("optimized_metric") if isinstance(config, dict) else None
-        rows.append((job, c.overrides(job, problems), c.headline(metrics, first), report.is_file()))
+        rows.append((job, c.overrides(job, problems), c.headline(metrics, first), c.inside(report, sweep_dir)))
     out = sweep_dir / INDEX_NAME
-    write_text(out, _page(sweep_dir, rows, problems))
+    write_text(out, render("sweep.html", **_page(sweep_dir, rows, problems)))
     log.info("report: sweep index of %d jobs -> %s", len(jobs), out)
     return out
 
 
-def _page(sweep_dir: Path, rows, problems: c.Problems) -> str:
+def _page(sweep_dir: Path, rows, problems: c.Problems) -> dict[str, Any]:
     all_overrides = [set(o) for _, o, _, _ in rows]
     common = set.intersection(*all_overrides) if all_overrides else set()
     varied_keys: list[str] = []
@@ -78,43 +78,30 @@ def _page(sweep_dir: Path, rows, problems: c.Problems) -> str:
     metric_keys: list[str] = []
     for _, _, metrics, _ in rows:
         metric_keys += [k for k in metrics if k not in metric_keys]
-    columns = ["job (its report)", "status", *varied_keys, *metric_keys]
-    body_rows = []
+    jobs = []
     for job, overrides, metrics, has_report in rows:
         by_key = dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides)
-        name = job.relative_to(sweep_dir).as_posix()
-        link = f'<a href="{href(job / REPORT_NAME, sweep_dir)}">{esc(name)}</a>' if has_report else esc(name)
-        status = "finished" if (job / "metrics.json").is_file() else "no metrics.json yet"
-        body_rows.append([link, esc(status), *(esc(by_key.get(k, "")) for k in varied_keys),
-                          *(esc(fmt(metrics.get(k))) for k in metric_keys)])
-    offset = 2 + len(varied_keys)
-    best = _best(rows, metric_keys, offset=offset)
-    summary = [f"<p>{len(rows)} jobs in <code>{esc(sweep_dir.resolve())}</code>. Bold: the best value of a column "
-               "(highest AUC/UA/WA/accuracy, lowest loss).</p>"]
-    if common:
-        summary.append("<p>Every job: " + " ".join(f"<code>{esc(o)}</code>" for o in sorted(common)) + "</p>")
-    multirun = sweep_dir / "multirun.yaml"
-    sweeper = ""
-    if multirun.is_file():
-        params = ((((c.read_yaml(multirun, problems) or {}).get("hydra") or {}).get("sweeper") or {}).get("params")) or {}
-        if params:
-            sweeper = "<h3>Swept parameters (multirun.yaml)</h3>" + table(["key", "values"], [[k, v] for k, v in params.items()])
-        sweeper += details("multirun.yaml", pre(multirun.read_text(encoding="utf-8", errors="replace")))
-    sections = [
-        ("problems", "Unreadable files", "".join(note(p) for p in problems.items)),
-        ("jobs", "Jobs", "".join(summary) + "<div class='wide-table'>"
-         + table(columns, body_rows, raw_columns=range(len(columns)), best=best, numeric_columns=range(offset, len(columns))) + "</div>"),
-        ("sweep", "Sweep", sweeper),
-    ]
-    return page(f"sweep {sweep_dir.name}", str(sweep_dir.resolve()), sections)
+        jobs.append({"name": job.relative_to(sweep_dir).as_posix(), "report": href(job / REPORT_NAME, sweep_dir) if has_report else None,
+                     "status": "finished" if (job / "metrics.json").is_file() else "no metrics.json yet",
+                     "varied": [by_key.get(k, "") for k in varied_keys], "metrics": [metrics.get(k) for k in metric_keys]})
+    multirun = c.read_text(sweep_dir, "multirun.yaml", problems)
+    params = {}
+    if multirun is not None:
+        params = ((((c.read_yaml(sweep_dir, "multirun.yaml", problems) or {}).get("hydra") or {}).get("sweeper") or {}).get("params")) or {}
+    sections = [("jobs", "Jobs")] + ([("sweep", "Sweep")] if multirun is not None else [])
+    return {"title": f"sweep {sweep_dir.name}", "subtitle": str(sweep_dir.resolve()), "problems": problems.items,
+            "sections": ([("problems", "Unreadable files")] if problems.items else []) + sections,
+            "jobs": jobs, "common": sorted(common), "columns": ["job (its report)", "status", *varied_keys, *metric_keys],
+            "best": _best([m for _, _, m, _ in rows], metric_keys), "multirun": multirun, "params": list(params.items())}
 
 
-def _best(rows, metric_keys: list[str], offset: int) -> set[tuple[int, int]]:
+def _best(metrics: list[dict[str, Any]], metric_keys: list[str]) -> set[tuple[int, int]]:
+    """(job, metric column) of the best value of each metric whose direction is known."""
     best = set()
     for j, key in enumerate(metric_keys):
         direction = c.better(key)
-        values = [(m.get(key), i) for i, (_, _, m, _) in enumerate(rows) if isinstance(m.get(key), (int, float))]
+        values = [(m.get(key), i) for i, m in enumerate(metrics) if isinstance(m.get(key), (int, float))]
         if direction and len(values) > 1:
             target = (max if direction == "max" else min)(v for v, _ in values)
-            best |= {(i, offset + j) for v, i in values if v == target}
+            best |= {(i, j) for v, i in values if v == target}
     return best

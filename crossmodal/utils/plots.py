@@ -69,6 +69,29 @@ def bar_figure(values: Mapping[str, float], title: str = "", ylabel: str = "", a
     return fig
 
 
+def distribution_bars(ax, teacher: Sequence[float], student: Sequence[float], emotions: Sequence[str], labels: bool = True) -> None:
+    """Teacher (faces) vs student (voice) emotion distributions as paired bars on ``ax`` (0 to 1);
+    ``labels``: the emotion names under the bars."""
+    x = np.arange(len(teacher))
+    ax.bar(x - 0.2, teacher, width=0.4, label="teacher (faces)", color="C0")
+    ax.bar(x + 0.2, student, width=0.4, label="student (voice)", color="C1")
+    ax.set_xticks(x, list(emotions) if labels else [""] * len(x), rotation=45, ha="right", parse_math=False)
+    ax.set_ylim(0, 1)
+
+
+def distribution_figure(teacher: Sequence[float], student: Sequence[float], emotions: Sequence[str]):
+    """One clip's teacher vs student distributions (the report's gallery cards)."""
+    fig, ax = plt.subplots(figsize=(4.7, 1.7))
+    distribution_bars(ax, teacher, student, emotions)
+    plt.setp(ax.get_xticklabels(), rotation=0, ha="center")  # full names, side by side
+    ax.set_yticks([0, 0.5, 1])
+    ax.tick_params(labelsize=7)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=7, frameon=False, ncols=2, loc="lower left", bbox_to_anchor=(0, 1))
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.15, top=0.84)  # fixed margins: no layout pass
+    return fig
+
+
 def curves_figure(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str = "", xlabel: str = "step", ylabel: str = ""):
     """Line plot of named (x, y) series, e.g. training and validation curves."""
     fig, ax = plt.subplots(figsize=(6, 4))
