@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 from pydantic import ConfigDict, Field, ValidationError, create_model
 
 from crossmodal.config.checks import ConfigError, closest_key, flat_keys
@@ -197,7 +198,7 @@ def _value(node: DictConfig, key: Any) -> Any:
         value = node[key]
         if isinstance(value, (DictConfig, ListConfig)):
             value = OmegaConf.to_container(value, resolve=True)
-    except Exception:  # noqa: BLE001 - an interpolation that only resolves inside a run (${hydra:...})
+    except InterpolationResolutionError:  # one that only resolves inside a run (${hydra:...}): not checked here
         return _UNSET
     return value  # NaN / Infinity: json.dumps writes them, pydantic reads them and a finite bound refuses them
 
@@ -234,7 +235,7 @@ def _signature(target: str, path: str) -> tuple[dict[str, inspect.Parameter], di
     open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
     try:
         hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
-    except Exception:  # noqa: BLE001 - unresolvable forward references: the constructor checks types
+    except (NameError, TypeError):  # a forward reference that does not resolve: the constructor checks types
         hints = {}
     hints = {n: h for n, h in hints.items() if n in params}
     return params, hints, open_ended
