@@ -72,3 +72,47 @@ def test_compiled_student_trains_and_writes_a_loadable_student_file(shards, tmp_
     assert metrics["test/loss"] > 0
     student = load_student(tmp_path / "compiled" / "student.safetensors")  # no torch.compile prefixes in the keys
     assert not any("_orig_mod" in key for key in student.state_dict())
+
+
+# ------------------------------------------------------------------ the VoxCeleb-shaped generator (issue 21)
+
+
+def test_voxshaped_set_is_distillation_shards_of_real_material(tmp_path):
+    """experiments/scaling/make_voxshaped.py on the shipped demo data: the shard format task=extract
+    writes (the DataModule reads it), marked synthetic, segments 4..19.9 s with frames at 25/6 fps,
+    no two segments alike, identities split so that no unheard identity trains; a re-run reuses it."""
+    import math
+    import sys
+
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "experiments" / "scaling"))
+    from make_voxshaped import make_voxshaped
+
+    from crossmodal.data.distill import DistillDataModule
+    from crossmodal.pipeline.extract import iter_distill
+    from crossmodal.pipeline.shards import load_manifest
+
+    demo = ROOT / "crossmodal" / "assets" / "demo"
+    out = tmp_path / "vs"
+    kwargs = dict(speech=[demo / "emodb" / "wav"], ferplus=demo / "ferplus", max_files=12, identities=5, samples_per_shard=4,
+                  max_faces=64)
+    summary = make_voxshaped(out, 30, **kwargs)
+    manifest = load_manifest(out)
+    assert manifest.meta["synthetic"] is True and manifest.meta["kind"] == "distill" and manifest.total == 30
+    assert summary["segments"] == 30 and summary["identities"] == 5
+    samples = list(iter_distill(manifest.paths()))
+    assert len({s["flac"] for s in samples}) == 30  # no two segments identical
+    splits = json.loads((out / "splits.json").read_text())
+    for sample in samples:
+        meta = sample["meta"]
+        assert meta["synthetic"] is True and 4.0 <= meta["duration"] <= 19.9
+        assert len(sample["logits"]) == len(sample["times"]) == math.ceil(meta["duration"] * 25 / 6 - 1e-9)
+        assert np.allclose(np.diff(sample["times"]), 6 / 25, atol=1e-5) and np.isfinite(sample["logits"]).all()
+        assert meta["split"] != "train" or meta["identity"] not in splits["unheard"]
+    dm = DistillDataModule(shards=str(out), num_workers=0, batch_size=4, shuffle_buffer=8)
+    dm.prepare_data()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["wave"].shape == (4, 64384) and batch["target"].shape == (4, 8)
+    built = {k: v for k, v in summary.items() if k != "build_seconds"}  # the build's timing is not in the manifest
+    assert make_voxshaped(out, 30, **kwargs) == built  # reused, not rebuilt
