@@ -185,7 +185,7 @@ class Student(nn.Module):
 
     def predict_file(
         self, path: str | Path, window: float | None = None, hop: float | None = None, *,
-        speech: SpeechCheck | None = DEFAULT_CHECK, allow_non_speech: bool = False,
+        speech: SpeechCheck | None = DEFAULT_CHECK, allow_non_speech: bool = False, names: tuple[str, str] = ("window", "hop"),
     ) -> FilePrediction:
         """The whole file, plus per-window predictions when ``window`` is set and the file is longer.
 
@@ -212,14 +212,14 @@ class Student(nn.Module):
         from crossmodal.io.audio import MAX_STREAM_SECONDS, probe_audio, read_audio
 
         window = window or None
-        self.check_windows(window, hop)
+        self.check_windows(window, hop, names)
         hop = hop or (window / 2 if window else None)
         where = str(path)
         info = probe_audio(path, MAX_STREAM_SECONDS)  # refuses absurd or truncated headers before any read
         if window and info.duration is not None:
-            check_window_count(where, info.duration, window, hop)
+            check_window_count(where, info.duration, window, hop, names)
         if info.duration is None or info.duration > STREAM_ABOVE_SECONDS:
-            return self._predict_stream(path, window, hop, speech, allow_non_speech, info.duration)
+            return self._predict_stream(path, window, hop, speech, allow_non_speech, info.duration, names)
         native, rate = read_audio(path)
         wave = resample(native, rate, SAMPLE_RATE)
         check_signal(wave, where, self.min_samples, native=native)
@@ -244,7 +244,7 @@ class Student(nn.Module):
     @torch.inference_mode()
     def _predict_stream(
         self, path: str | Path, window: float | None, hop: float | None, speech: SpeechCheck | None,
-        allow_non_speech: bool, header_seconds: float | None,
+        allow_non_speech: bool, header_seconds: float | None, names: tuple[str, str] = ("window", "hop"),
     ) -> FilePrediction:
         """:meth:`predict_file` for long files: one pass over the file's blocks, nothing held whole
         but the detector's frame probabilities (4 bytes per 32 ms: 11 MB for 24 hours)."""
@@ -279,7 +279,7 @@ class Student(nn.Module):
             for span in cutter.push(block) if cutter else ():
                 queued.append(span)
                 if len(windows) + len(queued) > MAX_WINDOWS:  # a file of unknown length: counted as it goes
-                    check_window_count(where, total / SAMPLE_RATE, window, hop)
+                    check_window_count(where, total / SAMPLE_RATE, window, hop, names)
                 if len(queued) == WINDOW_BATCH:
                     flush()
         for stretch in stretches.finish():

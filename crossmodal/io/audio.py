@@ -419,13 +419,15 @@ def decoder_damage() -> Iterator[Callable[[], list[str]]]:
     switched off by default; it is switched on to WARNING for the block and restored after."""
     import av.logging
 
-    previous = av.logging.get_level()
+    previous, skip = av.logging.get_level(), av.logging.get_skip_repeated()
     av.logging.set_level(av.logging.WARNING)
+    av.logging.set_skip_repeated(False)  # else a message equal to the last one logged, by any earlier file, is held back
     try:
         with av.logging.Capture() as logs:
             yield lambda: _damage(logs)
     finally:
         av.logging.set_level(previous)
+        av.logging.set_skip_repeated(skip)
 
 
 def _damage(logs: list[tuple[int, str, str]]) -> list[str]:

@@ -380,6 +380,8 @@ def safe_torch_load(path: str | Path, map_location: str | torch.device | None = 
         with checkpoint_globals():
             return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exn:
+        if not _looks_like_torch_file(path):
+            raise not_a_model_file(path) from None
         raise UnsafeFileError(
             f"refused to load {path}: it is a pickle that would construct Python objects outside crossmodal's "
             f"allow-list ({_first_line(exn)}). Nothing in it was run. crossmodal reads model files (.safetensors), "
@@ -388,6 +390,39 @@ def safe_torch_load(path: str | Path, map_location: str | torch.device | None = 
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exn:
         raise ModelFileError(f"cannot read {path} as a PyTorch file: {_first_line(exn)}") from exn
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """A torch.save file starts as a zip archive (``PK\\x03\\x04``) or, in the legacy format, with a
+    pickle's protocol opcode (``\\x80``); random or foreign bytes do neither."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+
+
+def not_a_model_file(path: Path) -> ModelFileError:
+    """The error for a file that is neither a safetensors file nor a PyTorch file at all."""
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if path.suffix.lower() == ".safetensors":
+        size = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+        return ModelFileError(
+            f"{path} is not a valid safetensors file: its first 8 bytes give a header of {size:,} bytes in a file of "
+            f"{path.stat().st_size:,} bytes, and no JSON header follows (damaged, incomplete, or not a model file?)"
+        )
+    return ModelFileError(
+        f"{path} is not a model file: it is neither safetensors nor a PyTorch checkpoint (it starts with bytes "
+        f"{head[:8].hex(' ')}); give a student .safetensors file or a Lightning .ckpt"
+    )
+
+
+def unknown_architecture(path: Path | str, kind: str, name: str, registered: list[str]) -> ModelFileError:
+    """The error for a model file whose header names a network this version of crossmodal does not have."""
+    return ModelFileError(
+        f"{path}: its header names the {kind} {name!r}, which this version of crossmodal does not have "
+        f"(it has: {', '.join(registered)}). Was the file written by a newer crossmodal or a fork? Upgrade "
+        "crossmodal, or give a file of one of these networks"
+    )
 
 
 def _first_line(exn: BaseException) -> str:

@@ -270,7 +270,13 @@ def load_student_file(path: str | Path, map_location: str | torch.device = "cpu"
     beyond tensors and plain containers.
     """
     from crossmodal.models.frontend import build_frontend
-    from crossmodal.models.modelfile import ModelFileError, header_facts, header_version, read_model_file
+    from crossmodal.models.modelfile import (
+        ModelFileError,
+        header_facts,
+        header_version,
+        read_model_file,
+        unknown_architecture,
+    )
 
     path = Path(path)
     if not path.exists():
@@ -283,6 +289,8 @@ def load_student_file(path: str | Path, map_location: str | torch.device = "cpu"
     except TypeError as exn:
         raise ModelFileError(f"{path}: {exn}") from exn
     name, kwargs = header["architecture"]["name"], dict(header["architecture"]["kwargs"])
+    if name not in SPEECH_MODELS:
+        raise unknown_architecture(path, "speech network", name, SPEECH_MODELS.names())
     net = create_student(name, **kwargs)
     try:
         net.load_state_dict(state)

@@ -84,7 +84,7 @@ def predict_files(
     run = PredictRun()
     for path in expand_inputs(paths):
         try:
-            run.results.append(student.predict_file(path, window=window, hop=hop, speech=speech, allow_non_speech=allow_non_speech))
+            run.results.append(student.predict_file(path, window=window, hop=hop, speech=speech, allow_non_speech=allow_non_speech, names=names))
         except Exception as exn:  # noqa: BLE001 - any bad file: report it and go on with the rest
             message = str(exn) if str(path) in str(exn) else f"{path}: {exn}"
             run.errors.append((str(path), message))
