@@ -69,8 +69,8 @@ def curve(sweeps: list[Path], cache: Path, bootstrap: int = 2000, expected: int 
 
 
 def findings(points: list[dict[str, Any]], baselines: dict[str, Any]) -> dict[str, Any]:
-    """Where the curve crosses the flat lines: the largest p whose mean (and whose whole interval) is
-    at or below chance and below eGeMAPS+LR, None when no point is."""
+    """Where the curve crosses the flat lines: the largest p whose mean (and whose interval, from 2
+    runs on) is at or below chance and below eGeMAPS+LR, None when no point is."""
     chance, egemaps = baselines["chance"].get("mean"), baselines["egemaps"].get("mean")
 
     def first(test) -> float | None:
@@ -79,10 +79,18 @@ def findings(points: list[dict[str, Any]], baselines: dict[str, Any]) -> dict[st
 
     return {
         "chance": chance, "egemaps": egemaps,
-        "not_above_chance_interval": first(lambda pt: chance is not None and pt["t_low"] <= chance),
+        "not_above_chance_interval": first(lambda pt: chance is not None and pt["runs"] > 1 and pt["t_low"] <= chance),
+        "mean_not_above_chance": first(lambda pt: chance is not None and pt["mean"] <= chance),
         "mean_below_egemaps": first(lambda pt: egemaps is not None and pt["mean"] < egemaps),
-        "interval_below_egemaps": first(lambda pt: egemaps is not None and pt["t_high"] < egemaps),
+        "interval_below_egemaps": first(lambda pt: egemaps is not None and pt["runs"] > 1 and pt["t_high"] < egemaps),
     }
+
+
+def interval(row: dict[str, Any], low: str = "t_low", high: str = "t_high", runs: int | None = None) -> str:
+    """``[low, high]``, or a note when one run (or fold) gives no interval."""
+    if (row["runs"] if runs is None else runs) < 2:
+        return "(1 run: no interval)"
+    return f"[{row[low]:.3f}, {row[high]:.3f}]"
 
 
 def render(result: dict[str, Any]) -> str:
@@ -95,27 +103,28 @@ def render(result: dict[str, Any]) -> str:
              "| change vs p = 1 (paired) | outputs standardised per speaker |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for pt in points:
-        delta = (f"{pt['delta']:+.3f} [{pt['delta_low']:+.3f}, {pt['delta_high']:+.3f}] ({pt['paired']} pairs)"
+        delta = (f"{pt['delta']:+.3f} {interval(pt, 'delta_low', 'delta_high', pt['paired'])} ({pt['paired']} pairs)"
                  if "delta" in pt else "")
         spk = pt["per_speaker_norm"]
         lines.append(f"| {pt['agreement']:g} | {pt['runs']} ({result['expected_runs_per_point']}) | "
                      f"{','.join(map(str, pt['folds']))} | {','.join(map(str, pt['seeds']))} | **{pt['mean']:.3f}** | "
-                     f"[{pt['t_low']:.3f}, {pt['t_high']:.3f}] | {pt['pooled']:.3f} | [{pt['boot_low']:.3f}, {pt['boot_high']:.3f}] | "
-                     f"{delta} | {spk['mean']:.3f} [{spk['t_low']:.3f}, {spk['t_high']:.3f}] |")
+                     f"{interval(pt)} | {pt['pooled']:.3f} | [{pt['boot_low']:.3f}, {pt['boot_high']:.3f}] | "
+                     f"{delta} | {spk['mean']:.3f} {interval(spk, runs=pt['runs'])} |")
     for name in ("egemaps", "chance"):
         row = base[name]
         if row.get("runs"):
             lines.append(f"| {row['title']} (flat line) | {row['runs']} folds | {','.join(map(str, result['folds']))} | | "
-                         f"**{row['mean']:.3f}** | [{row['t_low']:.3f}, {row['t_high']:.3f}] | {row['pooled']:.3f} | "
+                         f"**{row['mean']:.3f}** | {interval(row)} | {row['pooled']:.3f} | "
                          f"[{row['boot_low']:.3f}, {row['boot_high']:.3f}] | | |")
     f = result["findings"]
 
     def say(p):
         return "no p measured" if p is None else f"p = {p:g}"
 
-    lines += ["", f"Largest p whose t-interval reaches down to chance ({f['chance']:.3f}): {say(f['not_above_chance_interval'])}. "
+    lines += ["", f"Largest p whose mean is at or below chance ({f['chance']:.3f}): {say(f['mean_not_above_chance'])}; "
+              f"whose t-interval (2+ runs) reaches down to chance: {say(f['not_above_chance_interval'])}. "
               f"Largest p whose mean is below eGeMAPS+LR ({f['egemaps']:.3f}): {say(f['mean_below_egemaps'])}; "
-              f"whose whole t-interval is below it: {say(f['interval_below_egemaps'])}."]
+              f"whose whole t-interval (2+ runs) is below it: {say(f['interval_below_egemaps'])}."]
     if base["egemaps"].get("note"):
         lines.append(f"eGeMAPSv02 + LR: {base['egemaps']['note']}.")
     return "\n".join(lines)
@@ -144,12 +153,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ax.axhline(row["mean"], color=color, linestyle="--", label=f"{row['title']} {row['mean']:.3f}")
             if name == "egemaps":
                 ax.axhspan(row["t_low"], row["t_high"], color=color, alpha=0.08)
-    ax.set_xlabel("agreement p (fraction of each speaker's clips whose faces show the voice's emotion)")
+    ax.set_xlabel("agreement p (share of each speaker's clips whose faces show the voice's emotion)", fontsize=8)
     ax.set_ylabel(f"UA on unheard speakers ({len(result['classes'])} emotions)")
     ax.set_xlim(-0.02, 1.05)
     ax.set_ylim(0, 1)
     runs = sum(pt["runs"] for pt in points)
-    title = "Agreement curve, 5 EmoDB speaker folds"
+    title = f"Agreement curve, EmoDB speaker folds {','.join(map(str, result['folds']))}"
     if not result["complete"]:
         title += f" - PARTIAL ({runs} of {5 * result['expected_runs_per_point']} runs)"
     ax.set_title(title, fontsize=10)
