@@ -195,3 +195,30 @@ def test_ferplus_shards_through_a_pipe_command(tmp_path):
     assert len(keys) == len(set(keys)) == 16
     assert val_keys(f"pipe:cat {local}/{{name}}") == keys
     assert not (tmp_path / "data").exists()
+
+
+def test_evaluation_batches_are_replayed_after_a_complete_pass_that_fits_the_budget():
+    from crossmodal.data.stream import ReplayedPasses, batch_nbytes
+
+    reads = []
+
+    class Loader:
+        def __iter__(self):
+            reads.append(1)
+            for i in range(3):
+                yield {"wave": torch.full((2, 4), float(i)), "key": [f"a{i}", f"b{i}"]}
+
+    replayed = ReplayedPasses(Loader(), budget_bytes=3 * 2 * 4 * 4)
+    for _ in replayed:  # a pass cut short (Lightning's sanity check) keeps nothing
+        break
+    first = list(replayed)
+    again = list(replayed)
+    assert len(reads) == 2  # the cut pass and the first complete one; the third pass replays
+    assert [b["key"] for b in again] == [b["key"] for b in first] and all(torch.equal(a["wave"], b["wave"]) for a, b in zip(first, again))
+    assert batch_nbytes(first) == 3 * 2 * 4 * 4
+
+    reads.clear()
+    too_big = ReplayedPasses(Loader(), budget_bytes=2 * 2 * 4 * 4)  # over the budget: read on every pass
+    assert [len(list(too_big)) for _ in range(2)] == [3, 3] and len(reads) == 2
+    reads.clear()
+    assert [len(list(ReplayedPasses(Loader(), budget_bytes=0))) for _ in range(2)] == [3, 3] and len(reads) == 2

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from crossmodal import paper
-from crossmodal.data.stream import EpochLoader, ShardStream, check_remote_set, eval_loader
+from crossmodal.data.stream import EpochLoader, ReplayedPasses, ShardStream, check_remote_set, eval_loader
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
 from crossmodal.io.audio import SAMPLE_RATE
 from crossmodal.io.splits import NO_LABEL, SPLIT_INDEX
@@ -269,6 +269,8 @@ class DistillDataModule(L.LightningDataModule):
     inputs is refused with both fingerprints.
     Validation and test read the heard and unheard shards plus ``train_eval_shards`` training
     shards (the paper's train-subset ROC); each batch carries the per-sample split.
+    ``eval_cache_mb``: validation and test share one loader whose batches are kept in memory after its
+    first complete pass when they fit in this many MB (0: read the shards on every pass).
     ``prepare``: how to build the shards when they are missing (see :func:`prepare_shards`), e.g.
     ``{kind: pseudo_pairs, teacher: null}`` with ``emodb`` and ``ferplus`` (raw corpus folders)
     for the CPU experiment.
@@ -300,6 +302,7 @@ class DistillDataModule(L.LightningDataModule):
         data_dir: str = "data",
         teacher: str | None = None,
         source: str | None = None,
+        eval_cache_mb: float = 512.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -333,6 +336,8 @@ class DistillDataModule(L.LightningDataModule):
         self.labels_only = labels_only
         self._train_loader: EpochLoader | None = None
         self._pending_state: dict[str, Any] = {}
+        self.eval_cache_mb = eval_cache_mb
+        self._eval: ReplayedPasses | None = None
 
     # -- shards
     @property
@@ -471,12 +476,17 @@ class DistillDataModule(L.LightningDataModule):
         return self._train_loader
 
     def _eval_loader(self):
-        paths = self.eval_paths()
-        stream = ShardStream(
-            paths, DistillDecoder(train=False, **self.decoder_kwargs), SpeechCollate(), self.eval_batch_size,
-            train=False, strict=self.strict,
-        )
-        return eval_loader(stream, min(self.num_workers, len(paths)))
+        """Validation and test read the same clips: one loader for both, its batches kept in memory
+        after the first complete pass when they fit in ``eval_cache_mb`` (the demo's ~230 clips: ~30 MB),
+        so later validations and the test do not decode the shards again."""
+        if self._eval is None:
+            paths = self.eval_paths()
+            stream = ShardStream(
+                paths, DistillDecoder(train=False, **self.decoder_kwargs), SpeechCollate(), self.eval_batch_size,
+                train=False, strict=self.strict,
+            )
+            self._eval = ReplayedPasses(eval_loader(stream, min(self.num_workers, len(paths))), int(self.eval_cache_mb * 2**20))
+        return self._eval
 
     def val_dataloader(self):
         return self._eval_loader()

@@ -380,6 +380,48 @@ class _EvalLoader(DataLoader):
         return super().__iter__()
 
 
+def batch_nbytes(batch: Any) -> int:
+    """Bytes held by the tensors of a batch (dicts, lists and tuples of tensors)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.element_size() * batch.numel()
+    if isinstance(batch, dict):
+        return sum(batch_nbytes(value) for value in batch.values())
+    if isinstance(batch, (list, tuple)):
+        return sum(batch_nbytes(value) for value in batch)
+    return 0
+
+
+class ReplayedPasses:
+    """An evaluation loader whose batches are kept after its first complete pass, when they fit in
+    ``budget_bytes``: later passes (every epoch's validation, then the test) replay them instead of
+    reading and decoding the shards again. Evaluation batches are the same on every pass (whole
+    clips, no random draw), so a replay gives the same batches in the same order. A pass cut short
+    (Lightning's sanity check) keeps nothing; a set larger than the budget is read on every pass.
+    """
+
+    def __init__(self, loader: DataLoader, budget_bytes: int) -> None:
+        self.loader = loader
+        self.budget_bytes = budget_bytes
+        self._batches: list[Any] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._batches is not None:
+            yield from self._batches
+            return
+        kept: list[Any] | None = [] if self.budget_bytes > 0 else None
+        size = 0
+        for batch in self.loader:
+            if kept is not None:
+                size += batch_nbytes(batch)
+                if size <= self.budget_bytes:
+                    kept.append(batch)
+                else:
+                    kept = None  # too large to keep: stream it every time
+            yield batch
+        if kept is not None:
+            self._batches = kept
+
+
 def eval_loader(dataset: ShardStream, num_workers: int, **kwargs: Any) -> DataLoader:
     """Evaluation loader: each sample exactly once across ranks and workers (every iteration)."""
     if dataset.train:
