@@ -243,6 +243,46 @@ def test_shipped_teacher_on_real_faces():
     assert (logits_rgb.argmax(-1) == logits.argmax(-1)).float().mean() >= 0.8  # same faces, upsampled RGB
 
 
+def _demo_faces(limit: int = 192) -> torch.Tensor:
+    paths = sorted((ROOT / "crossmodal" / "assets" / "demo" / "ferplus" / "FER2013Test").glob("*.png"))[:limit]
+    from PIL import Image
+
+    return torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("L")) for p in paths]))
+
+
+def test_inference_form_matches_reference_forward():
+    """Extraction, teacher_eval and the timeline run the teacher in eval mode without gradients, through its
+    inference form (batch norm folded, channels_last): the same logits as the plain network, same argmax."""
+    teacher = load_teacher()
+    x = teacher.preprocess(_demo_faces())
+    with torch.enable_grad():  # gradients on: the plain backbone (the reference)
+        reference = teacher(x).detach()
+    with torch.inference_mode():
+        fast = teacher(x)
+    assert teacher.inference_backbone() is teacher.inference_backbone()  # built once
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in teacher.inference_backbone().modules())
+    assert (fast - reference).abs().max().item() <= 1e-4
+    assert torch.equal(fast.argmax(-1), reference.argmax(-1))
+    assert sorted(teacher.state_dict()) == sorted(load_teacher().state_dict())  # the form is not part of the weights
+
+
+def test_inference_form_follows_weight_changes():
+    """Training then validating: the inference form is rebuilt when a weight or BN statistic changes."""
+    torch.manual_seed(0)
+    net = create_face_backbone("vgg_small", in_chans=1, widths=[8, 8], depths=[1, 1], hidden=16, input_size=16)
+    teacher = FaceTeacher(net, PreprocessSpec(resize=16, input_size=16), tta_flip=True)
+    x = torch.randn(4, 1, 16, 16)
+    teacher.train()
+    teacher(x).sum().backward()  # train mode: the backbone, BN statistics move
+    teacher.eval()
+    with torch.no_grad():
+        first = teacher(x)
+        with torch.enable_grad():
+            assert torch.allclose(first, teacher(x).detach(), atol=1e-5)
+        net.head[-1].bias.add_(1.0)
+        assert torch.allclose(teacher(x), first + 1.0, atol=1e-5)
+
+
 def _recorded_test_accuracy() -> float:
     from crossmodal.models.modelfile import read_header
 

@@ -72,10 +72,58 @@ class FaceTeacher(nn.Module):
         return self.spec(torch.as_tensor(images).to(device), random_crop=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.backbone(x)
+        net = self.backbone
+        if not self.training and not torch.is_grad_enabled():  # inference: the same function, computed faster
+            net = self.inference_backbone()
+            if x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+        logits = net(x)
         if self.tta_flip:
-            logits = (logits + self.backbone(torch.flip(x, dims=[-1]))) / 2
+            logits = (logits + net(torch.flip(x, dims=[-1]))) / 2
         return logits
+
+    def inference_backbone(self) -> nn.Module:
+        """The backbone in its inference-ready form: batch norm folded into the convolutions and linear layers
+        before it (``torch.fx``), weights in channels_last, no autograd. The same outputs up to float rounding
+        (max |Δlogit| ~5e-6 on FER+ test for the shipped teacher) at ~1.6x the speed on CPU (experiments/perf,
+        "Teacher on CPU"). ``forward`` uses it in eval mode without gradients (extraction, ``teacher_eval``, the
+        timeline); training and gradients go through ``backbone``. Rebuilt when a weight or statistic changes
+        (tensor versions), so validation during training sees the current weights. A backbone that ``torch.fx``
+        cannot trace is used as it is (channels_last only)."""
+        tensors = [*self.backbone.parameters(), *self.backbone.buffers()]
+        key = tuple((id(t), t._version, t.device, t.dtype) for t in tensors)
+        cached = self.__dict__.get("_inference")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with torch.inference_mode(False), torch.no_grad():
+            net = _fold_batch_norm(self.backbone).to(memory_format=torch.channels_last)
+            net.requires_grad_(False)
+        # Not a submodule (not in state_dict, parameters() or .to()); the tensors are held so their ids stay theirs.
+        self.__dict__["_inference"] = (key, net, tensors)
+        return net
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_inference", None)  # rebuilt on first use
+        return state
+
+
+def _fold_batch_norm(backbone: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``backbone`` with each BatchNorm that follows a conv / linear layer folded into it."""
+    from torch.fx.experimental.optimization import fuse
+
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        return fuse(backbone).eval()
+    except Exception as exn:  # noqa: BLE001 - a backbone torch.fx cannot trace still runs, unfolded
+        log.info("teacher %s: batch norm not folded (torch.fx: %s); inference uses the backbone as it is",
+                 type(backbone).__name__, str(exn).splitlines()[0] if str(exn) else type(exn).__name__)
+        import copy
+
+        return copy.deepcopy(backbone).eval()
+    finally:
+        backbone.train(was_training)
 
 
 # ----------------------------------------------------------------------------------------- training
