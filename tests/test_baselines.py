@@ -11,6 +11,8 @@ from crossmodal.eval.baselines import (
     EGEMAPS_DIM,
     MFCC_DIM,
     EgemapsExtractor,
+    MfccExtractor,
+    baseline_settings,
     egemaps_features,
     method_title,
     mfcc_features,
@@ -90,3 +92,15 @@ def test_standardise_global_and_per_speaker():
     assert method_title("egemaps") == "eGeMAPSv02 functionals (88) + LR, global norm"
     assert method_title("probe_embedding_spknorm") == "probe on student embedding, per-speaker norm"
     assert method_title("chance") == "chance (majority class)"
+
+
+def test_settings_name_what_the_features_depend_on():
+    """What a cached feature set is fingerprinted by: the settings and library versions, the same
+    whether read from the class (cheap) or from a built extractor."""
+    from importlib.metadata import version
+
+    settings = baseline_settings(["egemaps", "mfcc"])
+    assert settings["egemaps"] == EgemapsExtractor().settings and settings["mfcc"] == MfccExtractor().settings
+    assert settings["egemaps"]["opensmile"] == version("opensmile") and settings["egemaps"]["feature_set"] == "eGeMAPSv02"
+    assert settings["mfcc"]["n_mfcc"] == 40 and settings["mfcc"]["torchaudio"] == version("torchaudio").split("+")[0]
+    assert MfccExtractor(n_mfcc=20).settings["n_mfcc"] == 20

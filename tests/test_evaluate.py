@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from omegaconf import OmegaConf
 from test_corpora import build_cremad, build_enterface, build_iemocap, build_ravdess, build_rml
 from test_predict import tiny_student_file
@@ -89,7 +90,7 @@ def test_iemocap_four_class_selection(emodb_root, tmp_path):
     root = build_iemocap(emodb_root, tmp_path / "iemocap")
     exc = root / "Session1" / "dialog" / "EmoEvaluation" / "Ses01F_impro01_F.txt"
     exc.write_text(exc.read_text().replace("\tang\t", "\texc\t", 1))  # one clip becomes 'excited'
-    cfg = _compose(["experiment=eval_iemocap", f"data.source={root}"], [])
+    cfg = _compose(["experiment=eval_iemocap", f"benchmark.source={root}"], [])
     bench = BenchmarkConfig(**{k: v for k, v in OmegaConf.to_container(cfg.benchmark, resolve=True).items() if k != "_target_"})
     clips, classes = select_classes(read_corpus("iemocap", root), bench)
     assert classes == ("neu", "hap", "sad", "ang")
@@ -98,7 +99,7 @@ def test_iemocap_four_class_selection(emodb_root, tmp_path):
 
 
 def _cfg(experiment: str, source: Path, ckpt: Path, *overrides: str):
-    cfg = _compose([f"experiment={experiment}", f"data.source={source}", f"ckpt_path={ckpt}", *overrides], [])
+    cfg = _compose([f"experiment={experiment}", f"benchmark.source={source}", f"ckpt_path={ckpt}", *overrides], [])
     return OmegaConf.create(OmegaConf.to_container(cfg, resolve=False) | {"paths": {}, "logger": None})
 
 
@@ -109,7 +110,8 @@ def test_evaluate_run_on_a_ravdess_layout(emodb_root, tmp_path):
     (root / "Actor_03" / "03-01-04-02-02-02-03.wav").write_bytes(b"RIFF....garbage")
     sf.write(root / "Actor_03" / "take2.wav", np.ones(1600, np.float32) * 0.1, 16000)  # a name that does not parse
     student = tiny_student_file(tmp_path / "student.pt")
-    cfg = _cfg("eval_ravdess", root, student, "data.folds=4", "data.features=[logits,embedding]", "data.Cs=[0.1,10.0]")
+    cfg = _cfg("eval_ravdess", root, student, "benchmark.folds=4", "benchmark.features=[logits,embedding]", "benchmark.Cs=[0.1,10.0]",
+               "benchmark.workers=1")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     metrics = run(cfg, RunFolder(cfg, run_dir))
@@ -120,7 +122,9 @@ def test_evaluate_run_on_a_ravdess_layout(emodb_root, tmp_path):
             assert 0.0 <= metrics[f"eval/{method}/{protocol}/wa_std"] <= 1.0
     assert metrics["eval/chance/clips/ua_mean"] == pytest.approx(1 / 7)
     report = (run_dir / "evaluation.md").read_text()
-    assert "leave-one-speaker-out (4 folds)" in report and "skipped files (unparseable name, unreadable or silent): 3" in report
+    assert "leave-one-speaker-out (4 folds)" in report and "skipped files (unparseable name, unreadable, silent or no speech): 3" in report
+    assert "skipped files by reason: 1 silent, 1 unparseable name, 1 unreadable" in report
+    assert metrics["eval/skipped_unreadable"] == metrics["eval/skipped_silent"] == metrics["eval/skipped_unparseable_name"] == 1
     assert "03-01-05-02-02-02-03.wav`: " in report and "silent" in report
     assert "take2.wav`: name does not parse" in report
     plots = sorted(p.name for p in (run_dir / "plots").glob("*.png"))
@@ -152,8 +156,8 @@ def test_entry_point_on_a_cremad_layout(emodb_root, tmp_path):
     student = tiny_student_file(tmp_path / "student.pt")
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "disabled", "CROSSMODAL_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "crossmodal.run", "experiment=eval_cremad", f"data.source={root}", f"ckpt_path={student}",
-           "data.folds=4", "data.Cs=[1.0,10.0]", f"hydra.run.dir={run_dir}", "logger=csv"]
+    cmd = [sys.executable, "-m", "crossmodal.run", "experiment=eval_cremad", f"benchmark.source={root}", f"ckpt_path={student}",
+           "benchmark.folds=4", "benchmark.Cs=[1.0,10.0]", f"hydra.run.dir={run_dir}", "logger=csv"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -185,7 +189,7 @@ def test_every_eval_experiment_with_the_shipped_student(experiment, emodb_root, 
     corpus = experiment.removeprefix("eval_")
     assert corpus in LAYOUTS, f"conf/experiment/{experiment}.yaml has no corpus layout in test_evaluate.LAYOUTS"
     root = LAYOUTS[corpus](emodb_root, tmp_path / corpus)
-    overrides = [f"experiment={experiment}", f"data.source={root}", "data.folds=3", "data.Cs=[1.0]", "data.max_clips=40"]
+    overrides = [f"experiment={experiment}", f"benchmark.source={root}", "benchmark.folds=3", "benchmark.Cs=[1.0]", "benchmark.max_clips=40"]
     defaults = _compose(overrides, []).benchmark
     assert {"egemaps", "mfcc", "chance", "zero_shot"} <= set(defaults.baselines) and list(defaults.features) == ["logits", "embedding"]
     # eGeMAPS (~0.1 s a clip) runs on the EmoDB layout only, to keep the fast suite fast; MFCC everywhere.
@@ -213,7 +217,7 @@ def test_eval_emodb_full(emodb_full_root, tmp_path):
     student = tiny_student_file(tmp_path / "student.pt")
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "disabled", "CROSSMODAL_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "crossmodal.run", "experiment=eval_emodb", f"data.source={emodb_full_root}",
+    proc = subprocess.run([sys.executable, "-m", "crossmodal.run", "experiment=eval_emodb", f"benchmark.source={emodb_full_root}",
                            f"ckpt_path={student}", f"hydra.run.dir={run_dir}", "logger=csv"],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -337,3 +341,121 @@ def test_external_eval_table_over_seeds(tmp_path: Path) -> None:
     assert (tmp_path / "ua.png").stat().st_size > 1000
     with pytest.raises(SystemExit, match="metrics.json: missing"):
         plot.main([str(tmp_path)])
+
+
+# ----------------------------------------------------------------------------- features: batches, processes, cache, speech
+
+DEMO_WAV = ROOT / "crossmodal" / "assets" / "demo" / "emodb" / "wav"
+BUCKET = 400 + 160 * 150  # samples of a 151-frame clip of the 25 ms / 10 ms front-end; up to +159 gives 151 frames too
+
+
+def _speech_layout(out: Path, count: int = 12) -> list[Clip]:
+    """Real EmoDB speech (the shipped demo clips, 2 s each) as a small corpus: six clips cut to lengths
+    that share one front-end frame count (a padded batch), the others to lengths of their own."""
+    sources = sorted(DEMO_WAV.glob("*.flac"))[:count]
+    clips = []
+    for i, source in enumerate(sources):
+        wave, rate = sf.read(str(source), dtype="float32")
+        assert rate == 16000 and len(wave) >= 32000
+        wave = wave[: BUCKET + 30 * i] if i < 6 else wave[: 32000 - 700 * (i - 6)]
+        path = out / f"s{i % 3}" / f"clip{i:02d}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), wave, rate)
+        clips.append(Clip(path, f"s{i % 3}", "anger", "anger", "emodb"))
+    return clips
+
+
+def _students():
+    from crossmodal.inference import load_student
+    from crossmodal.tasks.evaluate import random_init_student
+
+    student = load_student(None)
+    return [student, random_init_student(student, 0)]
+
+
+def test_batched_students_and_parallel_features_equal_per_clip(tmp_path):
+    """Students on padded batches of equal frame counts, eGeMAPS/MFCC in 2 worker processes: the same
+    numbers as the per-clip loop this replaced (the shipped student and its random-init twin)."""
+    from crossmodal.eval.baselines import EgemapsExtractor, MfccExtractor
+    from crossmodal.io.audio import load_audio
+    from crossmodal.tasks.evaluate import extract_features
+
+    clips = _speech_layout(tmp_path / "corpus")
+    students = _students()
+    outputs, kept, failures, reasons = extract_features(students, clips, strict=False, desc="test", baselines=["egemaps", "mfcc"],
+                                                        workers=2, batch_clips=4)
+    assert kept == list(range(len(clips))) and not failures and not reasons
+    egemaps, mfcc = EgemapsExtractor(), MfccExtractor()
+    for i, clip in enumerate(clips):
+        wave = load_audio(clip.path)
+        with torch.inference_mode():
+            for student, out in zip(students, outputs):
+                logits, embedding = student(torch.from_numpy(wave)[None])
+                np.testing.assert_allclose(out["logits"][i], logits[0].numpy(), atol=1e-5, rtol=0)
+                np.testing.assert_allclose(out["embedding"][i], embedding[0].numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(outputs[0]["egemaps"][i], egemaps(wave), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(outputs[0]["mfcc"][i], mfcc(wave), rtol=1e-9, atol=1e-9)
+
+
+def test_baseline_features_are_cached_and_follow_the_listing(tmp_path, monkeypatch):
+    """The first evaluation writes the fingerprinted set, the second reuses it without computing a
+    feature, and a changed listing (a clip added) or other features make a new set."""
+    import crossmodal.tasks.evaluate as evaluate
+    from crossmodal.pipeline.cache import read_manifest
+
+    corpus = tmp_path / "corpus"
+    clips = _speech_layout(corpus, count=8)
+    students = _students()[:1]
+
+    def evaluate_once(clips, names=("egemaps", "mfcc")):
+        with evaluate.baseline_feature_set(tmp_path / "data", "emodb", str(corpus), clips, list(names)) as cached:
+            outputs, kept, _, _ = evaluate.extract_features(students, clips, False, "test", list(names), cached=cached.rows, workers=1)
+            cached.save(clips, kept, outputs[0], list(names))
+        return cached, outputs[0]
+
+    first, computed = evaluate_once(clips)
+    assert not first.reused and (first.folder / "features.safetensors").is_file()
+    assert first.folder.parent == tmp_path / "data" / "eval_features" and first.folder.name.startswith("emodb-")
+    manifest = read_manifest(first.folder)
+    assert manifest["meta"]["fingerprint"]["settings"]["features"]["egemaps"]["opensmile"] and len(manifest["clips"]) == 8
+
+    class Refused:
+        def __init__(self):
+            raise AssertionError("a cached feature was computed again")
+
+    monkeypatch.setattr(evaluate, "BASELINE_EXTRACTORS", {"egemaps": Refused, "mfcc": Refused})
+    monkeypatch.setattr(evaluate, "_EXTRACTORS", {})
+    second, reused = evaluate_once(list(reversed(clips)))  # the same clips in another order: the same set
+    assert second.reused and second.folder == first.folder and "reused from" in second.note()
+    for name in ("egemaps", "mfcc"):
+        np.testing.assert_array_equal(reused[name], computed[name][::-1])
+    monkeypatch.undo()
+
+    # A clip rewritten in place (same name, new contents and mtime): the listing differs, the set is not reused.
+    wave, rate = sf.read(str(clips[7].path), dtype="float32")
+    sf.write(str(clips[7].path), wave[: len(wave) // 2], rate)
+    os.utime(clips[7].path, ns=(1, 1))
+    third, rewritten = evaluate_once(clips)
+    assert not third.reused and third.folder != first.folder
+    assert not np.array_equal(rewritten["mfcc"][7], computed["mfcc"][7]) and np.array_equal(rewritten["mfcc"][:7], computed["mfcc"][:7])
+    # Another clip in the folder (the listing changes, though the clips evaluated do not), other features: new sets.
+    sf.write(str(corpus / "s0" / "new.wav"), wave, rate)
+    fourth, _ = evaluate_once(clips)
+    fifth, _ = evaluate_once(clips, names=("mfcc",))
+    assert len({first.folder, third.folder, fourth.folder, fifth.folder}) == 4 and not (fourth.reused or fifth.reused)
+
+
+def test_clips_without_speech_are_skips_or_errors(tmp_path, monkeypatch):
+    """The evaluate side of the speech-presence check: a clip the detector refuses is a skip counted
+    under 'no speech' with its reason, and an error under strict=true."""
+    import crossmodal.tasks.evaluate as evaluate
+
+    clips = _speech_layout(tmp_path / "corpus", count=7)
+    refused = str(clips[6].path)
+    monkeypatch.setattr(evaluate, "no_speech", lambda wave, where: f"no speech found in {where}: 0 % of frames voiced" if where == refused else None)
+    students = _students()[:1]
+    _, kept, failures, reasons = evaluate.extract_features(students, clips, False, "test", workers=1)
+    assert kept == list(range(6)) and reasons == {"no speech": 1}
+    assert failures == [(refused, f"no speech found in {refused}: 0 % of frames voiced")]
+    with pytest.raises(CorpusError, match=r"no speech found in .*clip06.wav.*strict=true"):
+        evaluate.extract_features(students, clips, True, "test", workers=1)

@@ -7,10 +7,12 @@ import pytest
 from crossmodal.eval.metrics import FoldScores, ua_score, wa_score
 from crossmodal.eval.probe import (
     FoldError,
+    ProbeJob,
     auto_speaker_folds,
     clip_folds,
     cross_validate_probe,
     majority_baseline,
+    run_probes,
     speaker_folds,
 )
 
@@ -96,3 +98,30 @@ def test_per_speaker_standardisation_removes_speaker_offsets():
     assert per_speaker.scores.summary()["ua_mean"] > max(0.6, global_ua + 0.2), (per_speaker.scores.summary(), global_ua)
     with pytest.raises(ValueError, match="needs the clips' speakers"):
         cross_validate_probe(features, labels, clip_folds(labels, 4), CLASSES, per_speaker=True)
+
+
+def test_probes_in_worker_processes_equal_the_sequential_ones():
+    """run_probes fits every fold of every job in 2 processes: the same predictions and C as
+    cross_validate_probe in this one, and the progress hook sees every fold."""
+    jobs = {}
+    for seed, per_speaker in ((0, False), (1, True)):
+        features, labels, speakers = _corpus(seed, signal=1.5, per_class=20)
+        jobs[("speakers", seed)] = ProbeJob(features, labels, speaker_folds(speakers, labels, "loso"), CLASSES, groups=speakers,
+                                            Cs=[0.1, 1.0, 10.0], speakers=speakers, per_speaker=per_speaker)
+        jobs[("clips", seed)] = ProbeJob(features, labels, clip_folds(labels, 4), CLASSES, Cs=[0.1, 1.0, 10.0], speakers=speakers, per_speaker=per_speaker)
+    seen = []
+
+    def watch(fitted, total):
+        seen.append(total)
+        for item in fitted:
+            seen.append(item)
+            yield item
+
+    parallel = run_probes(jobs, workers=2, watch=watch)
+    assert seen[0] == 2 * (8 + 4) and len(seen) == 1 + seen[0]
+    for key, job in jobs.items():
+        alone = cross_validate_probe(job.features, job.labels, job.folds, CLASSES, groups=job.groups, Cs=job.Cs,
+                                     speakers=job.speakers, per_speaker=job.per_speaker)
+        np.testing.assert_array_equal(parallel[key].predictions, alone.predictions)
+        assert parallel[key].chosen_C == alone.chosen_C
+        assert parallel[key].scores.summary() == alone.scores.summary()

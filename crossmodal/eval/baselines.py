@@ -17,6 +17,7 @@ Public API (the cross-validation study calls these): :func:`egemaps_features`, :
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ __all__ = [
     "METHOD_TITLES",
     "MFCC_DIM",
     "SPEAKER_NORM",
+    "baseline_settings",
     "EgemapsExtractor",
     "MfccExtractor",
     "cross_validate_probe",
@@ -80,9 +82,15 @@ class EgemapsExtractor:
                 "pip install -c constraints.txt -e . (or drop `egemaps` from benchmark.baselines)"
             ) from exn
         self.smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals)
+        self.settings = self.describe()
         self.feature_names = tuple(self.smile.feature_names)
         if len(self.feature_names) != EGEMAPS_DIM:
             raise RuntimeError(f"opensmile's eGeMAPSv02 functionals have {len(self.feature_names)} features, expected {EGEMAPS_DIM}; check the opensmile version pinned in constraints.txt")
+
+    @staticmethod
+    def describe() -> dict[str, Any]:
+        """What these features depend on (for the fingerprint of a cached feature set)."""
+        return {"feature_set": "eGeMAPSv02", "level": "Functionals", "dim": EGEMAPS_DIM, "opensmile": _version("opensmile")}
 
     def __call__(self, wave: np.ndarray, sample_rate: int = 16000, where: str = "waveform") -> np.ndarray:
         wave = _check_wave(wave, where)
@@ -102,6 +110,13 @@ class MfccExtractor:
     def __init__(self, n_mfcc: int = MFCC_COEFFS) -> None:
         self.n_mfcc = n_mfcc
         self._transforms: dict[int, torch.nn.Module] = {}
+        self.settings = self.describe(n_mfcc)
+
+    @staticmethod
+    def describe(n_mfcc: int = MFCC_COEFFS) -> dict[str, Any]:
+        """What these features depend on (for the fingerprint of a cached feature set)."""
+        return {"n_mfcc": n_mfcc, "win_s": 0.025, "hop_s": 0.010, "n_mels": 64, "deltas": "compute_deltas", "stats": ["mean", "std"],
+                "torch": torch.__version__.split("+")[0], "torchaudio": _version("torchaudio")}
 
     def _transform(self, sample_rate: int) -> torch.nn.Module:
         if sample_rate not in self._transforms:
@@ -126,6 +141,17 @@ class MfccExtractor:
 
 
 BASELINE_EXTRACTORS = {"egemaps": EgemapsExtractor, "mfcc": MfccExtractor}
+
+
+def baseline_settings(names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each named baseline's settings and library versions, without building its extractor (cheap)."""
+    return {name: BASELINE_EXTRACTORS[name].describe() for name in names}
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package).split("+")[0]
 
 METHOD_TITLES = {
     "probe_logits": "probe on student logits (paper)",

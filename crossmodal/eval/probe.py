@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -238,24 +239,71 @@ def cross_validate_probe(
     its own statistics first (``speakers``, or ``groups`` when not given): a transform of each
     speaker alone, so doing it once before the folds equals doing it in every fold.
     """
-    features = np.asarray(features, dtype=np.float64)
-    if per_speaker:
-        speakers = groups if speakers is None else speakers
-        if speakers is None:
-            raise ValueError("cross_validate_probe(per_speaker=True) needs the clips' speakers (speakers=...)")
-        features = speaker_zscore(features, speakers)
-    labels = np.asarray(labels, dtype=int)
-    result = ProbeResult(FoldScores(tuple(class_names)), predictions=np.full(len(labels), -1, dtype=int))
+    job = ProbeJob(features, labels, folds, class_names, groups, Cs, inner_folds, seed, speakers, per_speaker)
+    return run_probes({"probe": job})["probe"]
+
+
+@dataclass
+class ProbeJob:
+    """The arguments of one :func:`cross_validate_probe`, for :func:`run_probes`."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    folds: Sequence[Fold]
+    class_names: Sequence[str]
+    groups: np.ndarray | None = None
+    Cs: Sequence[float] = DEFAULT_CS
+    inner_folds: int = 3
+    seed: int = 0
+    speakers: Sequence | None = None
+    per_speaker: bool = False
+
+    def prepared(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        features = np.asarray(self.features, dtype=np.float64)
+        if self.per_speaker:
+            speakers = self.groups if self.speakers is None else self.speakers
+            if speakers is None:
+                raise ValueError("cross_validate_probe(per_speaker=True) needs the clips' speakers (speakers=...)")
+            features = speaker_zscore(features, speakers)
+        return features, np.asarray(self.labels, dtype=int), None if self.groups is None else np.asarray(self.groups)
+
+
+def run_probes(
+    jobs: dict[Any, ProbeJob], workers: int = 1, watch: Callable[[Iterable[Any], int], Iterable[Any]] | None = None
+) -> dict[Any, ProbeResult]:
+    """:func:`cross_validate_probe` of every job, their folds fitted in ``workers`` processes (each
+    fit single-threaded and seeded as alone, so the results equal the sequential ones). ``watch``
+    wraps the stream of fitted folds (with their count), e.g. in a progress bar."""
+    from joblib import Parallel, delayed
+
+    prepared = {key: job.prepared() for key, job in jobs.items()}
+    tasks = [(key, fold) for key, job in jobs.items() for fold in job.folds]
+
+    def calls() -> Iterator[Any]:
+        for key, (train, test) in tasks:
+            job, (X, y, g) = jobs[key], prepared[key]
+            yield delayed(_fit_fold)(X[train], y[train], None if g is None else g[train], X[test], job.Cs, job.inner_folds, job.seed)
+
+    options = {"n_jobs": workers, "return_as": "generator"} | ({"backend": "loky", "inner_max_num_threads": 1} if workers > 1 else {})
+    fitted = Parallel(**options)(calls())
+    if watch is not None:
+        fitted = watch(fitted, len(tasks))
+    results = {key: ProbeResult(FoldScores(tuple(job.class_names)), predictions=np.full(len(job.labels), -1, dtype=int)) for key, job in jobs.items()}
+    for (key, (_, test)), (predicted, C) in zip(tasks, fitted):
+        result, labels = results[key], prepared[key][1]
+        result.scores.add(labels[test], predicted)
+        result.chosen_C.append(C)
+        result.predictions[test] = predicted
+    return results
+
+
+def _fit_fold(X_train: np.ndarray, y_train: np.ndarray, groups: np.ndarray | None, X_test: np.ndarray,
+              Cs: Sequence[float], inner_folds: int, seed: int) -> tuple[np.ndarray, float]:
     # Single-threaded BLAS: these problems are tiny, and threads that wait for a busy core make each
     # lbfgs step ~10x slower on a shared 2-core machine (measured: 0.20 s -> 0.03 s per fit).
     with threadpool_limits(limits=1):
-        for train, test in folds:
-            probe, C = fit_probe(features[train], labels[train], None if groups is None else np.asarray(groups)[train], Cs, inner_folds, seed)
-            predicted = probe.predict(features[test])
-            result.scores.add(labels[test], predicted)
-            result.chosen_C.append(C)
-            result.predictions[test] = predicted
-    return result
+        probe, C = fit_probe(X_train, y_train, groups, Cs, inner_folds, seed)
+        return probe.predict(X_test), C
 
 
 def majority_baseline(labels: np.ndarray, folds: Sequence[Fold], class_names: Sequence[str]) -> FoldScores:

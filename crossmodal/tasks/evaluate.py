@@ -19,9 +19,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import os
 import re
-from collections.abc import Sequence
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,17 +37,24 @@ from omegaconf import DictConfig
 
 from crossmodal import paper
 from crossmodal.config.checks import ConfigError
-from crossmodal.eval.baselines import BASELINE_EXTRACTORS, SPEAKER_NORM, method_title, zero_shot_scores
+from crossmodal.eval.baselines import (
+    BASELINE_EXTRACTORS,
+    SPEAKER_NORM,
+    baseline_settings,
+    method_title,
+    zero_shot_scores,
+)
 from crossmodal.eval.metrics import ScoreReport, ScoreRow, format_mean_std
 from crossmodal.eval.probe import (
     DEFAULT_CS,
     Fold,
     FoldError,
+    ProbeJob,
     auto_speaker_folds,
     clip_folds,
-    cross_validate_probe,
     fit_labels_to_folds,
     majority_baseline,
+    run_probes,
     speaker_folds,
     speaker_zscore,
     stratified_subset,
@@ -50,7 +62,10 @@ from crossmodal.eval.probe import (
 from crossmodal.inference import Student, check_signal, load_student
 from crossmodal.io.audio import SAMPLE_RATE
 from crossmodal.io.corpora import Clip, CorpusError, corpus_spec, read_corpus, summarise
-from crossmodal.utils.atomic import atomic_path, write_text
+from crossmodal.pipeline.cache import MANIFEST, claim, read_manifest
+from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
+from crossmodal.pipeline.lock import folder_lock
+from crossmodal.utils.atomic import atomic_path, write_json, write_text
 from crossmodal.utils.figures import markdown_table
 from crossmodal.utils.progress import progress
 
@@ -100,6 +115,13 @@ class BenchmarkConfig:
     max_clips: int | None = None
     seed: int = 0
     confusion_plots: bool = True
+    # The eGeMAPS/MFCC features are kept in <paths.data_dir>/eval_features/<corpus>-<digest> (fingerprinted:
+    # the corpus listing, the clips used, the feature settings and library versions) and reused by the
+    # next evaluation of the same clips; false: computed every run.
+    feature_cache: bool = True
+    # Processes that decode the clips and compute the baseline features, then fit the probes
+    # (null: the cores this process may use).
+    workers: int | None = None
 
 
 # ----------------------------------------------------------------------------- the task
@@ -130,10 +152,15 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     students = [student]
     if "random_init" in bench.baselines:
         students.append(random_init_student(template, bench.seed))
-    extractors = {name: BASELINE_EXTRACTORS[name]() for name in BASELINE_EXTRACTORS if name in bench.baselines}
-    outputs, kept, failures = extract_features(students, clips, strict=strict, desc=f"student on {spec.title}", extractors=extractors)
-    if not kept:
-        raise CorpusError(f"{spec.title}: none of the {len(clips)} clips under {bench.source} could be used; first problem: {failures[0][1]}")
+    names = [name for name in BASELINE_EXTRACTORS if name in bench.baselines]
+    workers = worker_count(bench.workers)
+    with baseline_feature_set(feature_cache_dir(cfg, bench), spec.name, bench.source, clips, names) as cached:
+        desc = features_desc(spec.title, names, len(cached.rows) == len(clips), workers, students)
+        outputs, kept, failures, reasons = extract_features(students, clips, strict=strict, desc=desc, baselines=names, cached=cached.rows,
+                                                            workers=workers)
+        if not kept:
+            raise CorpusError(f"{spec.title}: none of the {len(clips)} clips under {bench.source} could be used; first problem: {failures[0][1]}")
+        cached.save(clips, kept, outputs[0], names)
     clips = [clips[i] for i in kept]
     keep, class_names, folds, small_note = fit_classes_to_folds(clips, class_names, bench)
     bench = dataclasses.replace(bench, folds=folds)
@@ -141,18 +168,54 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     feature_sets = {f"probe_{name}": outputs[0][name][keep] for name in wanted}
     if len(outputs) > 1:
         feature_sets.update({f"random_init_{name}": outputs[1][name][keep] for name in wanted})
-    feature_sets.update({name: outputs[0][name][keep] for name in extractors})
+    feature_sets.update({name: outputs[0][name][keep] for name in names})
     features = {"logits": outputs[0]["logits"][keep]}
 
-    report = evaluate_features(clips, class_names, feature_sets, features["logits"], bench, spec_name=spec.name)
+    report = evaluate_features(clips, class_names, feature_sets, features["logits"], bench, spec_name=spec.name, workers=workers)
     report.failures = unparsed + failures
-    for note in (small_note, heard_note):
+    reasons = Counter({"unparseable name": len(unparsed)}) + reasons
+    if reasons:
+        report.notes.append("skipped files by reason: " + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))))
+    report.notes.append(speech_rule())
+    for note in (cached.note(), small_note, heard_note):
         if note:
             report.notes.insert(0, note)
     report.student = student_label
     save_features(ctx.run_dir / "features.npz", clips, class_names, feature_sets)
     write_outputs(report, bench, ctx)
-    return report.metrics()
+    return report.metrics() | {f"eval/skipped_{re.sub('[^a-z]+', '_', reason)}": n for reason, n in reasons.items()}
+
+
+def worker_count(workers: int | None) -> int:
+    """``benchmark.workers``, or the cores this process may use."""
+    if workers is None:
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    if int(workers) < 1:
+        raise ConfigError(f"benchmark.workers={workers}: need at least 1 (or null for the usable cores)")
+    return int(workers)
+
+
+def feature_cache_dir(cfg: DictConfig, bench: BenchmarkConfig) -> Path | None:
+    """Where the baseline-feature sets live: ``paths.data_dir`` (None: not cached)."""
+    if not bench.feature_cache:
+        return None
+    data_dir = (cfg.get("paths") or {}).get("data_dir")
+    if not data_dir:
+        log.info("paths.data_dir is not set: the eGeMAPS/MFCC features are not cached")
+        return None
+    return Path(str(data_dir))
+
+
+def features_desc(title: str, names: Sequence[str], all_cached: bool, workers: int, students: Sequence[Any]) -> str:
+    """The progress bar's name: what runs in the worker processes and what in this one."""
+    baselines = "+".join(BASELINE_TITLES_SHORT[name] for name in names)
+    work = "decode" + (f", {baselines} from cache" if names and all_cached else f" + {baselines}" if names else "")
+    runs = "student" + (" + random-init twin" if len(students) > 1 else "")
+    return f"{title}: {work} ({workers} process{'es' if workers > 1 else ''}), {runs} in batches"
+
+
+BASELINE_TITLES_SHORT = {"egemaps": "eGeMAPS", "mfcc": "MFCC"}
+
 
 
 def benchmark_config(cfg: DictConfig) -> BenchmarkConfig:
@@ -306,48 +369,295 @@ def subsample(clips: list[Clip], max_clips: int | None, seed: int) -> list[Clip]
 
 # ----------------------------------------------------------------------------- features
 
+BATCH_CLIPS = 32  # most clips in one student forward pass (clips of equal frame counts, see extract_features)
+FEATURE_SET_KIND = "eval_features"
+FEATURE_SET_FORMAT = 1  # bump when the cached baseline-feature set's layout or computation changes
+NO_SPEECH = "no speech"
 
-def extract_features(
-    students: Sequence[Student | dict[str, Student]], clips: Sequence[Clip], strict: bool, desc: str, extractors: dict[str, Any] | None = None
-) -> tuple[list[dict[str, np.ndarray]], list[int], list[tuple[str, str]]]:
-    """Each student's logits and embedding on each whole clip (each clip decoded once), and the
-    baseline features (``extractors``: name -> callable(wave, rate, where)) in the first dict.
 
-    A student may be a {speaker key: Student} dict (out-of-fold features). Unusable clips
-    (unreadable, silent) are skipped and reported as (path, reason), or fail when ``strict``.
-    Returns one ``{"logits", "embedding", ...}`` dict per student, the kept clip indices and the failures.
-    """
+@dataclass
+class ClipRead:
+    """One clip as :func:`read_clip` hands it back: its 16 kHz waveform and baseline features, or
+    why it is skipped (``problem``: a one-line message naming the file; ``reason``: its kind, counted)."""
+
+    index: int
+    wave: np.ndarray | None = None
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    problem: str = ""
+    reason: str = ""
+
+
+_EXTRACTORS: dict[str, Any] = {}  # per process, built on first use (an opensmile.Smile is not sent between processes)
+
+
+def read_clip(index: int, path: str, baselines: Sequence[str] = (), speech_check: bool = True) -> ClipRead:
+    """Decode one clip, refuse what the student cannot judge (unreadable, silent, no speech), and
+    compute the named baseline features (``BASELINE_EXTRACTORS``). Runs in a worker process."""
+    from crossmodal.inference.waveform import SilentAudioError, TooShortAudioError
     from crossmodal.io.audio import AudioError, load_audio
 
-    extractors = extractors or {}
-    outputs: list[dict[str, list[np.ndarray]]] = [{"logits": [], "embedding": []} for _ in students]
-    outputs[0].update({name: [] for name in extractors})
-    kept, failures = [], []
-    with torch.inference_mode():
-        for index, clip in enumerate(progress(clips, desc=desc, unit="clip")):
-            try:
-                wave = load_audio(clip.path, SAMPLE_RATE)
-                check_signal(wave, str(clip.path))
-            except (AudioError, ValueError) as exn:
+    try:
+        wave = load_audio(path, SAMPLE_RATE)
+        check_signal(wave, path)
+    except AudioError as exn:
+        return ClipRead(index, problem=str(exn), reason="unreadable")
+    except (SilentAudioError, TooShortAudioError) as exn:
+        return ClipRead(index, problem=str(exn), reason="silent" if isinstance(exn, SilentAudioError) else "too short")
+    except ValueError as exn:  # NaN or infinite samples
+        return ClipRead(index, problem=str(exn), reason="unusable samples")
+    problem = no_speech(wave, path) if speech_check else None
+    if problem:
+        return ClipRead(index, problem=problem, reason=NO_SPEECH)
+    features = {}
+    for name in baselines:
+        if name not in _EXTRACTORS:
+            _EXTRACTORS[name] = BASELINE_EXTRACTORS[name]()
+        features[name] = _EXTRACTORS[name](wave, SAMPLE_RATE, where=path)
+    return ClipRead(index, wave, features)
+
+
+def no_speech(wave: np.ndarray, where: str) -> str | None:
+    """The speech-presence check (crossmodal.io.vad, Silero VAD): None when the 16 kHz ``wave`` holds
+    speech, else a one-line reason naming ``where`` ("no speech found in X: 3 % of frames voiced")."""
+    from crossmodal.io.vad import DEFAULT_CHECK
+
+    return DEFAULT_CHECK.problem(wave, SAMPLE_RATE, where)
+
+
+def speech_rule() -> str:
+    """The report's line saying which clips count as speech."""
+    from crossmodal.io.vad import DEFAULT_CHECK, package_version
+
+    return (f"speech presence: a clip with fewer than {100 * DEFAULT_CHECK.min_fraction:.0f} % of its 32-ms frames voiced "
+            f"(Silero VAD {package_version()}, p >= {DEFAULT_CHECK.threshold:g}) is skipped as 'no speech' (strict=true: an error)")
+
+
+def extract_features(
+    students: Sequence[Student | dict[str, Student]],
+    clips: Sequence[Clip],
+    strict: bool,
+    desc: str,
+    baselines: Sequence[str] = (),
+    *,
+    cached: dict[int, dict[str, np.ndarray]] | None = None,
+    workers: int = 1,
+    batch_clips: int = BATCH_CLIPS,
+    speech_check: bool = True,
+) -> tuple[list[dict[str, np.ndarray]], list[int], list[tuple[str, str]], Counter]:
+    """Each student's logits and embedding on each whole clip, and the ``baselines`` features
+    (eGeMAPS, MFCC) in the first dict; each clip decoded once.
+
+    The clips are decoded, checked and their baseline features computed in ``workers`` processes
+    (:func:`read_clip`; rows in ``cached``, by clip index, are taken from there instead), in order of
+    length. The main process meanwhile runs the students on batches of up to ``batch_clips`` clips
+    whose lengths give the same number of front-end frames (padded, with their lengths): every clip's
+    network input is then exactly what it would be alone, so batched outputs equal per-clip ones up to
+    float rounding (tests/test_evaluate.py checks 1e-5).
+
+    A student may be a {speaker key: Student} dict (out-of-fold features). Unusable clips (unreadable,
+    silent, no speech) are skipped and reported as (path, reason), or fail when ``strict``.
+    Returns one ``{"logits", "embedding", ...}`` dict per student, the kept clip indices (in clip
+    order), the failures (in clip order) and the skip count per reason.
+    """
+    from joblib import Parallel, delayed
+
+    cached = cached or {}
+    n = len(clips)
+    outputs: list[dict[str, list[Any]]] = [{"logits": [None] * n, "embedding": [None] * n} for _ in students]
+    outputs[0].update({name: [None] * n for name in baselines})
+    for index, rows in cached.items():
+        for name in baselines:
+            outputs[0][name][index] = rows[name]
+    batcher = _StudentBatcher(students, outputs, batch_clips)
+    order = sorted(range(n), key=lambda i: (batcher.group(clips[i]), _header_samples(clips[i].path)))
+    failures: dict[int, tuple[str, str]] = {}
+    reasons: Counter = Counter()
+    kept: list[int] = []
+    jobs = (delayed(read_clip)(i, str(clips[i].path), () if i in cached else tuple(baselines), speech_check) for i in order)
+    # Each worker process gets one torch/BLAS thread: two processes already fill two cores.
+    options = {"n_jobs": workers, "return_as": "generator"} | ({"backend": "loky", "inner_max_num_threads": 1} if workers > 1 else {})
+    with torch.inference_mode(), _torch_threads(1 if workers > 1 else None):
+        for read in progress(Parallel(**options)(jobs), desc=desc, unit="clip", total=n):
+            clip = clips[read.index]
+            if read.problem:
                 if strict:
-                    raise CorpusError(f"{exn} (strict=true; set strict=false to skip such clips)") from exn
-                failures.append((str(clip.path), str(exn)))
-                log.warning("skipping %s", exn)
+                    raise CorpusError(f"{read.problem} (strict=true; set strict=false to skip such clips)")
+                failures[read.index] = (str(clip.path), read.problem)
+                reasons[read.reason] += 1
+                log.warning("skipping %s", read.problem)
                 continue
-            batch = torch.from_numpy(wave)[None]
-            for name, extractor in extractors.items():
-                outputs[0][name].append(extractor(wave, SAMPLE_RATE, where=str(clip.path)))
-            for student, out in zip(students, outputs):
-                if isinstance(student, dict):
-                    student = student[_speaker_key(clip.speaker)]
-                logits, embedding = student(batch)
-                out["logits"].append(logits[0].float().numpy())
-                out["embedding"].append(embedding[0].float().numpy())
-            kept.append(index)
-    if failures:
-        log.warning("%s: skipped %d of %d clips (unreadable or silent); e.g. %s", desc, len(failures), len(clips), failures[0][1])
-    stacked = [{name: np.stack(values) if values else np.zeros((0, 0), np.float32) for name, values in out.items()} for out in outputs]
-    return stacked, kept, failures
+            for name, row in read.features.items():
+                outputs[0][name][read.index] = row
+            batcher.add(read.index, clip, read.wave)
+            kept.append(read.index)
+        batcher.finish()
+    kept.sort()
+    failed = [failures[i] for i in sorted(failures)]
+    if failed:
+        counts = ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
+        log.warning("%s: skipped %d of %d clips (%s); e.g. %s", desc, len(failed), n, counts, failed[0][1])
+    stacked = [{name: np.stack([values[i] for i in kept]) if kept else np.zeros((0, 0), np.float32) for name, values in out.items()}
+               for out in outputs]
+    return stacked, kept, failed, reasons
+
+
+class _StudentBatcher:
+    """Collects decoded clips into buckets of equal front-end frame counts (and, for out-of-fold
+    students, one student), and runs every student on a bucket when it is full or done."""
+
+    def __init__(self, students: Sequence[Student | dict[str, Student]], outputs: list[dict[str, list[Any]]], batch_clips: int) -> None:
+        self.students, self.outputs, self.batch_clips = list(students), outputs, max(1, int(batch_clips))
+        self.per_speaker = any(isinstance(s, dict) for s in self.students)
+        self.buckets: dict[tuple, list[tuple[int, Clip, np.ndarray]]] = {}
+
+    def group(self, clip: Clip) -> str:
+        return _speaker_key(clip.speaker) if self.per_speaker else ""
+
+    def _pick(self, student: Student | dict[str, Student], group: str) -> Student:
+        return student[group] if isinstance(student, dict) else student
+
+    def key(self, clip: Clip, samples: int) -> tuple:
+        group = self.group(clip)
+        frames = []
+        for student in self.students:
+            frontend = self._pick(student, group).frontend
+            counter = getattr(frontend, "num_frames", None)
+            frames.append(int(counter(torch.tensor([samples]))[0]) if counter else samples)
+        return (group, *frames)
+
+    def add(self, index: int, clip: Clip, wave: np.ndarray) -> None:
+        key = self.key(clip, len(wave))
+        for other in [k for k in self.buckets if k != key and k[0] != key[0]]:  # clips come in order of (group, length)
+            self._run(self.buckets.pop(other))
+        bucket = self.buckets.setdefault(key, [])
+        bucket.append((index, clip, wave))
+        if len(bucket) >= self.batch_clips:
+            self._run(self.buckets.pop(key))
+
+    def finish(self) -> None:
+        for key in list(self.buckets):
+            self._run(self.buckets.pop(key))
+
+    def _run(self, bucket: list[tuple[int, Clip, np.ndarray]]) -> None:
+        lengths = torch.tensor([len(wave) for _, _, wave in bucket])
+        batch = torch.zeros(len(bucket), int(lengths.max()))
+        for row, (_, _, wave) in enumerate(bucket):
+            batch[row, : len(wave)] = torch.from_numpy(wave)
+        group = self.group(bucket[0][1])
+        for student, out in zip(self.students, self.outputs):
+            logits, embedding = self._pick(student, group)(batch, lengths)
+            for row, (index, _, _) in enumerate(bucket):
+                out["logits"][index] = logits[row].float().numpy()
+                out["embedding"][index] = embedding[row].float().numpy()
+
+
+def _header_samples(path: Path) -> int:
+    """A clip's length in 16 kHz samples from its header (0 when unreadable: the worker says why)."""
+    from crossmodal.io.audio import AudioError, probe_audio
+
+    try:
+        duration = probe_audio(path).duration
+    except (AudioError, OSError, ValueError):
+        return 0
+    return round((duration or 0.0) * SAMPLE_RATE)
+
+
+@contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` inside the block (None: unchanged)."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- the cached baseline features
+
+
+@dataclass
+class BaselineSet:
+    """The eGeMAPS/MFCC features of a corpus listing, kept in ``<paths.data_dir>/eval_features/<corpus>-<digest>``
+    (features.safetensors + manifest.json with the fingerprint), so that a second evaluation of the same
+    clips reuses them. ``rows``: clip index -> {name: features} taken from the set; ``reused``: whether
+    the set was there; ``folder`` None: no cache (``benchmark.feature_cache=false``, no data_dir, no baselines)."""
+
+    folder: Path | None
+    fingerprint: dict[str, Any] | None
+    source: str
+    rows: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    reused: bool = False
+
+    def note(self) -> str:
+        if self.folder is None:
+            return ""
+        return f"eGeMAPS/MFCC features {'reused from' if self.reused else 'computed and cached in'} {self.folder} (fingerprint {self.fingerprint['digest'][:8]})"
+
+    def save(self, clips: Sequence[Clip], kept: Sequence[int], features: dict[str, np.ndarray], names: Sequence[str]) -> None:
+        """Write the set built in this run (atomic: the features, then the manifest that makes it a set)."""
+        if self.folder is None or self.reused or not names:
+            return
+        from safetensors.numpy import save_file
+
+        arrays = {name: np.ascontiguousarray(features[name], dtype=np.float64) for name in names}
+        with atomic_path(self.folder / FEATURE_FILE) as tmp:
+            save_file(arrays, str(tmp))
+        manifest = {"meta": {"fingerprint": self.fingerprint, "created": time.strftime("%Y-%m-%d %H:%M:%S")},
+                    "clips": [_relative(clips[i].path, self.source) for i in kept], "features": {name: int(arrays[name].shape[1]) for name in names}}
+        write_json(self.folder / MANIFEST, manifest)
+        log.info("%s", self.note())
+
+
+FEATURE_FILE = "features.safetensors"
+
+
+def feature_set_fingerprint(source: str, clips: Sequence[Clip], names: Sequence[str]) -> dict[str, Any]:
+    """What the baseline features of ``clips`` depend on: the corpus folder's listing (names, sizes,
+    mtimes), which of its clips are used, the feature settings and the decoder and feature libraries' versions."""
+    from importlib.metadata import version
+
+    import soundfile
+
+    relative = sorted(_relative(clip.path, source) for clip in clips)
+    settings = {
+        "clips": {"count": len(relative), "sha256": hashlib.sha256("\n".join(relative).encode()).hexdigest()},
+        "sample_rate": SAMPLE_RATE,
+        "decoder": {"soundfile": version("soundfile"), "libsndfile": soundfile.__libsndfile_version__, "av": version("av"),
+                    "torchaudio": version("torchaudio").split("+")[0]},
+        "features": baseline_settings(names),
+    }
+    return input_fingerprint(FEATURE_SET_KIND, sources={"corpus": source}, settings=settings, format_version=FEATURE_SET_FORMAT)
+
+
+@contextmanager
+def baseline_feature_set(data_dir: str | Path | None, corpus: str, source: str, clips: Sequence[Clip], names: Sequence[str]) -> Iterator[BaselineSet]:
+    """The fingerprinted baseline-feature set of these clips, held under a folder lock while the
+    run computes what it lacks (a second run of the same clips waits, then reuses it)."""
+    if data_dir is None or not names:
+        yield BaselineSet(None, None, source)
+        return
+    from safetensors.numpy import load_file
+
+    fingerprint = feature_set_fingerprint(source, clips, names)
+    folder = shard_folder(data_dir, FEATURE_SET_KIND, corpus, fingerprint)
+    with folder_lock(folder, what="baseline feature set"):
+        cache = BaselineSet(folder, fingerprint, source)
+        if claim(folder, fingerprint, what="baseline feature set"):
+            stored = load_file(str(folder / FEATURE_FILE))
+            where = {name: row for row, name in enumerate(read_manifest(folder)["clips"])}
+            for index, clip in enumerate(clips):
+                row = where.get(_relative(clip.path, source))
+                if row is not None:
+                    cache.rows[index] = {name: stored[name][row] for name in names}
+            cache.reused = True
+            log.info("%s (%d of %d clips)", cache.note(), len(cache.rows), len(clips))
+        yield cache
+
+
+def _relative(path: Path, source: str) -> str:
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(source))
 
 
 def random_init_student(student: Student, seed: int) -> Student:
@@ -375,9 +685,10 @@ def evaluate_features(
     student_logits: np.ndarray,
     bench: BenchmarkConfig,
     spec_name: str,
+    workers: int = 1,
 ) -> ScoreReport:
     """Probe every feature set and the baselines under both protocols (no model needed: testable
-    on planted features)."""
+    on planted features); the probes' folds are fitted in ``workers`` processes."""
     spec = corpus_spec(spec_name)
     where = f"{spec.title} under {bench.source}"
     labels = np.array([class_names.index(c.corpus_label) for c in clips])
@@ -394,11 +705,14 @@ def evaluate_features(
     except FoldError as exn:
         log.warning("%s; reporting the clip-level protocol only", exn)
         report.notes.append(f"no speaker-independent protocol: {exn}")
+    jobs = {(protocol, method): ProbeJob(features, labels, protocol_folds, class_names, groups=speakers if protocol == "speakers" else None,
+                                         Cs=bench.Cs, inner_folds=bench.inner_folds, seed=bench.seed, speakers=speakers, per_speaker=bench.per_speaker_norm)
+            for protocol, protocol_folds in folds.items() for method, features in feature_sets.items()}
+    desc = f"probes: logistic regression on {len(feature_sets)} feature sets x {len(folds)} protocols ({workers} process{'es' if workers > 1 else ''})"
+    results = run_probes(jobs, workers, watch=lambda fitted, total: progress(fitted, desc=desc, unit="fold", total=total))
     for protocol, protocol_folds in folds.items():
-        groups = speakers if protocol == "speakers" else None
-        for method, features in feature_sets.items():
-            result = cross_validate_probe(features, labels, protocol_folds, class_names, groups=groups, Cs=bench.Cs, inner_folds=bench.inner_folds,
-                                          seed=bench.seed, speakers=speakers, per_speaker=bench.per_speaker_norm)
+        for method in feature_sets:
+            result = results[(protocol, method)]
             chosen = ", ".join(f"{c:g}" for c in sorted(set(result.chosen_C)))
             name = method + (SPEAKER_NORM if bench.per_speaker_norm else "")
             report.rows.append(ScoreRow(name, protocol, result.scores, note=f"C in {{{chosen}}}"))
@@ -445,7 +759,7 @@ def markdown_report(report: ScoreReport, bench: BenchmarkConfig) -> str:
         f"- features: {', '.join(bench.features)}; probe: multinomial logistic regression on features standardised "
         + ("per speaker, then globally" if bench.per_speaker_norm else "globally (training part)") + f", C by {bench.inner_folds}-fold inner CV",
         *[f"- {note}" for note in report.notes],
-        f"- skipped files (unparseable name, unreadable or silent): {len(report.failures)}",
+        f"- skipped files (unparseable name, unreadable, silent or no speech): {len(report.failures)}",
         "",
         markdown_table(columns, rows),
         "",
