@@ -145,7 +145,8 @@ def _timeline(args: argparse.Namespace) -> int:
     from crossmodal.inference import load_student
     from crossmodal.inference.timeline import run_timelines
     from crossmodal.io.video import FaceConfig
-    from crossmodal.models.teacher import DEFAULT_TEACHER, load_teacher
+    from crossmodal.models.loading import load_teacher
+    from crossmodal.models.teacher import DEFAULT_TEACHER
     from crossmodal.paper import TEMPERATURE
 
     try:

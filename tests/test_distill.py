@@ -292,7 +292,7 @@ def test_distillation_on_real_clips_lowers_the_loss(emodb_distill_shards, tmp_pa
 
 def test_supervised_student_trains_on_labels_and_writes_its_student_file(emodb_distill_shards, tmp_path):
     from crossmodal.lit.student import StudentSpeech
-    from crossmodal.models.speech import load_student_file
+    from crossmodal.models.loading import load_student_modules
 
     L.seed_everything(0)
     dm = DistillDataModule(str(emodb_distill_shards), labels_only=True, batch_size=8, eval_batch_size=8, num_workers=0,
@@ -307,7 +307,7 @@ def test_supervised_student_trains_on_labels_and_writes_its_student_file(emodb_d
     metrics = trainer.callback_metrics
     assert {"test/ua_unheard", "test/wa_heard", "test/loss_unheard"} <= set(metrics)
     assert 0.0 <= float(metrics["test/ua_unheard"]) <= 1.0
-    _, net, info = load_student_file(tmp_path / "student.safetensors")
+    _, net, info = load_student_modules(tmp_path / "student.safetensors")
     assert info["net_name"] == "small_cnn" and info["module"] == "StudentSpeech" and info["label_classes"] == SHARED
     assert "test/ua_unheard" in info["metrics"]
     assert (tmp_path / "plots" / "test_confusion_unheard.png").exists()

@@ -161,7 +161,7 @@ def test_worker_processes_give_the_same_shards(grid_pairs, tmp_path: Path) -> No
 
 @pytest.mark.skipif(not SHIPPED_TEACHER.exists(), reason=f"the shipped teacher {SHIPPED_TEACHER} is not there")
 def test_shipped_teacher(grid_pairs, tmp_path: Path) -> None:
-    from crossmodal.models.teacher import load_teacher
+    from crossmodal.models.loading import load_teacher
 
     manifest, work = extract_logits(grid_pairs, tmp_path / "shipped", load_teacher(), teacher_name="teacher_cpu", batch_size=32)
     for sample in read_all(manifest).values():
@@ -194,7 +194,7 @@ def test_extract_task_end_to_end(grid_full_root: Path, tmp_path: Path) -> None:
 def test_extract_task_under_ddp_equals_one_process(grid_root: Path, tmp_path: Path) -> None:
     """trainer=ddp_cpu: 2 processes build the pair shards and extract one shard each; the result
     equals a single process's extraction of the same pairs."""
-    from crossmodal.models.teacher import load_teacher
+    from crossmodal.models.loading import load_teacher
 
     command = [
         sys.executable, "-m", "crossmodal.run", "experiment=extract_logits", f"prep.source={grid_root}", "trainer=ddp_cpu",

@@ -38,9 +38,9 @@ def test_init_from_must_fit_the_network() -> None:
                                                            "dropout": 0.3}},
                   frontend={"features": "logmel", "n_mels": 64, "f_min": 20.0, "f_max": 8000.0, "normalize": False})
     module = FinetuneStudent(**kwargs, init_from=str(SHIPPED))
-    from crossmodal.models.speech import load_student_file
+    from crossmodal.models.loading import load_student_modules
 
-    _, net, _ = load_student_file(SHIPPED)
+    _, net, _ = load_student_modules(SHIPPED)
     assert all((a == b).all() for a, b in zip(module.net.state_dict().values(), net.state_dict().values()))
     with pytest.raises(ValueError, match=r"init_from=.*its network .* is not the one this run builds"):
         FinetuneStudent(**{**kwargs, "student": {"name": "small_cnn", "kwargs": {"embed_dim": 64}}}, init_from=str(SHIPPED))
@@ -72,9 +72,9 @@ def test_finetune_cpu_one_step_on_demo_data(tmp_path: Path) -> None:
     assert {clip.split("/")[0] for clips in subset["clips"].values() for clip in clips} <= set(split["train"])
     metrics = json.loads((run / "metrics.json").read_text())
     assert "test/ua_unheard" in metrics
-    from crossmodal.models.speech import load_student_file
+    from crossmodal.models.loading import load_student_modules
 
-    _, _, info = load_student_file(run / "student.safetensors")
+    _, _, info = load_student_modules(run / "student.safetensors")
     provenance = info.get("provenance") or info
     assert provenance["init_from"]["path"].endswith("crossmodal/assets/student_cpu.safetensors") and len(provenance["init_from"]["sha256"]) == 64
     assert provenance["label_subset"]["clips"] == subset["clips"]

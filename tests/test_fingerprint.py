@@ -121,7 +121,8 @@ def _emodb_subset(root: Path, per_speaker: int = 3) -> Path:
 
 def test_distill_with_another_teacher_rebuilds_and_a_named_folder_refuses(tmp_path: Path) -> None:
     """distill_cpu-style recipe: teacher_ckpt=OTHER gets its own logits, never the first teacher's."""
-    from crossmodal.models.teacher import DEFAULT_TEACHER, load_teacher, save_teacher
+    from crossmodal.models.loading import load_teacher
+    from crossmodal.models.teacher import DEFAULT_TEACHER, save_teacher
 
     other = save_teacher(load_teacher(), tmp_path / f"other{DEFAULT_TEACHER.suffix}", half=False)  # the same net, other bytes
     emodb, data = _emodb_subset(tmp_path / "emodb"), tmp_path / "data"

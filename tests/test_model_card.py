@@ -138,12 +138,12 @@ def test_demo_summary_line_sets_this_run_beside_the_cross_validated_figure():
 def test_eval_emodb_with_the_shipped_student_scores_only_its_held_out_speakers():
     """experiment=eval_emodb's speaker filter, on the shipped EmoDB clips and the shipped student's own info."""
     from crossmodal.io.corpora import read_corpus
-    from crossmodal.models.speech import load_student_file
+    from crossmodal.models.loading import load_student_modules
     from crossmodal.tasks.evaluate import drop_student_speakers
 
     clips = read_corpus("emodb", card.ASSETS / "demo" / "emodb")
     assert {c.speaker for c in clips} == EMODB_SPEAKERS
-    _frontend, _net, info = load_student_file(card.SHIPPED_STUDENT)
+    _frontend, _net, info = load_student_modules(card.SHIPPED_STUDENT)
     kept, note = drop_student_speakers(clips, info, "emodb", exclude=True)
     assert {c.speaker for c in kept} == set(card.load_recorded()["student_cpu"]["heldout_speakers"]) == {"10", "12"}
     assert note.startswith("scored only speakers 10, 12, which the student never heard; left out speakers 03, 08, 09, 11")

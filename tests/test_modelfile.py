@@ -19,6 +19,7 @@ import torch
 from crossmodal.emotions import EMOTIONS
 from crossmodal.inference import DEFAULT_STUDENT, load_student
 from crossmodal.models import modelfile
+from crossmodal.models.loading import load_student_modules, load_teacher
 from crossmodal.models.modelfile import (
     FORMAT_VERSION,
     MIGRATIONS,
@@ -28,8 +29,8 @@ from crossmodal.models.modelfile import (
     upgrade_model_file,
     write_model_file,
 )
-from crossmodal.models.speech import create_student, load_student_file, save_student
-from crossmodal.models.teacher import DEFAULT_TEACHER, load_teacher
+from crossmodal.models.speech import create_student, save_student
+from crossmodal.models.teacher import DEFAULT_TEACHER
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "data" / "modelfiles"
@@ -124,7 +125,7 @@ def test_student_file_is_safetensors_with_provenance_and_written_atomically(tmp_
     assert provenance["data"] == "x" and provenance["teacher_digest"] == "sha1:abc" and provenance["metrics"]["test/ua"] == 0.4
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", provenance["date"]) and "git_commit" in provenance
     assert header["info"] == {"label_classes": ["neutral"]}
-    _, loaded, info = load_student_file(path)
+    _, loaded, info = load_student_modules(path)
     assert info["provenance"]["data"] == "x" and info["metrics"] == {"test/ua": 0.4}
     for key, value in net.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key

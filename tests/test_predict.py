@@ -28,7 +28,7 @@ def tiny_student_file(path: Path, frontend_cfg: dict | None = None, net: str = "
     if net == "small_cnn":
         net_kwargs = {"channels": [8, 16], "embed_dim": 16, **net_kwargs}
     torch.manual_seed(seed)
-    model = create_student(net, frontend_n_freq=frontend.n_freq, **net_kwargs)
+    model = create_student(net, n_freq=frontend.n_freq, **net_kwargs)
     # Non-trivial batch-norm statistics, so that eval-mode outputs depend on the weights everywhere.
     for module in model.modules():
         if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
@@ -128,7 +128,7 @@ def test_cli_table_with_windows(student_path, grid_root, capsys):
 
 
 def test_missing_default_student_says_what_to_do(monkeypatch, tmp_path):
-    import crossmodal.inference.loading as loading
+    import crossmodal.models.loading as loading
 
     monkeypatch.delenv("CROSSMODAL_STUDENT", raising=False)
     monkeypatch.setattr(loading, "DEFAULT_STUDENT", tmp_path / "none.pt")
@@ -215,7 +215,7 @@ def memory_student():
 
     frontend = SpeechFrontend(**LOGMEL)
     torch.manual_seed(0)
-    return Student(frontend, create_student("small_cnn", frontend_n_freq=frontend.n_freq, channels=[8, 16], embed_dim=16))
+    return Student(frontend, create_student("small_cnn", n_freq=frontend.n_freq, channels=[8, 16], embed_dim=16))
 
 
 @pytest.fixture
@@ -250,7 +250,7 @@ def test_student_minimum_comes_from_training_and_the_network(memory_student):
 
     # small_cnn with 2 blocks needs 4 frames = 400 + 3 * 160 samples: less than training's 0.5 s floor
     assert memory_student.network_min_samples == 880 and memory_student.min_seconds == MIN_SPEECH_SECONDS
-    vggvox = Student(SpeechFrontend(), create_student("vggvox", frontend_n_freq=512, fc6_channels=8, embed_dim=8))
+    vggvox = Student(SpeechFrontend(), create_student("vggvox", n_freq=512, fc6_channels=8, embed_dim=8))
     assert vggvox.min_seconds == pytest.approx((400 + 64 * 160) / 16000)  # 65 frames: 0.665 s
 
 

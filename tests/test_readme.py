@@ -165,7 +165,8 @@ class Workspace:
         weights, re-saved once per name so that each name has its own bytes and digest, as two users'
         teachers would. The paper path (extract with ``teacher_ckpt=T``, then distill with the same ``T``)
         must then find exactly the set that teacher made."""
-        from crossmodal.models.teacher import load_teacher, save_teacher
+        from crossmodal.models.loading import load_teacher
+        from crossmodal.models.teacher import save_teacher
 
         path = self.root / "teachers" / f"{Path(name).stem}.safetensors"
         if not path.exists():

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from crossmodal.models.frontend import SpeechFrontend
-from crossmodal.models.speech import create_student, load_student_file, save_student
+from crossmodal.models.loading import load_student_modules
+from crossmodal.models.speech import create_student, save_student
 from crossmodal.registry import SPEECH_MODELS
 
 STUDENTS = {"vggvox": (512, 1024), "resnet34_thin": (257, 256), "small_cnn": (64, 128)}
@@ -64,7 +65,7 @@ def test_student_file_round_trip(tmp_path):
     net = create_student("small_cnn", n_freq=64).eval()
     path = save_student(tmp_path / "student.safetensors", "small_cnn", {"n_freq": 64}, frontend.frontend_config(), net.state_dict(),
                         extra={"ua": 0.5})
-    loaded_frontend, loaded_net, info = load_student_file(path)
+    loaded_frontend, loaded_net, info = load_student_modules(path)
     assert info["net_name"] == "small_cnn" and info["ua"] == 0.5 and info["emotions"][1] == "happiness"
     assert info["header"]["format"] == "crossmodal-model" and info["header"]["kind"] == "student"
     assert not loaded_net.training and not loaded_frontend.training
@@ -75,7 +76,7 @@ def test_student_file_round_trip(tmp_path):
 
 def test_student_file_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no student file"):
-        load_student_file(tmp_path / "missing.safetensors")
+        load_student_modules(tmp_path / "missing.safetensors")
     torch.save({"something": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other.pt is not a crossmodal model file"):
-        load_student_file(tmp_path / "other.pt")
+        load_student_modules(tmp_path / "other.pt")

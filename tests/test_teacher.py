@@ -23,7 +23,8 @@ from crossmodal.models.face import (
     load_matconvnet_ferplus,
     matconvnet_backbone,
 )
-from crossmodal.models.teacher import DEFAULT_TEACHER, FaceTeacher, load_teacher, save_teacher
+from crossmodal.models.loading import load_teacher
+from crossmodal.models.teacher import DEFAULT_TEACHER, FaceTeacher, save_teacher
 from crossmodal.pipeline.ferplus import prepare_ferplus
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -123,7 +123,7 @@ def test_folder_gives_one_summary_row_per_video(folder_run: dict) -> None:
 def test_figure_has_face_panel_above_voice_panel(grid_root: Path) -> None:
     from crossmodal.inference import load_student
     from crossmodal.inference.timeline_plot import FACE_TITLE, VOICE_TITLE, timeline_figure
-    from crossmodal.models.teacher import load_teacher
+    from crossmodal.models.loading import load_teacher
     from crossmodal.utils.plots import close
 
     timeline = video_timeline(grid_root / "lbax4n.mpg", load_student(), load_teacher(), window=1.5, hop=0.5, reduce="mean", thumbnails=4)

@@ -23,13 +23,12 @@ pooled over consecutive stretches of ``POOL_SECONDS`` (see :meth:`Student.predic
 
 The package, one job per module:
     waveform.py   audio in: 16 kHz mono, refusals (too short, silent), windows and stretches
-    student.py    Student and its predictions (Prediction, WindowPrediction, FilePrediction)
-    loading.py    load_student / load_student_modules: model files and Lightning checkpoints
+    student.py    Student, its predictions (Prediction, WindowPrediction, FilePrediction) and load_student
+                  (files are read by crossmodal.models.loading, the one loader of teachers and students)
 Everything is re-exported here: ``from crossmodal.inference import load_student, Student``.
 """
 from __future__ import annotations
 
-from crossmodal.inference.loading import DEFAULT_STUDENT, load_student, load_student_modules
 from crossmodal.inference.student import (
     POOL_SECONDS,
     STREAM_ABOVE_SECONDS,
@@ -38,6 +37,7 @@ from crossmodal.inference.student import (
     Prediction,
     Student,
     WindowPrediction,
+    load_student,
 )
 from crossmodal.inference.waveform import (
     MAX_WINDOWS,
@@ -57,6 +57,7 @@ from crossmodal.inference.waveform import (
     window_spans,
 )
 from crossmodal.io.vad import NoSpeechError, SpeechCheck
+from crossmodal.models.loading import DEFAULT_STUDENT, load_student_modules
 
 __all__ = [
     "DEFAULT_STUDENT", "MAX_WINDOWS", "MIN_HOP_SECONDS", "MIN_SPEECH_SECONDS", "POOL_SECONDS", "SILENCE_RMS",

@@ -37,6 +37,7 @@ from crossmodal.io.vad import (
     frame_probabilities,
     no_speech_message,
 )
+from crossmodal.models.loading import load_student_modules
 
 # Files up to this long are predicted in one pass (as ever); longer ones are streamed (bounded memory).
 STREAM_ABOVE_SECONDS = 60.0
@@ -363,3 +364,13 @@ def _judge_windows(windows: list[WindowPrediction], check: SpeechCheck, probabil
     spans = [(round(w.start * SAMPLE_RATE), round(w.end * SAMPLE_RATE)) for w in windows]
     for window, fraction in zip(windows, check.window_fractions(probabilities, spans)):
         window.voiced_fraction, window.speech = fraction, check.is_speech(fraction)
+
+
+def load_student(path: str | Path | None = None, device: str | torch.device = "cpu") -> Student:
+    """A :class:`Student` (eval mode) from a student model file or a Lightning checkpoint of a speech module,
+    read by :func:`crossmodal.models.loading.load_student_modules` (nothing in the file runs).
+
+    ``path=None`` loads the default: ``$CROSSMODAL_STUDENT``, else the shipped ``crossmodal/assets/student_cpu.safetensors``.
+    """
+    frontend, net, info = load_student_modules(path, device)
+    return Student(frontend, net, info).to(device).eval()

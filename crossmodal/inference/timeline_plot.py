@@ -4,16 +4,13 @@ above, the student's from the voice below (stacked areas, one fixed colour per e
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from crossmodal.emotions import EMOTION_COLORS
+from crossmodal.inference.timeline_result import Timeline
 from crossmodal.utils import atomic
 from crossmodal.utils.plots import close, plt
-
-if TYPE_CHECKING:
-    from crossmodal.inference.timeline import Timeline
 
 FACE_TITLE = "face: teacher"
 VOICE_TITLE = "voice: student"

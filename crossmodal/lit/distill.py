@@ -87,7 +87,7 @@ class DistillationModule(SpeechModuleBase):
     def get_teacher(self) -> nn.Module:
         teacher = self.__dict__.get("teacher")
         if teacher is None:
-            from crossmodal.models.teacher import load_teacher
+            from crossmodal.models.loading import load_teacher
 
             teacher = load_teacher(self.teacher_path)
             self.set_teacher(teacher)

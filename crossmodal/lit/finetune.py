@@ -2,7 +2,7 @@
 
 :class:`FinetuneStudent` is :class:`~crossmodal.lit.student.StudentSpeech` (cross-entropy on the
 corpus labels, the same metrics and student file) whose network starts from the weights of a
-student model file, read with the safe loader (:func:`crossmodal.models.speech.load_student_file`:
+student model file, read with the safe loader (:func:`crossmodal.models.loading.load_student_modules`:
 safetensors, no pickle). The file's network and front-end must be the ones the config builds
 (``student``, ``model.frontend``); a mismatch is an error naming both. ``init_from: null`` trains
 the same network from scratch: the pair of rows the label-efficiency study compares. The student
@@ -42,13 +42,13 @@ class FinetuneStudent(StudentSpeech):
             self._load_initial(Path(self.init_from))
 
     def _load_initial(self, path: Path) -> None:
-        from crossmodal.models.speech import load_student_file
+        from crossmodal.models.loading import load_student_modules
         from crossmodal.pipeline.fingerprint import file_sha256
 
         if not path.exists():
             raise FileNotFoundError(f"init_from={path}: no student file there; give a student.safetensors "
                                     "(a run folder's, or crossmodal/assets/student_cpu.safetensors)")
-        _, net, info = load_student_file(path)
+        _, net, info = load_student_modules(path)
         def features(cfg: dict[str, Any]) -> dict[str, Any]:  # what the network sees; augmentation may differ
             return {k: v for k, v in cfg.items() if k not in TRAINING_ONLY}
 

@@ -29,8 +29,9 @@ from crossmodal.models.face import (
     PreprocessSpec,
     create_face_backbone,
 )
+from crossmodal.models.loading import load_teacher
 from crossmodal.models.losses import soft_target_cross_entropy
-from crossmodal.models.teacher import SLIM_FORMAT, FaceTeacher, head_names, load_teacher
+from crossmodal.models.teacher import SLIM_FORMAT, FaceTeacher, head_names
 from crossmodal.utils.optim import with_scheduler
 
 log = logging.getLogger(__name__)

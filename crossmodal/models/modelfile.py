@@ -18,8 +18,7 @@ the file was written in: older versions go through the explicit migrations in ``
 (version -> function), the pickled v1 files of ``save_student`` / ``save_teacher`` included. Those
 are read with ``torch.load(weights_only=True)``: they hold plain containers and tensors only.
 
-Building the networks stays with their owners (``crossmodal.models.speech.load_student_file``,
-``crossmodal.models.teacher.load_teacher``).
+Building the networks is :mod:`crossmodal.models.loading`'s (``load_student_modules``, ``load_teacher``).
 
 Everything else a user hands us (Lightning ``.ckpt``, ``.pth`` state dicts) goes through
 :func:`safe_torch_load`: ``torch.load(weights_only=True)`` with the explicit allow-list

@@ -9,7 +9,8 @@ Registered names: ``vggvox`` (the paper's VGG-M with batch norm), ``resnet34_thi
 with statistics pooling, the speaker-recognition workhorse), ``small_cnn`` (a few hundred thousand
 parameters, sized for CPU runs).
 
-The student file (``save_student`` / ``load_student_file``) is a model file
+Every one follows :class:`StudentNetwork` (the interface written down). The student file
+(``save_student``; read by :func:`crossmodal.models.loading.load_student_modules`) is a model file
 (:mod:`crossmodal.models.modelfile`: safetensors weights + a JSON header with the network's
 registry name and arguments, the front-end config, the emotion order and provenance). Predict and
 export build on it; training checkpoints stay Lightning's.
@@ -17,7 +18,7 @@ export build on it; training checkpoints stay Lightning's.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -26,6 +27,29 @@ from torch.nn import functional as F
 from crossmodal.emotions import NUM_EMOTIONS
 from crossmodal.models.blocks import BasicBlock
 from crossmodal.registry import SPEECH_MODELS
+
+# ------------------------------------------------------------------------------- the interface
+
+
+@runtime_checkable
+class StudentNetwork(Protocol):
+    """What every registered speech student is (docs/extending.md adds one).
+
+    Constructor: keyword arguments only, ``num_classes`` (8), ``n_freq`` (the front-end's frequency
+    bins: the training module and the loader pass the front-end's ``n_freq``) and the network's own
+    arguments from the config (``student.kwargs``); built by name with :func:`create_student`.
+    """
+
+    min_frames: int  # the shortest input [.., T] it accepts; shorter inputs are zero-padded up to it
+    embed_dim: int  # D, the size of the embedding
+
+    def __init__(self, *, num_classes: int = NUM_EMOTIONS, n_freq: int = 512, **kwargs: Any) -> None: ...
+
+    def forward(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``[B, 1, F, T]`` and valid frame counts ``[B]`` (None: all valid) -> ``(logits [B, 8], embedding [B, D])``,
+        pooled over the valid frames only."""
+        ...
+
 
 # ------------------------------------------------------------------------------------- helpers
 
@@ -218,11 +242,15 @@ def small_cnn(**kwargs: Any) -> SmallCNN:
     return SmallCNN(**kwargs)
 
 
-def create_student(name: str, frontend_n_freq: int | None = None, **kwargs: Any) -> nn.Module:
-    """A registered student; ``n_freq`` follows the front-end unless the config sets it."""
-    if frontend_n_freq is not None:
-        kwargs.setdefault("n_freq", frontend_n_freq)
-    return SPEECH_MODELS.create(name, **kwargs)
+def create_student(name: str, **kwargs: Any) -> StudentNetwork:
+    """The registered student ``name`` built with ``kwargs`` (``n_freq``: the front-end's frequency bins);
+    refused, naming it, when it does not follow :class:`StudentNetwork`."""
+    net = SPEECH_MODELS.create(name, **kwargs)
+    if not isinstance(net, StudentNetwork):
+        missing = [a for a in ("forward", "min_frames", "embed_dim") if not hasattr(net, a)]
+        raise TypeError(f"speech network {name!r} ({type(net).__name__}) lacks {', '.join(missing)} of the student "
+                        "interface (crossmodal.models.speech.StudentNetwork)")
+    return net
 
 
 # ------------------------------------------------------------------------------ student file
@@ -259,47 +287,3 @@ def save_student(
     )
     tensors = {k: v.detach().float() if v.is_floating_point() else v for k, v in state_dict.items()}
     return write_model_file(path, header, tensors)
-
-
-def load_student_file(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict[str, Any]]:
-    """Load a student model file of any format version -> ``(frontend, net, info)``, both in eval mode.
-
-    ``info`` holds ``net_name``, ``net_kwargs``, ``frontend`` (config), ``emotions``, ``version`` (the
-    format version read), ``provenance``, ``path``, ``header`` and the writer's ``info`` entries.
-    Older files (the pickled v1 ``.pt``) are migrated in memory; nothing in them is unpickled
-    beyond tensors and plain containers.
-    """
-    from crossmodal.models.frontend import build_frontend
-    from crossmodal.models.modelfile import (
-        ModelFileError,
-        header_facts,
-        header_version,
-        read_model_file,
-        unknown_architecture,
-    )
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no student file at {path}; give a path written by save_student (e.g. crossmodal/assets/student_cpu.safetensors)")
-    header, state = read_model_file(path, device=map_location)
-    if header["kind"] != "student":
-        raise ModelFileError(f"{path} is a {header['kind']} model file, not a student; give a student file")
-    try:
-        frontend = build_frontend(header["frontend"]).eval()
-    except TypeError as exn:
-        raise ModelFileError(f"{path}: {exn}") from exn
-    name, kwargs = header["architecture"]["name"], dict(header["architecture"]["kwargs"])
-    if name not in SPEECH_MODELS:
-        raise unknown_architecture(path, "speech network", name, SPEECH_MODELS.names())
-    net = create_student(name, **kwargs)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exn:
-        raise ModelFileError(f"{path}: its weights do not fit {name}({kwargs}): {exn}") from exn
-    net.eval()
-    info = header_facts(header)  # readers look up train_speakers, metrics, module... at the top
-    info.update({
-        "net_name": name, "net_kwargs": kwargs, "frontend": header["frontend"], "emotions": header["emotions"],
-        "version": header_version(header), "provenance": header.get("provenance", {}), "header": header, "path": str(path),
-    })
-    return frontend, net, info

@@ -1,13 +1,12 @@
 """FaceTeacher: the face-expression teacher as a plain network with its preprocessing, and its model files.
 
-    teacher = load_teacher()                       # the shipped crossmodal/assets/teacher_cpu.safetensors
+    teacher = load_teacher()                       # crossmodal.models.loading; the shipped teacher_cpu.safetensors
     logits = teacher(teacher.preprocess(images))   # uint8 [N,H,W] grey or [N,H,W,3] RGB, any size
 
 A teacher is saved as a model file (:mod:`crossmodal.models.modelfile`: safetensors weights + a
-JSON header with the backbone, preprocessing, flip averaging, emotion order and provenance).
-``load_teacher`` also reads older teacher files (the pickled v1 ``.pt``), a TeacherFER Lightning
-``.ckpt`` and the authors' MatConvNet-port ``resnet50_ferplus_dag.pth`` / ``senet50_ferplus_dag.pth``,
-all with ``torch.load(weights_only=True)``: a file that would run code is refused.
+JSON header with the backbone, preprocessing, flip averaging, emotion order and provenance) and
+loaded, like a student, by :func:`crossmodal.models.loading.load_teacher` (model files of any
+version, TeacherFER Lightning checkpoints, the authors' MatConvNet ports; nothing in a file runs).
 """
 from __future__ import annotations
 
@@ -19,29 +18,14 @@ import torch
 import torch.nn as nn
 
 from crossmodal.emotions import EMOTIONS
-from crossmodal.models.face import (
-    PreprocessSpec,
-    create_face_backbone,
-    guess_matconvnet_arch,
-    load_matconvnet_ferplus,
-)
-from crossmodal.models.modelfile import (
-    LEGACY_TEACHER_FORMAT,
-    ModelFileError,
-    is_safetensors,
-    make_header,
-    plain,
-    read_model_file,
-    safe_torch_load,
-    write_model_file,
-)
+from crossmodal.models.face import PreprocessSpec
+from crossmodal.models.modelfile import LEGACY_TEACHER_FORMAT, make_header, plain, write_model_file
 
 log = logging.getLogger(__name__)
 
 
 DEFAULT_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "teacher_cpu.safetensors"
 SLIM_FORMAT = LEGACY_TEACHER_FORMAT  # the pickled v1 teacher file (read through a migration)
-PREFIX = "teacher.backbone."  # TeacherFER's name for the network's weights
 
 
 class FaceTeacher(nn.Module):
@@ -163,70 +147,3 @@ def save_teacher(teacher: FaceTeacher | Any, path: str | Path, *, half: bool = T
     )
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in teacher.backbone.state_dict().items()}
     return write_model_file(path, header, state)
-
-
-def load_teacher(path: str | Path | None = None, device: str | torch.device = "cpu") -> FaceTeacher:
-    """A FaceTeacher in eval mode from a teacher model file (any format version), a TeacherFER ``.ckpt``
-    or a MatConvNet-port ``.pth``. Nothing in the file runs (safetensors, or weights-only loading).
-
-    ``path=None`` loads the project's default teacher, ``crossmodal/assets/teacher_cpu.safetensors``.
-    """
-    path = Path(path).expanduser() if path is not None else DEFAULT_TEACHER
-    if not path.exists():
-        hint = " (the shipped default teacher is missing: reinstall crossmodal or give a path)" if path == DEFAULT_TEACHER else ""
-        raise FileNotFoundError(f"teacher file {path} does not exist{hint}")
-    if is_safetensors(path):
-        teacher = _from_model_file(path)
-    else:
-        try:
-            payload = safe_torch_load(path)
-        except ModelFileError:
-            raise
-        except Exception as exn:  # noqa: BLE001 - name the file whatever went wrong
-            raise ValueError(f"cannot read teacher file {path}: {exn}") from exn
-        if isinstance(payload, dict) and payload.get("format") == SLIM_FORMAT:
-            teacher = _from_model_file(path)
-        elif isinstance(payload, dict) and "state_dict" in payload and "hyper_parameters" in payload:
-            teacher = _from_lightning(payload, path)
-        elif isinstance(payload, dict) and any(k.startswith("conv1_7x7_s2") for k in payload):
-            net, spec = load_matconvnet_ferplus(payload)
-            teacher = FaceTeacher(net, spec, name=f"matconvnet_{guess_matconvnet_arch(payload)}", kwargs={"in_chans": 3})
-        else:
-            raise ValueError(f"{path} is not a crossmodal teacher (a model file from save_teacher), a TeacherFER Lightning "
-                             "checkpoint, or a resnet50/senet50_ferplus_dag MatConvNet port")
-    return teacher.to(device).eval()
-
-
-def _from_model_file(path: Path) -> FaceTeacher:
-    header, state = read_model_file(path)
-    if header["kind"] != "teacher":
-        raise ModelFileError(f"{path} is a {header['kind']} model file, not a teacher; give a teacher file")
-    name, kwargs = header["architecture"]["name"], dict(header["architecture"]["kwargs"])
-    net = create_face_backbone(name, **kwargs)
-    own = net.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ValueError(f"{path}: teacher file lacks {len(missing)} tensors of {name} (first: {missing[:3]})")
-    unexpected = [k for k in state if k not in own]
-    if unexpected:
-        raise ValueError(f"{path}: teacher file has {len(unexpected)} tensors {name} does not (first: {unexpected[:3]})")
-    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
-    spec = PreprocessSpec.from_config(header["preprocess"])
-    teacher = FaceTeacher(net, spec, name=name, kwargs=kwargs, tta_flip=bool(header.get("tta_flip", False)))
-    teacher.header = header
-    teacher.meta = {**dict(header.get("info") or {}), **dict(header.get("provenance", {}).get("metrics") or {})}
-    return teacher
-
-
-def _from_lightning(payload: dict[str, Any], path: Path) -> FaceTeacher:
-    hp = dict(payload["hyper_parameters"])
-    spec = PreprocessSpec.from_config(hp.get("preprocess"))
-    kwargs = dict(hp.get("backbone_kwargs") or {})
-    kwargs.setdefault("in_chans", spec.channels)
-    kwargs["drop_rate"] = hp.get("drop_rate", 0.5)
-    net = create_face_backbone(hp["backbone"], **kwargs)
-    state = {k[len(PREFIX):]: v for k, v in payload["state_dict"].items() if k.startswith(PREFIX)}
-    if not state:
-        raise ValueError(f"{path} is a Lightning checkpoint without TeacherFER weights (no '{PREFIX}*' keys)")
-    net.load_state_dict(state)
-    return FaceTeacher(net, spec, name=hp["backbone"], kwargs=kwargs, tta_flip=bool(hp.get("tta_flip", False)))

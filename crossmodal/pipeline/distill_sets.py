@@ -12,24 +12,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from crossmodal.models.loading import load_teacher, teacher_digest, teacher_file, teacher_name
 from crossmodal.pipeline.cache import CacheMismatch, claim, find_sets
-from crossmodal.pipeline.fingerprint import describe, file_sha256, input_fingerprint, shard_folder
+from crossmodal.pipeline.extract import extract_logits
+from crossmodal.pipeline.fingerprint import describe, input_fingerprint, shard_folder
 from crossmodal.pipeline.pseudo_pairs import PseudoPairsConfig
 
 log = logging.getLogger(__name__)
-
-def teacher_file(ckpt: str | Path | None) -> Path:
-    """The teacher's file: ``teacher_ckpt``, or the shipped default teacher for None."""
-    if ckpt:
-        return Path(ckpt)
-    from crossmodal.models.teacher import DEFAULT_TEACHER
-
-    return Path(DEFAULT_TEACHER)
-
-
-def teacher_label(ckpt: str | Path | None) -> str:
-    """A readable teacher name for folder names: the file's stem (``teacher_cpu`` for the default)."""
-    return teacher_file(ckpt).stem
 
 
 def distill_fingerprint(
@@ -46,7 +35,7 @@ def distill_fingerprint(
 
 def distill_folder(data_dir: str | Path, pairs_name: str, teacher: str | Path | None, fingerprint: dict[str, Any]) -> Path:
     """``<data_dir>/distill/<pairs name>-<teacher name>-<digest8>``."""
-    return shard_folder(data_dir, "distill", f"{pairs_name}-{teacher_label(teacher)}", fingerprint)
+    return shard_folder(data_dir, "distill", f"{pairs_name}-{teacher_name(teacher)}", fingerprint)
 
 
 def extract_command(source: str | None, teacher: str | None, data_dir: str | Path) -> str:
@@ -61,7 +50,7 @@ def find_distill_set(data_dir: str | Path, teacher: str | None, source: str | No
     """The distillation set under ``<data_dir>/distill`` made with this teacher file (and from
     ``source`` when given): what ``task=extract`` wrote, found without a path key."""
     kind_dir = Path(data_dir) / "distill"
-    digest = file_sha256(teacher_file(teacher))
+    digest = teacher_digest(teacher)
     wanted = str(Path(source).resolve()) if source else None
 
     def pairs_source(fp: dict[str, Any]) -> str | None:
@@ -148,9 +137,6 @@ def prepare_shards(
     if claim(shards, fingerprint, strict=strict, named_by=named_by, what="distillation shard set", write_stamp=False):
         return
     pairs = prepare_pseudo_pairs(config, rank=0, world_size=1, strict=strict)
-    from crossmodal.models.teacher import load_teacher
-    from crossmodal.pipeline.extract import extract_logits, teacher_digest
-
     log.info("extracting teacher logits (%s) into %s", teacher_file(teacher), shards)
-    extract_logits(pairs, shards, load_teacher(teacher), teacher_name=teacher_label(teacher), teacher_id=teacher_digest(teacher),
+    extract_logits(pairs, shards, load_teacher(teacher), teacher_name=teacher_name(teacher), teacher_id=teacher_digest(teacher),
                    fingerprint=fingerprint, named_by=named_by, strict=strict, logits_dtype=config.logits_dtype)

@@ -35,8 +35,7 @@ import torch
 
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
 from crossmodal.pipeline.cache import claim
-from crossmodal.pipeline.distill_sets import teacher_file, teacher_label
-from crossmodal.pipeline.fingerprint import file_sha256, input_fingerprint
+from crossmodal.pipeline.fingerprint import input_fingerprint
 from crossmodal.pipeline.lock import folder_lock
 from crossmodal.pipeline.pairs.codec import decode_pair_frames, npy_bytes
 from crossmodal.pipeline.parallel import prefetched, wait_for_shards
@@ -53,16 +52,6 @@ from crossmodal.pipeline.shards import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def teacher_name(ckpt: str | None) -> str:
-    return teacher_label(ckpt)
-
-
-def teacher_digest(ckpt: str | None) -> str:
-    """sha256 of the teacher file (the shipped one for None): the digest the fingerprint holds, kept in
-    the manifest as ``teacher_sha256`` for the student's provenance."""
-    return file_sha256(teacher_file(ckpt))
 
 
 # ----------------------------------------------------------------------------------- extraction

@@ -21,8 +21,9 @@ import torch
 
 from crossmodal.config.checks import ConfigError
 from crossmodal.emotions import EMOTIONS
+from crossmodal.models.loading import teacher_digest, teacher_name
 from crossmodal.pipeline.distill_sets import distill_fingerprint, distill_folder
-from crossmodal.pipeline.extract import extract_logits, summarise, teacher_digest, teacher_name
+from crossmodal.pipeline.extract import extract_logits, summarise
 from crossmodal.pipeline.pairs import (
     prepare_report,
 )
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 def run(cfg, ctx) -> dict[str, Any]:
     """Prepare pair shards if needed, extract teacher logits, report counts, throughput and the histogram."""
-    from crossmodal.models.teacher import load_teacher
+    from crossmodal.models.loading import load_teacher
 
     data = build_recipe(cfg, "experiment=extract_logits prep.source=VIDEOS (or prep.pairs=PAIR_SHARDS), "
                                  "or experiment=pseudo_pairs prep.source=EMODB prep.ferplus=FERPLUS")

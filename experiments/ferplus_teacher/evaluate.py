@@ -20,7 +20,8 @@ import torch
 
 from crossmodal.data.ferplus import FerPlusDataModule
 from crossmodal.lit.teacher import TeacherFER
-from crossmodal.models.teacher import DEFAULT_TEACHER, load_teacher, save_teacher
+from crossmodal.models.loading import load_teacher
+from crossmodal.models.teacher import DEFAULT_TEACHER, save_teacher
 
 
 def evaluate(teacher_path: str, shards: str, tta: bool, root: Path) -> dict[str, float]:

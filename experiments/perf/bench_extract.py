@@ -84,7 +84,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from crossmodal.models.teacher import load_teacher
+    from crossmodal.models.loading import load_teacher
     from crossmodal.pipeline.extract import extract_logits
     from crossmodal.pipeline.pairs import PairsConfig, prepare_pairs
     from crossmodal.pipeline.shards import load_manifest

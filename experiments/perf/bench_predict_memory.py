@@ -81,7 +81,7 @@ def build_student(ckpt: str | None):
         conf = yaml.safe_load((REPO / "conf" / "student" / "small_cnn.yaml").read_text())
         frontend = build_frontend(conf["frontend"])
         torch.manual_seed(0)
-        net = create_student(conf["student"]["name"], frontend_n_freq=frontend.n_freq, **conf["student"]["kwargs"])
+        net = create_student(conf["student"]["name"], n_freq=frontend.n_freq, **conf["student"]["kwargs"])
         reason = str(exn).splitlines()[0][:120]
         return Student(frontend, net), f"small_cnn from conf/student/small_cnn.yaml, random weights (shipped student did not load: {reason})"
 

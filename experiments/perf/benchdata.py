@@ -101,7 +101,7 @@ def _faces(spec: BenchDataSpec, rng: np.random.Generator, count: int = 512) -> t
 
 def make_bench_data(work: Path, spec: BenchDataSpec) -> dict[str, Any]:
     """Pair shards in ``work/pairs`` and distillation shards in ``work/distill``; returns their paths and a description."""
-    from crossmodal.models.teacher import load_teacher
+    from crossmodal.models.loading import load_teacher
     from crossmodal.pipeline.extract import extract_logits
     from crossmodal.pipeline.pairs import make_pair_sample
     from crossmodal.pipeline.shards import ShardJob, load_manifest, write_shard_set

@@ -376,7 +376,7 @@ def resnet50_teacher():
 def p3(work: Path, data: dict[str, Any], sizes: Sizes) -> dict[str, Any]:
     import lightning as L
 
-    from crossmodal.models.teacher import load_teacher
+    from crossmodal.models.loading import load_teacher
 
     def epoch(mode: str, teacher, batch_size: int) -> Callable[[], float]:
         shards = data["distill"] if mode == "cached" else data["pairs"]

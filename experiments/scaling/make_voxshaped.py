@@ -115,7 +115,7 @@ def face_logits(ferplus: Path, teacher: str | None, max_faces: int, seed: int) -
     import torch
 
     from crossmodal.io.ferplus import load_ferplus_image, read_ferplus
-    from crossmodal.models.teacher import load_teacher
+    from crossmodal.models.loading import load_teacher
     from crossmodal.pipeline.extract import teacher_logits
 
     splits = [s for s, folder in (("val", "FER2013Valid"), ("test", "FER2013Test"), ("train", "FER2013Train"))
@@ -218,8 +218,8 @@ def make_voxshaped(out: Path, n: int, *, speech: list[Path] | None = None, ferpl
     from crossmodal import paper
     from crossmodal.emotions import EMOTIONS
     from crossmodal.io.splits import make_split, save_split
+    from crossmodal.models.loading import teacher_file, teacher_name
     from crossmodal.pipeline.cache import claim
-    from crossmodal.pipeline.distill_sets import teacher_file, teacher_label
     from crossmodal.pipeline.fingerprint import file_sha256, input_fingerprint
     from crossmodal.pipeline.parallel import prefetched
     from crossmodal.pipeline.shards import ShardJob, load_manifest, write_shard_set
@@ -245,7 +245,7 @@ def make_voxshaped(out: Path, n: int, *, speech: list[Path] | None = None, ferpl
         by_split[split.assign(seg.identity, seg.video)].append(seg)
     jobs = [ShardJob(f"{which}-{start // samples_per_shard:06d}", [(which, s) for s in members[start : start + samples_per_shard]])
             for which, members in by_split.items() for start in range(0, len(members), samples_per_shard)]
-    name = teacher_label(teacher)
+    name = teacher_name(teacher)
     prepared = time.perf_counter() - started
 
     def build(job: ShardJob) -> list[dict[str, Any]]:

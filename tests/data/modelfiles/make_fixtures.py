@@ -106,8 +106,9 @@ def save_teacher_v1(path: Path, name, kwargs, preprocess, backbone_state, tta_fl
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     from crossmodal.models.face import PreprocessSpec, create_face_backbone
-    from crossmodal.models.speech import create_student, load_student_file, save_student
-    from crossmodal.models.teacher import FaceTeacher, load_teacher, save_teacher
+    from crossmodal.models.loading import load_student_modules, load_teacher
+    from crossmodal.models.speech import create_student, save_student
+    from crossmodal.models.teacher import FaceTeacher, save_teacher
 
     torch.manual_seed(12)
     name, kwargs = STUDENT_NET
@@ -135,7 +136,7 @@ def main() -> None:
     # The expected outputs come from the v1 files read the way they were always meant to be read.
     expected: dict[str, dict[str, list]] = {}
     wave = student_input()
-    frontend, loaded, _ = load_student_file(HERE / "student_v1.pt")
+    frontend, loaded, _ = load_student_modules(HERE / "student_v1.pt")
     with torch.no_grad():
         logits, embedding = loaded(*frontend(wave))
     expected["student"] = {"logits": logits[0].tolist(), "embedding": embedding[0].tolist()}
