@@ -55,3 +55,20 @@ def test_subprocess_benchmarks_run_and_print(run_all, tmp_path, capsys):
     assert "P1 framework overhead" in out and "P4 streaming memory" in out and "P6 extraction" in out
     assert _positive(results["P1"]["ratio"]) and _positive(results["P1"]["cpu_ratio"])
     assert results["P4"]["10N"] == 10 * results["P4"]["N"] and _positive(results["P4"]["ratio"])
+
+
+@pytest.mark.slow
+def test_teacher_benchmark_runs_on_demo_faces(tmp_path, capsys):
+    """bench_teacher.py (issue 22 goal 2) on a few shipped demo faces: its lines, both rates, the check's figures."""
+    sys.path.insert(0, str(PERF))
+    try:
+        import bench_teacher
+    finally:
+        sys.path.remove(str(PERF))
+    result = bench_teacher.main(["--ferplus", str(tmp_path / "absent"), "--faces", "32", "--batch-size", "16", "--repeats", "1",
+                                 "--check"])
+    out = capsys.readouterr().out
+    assert "Teacher new / old" in out and "target >= 4x" in out and "Teacher check on all" in out
+    assert "demo" in result["source"] and result["faces"] == 32
+    assert _positive(result["old_images_per_s"]) and _positive(result["new_images_per_s"])
+    assert result["check"]["max_abs_diff"] <= 1e-4 and result["check"]["argmax_agreement"] == 1.0

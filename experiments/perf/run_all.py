@@ -5,7 +5,8 @@
     .venv/bin/python experiments/perf/run_all.py --only P1,P3 --json results.json
 
 P1 framework overhead, P2 input pipeline, P3 teacher cache, P4 streaming memory, P5 front-end (perfkit.py);
-P6 extraction overhead (bench_extract.py, run as a subprocess). The benchmark shards are built once
+P6 extraction overhead (bench_extract.py, run as a subprocess); TEACHER the CPU teacher's old forward vs its
+inference form (bench_teacher.py, a subprocess; issue 22 goal 2). The benchmark shards are built once
 from real EmoDB speech and FER+ faces when ../shared/data has them (synthesised otherwise) and cached
 in --work-dir. See experiments/perf/README.md for the figures and what they mean.
 """
@@ -71,11 +72,28 @@ def p6(work: Path, data: dict, sizes: perfkit.Sizes) -> dict:
     return result
 
 
+def teacher(work: Path, data: dict, sizes: perfkit.Sizes) -> dict:
+    """TEACHER (bench_teacher.py): the CPU teacher, old forward vs inference form, on real FER+ test faces."""
+    faces = 64 * sizes.p6_segments  # 1024 full, 256 quick, 128 tiny
+    cmd = [sys.executable, str(HERE / "bench_teacher.py"), "--faces", str(faces), "--repeats", str(sizes.repeats),
+           "--json", str(work / "teacher.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("Teacher")]
+    if proc.returncode != 0:
+        print(f"TEACHER: bench_teacher.py failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+        return {"error": proc.stderr[-2000:]}
+    for line in lines:
+        print(line)
+    result = json.loads((work / "teacher.json").read_text())
+    result["lines"], result["command"] = lines, " ".join(cmd)
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, ~1-2 min")
     parser.add_argument("--tiny", action="store_true", help="the smallest sizes (tests): checks the benchmarks run, figures meaningless")
-    parser.add_argument("--only", default="P1,P2,P3,P4,P5,P6", help="comma-separated subset, e.g. P1,P4")
+    parser.add_argument("--only", default="P1,P2,P3,P4,P5,P6,TEACHER", help="comma-separated subset, e.g. P1,P4")
     parser.add_argument("--work-dir", default=os.environ.get("CROSSMODAL_PERF_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "crossmodal_perf")))
     parser.add_argument("--emodb", default=None, help="EmoDB folder (default: ../shared/data/emodb when there)")
     parser.add_argument("--ferplus", default=None, help="FER+ folder (default: ../shared/data/ferplus when there)")
@@ -113,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in chosen:
         tick = time.time()
         try:
-            results[name] = (p6 if name == "P6" else BENCHES[name])(work, data, sizes)
+            results[name] = {"P6": p6, "TEACHER": teacher}.get(name, BENCHES.get(name))(work, data, sizes)
         except Exception as exn:  # noqa: BLE001 - one broken benchmark must not hide the others
             import traceback
 
