@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ckpt", default=None, help="student file (default: the shipped one)")
     parser.add_argument("--work-dir", default=None, help="where the folder of clips is made (default: a temporary folder)")
     parser.add_argument("--no-cli", action="store_true", help="skip the end-to-end command runs")
+    parser.add_argument("--package-loop", type=int, default=20, metavar="N",
+                        help="also time the silero-vad package's own frame loop against ours on the first N clips (0: skip)")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args(argv)
 
@@ -105,6 +107,42 @@ def main(argv: list[str] | None = None) -> dict:
     figures = {"clips": args.clips, "audio_seconds": round(seconds, 1), "repeats": args.repeats, "threads": torch.get_num_threads(),
                "times": times, "clips_per_s": rate, "vad_alone_s": med["vad_alone"], "vad_share_alone": share_alone,
                "vad_share_paired": share_diff}
+    if args.package_loop:
+        import warnings
+
+        import silero_vad
+
+        torch.set_num_threads(figures["threads"])  # the package's import sets 1 thread
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            package = silero_vad.load_silero_vad()
+        torch.set_num_threads(figures["threads"])
+        few = waves[: args.package_loop]
+
+        def package_loop() -> float:
+            start = time.perf_counter()
+            with torch.inference_mode():
+                for wave in few:
+                    package.reset_states()
+                    package.audio_forward(torch.from_numpy(wave)[None], 16000)
+            return time.perf_counter() - start
+
+        def ours() -> float:
+            start = time.perf_counter()
+            for wave in few:
+                vad.frame_probabilities(wave, 16000)
+            return time.perf_counter() - start
+
+        loops = {"package": [], "ours": []}
+        for round_ in range(args.repeats):
+            for name, fn in ((("package", package_loop), ("ours", ours)) if round_ % 2 == 0 else (("ours", ours), ("package", package_loop))):
+                loops[name].append(fn())
+        few_seconds = sum(len(w) for w in few) / 16000
+        ratio = statistics.median(a / b for a, b in zip(loops["package"], loops["ours"]))
+        print(f"detector on {len(few)} clips ({few_seconds:.0f} s): the package's frame loop "
+              f"{1000 * statistics.median(loops['package']) / few_seconds:.1f} ms per audio second, ours "
+              f"{1000 * statistics.median(loops['ours']) / few_seconds:.1f} ms: {ratio:.1f}x (median of paired ratios)")
+        figures["package_loop"] = loops
     if not args.no_cli:
         command = [sys.executable, "-m", "crossmodal.cli", "predict", str(folder), "--json", "--no-embedding"]
         if args.ckpt:
