@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from crossmodal.models.teacher import load_teacher
+    from crossmodal.models.loading import load_teacher
     from crossmodal.pipeline.extract import teacher_logits
 
     teacher = load_teacher(args.teacher)
