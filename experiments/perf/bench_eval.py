@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -82,6 +83,12 @@ def fresh_workers() -> None:
     get_reusable_executor().shutdown(wait=True)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (worker processes count once stopped)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def feature_sets(outputs, names):
     sets = {f"probe_{k}": outputs[0][k] for k in ("logits", "embedding")}
     sets.update({f"random_init_{k}": outputs[1][k] for k in ("logits", "embedding")})
@@ -115,23 +122,27 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     runs = {"per-clip": [], "batched": [], "cached": []}
+    cpu = {name: [] for name in runs}
     results: dict[str, list] = {}
 
     def timed_per_clip() -> None:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_seconds()
         results["per-clip"] = per_clip_features(students, clips, names)
         runs["per-clip"].append(time.perf_counter() - t)
+        cpu["per-clip"].append(cpu_seconds() - c)
 
     def timed_batched(cached: bool) -> None:
         name = "cached" if cached else "batched"
         data_dir = work / ("cache" if cached else f"fresh{len(runs['batched'])}")
         fresh_workers()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_seconds()
         with ev.baseline_feature_set(data_dir, args.corpus, args.source, clips, names) as cache:
             assert cache.reused == cached, f"{name}: the feature set was {'not ' if cached else ''}reused"
             outputs, kept, failures, _ = ev.extract_features(students, clips, False, name, names, cached=cache.rows, workers=args.workers)
             cache.save(clips, kept, outputs[0], names)
         runs[name].append(time.perf_counter() - t)
+        fresh_workers()
+        cpu[name].append(cpu_seconds() - c)
         assert len(kept) == len(clips), failures[:3]
         results[name] = outputs
 
@@ -149,7 +160,8 @@ def main() -> None:
     base = statistics.median(runs["per-clip"])
     for name, times in runs.items():
         t = statistics.median(times)
-        print(f"  {name:9s} {len(clips) / t:6.2f} clips/s  {t:7.1f} s   x{base / t:5.2f} vs per-clip   (runs: {', '.join(f'{x:.1f}' for x in times)})")
+        print(f"  {name:9s} {len(clips) / t:6.2f} clips/s  {t:7.1f} s   x{base / t:5.2f} vs per-clip   (runs: {', '.join(f'{x:.1f}' for x in times)}; "
+              f"CPU {statistics.median(cpu[name]):.1f} s, {1000 * statistics.median(cpu[name]) / len(clips):.0f} ms a clip)")
     for key in results["per-clip"][0]:
         diffs = [float(np.max(np.abs(results["per-clip"][i][key] - results["batched"][i][key]))) for i in range(len(students)) if key in results["per-clip"][i]]
         print(f"  max |per-clip - batched| {key}: " + ", ".join(f"{d:.2e}" for d in diffs)
@@ -166,14 +178,17 @@ def main() -> None:
     assert len(keep) == len(clips), "a class too small for the folds: use more --clips"
     bench = BenchmarkConfig(corpus=args.corpus, source=args.source, folds=folds)
     probe_times: dict[str, list[float]] = {"1 process": [], f"{args.workers} processes": []}
+    probe_cpu: dict[str, list[float]] = {name: [] for name in probe_times}
     tables = {}
 
     def timed_probes(workers: int, outputs) -> None:
         label = "1 process" if workers == 1 else f"{args.workers} processes"
         fresh_workers()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_seconds()
         report = evaluate_features(clips, class_names, feature_sets(outputs, names), outputs[0]["logits"], bench, args.corpus, workers=workers)
         probe_times[label].append(time.perf_counter() - t)
+        fresh_workers()
+        probe_cpu[label].append(cpu_seconds() - c)
         tables[label] = table_rows(report)[1]
 
     order = [lambda: timed_probes(1, results["per-clip"]), lambda: timed_probes(args.workers, results["batched"])]
@@ -182,7 +197,8 @@ def main() -> None:
             variant()
     one, many = (statistics.median(v) for v in probe_times.values())
     print(f"\nprobe stage ({len(tables['1 process'])} rows, {len(clips)} clips), median of {args.rounds}: "
-          f"1 process {one:.1f} s, {args.workers} processes {many:.1f} s, x{one / many:.2f}")
+          f"1 process {one:.1f} s, {args.workers} processes {many:.1f} s, x{one / many:.2f}; CPU "
+          + ", ".join(f"{k} {statistics.median(v):.1f} s" for k, v in probe_cpu.items()))
     same = tables["1 process"] == tables[f"{args.workers} processes"]
     print(f"  probe table from per-clip features in 1 process == from batched features in {args.workers} processes: {same}")
     if not same:
