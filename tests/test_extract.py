@@ -253,7 +253,7 @@ def test_bad_pairs_and_logit_mismatches_are_counted(tmp_path: Path) -> None:
 
 
 def test_another_teacher_file_is_not_mixed_in(grid_pairs, tmp_path: Path) -> None:
-    from crossmodal.pipeline.extract import teacher_digest
+    from crossmodal.models.loading import teacher_digest
 
     (tmp_path / "a.pt").write_bytes(b"weights a")
     (tmp_path / "b.pt").write_bytes(b"weights b")

@@ -229,16 +229,31 @@ def _signature(target: str, path: str) -> tuple[dict[str, inspect.Parameter], di
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exn:
         raise ConfigError(f"{path}_target_={target} cannot be imported: {exn}") from exn
-    signature = inspect.signature(obj)
-    params = {n: p for n, p in signature.parameters.items()
-              if n != "self" and p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
-    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
-    try:
-        hints = typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
-    except (NameError, TypeError):  # a forward reference that does not resolve: the constructor checks types
-        hints = {}
+    functions = [obj.__init__ if inspect.isclass(obj) else obj]
+    params, open_ended = _own_parameters(inspect.signature(obj).parameters)
+    # A class whose **settings go on to a crossmodal base class (the speech modules): the base's arguments count too.
+    for base in obj.__mro__[1:] if inspect.isclass(obj) else ():
+        if not open_ended or not base.__module__.startswith("crossmodal."):
+            break
+        if "__init__" in vars(base):
+            inherited, open_ended = _own_parameters(inspect.signature(base.__init__).parameters)
+            params = {**inherited, **params}
+            functions.append(base.__init__)
+    hints = {}
+    for function in reversed(functions):
+        try:
+            hints.update(typing.get_type_hints(function))
+        except (NameError, TypeError):  # a forward reference that does not resolve: the constructor checks types
+            pass
     hints = {n: h for n, h in hints.items() if n in params}
     return params, hints, open_ended
+
+
+def _own_parameters(parameters: Any) -> tuple[dict[str, inspect.Parameter], bool]:
+    """(named parameters but ``self``, takes **kwargs) of a signature's parameters."""
+    variadic = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    named = {n: p for n, p in parameters.items() if n != "self" and p.kind not in variadic}
+    return named, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def _unknown_argument(full: str, target: Any, node: DictConfig) -> str:

@@ -47,25 +47,16 @@ class DistillationModule(SpeechModuleBase):
 
     def __init__(
         self,
-        student: dict[str, Any] | None = None,
-        frontend: dict[str, Any] | None = None,
+        *,
         loss: dict[str, Any] | None = None,
         mode: str = "cached",
         teacher: str | None = None,
         teacher_batch_size: int = 256,
         reduce: str = "max",
-        optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
-        label_classes: Sequence[str] | None = None,
         roc_figures: bool = True,
-        export_student: bool = True,
-        figure_every_n_epochs: int = 10,
-        compile_student: bool = False,
-        mixup_alpha: float = 0.0,
+        **settings: Any,  # the student, front-end, optimiser... settings of SpeechModuleBase
     ) -> None:
-        super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student, figure_every_n_epochs,
-                         compile_student, mixup_alpha)
-        self.save_hyperparameters()
+        super().__init__(**settings)
         if mode not in ("cached", "online"):
             raise ValueError(f"model.mode={mode!r} must be 'cached' or 'online'")
         self.mode = mode
@@ -111,14 +102,12 @@ class DistillationModule(SpeechModuleBase):
             except (FileNotFoundError, ValueError):
                 digest = None
         else:
-            from crossmodal.models.teacher import DEFAULT_TEACHER
+            from crossmodal.models.loading import teacher_digest, teacher_file
 
-            teacher_file = Path(self.teacher_path) if self.teacher_path else DEFAULT_TEACHER
-            if teacher_file.exists():
-                from crossmodal.models.modelfile import file_digest
-
-                provenance.setdefault("teacher", str(teacher_file))
-                digest = file_digest(teacher_file)
+            path = teacher_file(self.teacher_path)
+            if path.exists():
+                provenance.setdefault("teacher", str(path))
+                digest = teacher_digest(path)
         if digest:
             provenance["teacher_digest"] = f"sha256:{digest}"
         return provenance

@@ -33,9 +33,8 @@ def plain(value: Any) -> Any:
 
 
 class FinetuneStudent(StudentSpeech):
-    def __init__(self, *args: Any, init_from: str | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.save_hyperparameters()
+    def __init__(self, *, init_from: str | None = None, **settings: Any) -> None:
+        super().__init__(**settings)  # SpeechModuleBase records init_from with the other hyper-parameters
         self.init_from = str(init_from) if init_from else None
         self.init_digest: str | None = None
         if self.init_from:

@@ -42,8 +42,13 @@ STUDENT_FILE = "student.safetensors"  # written into the run folder after testin
 
 
 class SpeechModuleBase(L.LightningModule):
+    """The settings every speech module takes are this constructor's keyword arguments (their one home): a
+    subclass declares only its own and hands the rest on as ``**settings``; the config check follows them here
+    (:func:`crossmodal.config.schema.check_config`) and ``save_hyperparameters`` records both."""
+
     def __init__(
         self,
+        *,
         student: dict[str, Any] | None = None,
         frontend: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
@@ -55,6 +60,7 @@ class SpeechModuleBase(L.LightningModule):
         mixup_alpha: float = 0.0,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()  # these arguments and every subclass's (Lightning reads each __init__ frame)
         if mixup_alpha < 0:
             raise ValueError(f"model.mixup_alpha={mixup_alpha} must be >= 0 (0 = no mixup)")
         self.mixup_alpha = mixup_alpha
@@ -215,22 +221,8 @@ class SpeechModuleBase(L.LightningModule):
 class StudentSpeech(SpeechModuleBase):
     """A speech student trained with true emotion labels (cross-entropy), the supervised upper bound."""
 
-    def __init__(
-        self,
-        student: dict[str, Any] | None = None,
-        frontend: dict[str, Any] | None = None,
-        optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
-        label_classes: Sequence[str] | None = None,
-        label_smoothing: float = 0.0,
-        export_student: bool = True,
-        figure_every_n_epochs: int = 10,
-        compile_student: bool = False,
-        mixup_alpha: float = 0.0,
-    ) -> None:
-        super().__init__(student, frontend, optimizer, scheduler, label_classes, export_student, figure_every_n_epochs,
-                         compile_student, mixup_alpha)
-        self.save_hyperparameters()
+    def __init__(self, *, label_smoothing: float = 0.0, **settings: Any) -> None:
+        super().__init__(**settings)
         self.label_smoothing = label_smoothing
         self.split_loss = SplitMean(SPLITS)
 
