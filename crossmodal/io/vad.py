@@ -15,7 +15,7 @@ The package runs the model one frame at a time in a Python loop (``audio_forward
 second of audio on one core here). :class:`SileroVAD` gives the same probabilities (within 1e-5,
 pinned by tests/test_probes.py against the package's own loop) with the frame-wise part (STFT and
 encoder) run on all frames of a block at once and the recurrent part as one ``nn.LSTM`` over the
-sequence, holding the package's own weights: about 10x cheaper. :class:`VoiceActivity` does it
+sequence, holding the package's own weights: several times cheaper (experiments/perf/README.md). :class:`VoiceActivity` does it
 block by block for streamed files, carrying the LSTM state and the 64-sample context across blocks,
 so a file in blocks gives the same frames as the file at once.
 
