@@ -83,23 +83,25 @@ def tree_cpu_seconds(pid: int, skip: set[int]) -> float:
     return total
 
 
-def loader_rate(url: str, workers: int, batches: int, batch_size: int, server: int) -> dict[str, Any]:
+def loader_rate(url: str, workers: int, batches: int, batch_size: int, server: int, shuffle_buffer: int = 2000) -> dict[str, Any]:
     from crossmodal.data.distill import DistillDataModule
 
-    dm = DistillDataModule(shards=url, num_workers=workers, batch_size=batch_size, shuffle_buffer=2000,
+    dm = DistillDataModule(shards=url, num_workers=workers, batch_size=batch_size, shuffle_buffer=shuffle_buffer,
                            batches_per_epoch=batches + 1)
-    started = time.perf_counter()
+    started, start_cpu = time.perf_counter(), tree_cpu_seconds(os.getpid(), {server})
     dm.prepare_data()
     loader = dm.train_dataloader()
     iterator = iter(loader)
     first = next(iterator)
     latency = time.perf_counter() - started
+    start_cpu = tree_cpu_seconds(os.getpid(), {server}) - start_cpu  # worker (and forkserver) CPU until the first batch
     tick, cpu = time.perf_counter(), tree_cpu_seconds(os.getpid(), {server})
     count = sum(int(batch["wave"].shape[0]) for batch in iterator)
     seconds, cpu = time.perf_counter() - tick, tree_cpu_seconds(os.getpid(), {server}) - cpu
     rss = tree_rss_kb(os.getpid())
     del iterator, loader
-    return {"workers": workers, "batch": batch_size, "batches": batches, "epoch_start_seconds": round(latency, 2),
+    return {"workers": workers, "batch": batch_size, "batches": batches, "shuffle_buffer": shuffle_buffer,
+            "epoch_start_seconds": round(latency, 2), "epoch_start_worker_cpu_seconds": round(start_cpu, 2),
             "samples_per_s": round(count / seconds, 1), "samples_per_s_per_worker": round(count / seconds / max(1, workers), 1),
             "worker_cpu_seconds": round(cpu, 2), "samples_per_worker_cpu_second": round(count / cpu, 1) if cpu > 0 else None,
             "first_batch_samples": int(first["wave"].shape[0]), "tree_rss_mb": round(rss / 1024, 1)}
@@ -180,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="loader-alone runs (none: --workers)")
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--shuffle-buffer", type=int, default=2000, help="data.shuffle_buffer (distill_paper: 2000)")
     parser.add_argument("--no-eval", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--train-steps", type=int, default=0, help="also a trainer=ddp_cpu run of this many steps per rank")
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         report["url"] = url
         report["loader"] = []
         for workers in args.workers:
-            row = loader_rate(url, workers, args.batches, args.batch_size, server)
+            row = loader_rate(url, workers, args.batches, args.batch_size, server, args.shuffle_buffer)
             print(json.dumps(row), flush=True)
             report["loader"].append(row)
         if args.train_steps:
