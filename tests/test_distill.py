@@ -338,3 +338,55 @@ def test_mixup_mixes_windows_and_their_targets_in_training_only(emodb_distill_sh
         assert model.batch_loss(batch)[0]["loss"].item() == pytest.approx(unmixed.item(), rel=1e-6)
     with pytest.raises(ValueError, match=r"model\.mixup_alpha=-0\.1 must be >= 0"):
         DistillationModule(mixup_alpha=-0.1, **common)
+
+
+def test_unheard_and_train_curves_are_scored_every_n_epochs_and_at_the_last(emodb_distill_shards, tmp_path):
+    from crossmodal.callbacks.training import TrainingCurves
+
+    L.seed_everything(0)
+    dm = DistillDataModule(str(emodb_distill_shards), batch_size=4, eval_batch_size=4, num_workers=0, batches_per_epoch=1,
+                           window_seconds=1.0, train_eval_shards=1, shuffle_buffer=4, curve_every_n_epochs=2)
+    assert [dm.val_splits(e, 3) for e in range(3)] == [("heard",), None, None]  # epoch 2 of 3 and the last
+    model = DistillationModule(student={"name": "small_cnn", "kwargs": {"channels": [4, 4, 4, 4]}}, frontend={"features": "logmel", "n_mels": 16})
+    rows: dict[int, int] = {}
+    logged: dict[int, set[str]] = {}
+    forward, log = model.forward, model.log
+
+    def counting_forward(wave, lengths):
+        if not model.training:
+            rows[model.current_epoch] = rows.get(model.current_epoch, 0) + len(wave)
+        return forward(wave, lengths)
+
+    def recording_log(name, *args, **kwargs):
+        logged.setdefault(model.current_epoch, set()).add(name)
+        return log(name, *args, **kwargs)
+
+    model.forward, model.log = counting_forward, recording_log
+    curves = TrainingCurves()
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0, callbacks=[curves])
+    trainer.fit(model, datamodule=dm)
+    total = dm.manifest().count("heard-") + dm.manifest().count("unheard-") + dm.manifest().count("train-")  # upper bound
+    assert dm.manifest().count("heard-") <= rows[0] < rows[1] == rows[2] <= total  # off-epoch: pure unheard/train batches not run
+    assert "val/loss_heard" in logged[0] and not any("unheard" in n or "_train" in n for n in logged[0])
+    assert {"val/auc_unheard/mean", "val/auc_train/mean", "val/loss_unheard"} <= logged[1] & logged[2]
+    assert curves.history["val/loss"][0] == [0, 1, 2] and curves.history["val/auc_unheard/mean"][0] == [1, 2]  # no stale points
+
+    # the kept split's numbers are those of a full pass: a mixed batch runs whole
+    batches = [b for b in dm.val_dataloader() if 1 in b["split"].tolist()]
+    batch = next((b for b in batches if len(set(b["split"].tolist())) > 1), batches[0])
+    model.eval()
+    with torch.no_grad():
+        for splits in (None, ("heard",)):
+            model.scores.start_epoch()
+            model._eval_step(batch, splits)
+            scores, labels, groups = model.scores.compute()
+            model.scores.reset()
+            heard = groups == 1
+            losses = model.split_loss.compute()
+            model.split_loss.reset()
+            if splits is None:
+                full = scores[heard], losses["heard"]
+            else:
+                assert set(groups.tolist()) == {1} and set(losses) == {"heard"}
+                assert torch.equal(scores, full[0]) and torch.equal(losses["heard"], full[1])

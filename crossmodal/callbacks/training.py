@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -52,11 +53,16 @@ class TrainingCurves(L.Callback):
 
     def __init__(self) -> None:
         self.history: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+        self._seen: dict[str, Any] = {}  # name -> the value object last recorded (callback_metrics keeps stale ones)
 
     def _record(self, trainer) -> None:
         for name, value in trainer.callback_metrics.items():
             if not name.startswith(("train/", "val/")) or value.numel() != 1 or name.endswith("_step"):
                 continue
+            epochs = self.history[name.removesuffix("_epoch")][0]
+            if self._seen.get(name) is value and epochs and epochs[-1] != trainer.current_epoch:
+                continue  # not logged this epoch (e.g. a curve scored every data.curve_every_n_epochs): no point
+            self._seen[name] = value
             epochs, values = self.history[name.removesuffix("_epoch")]
             if epochs and epochs[-1] == trainer.current_epoch:
                 values[-1] = float(value)

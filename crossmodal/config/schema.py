@@ -73,6 +73,7 @@ BOUNDS: dict[str, Bound] = {
     "data.batches_per_epoch": POSITIVE_INT,
     "data.epoch_fraction": FRACTION,
     "data.train_eval_shards": NON_NEGATIVE_INT,
+    "data.curve_every_n_epochs": POSITIVE_INT,
     "data.window_seconds": POSITIVE,
     "data.max_seconds": POSITIVE,
     "data.min_seconds": NON_NEGATIVE,

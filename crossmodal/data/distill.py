@@ -269,6 +269,9 @@ class DistillDataModule(L.LightningDataModule):
     inputs is refused with both fingerprints.
     Validation and test read the heard and unheard shards plus ``train_eval_shards`` training
     shards (the paper's train-subset ROC); each batch carries the per-sample split.
+    ``curve_every_n_epochs``: validation scores the unheard and train-subset clips (curves only) every
+    this many epochs and at the last; on the other epochs only the split that drives ``val/loss``
+    (heard, when there is one), so model selection and the test are unchanged (1: every epoch).
     ``eval_cache_mb``: validation and test share one loader whose batches are kept in memory after its
     first complete pass when they fit in this many MB (0: read the shards on every pass).
     ``prepare``: how to build the shards when they are missing (see :func:`prepare_shards`), e.g.
@@ -303,6 +306,7 @@ class DistillDataModule(L.LightningDataModule):
         teacher: str | None = None,
         source: str | None = None,
         eval_cache_mb: float = 512.0,
+        curve_every_n_epochs: int = 5,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -320,6 +324,9 @@ class DistillDataModule(L.LightningDataModule):
         self.epoch_fraction = epoch_fraction
         self.shuffle_buffer = shuffle_buffer
         self.train_eval_shards = train_eval_shards
+        if int(curve_every_n_epochs) < 1:
+            raise ValueError(f"data.curve_every_n_epochs={curve_every_n_epochs} must be >= 1 (1: score every split at every validation)")
+        self.curve_every_n_epochs = int(curve_every_n_epochs)
         self.seed = seed
         self.strict = strict
         self.prepare = dict(prepare) if prepare else None
@@ -415,6 +422,18 @@ class DistillDataModule(L.LightningDataModule):
         if not paths:
             raise ValueError(f"{self.shard_dir} has no heard-/unheard- shards (and train_eval_shards=0): nothing to validate on")
         return paths
+
+    def selection_split(self) -> str:
+        """The split whose loss is ``val/loss`` (model selection): heard, else unheard, else train."""
+        return next((split for split in ("heard", "unheard") if self.split_paths(split)), "train")
+
+    def val_splits(self, epoch: int, max_epochs: int | None) -> tuple[str, ...] | None:
+        """The splits validation scores at 0-based ``epoch``: None (all of them) every
+        ``curve_every_n_epochs`` epochs and at the last, otherwise only :meth:`selection_split`."""
+        every, done = self.curve_every_n_epochs, epoch + 1
+        if every <= 1 or done % every == 0 or (max_epochs is not None and max_epochs >= 0 and done >= max_epochs):
+            return None
+        return (self.selection_split(),)
 
     def student_info(self) -> dict[str, Any]:
         """What a student file should record about its training data: the shards, the teacher, and

@@ -69,6 +69,7 @@ class DistillationModule(SpeechModuleBase):
         self.split_loss = SplitMean(SPLITS)
         # Plain attribute: not a submodule, so not in state_dict, the optimiser, or DDP.
         self.__dict__["teacher"] = None
+        self._val_splits: tuple[str, ...] | None = None  # set at each validation's start
 
     # -- the frozen teacher (online mode)
     def set_teacher(self, teacher: nn.Module) -> None:
@@ -149,9 +150,19 @@ class DistillationModule(SpeechModuleBase):
             self.log(f"train/{name}", value, prog_bar=name == "loss")
         return parts["loss"]
 
-    def _eval_step(self, batch: dict[str, Any]) -> None:
+    def _eval_step(self, batch: dict[str, Any], splits: tuple[str, ...] | None = None) -> None:
+        """Score a batch; ``splits``: only the clips of these splits (None: all). A batch with none of
+        them is not run; a mixed one runs whole (so the kept clips' outputs are those of a full pass)."""
+        kept = None
+        if splits is not None:
+            kept = torch.isin(batch["split"], torch.tensor([SPLITS.index(s) for s in splits], device=batch["split"].device))
+            if not kept.any():
+                return
         targets = self.batch_targets(batch)
         logits, _ = self(batch["wave"], batch["lengths"])
+        if kept is not None and not kept.all():
+            targets, logits = targets[kept], logits[kept]
+            batch = {"split": batch["split"][kept], "label": batch["label"][kept]}
         for index, _split in enumerate(SPLITS):
             chosen = batch["split"] == index
             if chosen.any():
@@ -159,13 +170,23 @@ class DistillationModule(SpeechModuleBase):
         self.scores.update(torch.softmax(logits.float(), -1), targets.argmax(-1), batch["split"])
         self.update_recall(logits, batch)
 
+    def validation_splits(self) -> tuple[str, ...] | None:
+        """The splits this validation scores (None: all): the datamodule's ``val_splits`` (the
+        unheard/train curves every ``data.curve_every_n_epochs`` epochs); all of them in the sanity check."""
+        trainer = self._trainer
+        choose = getattr(getattr(trainer, "datamodule", None), "val_splits", None) if trainer is not None else None
+        if choose is None or trainer.sanity_checking or trainer.state.fn != "fit":  # trainer.validate(): all splits
+            return None
+        return choose(self.current_epoch, trainer.max_epochs)
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch)
+        self._eval_step(batch, self._val_splits)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch)
 
     def on_validation_epoch_start(self) -> None:
+        self._val_splits = self.validation_splits()
         self.scores.start_epoch()
 
     def on_test_epoch_start(self) -> None:
