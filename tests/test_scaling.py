@@ -116,3 +116,22 @@ def test_voxshaped_set_is_distillation_shards_of_real_material(tmp_path):
     assert batch["wave"].shape == (4, 64384) and batch["target"].shape == (4, 8)
     built = {k: v for k, v in summary.items() if k != "build_seconds"}  # the build's timing is not in the manifest
     assert make_voxshaped(out, 30, **kwargs) == built  # reused, not rebuilt
+
+
+@pytest.mark.slow  # a minute or more: a shard of real GRID video through both stages
+def test_grid_s1_clips_through_both_stages(tmp_path):
+    """experiments/scaling/bench_grid.py on the first 64 GRID s1 clips (TVR28/LipNet data/s1, fetched
+    outside the repository; $CROSSMODAL_GRID_S1 or ../grid_s1/data/s1): every stage runs, faces are
+    found, the figures are there."""
+    import sys
+
+    source = Path(os.environ.get("CROSSMODAL_GRID_S1", ROOT.parent / "grid_s1" / "data" / "s1"))
+    if not source.is_dir():
+        pytest.skip(f"needs the GRID s1 clips at {source} (git archive of TVR28/LipNet data/s1; or set CROSSMODAL_GRID_S1)")
+    sys.path.insert(0, str(ROOT / "experiments" / "scaling"))
+    from bench_grid import bench
+
+    result = bench(source, tmp_path, clips=64)
+    assert result["clips"] == 64 and result["face_share"] > 0.9
+    assert result["pairs"]["video_seconds_per_core_second"] > 0 and result["extract"]["video_seconds_per_core_second"] > 0
+    assert result["pairs_mb_per_hour"] > 0 and result["distill_mb_per_hour"] > 0
