@@ -85,7 +85,7 @@ def test_a_new_student_trains_and_is_saved_by_name(extended: Path, tmp_path: Pat
                "trainer.max_epochs=1")
     metrics = json.loads((run / "metrics.json").read_text())
     assert "test/ua_unheard" in metrics
-    check = ("from crossmodal.models.speech import load_student_modules; import sys; "
+    check = ("from crossmodal.models.loading import load_student_modules; import sys; "
              "_, net, info = load_student_modules(sys.argv[1]); print(info['net_name'], type(net).__name__)")
     out = subprocess.run([sys.executable, "-c", check, str(run / "student.safetensors")], capture_output=True, text=True,
                          cwd=extended, env=dict(os.environ, PYTHONPATH=str(extended)), check=True).stdout
