@@ -11,32 +11,25 @@ them back afterwards.
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import numpy as np
-import torch
+from lightning.pytorch.utilities.seed import isolate_rng
 
 _SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")  # what Lightning's seed_everything records for the workers
 
 
 @contextmanager
 def isolated_rng() -> Iterator[None]:
-    """Run the block without moving this process's random streams (Python, NumPy, torch CPU and
-    CUDA, and the seed Lightning recorded for loader workers): whatever it draws, the streams
-    afterwards are what they were before."""
-    python_state = random.getstate()
-    numpy_state = np.random.get_state()
+    """Run the block without moving this process's random streams: Lightning's ``isolate_rng`` (Python,
+    NumPy, torch CPU and CUDA) plus the seed Lightning recorded for loader workers in the environment."""
     env = {key: os.environ.get(key) for key in _SEED_ENV}
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
-        try:
+    try:
+        with isolate_rng():
             yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
-            for key, value in env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    finally:
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cpu_transfer"))
-from cv_summary import find_runs, summarise  # noqa: E402
+from cv_summary import find_runs, summarise, write_outputs  # noqa: E402
 
 from crossmodal.eval.metrics import t_interval  # noqa: E402
 
@@ -174,17 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws over speakers")
     parser.add_argument("--expected", type=int, default=10, help="runs per p in the full study (5 folds x 2 seeds)")
     args = parser.parse_args(argv)
-    from crossmodal.utils.atomic import write_json, write_text
-
     out = args.out or args.sweeps[0]
-    out.mkdir(parents=True, exist_ok=True)
     result = curve(args.sweeps, cache=out, bootstrap=args.bootstrap, expected=args.expected)
-    table = render(result)
-    print(table)
-    write_text(out / "agreement.md", table + "\n")
-    write_json(out / "agreement.json", result)
-    plot(result, out / "agreement.png")
-    print(f"wrote {out / 'agreement.md'}, agreement.json, agreement.png")
+    write_outputs(out, "agreement", render(result), result, plot)
     return 0
 
 

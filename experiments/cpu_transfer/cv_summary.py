@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -353,17 +354,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write cv_summary.{md,json,png} (default: the first sweep folder)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws over speakers")
     args = parser.parse_args(argv)
-    from crossmodal.utils.atomic import write_json, write_text
-
     out = args.out or args.sweeps[0]
     summary = summarise(args.sweeps, bootstrap=args.bootstrap, cache=out)
-    table = render(summary)
-    print(table)
-    write_text(out / "cv_summary.md", table + "\n")
-    write_json(out / "cv_summary.json", summary)
-    plot(summary, out / "cv_summary.png")
-    print(f"wrote {out / 'cv_summary.md'}, {out / 'cv_summary.json'}, {out / 'cv_summary.png'}")
+    write_outputs(out, "cv_summary", render(summary), summary, plot)
     return 0
+
+
+def write_outputs(out: Path, stem: str, table: str, result: dict, plot: Callable[[dict, Path], Any]) -> None:
+    """A study summary's three files, <stem>.md (also printed), .json and .png, written atomically into ``out``."""
+    from crossmodal.utils.atomic import write_json, write_text
+
+    print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / f"{stem}.md", table + "\n")
+    write_json(out / f"{stem}.json", result)
+    plot(result, out / f"{stem}.png")
+    print(f"wrote {out / stem}.md, .json, .png")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cpu_transfer"))
-from cv_summary import Corpus, Run, baseline_features, find_runs, fold_split, load_corpus  # noqa: E402
+from cv_summary import Corpus, Run, baseline_features, find_runs, fold_split, load_corpus, write_outputs  # noqa: E402
 
 from crossmodal.data.label_subset import choose_labelled, parse_labels_per_class  # noqa: E402
 from crossmodal.eval.metrics import t_interval  # noqa: E402
@@ -190,17 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where to write label_efficiency.{md,json,png} (default: the first sweep)")
     parser.add_argument("--expected", type=int, default=10, help="runs per (k, init) in the full study (5 folds x 2 seeds)")
     args = parser.parse_args(argv)
-    from crossmodal.utils.atomic import write_json, write_text
-
     out = args.out or args.sweeps[0]
-    out.mkdir(parents=True, exist_ok=True)
     result = summarise(args.sweeps, cache=out, expected=args.expected)
-    table = render(result)
-    print(table)
-    write_text(out / "label_efficiency.md", table + "\n")
-    write_json(out / "label_efficiency.json", result)
-    plot(result, out / "label_efficiency.png")
-    print(f"wrote {out / 'label_efficiency.md'}, label_efficiency.json, label_efficiency.png")
+    write_outputs(out, "label_efficiency", render(result), result, plot)
     return 0
 
 

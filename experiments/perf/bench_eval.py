@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,20 +35,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from perfkit import load_now  # noqa: E402
+from perfkit import load_now, machine  # noqa: E402
 
 WORKERS = max(1, len(os.sched_getaffinity(0)))
 
 
-def machine() -> str:
-    model = platform.processor() or "?"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores ({model}), torch {torch.__version__}, {torch.get_num_threads()} torch threads in the main process"
 
 
 def per_clip_features(students, clips, baselines):

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from perfkit import load_now, machine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_FACES = REPO / "crossmodal" / "assets" / "demo" / "ferplus"
@@ -58,16 +60,6 @@ def load_faces(ferplus: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray
     faces = np.stack([load_ferplus_image(item) for item in items])
     labels = np.array([kept.get(item.name, -1) for item in items])
     return faces, labels, labels >= 0, f"{source} (FER2013Test, {len(items)} faces, {len(kept)} kept by cntk cleaning)"
-
-
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return f"{os.cpu_count()} cores ({model}), torch {torch.__version__}, {torch.get_num_threads()} torch threads"
-
-
-def load_now() -> str:
-    return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def check(teacher, old, faces: np.ndarray, labels: np.ndarray, cntk: np.ndarray, batch: int) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -66,6 +67,21 @@ def alternate(variants: dict[str, Callable[[], float]], repeats: int) -> dict[st
         for name in names if round_ % 2 == 0 else names[::-1]:
             results[name].append(variants[name]())
     return results
+
+
+def machine() -> str:
+    """The CPU model, core count, GPU and torch thread count, for every benchmark's header line."""
+    model = platform.processor() or "?"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import torch
+
+    gpu = "no GPU" if not torch.cuda.is_available() else torch.cuda.get_device_name(0)
+    return f"{os.cpu_count()} cores ({model}), {gpu}, torch {torch.__version__}, {torch.get_num_threads()} torch threads"
 
 
 def load_now() -> str:

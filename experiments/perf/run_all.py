@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -37,18 +36,6 @@ DATA = {
 }
 
 
-def machine() -> str:
-    model = platform.processor() or "?"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import torch
-
-    gpu = "no GPU" if not torch.cuda.is_available() else torch.cuda.get_device_name(0)
-    return f"{os.cpu_count()} cores ({model}), {gpu}, torch {torch.__version__}, {torch.get_num_threads()} torch threads"
 
 
 def p6(work: Path, data: dict, sizes: perfkit.Sizes) -> dict:
@@ -122,12 +109,12 @@ def main(argv: list[str] | None = None) -> dict:
     spec.emodb, spec.ferplus = args.emodb or emodb, args.ferplus or ferplus
 
     started = time.time()
-    print(f"crossmodal perf ({level}) {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}; {perfkit.load_now()}")
+    print(f"crossmodal perf ({level}) {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {perfkit.machine()}; {perfkit.load_now()}")
     data = make_bench_data(work / "data", spec)
     print(f"data: {data['segments']} training segments, {data['frames']} face frames; {data['voices']}; {data['faces']}; "
           f"distillation shards by the shipped teacher ({time.time() - started:.0f} s incl. building when not cached)")
     chosen = [name.strip().upper() for name in args.only.split(",") if name.strip()]
-    results: dict = {"level": level, "machine": machine(), "data": data, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    results: dict = {"level": level, "machine": perfkit.machine(), "data": data, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     for name in chosen:
         tick = time.time()
         try:
