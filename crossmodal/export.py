@@ -221,8 +221,9 @@ def _export_onnx(wrapper: nn.Module, example: torch.Tensor, out: Path, meta: dic
                 dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "logits": {0: "batch"}, "embedding": {0: "batch"}},
                 opset_version=ONNX_OPSET,
             )
-        except Exception as exn:  # noqa: BLE001 - the exporter raises many kinds
-            raise ExportError(f"ONNX export failed: {exn}") from exn
+        except RuntimeError as exn:  # torch.onnx's OnnxExporterError and the tracer's errors
+            raise ExportError(f"ONNX export failed: {exn}. Export to TorchScript instead (--format torchscript), "
+                              "or report the failing operator") from exn
         model = onnx.load(str(tmp))
         for key, value in meta.items():
             entry = model.metadata_props.add()

@@ -43,8 +43,18 @@ from crossmodal.emotions import EMOTIONS
 from crossmodal.inference.student import FilePrediction, Student
 from crossmodal.inference.timeline_result import Timeline, TimelineWindow
 from crossmodal.inference.waveform import check_seconds
+from crossmodal.io.audio import AudioError
 from crossmodal.io.vad import DEFAULT_CHECK, package_version
-from crossmodal.io.video import FaceConfig, FaceDetector, FaceTracker, crop_face, sample_frames, to_grey, video_duration
+from crossmodal.io.video import (
+    FaceConfig,
+    FaceDetector,
+    FaceTracker,
+    VideoError,
+    crop_face,
+    sample_frames,
+    to_grey,
+    video_duration,
+)
 from crossmodal.pipeline.pairs.alignment import av_offset, probe_video
 from crossmodal.pipeline.pairs.discovery import VIDEO_EXTENSIONS
 from crossmodal.utils import atomic
@@ -312,7 +322,7 @@ def run_timelines(
             timeline = video_timeline(video, student, teacher, detector=detector, **options)
             run.outputs.append(write_timeline(timeline, target, name, plot=plot))
             run.summary.append(timeline.summary())
-        except Exception as exn:  # noqa: BLE001 - any bad video: report it and go on with the rest
+        except (AudioError, VideoError, ValueError, OSError) as exn:  # a bad video: report it, go on with the rest
             message = str(exn) if str(video) in str(exn) else f"{video}: {exn}"
             log.debug("timeline failed", exc_info=True)
             run.errors.append((str(video), message))

@@ -83,7 +83,7 @@ def probe_audio(path: str | Path, max_seconds: float = MAX_LOAD_SECONDS) -> Audi
     if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
         try:
             header = sf.info(str(path))
-        except Exception:  # noqa: BLE001 - e.g. a .wav holding a codec libsndfile lacks: let ffmpeg try
+        except sf.SoundFileError:  # e.g. a .wav holding a codec libsndfile lacks: let ffmpeg try
             header = None
         if header is not None:
             info = AudioInfo(path, int(header.samplerate), int(header.channels), int(header.frames), "soundfile")
@@ -114,9 +114,7 @@ def read_audio(path: str | Path, max_seconds: float = MAX_LOAD_SECONDS) -> tuple
     if info.reader == "soundfile":
         try:
             wave, rate = _read_soundfile(path)
-        except AudioError:
-            raise
-        except Exception:  # noqa: BLE001 - e.g. a flac that loses sync part-way: let ffmpeg try
+        except sf.SoundFileError:  # e.g. a flac that loses sync part-way: let ffmpeg try
             wave, rate = _read_pyav(path)
         _check_complete(info, len(wave))
     else:
@@ -225,10 +223,7 @@ def _to_mono(data: np.ndarray) -> np.ndarray:
 
 
 def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except sf.LibsndfileError as exn:
-        raise RuntimeError(str(exn)) from exn
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     return _to_mono(data), int(rate)
 
 
@@ -331,7 +326,7 @@ def _open_audio_stream(path: Path) -> Iterator[tuple[Any, Any, int]]:
 
     try:
         container = av.open(str(path))
-    except Exception as exn:  # noqa: BLE001 - PyAV raises many error types for bad files
+    except av.FFmpegError as exn:  # PyAV's errors for a file ffmpeg cannot open (OSError / ValueError subclasses too)
         raise AudioError(f"cannot read audio from {path}: {exn}") from exn
     with container:
         if not container.streams.audio:
@@ -390,9 +385,7 @@ def _pyav_decode(path: Path) -> Iterator[tuple[np.ndarray, int]]:
                 for out in converter.resample(None):
                     seconds += out.samples / rate
                     yield out.to_ndarray().mean(axis=0).astype(np.float32, copy=False), int(rate)
-        except AudioError:
-            raise
-        except Exception as exn:  # noqa: BLE001
+        except av.FFmpegError as exn:
             if not seconds:
                 raise AudioError(f"cannot decode the audio of {path}: {exn}") from exn
             raise AudioError(
@@ -453,6 +446,6 @@ def decode_flac(data: bytes) -> tuple[np.ndarray, int]:
     """FLAC (or any libsndfile format) bytes -> (float32 mono signal, sample rate)."""
     try:
         wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception as exn:  # noqa: BLE001
+    except sf.SoundFileError as exn:
         raise AudioError(f"cannot decode FLAC bytes ({len(data)} bytes): {exn}") from exn
     return _to_mono(wave), int(rate)

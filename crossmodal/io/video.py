@@ -20,6 +20,7 @@ Faces
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 from crossmodal import paper
 
 DEFAULT_FRAME_RATE = paper.FACE_FRAME_RATE
+log = logging.getLogger(__name__)
 
 
 class VideoError(RuntimeError):
@@ -64,7 +66,7 @@ def sample_frames(
         raise ValueError(f"frame_rate must be positive, got {frame_rate}")
     try:
         container = av.open(str(path))
-    except Exception as exn:  # noqa: BLE001 - PyAV raises many error types for bad files
+    except av.FFmpegError as exn:  # PyAV's errors for a file ffmpeg cannot open
         raise VideoError(f"cannot open video {path}: {exn}") from exn
     with container:
         if not container.streams.video:
@@ -76,7 +78,6 @@ def sample_frames(
         step = 1.0 / frame_rate
         next_time = start
         first_pts: float | None = None
-        produced = 0
         decoded = 0
         try:
             for frame in container.decode(stream):
@@ -96,14 +97,13 @@ def sample_frames(
                 while next_time <= time + half_frame:
                     next_time += step
                 image = frame.to_ndarray(format="gray" if grey else "rgb24")
-                produced += 1
                 yield time, image
-        except VideoError:
-            raise
-        except Exception as exn:  # noqa: BLE001
+        except av.FFmpegError as exn:
             if decoded == 0:
                 raise VideoError(f"cannot decode video {path}: {exn}") from exn
-            # A truncated/corrupt tail: keep the frames decoded so far.
+            # A truncated/corrupt tail: the frames decoded so far are used, and the loss is said
+            log.warning("%s is damaged or truncated: decoding stopped after %d frames (%s); those frames are used",
+                        path, decoded, exn)
         if decoded == 0:
             raise VideoError(f"video stream of {path} holds no frames", "no_frames")
 

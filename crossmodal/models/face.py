@@ -247,9 +247,10 @@ def create_face_backbone(name: str, num_classes: int = NUM_EMOTIONS, pretrained:
                 except OSError as exn:  # the hub's cache miss (LocalEntryNotFoundError, OfflineModeIsEnabled)
                     raise FileNotFoundError(f"pretrained weights for {name!r} are not in the local timm/Hugging Face cache "
                                             f"and crossmodal never downloads them ({exn}). Give model.pretrained=/path/to/weights") from exn
-                except Exception as exn:  # noqa: BLE001 - anything else timm raises: say what it was, not "not cached"
+                except Exception as exn:  # noqa: BLE001 - re-raised: anything else timm raises, named, not "not cached"
                     raise RuntimeError(f"timm could not build {name!r} with its cached pretrained weights "
-                                       f"({type(exn).__name__}: {exn})") from exn
+                                       f"({type(exn).__name__}: {exn}); give model.pretrained=/path/to/weights, "
+                                       "or model.pretrained=null to start from random weights") from exn
         else:
             model = timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate,
                                       in_chans=in_chans, **kwargs)

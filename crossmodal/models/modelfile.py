@@ -190,12 +190,13 @@ def read_model_file(path: str | Path, device: str | torch.device = "cpu") -> tup
     """(header, tensors) of a model file of any known version, migrated to the current version."""
     path = _existing(path)
     if is_safetensors(path):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         header = _raw_header(path)
         try:
             tensors = load_file(str(path), device=str(device))
-        except Exception as exn:  # noqa: BLE001 - truncated / corrupt data: name the file
+        except (SafetensorError, OSError) as exn:  # truncated / corrupt data: name the file
             raise ModelFileError(f"{path}: cannot read the weights of this safetensors file ({exn}); is it complete?") from exn
     else:
         payload = safe_torch_load(path, map_location=device)
@@ -213,12 +214,12 @@ def read_model_file(path: str | Path, device: str | torch.device = "cpu") -> tup
 
 
 def _raw_header(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-    except Exception as exn:  # noqa: BLE001
+    except (SafetensorError, OSError) as exn:
         raise ModelFileError(f"{path}: cannot read its safetensors header ({exn})") from exn
     if HEADER_KEY not in metadata:
         raise ModelFileError(f"{path} is a safetensors file without a crossmodal header (metadata key {HEADER_KEY!r}): "

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, ListConfig
 
 from crossmodal.config.checks import ConfigError
 from crossmodal.inference import FilePrediction, Student, check_seconds, load_student
+from crossmodal.io.audio import AudioError
 from crossmodal.io.corpora import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from crossmodal.io.vad import DEFAULT_CHECK, FRAME_SECONDS, SpeechCheck, package_version
 
@@ -85,7 +86,7 @@ def predict_files(
     for path in expand_inputs(paths):
         try:
             run.results.append(student.predict_file(path, window=window, hop=hop, speech=speech, allow_non_speech=allow_non_speech, names=names))
-        except Exception as exn:  # noqa: BLE001 - any bad file: report it and go on with the rest
+        except (AudioError, ValueError, OSError) as exn:  # a bad file (unreadable, silent, no speech, ...): report it, go on
             message = str(exn) if str(path) in str(exn) else f"{path}: {exn}"
             run.errors.append((str(path), message))
     return run

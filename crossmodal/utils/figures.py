@@ -5,7 +5,7 @@ One place knows which logger is W&B (:func:`is_wandb`) and how a figure or a tab
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,21 @@ def is_tensorboard(logger: Any) -> bool:
     return isinstance(logger, TensorBoardLogger)
 
 
+def send(logger: Any, what: str, call: Callable[[], Any]) -> None:
+    """One call to a logger. What a logger raises when it cannot take the value (disk: OSError; W&B's
+    own errors) is a warning: the value is in the run folder already. Anything else is a bug and raises."""
+    try:
+        call()
+    except (OSError, _wandb_error()) as exn:  # the tuple is only built when the call raised
+        log.warning("could not send %s to %s (the run folder has it): %s", what, type(logger).__name__, exn)
+
+
+def _wandb_error() -> type[Exception]:
+    import wandb.errors
+
+    return wandb.errors.Error
+
+
 def figure_path(plots_dir: Path, name: str) -> Path:
     safe = name.replace("/", "_").replace(" ", "_")
     return Path(plots_dir) / f"{safe}.png"
@@ -38,13 +53,10 @@ def save_and_send(fig, name: str, plots_dir: Path, loggers: Iterable[Any], step:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     for logger in loggers:
-        try:
-            if is_wandb(logger):
-                logger.log_image(key=name, images=[str(path)], step=step)
-            elif is_tensorboard(logger):
-                logger.experiment.add_figure(name, fig, global_step=step or 0)
-        except Exception as exn:  # noqa: BLE001 - a logger failure must not lose the PNG or the run
-            log.warning("could not send figure %s to %s: %s", name, type(logger).__name__, exn)
+        if is_wandb(logger):
+            send(logger, f"figure {name}", lambda lg=logger: lg.log_image(key=name, images=[str(path)], step=step))
+        elif is_tensorboard(logger):
+            send(logger, f"figure {name}", lambda lg=logger: lg.experiment.add_figure(name, fig, global_step=step or 0))
     close(fig)
     return path
 
@@ -82,7 +94,4 @@ def send_table(loggers: Iterable[Any], key: str, columns: Sequence[str], rows: S
     data = [[value.item() if hasattr(value, "item") else value for value in row] for row in rows]
     for logger in loggers:
         if is_wandb(logger):
-            try:
-                logger.log_table(key=key, columns=list(columns), data=data)
-            except Exception as exn:  # noqa: BLE001 - a logger failure must not lose the run
-                log.warning("could not send table %s to W&B: %s", key, exn)
+            send(logger, f"table {key}", lambda lg=logger: lg.log_table(key=key, columns=list(columns), data=data))

@@ -20,7 +20,7 @@ def probe_video(path: str, needs_audio: bool = True) -> tuple[str, str] | None:
         with av.open(path) as container:
             has_video = bool(container.streams.video)
             has_audio = bool(container.streams.audio)
-    except Exception as exn:  # noqa: BLE001 - PyAV raises many error types for bad files
+    except av.FFmpegError as exn:  # the caller counts the skip with this reason
         return "unreadable_video", f"cannot open: {exn}"
     if not has_video:
         return "no_video_stream", "audio with no video"

@@ -96,11 +96,13 @@ def decode_pair_frames(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"pair sample {key}: {len(names)} frames but {len(times)} timestamps")
     if not names:
         raise ValueError(f"pair sample {key} holds no face frames")
+    from PIL import Image
+
     images = []
     for name in names:
         try:
             images.append(decode_image(sample[name]))
-        except Exception as exn:  # noqa: BLE001
+        except (OSError, ValueError, Image.DecompressionBombError) as exn:  # PIL's errors for bad image bytes
             raise ValueError(f"pair sample {key}: corrupt frame {name}: {exn}") from exn
     if len({im.shape for im in images}) > 1:
         # Mixed sizes or grey/colour within one sample: bring all to the first frame's format.
