@@ -173,7 +173,7 @@ def _explain(exn: Exception, overrides: list[str], extra_dirs: list[Path]) -> Co
         experiment = next((o.split("=", 1)[1] for o in rest if o.startswith("experiment=")), None)
         try:
             return ConfigError(unknown_key_message(key, _compose(rest, extra_dirs), experiment))
-        except Exception:  # noqa: BLE001 - the other overrides fail too: Hydra's own words, first line
+        except (ConfigCompositionException, OverrideParseException):  # the other overrides fail too: Hydra's own words
             pass
     if isinstance(exn, OverrideParseException):
         return ConfigError(f"cannot read the command line: {text.splitlines()[0]}")
@@ -225,13 +225,18 @@ def execute(cfg: DictConfig) -> Any:
     for logger in loggers:
         logger.log_hyperparams(resolved)
     ctx = RunFolder(cfg, run_dir, loggers)
+    error = None
     try:
         result = get_task(str(cfg.task.value if hasattr(cfg.task, "value") else cfg.task))(cfg, ctx)
         ctx.add_metrics(result or {})
+    except BaseException as exn:  # recorded (run.log, failed.json), then raised on: a sweep's job fails visibly
+        error = exn
+        log.error("run failed: %s: %s", type(exn).__name__, exn)
+        raise
     finally:
         if is_zero:
-            ctx.write_metrics()
-            log.info("run folder: %s (metrics.json, plots/, checkpoints/, run.log)", run_dir)
+            written = ctx.write_metrics(error)
+            log.info("run folder: %s (%s, plots/, checkpoints/, run.log)", run_dir, written.name)
         _finish_wandb(loggers, run_dir if is_zero else None)
         if is_zero and cfg.get("report", True):
             write_run_report(run_dir)
@@ -255,7 +260,7 @@ def write_run_report(run_dir: Path) -> None:
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode == RunMode.MULTIRUN:
             log.info("sweep index: %s", write_index(hydra_cfg.sweep.dir, job_reports="none"))
-    except Exception as exn:  # noqa: BLE001 - never lose a finished run to its report page
+    except (OSError, ValueError) as exn:  # unwritable page, not a run folder: never lose a finished run to its page
         log.warning("could not write the report of %s (%s); retry with: crossmodal report %s", run_dir, exn, run_dir)
 
 

@@ -135,6 +135,26 @@ def test_full_disk_or_unwritable_output_fails_before_any_work(tmp_path, toy_shar
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_sweep_job_that_fails_early_says_so(tmp_path):
+    """A job that fails inside its task (here: no shards) leaves failed.json with the error, no
+    metrics.json that reads as finished, the error in its run.log, a failed status in the sweep
+    index, and a non-zero exit code."""
+    sweep_dir = tmp_path / "sweep"
+    env = dict(os.environ, PYTHONPATH=str(TOY), WANDB_MODE="disabled", CROSSMODAL_NO_PROGRESS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "crossmodal.run", "--config-dir", str(TOY / "conf"), "-m", "experiment=toy",
+         f"data.shard_dir={tmp_path / 'no_shards'}", f"hydra.sweep.dir={sweep_dir}"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+    )
+    assert proc.returncode != 0
+    job = sweep_dir / "0"
+    assert not (job / "metrics.json").exists()
+    failed = json.loads((job / "failed.json").read_text())
+    assert failed["error"].startswith("FileNotFoundError: no shard manifest at") and failed["metrics"] == {}
+    assert "run failed: FileNotFoundError" in (job / "run.log").read_text()
+    assert "failed: FileNotFoundError: no shard manifest" in (sweep_dir / "index.html").read_text()
+
+
 def test_train_run_writes_run_folder_and_learns(tmp_path, toy_shards):
     run_dir = tmp_path / "run"
     _run(run_dir, toy_shards)

@@ -2,6 +2,7 @@
 metrics (the best of each column in bold) and a link to the job's report.html (``templates/sweep.html``)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -82,7 +83,7 @@ def _page(sweep_dir: Path, rows, problems: c.Problems) -> dict[str, Any]:
     for job, overrides, metrics, has_report in rows:
         by_key = dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides)
         jobs.append({"name": job.relative_to(sweep_dir).as_posix(), "report": href(job / REPORT_NAME, sweep_dir) if has_report else None,
-                     "status": "finished" if (job / "metrics.json").is_file() else "no metrics.json yet",
+                     "status": _status(job),
                      "varied": [by_key.get(k, "") for k in varied_keys], "metrics": [metrics.get(k) for k in metric_keys]})
     multirun = c.read_text(sweep_dir, "multirun.yaml", problems)
     params = {}
@@ -93,6 +94,15 @@ def _page(sweep_dir: Path, rows, problems: c.Problems) -> dict[str, Any]:
             "sections": ([("problems", "Unreadable files")] if problems.items else []) + sections,
             "jobs": jobs, "common": sorted(common), "columns": ["job (its report)", "status", *varied_keys, *metric_keys],
             "best": _best([m for _, _, m, _ in rows], metric_keys), "multirun": multirun, "params": list(params.items())}
+
+
+def _status(job: Path) -> str:
+    if (job / "failed.json").is_file():
+        try:
+            return "failed: " + str(json.loads((job / "failed.json").read_text()).get("error", "")).splitlines()[0]
+        except (OSError, ValueError, IndexError):
+            return "failed (failed.json unreadable)"
+    return "finished" if (job / "metrics.json").is_file() else "no metrics.json yet"
 
 
 def _best(metrics: list[dict[str, Any]], metric_keys: list[str]) -> set[tuple[int, int]]:

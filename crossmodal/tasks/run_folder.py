@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from crossmodal.callbacks.training import LineProgress
 from crossmodal.config.checks import explicit_trainer_keys, translate_gpus
 from crossmodal.utils.atomic import write_json, write_text
-from crossmodal.utils.figures import markdown_table, save_and_send, send_table
+from crossmodal.utils.figures import markdown_table, save_and_send, send, send_table
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,7 @@ class RunFolder:
         numeric = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if numeric and L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
             for logger in self.loggers:
-                try:
-                    logger.log_metrics(numeric)
-                except Exception as exn:  # noqa: BLE001
-                    log.warning("could not send metrics to %s: %s", type(logger).__name__, exn)
+                send(logger, "metrics", lambda lg=logger: lg.log_metrics(numeric))
 
     def save_figure(self, name: str, fig) -> Path:
         return save_and_send(fig, name, self.plots_dir, self.loggers)
@@ -93,8 +90,15 @@ class RunFolder:
         send_table(self.loggers, name, columns, rows)
         return path
 
-    def write_metrics(self) -> Path:
-        return write_json(self.run_dir / "metrics.json", self.metrics)
+    def write_metrics(self, error: BaseException | None = None) -> Path:
+        """metrics.json of a finished run; a failed one writes failed.json (the error and the metrics so
+        far) instead, so that no failed run, nor a stale file of an earlier one, reads as finished."""
+        done, failed = self.run_dir / "metrics.json", self.run_dir / "failed.json"
+        if error is None:
+            failed.unlink(missing_ok=True)
+            return write_json(done, self.metrics)
+        done.unlink(missing_ok=True)
+        return write_json(failed, {"error": f"{type(error).__name__}: {error}", "metrics": self.metrics})
 
     # -- Lightning
     def trainer_kwargs(self) -> dict[str, Any]:
