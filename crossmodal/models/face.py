@@ -17,6 +17,7 @@ layer names) load with :func:`load_matconvnet_ferplus` onto timm's ``resnet50`` 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -37,8 +38,6 @@ from crossmodal.registry import FACE_MODELS
 log = logging.getLogger(__name__)
 
 PAPER_MEAN = paper.FACE_MEAN  # VGGFace2 teachers: 0..255 values, std 1
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 # ----------------------------------------------------------------------------------------- preprocessing
@@ -120,6 +119,7 @@ def _conv_bn(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+@FACE_MODELS.register("vgg_small")
 class FerVGG(nn.Module):
     """VGG-style stages of 3x3 conv + BN + ReLU, max-pool after each stage, then a small MLP head."""
 
@@ -149,6 +149,7 @@ class FerVGG(nn.Module):
         return self.head(self.pool(self.features(x)))
 
 
+@FACE_MODELS.register("resnet18_small")
 class SmallResNet(nn.Module):
     """ResNet-18 layout with a 3x3 stride-1 stem and no max-pool, for 40-64 px faces."""
 
@@ -179,21 +180,11 @@ def _init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-@FACE_MODELS.register("vgg_small")
-def vgg_small(**kwargs: Any) -> FerVGG:
-    return FerVGG(**kwargs)
-
-
 @FACE_MODELS.register("vgg13_ferplus")
 def vgg13_ferplus(in_chans: int = 1, num_classes: int = NUM_EMOTIONS, drop_rate: float = 0.5, input_size: int = 64, **kwargs: Any) -> FerVGG:
     """The FER+ paper's VGG13 (Barsoum et al. 2016): 64x64 input, 64-128-256-256, FC 1024 x2 (here with BN)."""
     return FerVGG(widths=(64, 128, 256, 256), depths=(2, 2, 3, 3), in_chans=in_chans, num_classes=num_classes,
                   hidden=1024, drop_rate=drop_rate, stage_dropout=0.25, input_size=input_size, **kwargs)
-
-
-@FACE_MODELS.register("resnet18_small")
-def resnet18_small(**kwargs: Any) -> SmallResNet:
-    return SmallResNet(**kwargs)
 
 
 # ----------------------------------------------------------------------------------------- timm
@@ -318,7 +309,6 @@ def load_pretrained_file(model: nn.Module, path: str | Path) -> list[str]:
 MATCONVNET_ARCHS = {"resnet50": "resnet50", "senet50": "legacy_seresnet50"}
 MATCONVNET_PREPROCESS = PreprocessSpec(channels=3, resize=224, input_size=224, mean=list(PAPER_MEAN), std=[1.0])
 _STAGES = {2: "layer1", 3: "layer2", 4: "layer3", 5: "layer4"}
-_BN_SUFFIX = {"weight": "weight", "bias": "bias", "running_mean": "running_mean", "running_var": "running_var"}
 
 
 def matconvnet_key_to_timm(key: str, arch: str) -> str | None:
@@ -381,8 +371,6 @@ def matconvnet_backbone(arch: str) -> nn.Module:
     """
     import timm
 
-    if arch not in MATCONVNET_ARCHS:
-        raise ValueError(f"unknown MatConvNet FER+ architecture {arch!r}: use resnet50 or senet50")
     model = timm.create_model(MATCONVNET_ARCHS[arch], pretrained=False, num_classes=NUM_EMOTIONS)
     if arch == "resnet50":
         model.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0, ceil_mode=True)
@@ -412,21 +400,14 @@ def load_matconvnet_ferplus(source: str | Path | dict[str, torch.Tensor], arch: 
     return model.eval(), MATCONVNET_PREPROCESS
 
 
-@FACE_MODELS.register("matconvnet_resnet50")
-def matconvnet_resnet50(num_classes: int = NUM_EMOTIONS, drop_rate: float = 0.0, in_chans: int = 3) -> nn.Module:
-    """The geometry of resnet50_ferplus_dag (load its weights with load_matconvnet_ferplus)."""
-    return _matconvnet_entry("resnet50", num_classes, drop_rate, in_chans)
-
-
-@FACE_MODELS.register("matconvnet_senet50")
-def matconvnet_senet50(num_classes: int = NUM_EMOTIONS, drop_rate: float = 0.0, in_chans: int = 3) -> nn.Module:
-    """The geometry of senet50_ferplus_dag (load its weights with load_matconvnet_ferplus)."""
-    return _matconvnet_entry("senet50", num_classes, drop_rate, in_chans)
-
-
-def _matconvnet_entry(arch: str, num_classes: int, drop_rate: float, in_chans: int) -> nn.Module:
+def _matconvnet_entry(arch: str, num_classes: int = NUM_EMOTIONS, drop_rate: float = 0.0, in_chans: int = 3) -> nn.Module:
+    """The geometry of <arch>_ferplus_dag (load its weights with load_matconvnet_ferplus)."""
     if in_chans != 3 or num_classes != NUM_EMOTIONS:
         raise ValueError(f"matconvnet_{arch} takes 3-channel 224 px faces and has {NUM_EMOTIONS} outputs")
     model = matconvnet_backbone(arch)
     model.drop_rate = drop_rate
     return model
+
+
+for _arch in MATCONVNET_ARCHS:  # matconvnet_resnet50, matconvnet_senet50
+    FACE_MODELS.register(f"matconvnet_{_arch}")(functools.partial(_matconvnet_entry, _arch))

@@ -91,6 +91,7 @@ def conv_bn(cin: int, cout: int, kernel, stride=1, padding=0) -> nn.Sequential:
 # ------------------------------------------------------------------------------------- VGGVox
 
 
+@SPEECH_MODELS.register("vggvox")
 class VGGVox(nn.Module):
     """VGG-M with batch norm (Nagrani et al. 2017), the paper's student.
 
@@ -140,20 +141,35 @@ class VGGVox(nn.Module):
         return self.fc8(self.dropout(embedding)), embedding
 
 
-@SPEECH_MODELS.register("vggvox")
-def vggvox(**kwargs: Any) -> VGGVox:
-    return VGGVox(**kwargs)
+# ---------------------------------------------------- statistics pooling: thin ResNet-34, small CNN
 
 
-# ------------------------------------------------------------------------------ thin ResNet-34
+class _StatsPooled(nn.Module):
+    """A conv trunk (``self.trunk``), its frequency axis averaged away, then mean and std over the
+    valid time steps -> a linear embedding -> the emotions (the x-vector / ResNet speaker-embedding recipe)."""
+
+    def _add_head(self, width: int, embed_dim: int, num_classes: int, dropout: float) -> None:
+        self.embed = nn.Sequential(nn.Linear(2 * width, embed_dim, bias=False), nn.BatchNorm1d(embed_dim), nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(embed_dim, num_classes)
+        self.embed_dim = embed_dim
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)
+
+    def forward(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = pad_time(x, self.min_frames)
+        in_length = x.shape[-1]
+        x = self._features(x).mean(2)  # [B, C, T']
+        frames = scale_lengths(frames, in_length, x.shape[-1])
+        mean, std = masked_mean_std(x, time_mask(frames, x.shape[0], x.shape[-1], x.device))
+        embedding = self.embed(torch.cat([mean, std], 1))
+        return self.head(self.dropout(embedding)), embedding
 
 
-class ThinResNet(nn.Module):
-    """Thin ResNet (channels base x [1, 2, 4, 8], blocks [3, 4, 6, 3] = ResNet-34) with statistics pooling.
-
-    The trunk's frequency axis is averaged away, then mean and std over the valid time steps go to
-    a linear embedding layer (the x-vector / ResNet speaker-embedding recipe).
-    """
+@SPEECH_MODELS.register("resnet34_thin")
+class ThinResNet(_StatsPooled):
+    """Thin ResNet (channels base x [1, 2, 4, 8], blocks [3, 4, 6, 3] = ResNet-34) with statistics pooling."""
 
     def __init__(
         self,
@@ -174,31 +190,15 @@ class ThinResNet(nn.Module):
                 stages.append(BasicBlock(cin, cout, 2 if (block == 0 and index > 0) else 1))
                 cin = cout
         self.trunk = nn.Sequential(*stages)
-        self.embed = nn.Sequential(nn.Linear(2 * cin, embed_dim, bias=False), nn.BatchNorm1d(embed_dim), nn.ReLU(inplace=True))
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(embed_dim, num_classes)
+        self._add_head(cin, embed_dim, num_classes, dropout)
         self.min_frames = first_stride * 2 ** (len(layers) - 1)
-        self.embed_dim = embed_dim
 
-    def forward(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        x = pad_time(x, self.min_frames)
-        in_length = x.shape[-1]
-        x = self.trunk(self.stem(x)).mean(2)  # [B, C, T']
-        frames = scale_lengths(frames, in_length, x.shape[-1])
-        mean, std = masked_mean_std(x, time_mask(frames, x.shape[0], x.shape[-1], x.device))
-        embedding = self.embed(torch.cat([mean, std], 1))
-        return self.head(self.dropout(embedding)), embedding
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.stem(x))
 
 
-@SPEECH_MODELS.register("resnet34_thin")
-def resnet34_thin(**kwargs: Any) -> ThinResNet:
-    return ThinResNet(**kwargs)
-
-
-# ------------------------------------------------------------------------------- small CPU CNN
-
-
-class SmallCNN(nn.Module):
+@SPEECH_MODELS.register("small_cnn")
+class SmallCNN(_StatsPooled):
     """Four conv-BN-ReLU-pool blocks, frequency averaged, mean+std over time, a small embedding.
 
     About 0.4 M parameters with the default widths: trains in minutes on 2 CPU cores.
@@ -221,25 +221,8 @@ class SmallCNN(nn.Module):
             blocks += [conv_bn(cin, cout, 3, stride, 1), nn.MaxPool2d(2, ceil_mode=True)]
             cin = cout
         self.trunk = nn.Sequential(*blocks)
-        self.embed = nn.Sequential(nn.Linear(2 * cin, embed_dim, bias=False), nn.BatchNorm1d(embed_dim), nn.ReLU(inplace=True))
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(embed_dim, num_classes)
+        self._add_head(cin, embed_dim, num_classes, dropout)
         self.min_frames = 2 ** len(channels)
-        self.embed_dim = embed_dim
-
-    def forward(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        x = pad_time(x, self.min_frames)
-        in_length = x.shape[-1]
-        x = self.trunk(x).mean(2)  # [B, C, T']
-        frames = scale_lengths(frames, in_length, x.shape[-1])
-        mean, std = masked_mean_std(x, time_mask(frames, x.shape[0], x.shape[-1], x.device))
-        embedding = self.embed(torch.cat([mean, std], 1))
-        return self.head(self.dropout(embedding)), embedding
-
-
-@SPEECH_MODELS.register("small_cnn")
-def small_cnn(**kwargs: Any) -> SmallCNN:
-    return SmallCNN(**kwargs)
 
 
 def create_student(name: str, **kwargs: Any) -> StudentNetwork:

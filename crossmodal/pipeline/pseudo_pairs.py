@@ -29,39 +29,17 @@ How pairs are made
   speaker (the first of the next group) is held out whole as the ``heard`` split that model
   selection watches, the rest train; the seed and fractions then choose no speaker.
 
-Face-voice agreement (``agreement: p``, default 1)
-- By default every clip's faces show the clip's own emotion: the best case the method could ever
-  see. In talking-face video the face often shows something else, mostly nothing (neutral). With
-  ``agreement: p`` a fraction p of EACH SPEAKER's clips keeps faces of its emotion; each of the
-  others gets faces of one emotion drawn from an in-the-wild prior over the OTHER emotions (the
-  prior renormalised without the clip's own emotion), from the same speaker's pool of that emotion.
-- Which clips agree: per speaker, round(p x clips), spread over the speaker's emotions in
-  proportion (floor of p x clips of each emotion, the rest to the largest remainders, ties by a
-  seeded draw), the clips within an emotion drawn with ``random.Random(f"agreement-{seed}-{speaker}")``.
-  Deterministic in ``seed`` (the pseudo-pair seed), the corpus listing and p.
-- Why exclusion: p is then exactly the fraction of clips whose faces show the voice's emotion (the
-  curve's x axis says what it means). A face drawn from the prior independently of the voice would
-  agree anyway with probability prior(y): at p = 0 neutral clips would agree 89 % of the time and
-  emotional ones 0-4 %; the exclusion keeps the prior's bias (the disagreeing faces of emotional
-  clips are ~90 % neutral) without that confound.
-- Why per clip (not per window): one emotion per clip, for all its frames. Training windows are drawn
-  at random (3 s) while the shards are built once, so per-window agreement would have to live in the
-  data loader, outside the fingerprinted shards; EmoDB clips are 1-9 s (most shorter than two
-  windows), so per clip and per window differ little, and a talking face over a 2-3 s utterance
-  mostly holds one expression. Per clip keeps p countable per speaker and recorded per sample.
-- The prior (``agreement_prior``; null = ``IN_THE_WILD_PRIOR``): the shipped CPU teacher's mean
-  softmax over the talking-face frames we hold, the 11 GRID clips (143 face frames at 25/6 fps, T=1;
-  ``experiments/agreement/prior.py``): neutral 0.888, surprise 0.041, sadness 0.034, anger 0.016,
-  happiness 0.012, contempt 0.005, fear 0.003, disgust 0.001. The mean softmax, not the argmax
-  counts: the argmax is neutral on 142 of 143 frames and would leave nothing to draw from once a
-  neutral clip excludes neutral. GRID is read speech in a studio, so this prior is more neutral than
-  the interviews of VoxCeleb, where the paper saw mostly neutral and happy faces (we hold no
-  VoxCeleb frames): a harsh but measured case; ``agreement_prior`` takes another one.
-- Recorded: p (and the prior, when p < 1) in the fingerprint, so each p is its own cached set; p = 1
-  leaves the fingerprint and the shards byte for byte as before (the demo's and the studies'
-  caches stay valid), so the sample keys ``agreement``, ``face_emotion`` and ``faces_agree`` are
-  written only when p < 1 (a reader takes a missing ``agreement`` as 1: every face agrees). The
-  manifest always holds ``agreement``, and for p < 1 the prior and the agreeing clips per speaker.
+Face-voice agreement (``agreement: p``, default 1; experiments/agreement/README.md says why each choice)
+- A fraction p of EACH SPEAKER's clips keeps faces of its emotion: round(p x clips) per speaker,
+  stratified by emotion (largest remainders, ties by a seeded draw), the clips drawn with
+  ``random.Random(f"agreement-{seed}-{speaker}")``. Each other clip gets faces of one emotion drawn
+  from ``agreement_prior`` (null: ``IN_THE_WILD_PRIOR``) without the clip's own emotion, so p is
+  exactly the fraction of clips whose faces show the voice's emotion. One emotion per clip, not per
+  window: the shards are built once, outside the data loader.
+- Recorded: p (and the prior, when p < 1) in the fingerprint and the sample keys ``agreement``,
+  ``face_emotion``, ``faces_agree``; p = 1 leaves fingerprint and shards byte for byte as before
+  (a missing ``agreement`` reads as 1). The manifest always holds ``agreement``, and for p < 1 the
+  prior and the agreeing clips per speaker.
 
 The samples are ordinary pair shards (``flac``, ``fNNN.png``, ``times.npy``, ``json`` with
 ``label``, ``corpus_label``, ``synthetic: true`` and the source paths), so ``task=extract`` and
@@ -105,11 +83,10 @@ SETTINGS = (
     "min_segment_seconds", "sample_rate", "clips_per_shard", "seed", "unheard_fraction", "heard_fraction",
 )
 FOLD_SETTINGS = ("speaker_folds", "fold")  # in the fingerprint only when speaker_folds is set
-AGREEMENT_SETTINGS = ("agreement", "agreement_prior")  # in the fingerprint only when agreement < 1
 
 # The in-the-wild prior of face emotions for the clips whose faces disagree with the voice: the
 # shipped teacher's mean softmax (T = 1) over the 143 face frames of the 11 GRID talking-face clips
-# (experiments/agreement/prior.py; the module docstring says why this one).
+# (experiments/agreement/prior.py; experiments/agreement/README.md says why this one).
 IN_THE_WILD_PRIOR = {
     "neutral": 0.8875, "happiness": 0.0124, "surprise": 0.0412, "sadness": 0.0339,
     "anger": 0.0155, "disgust": 0.0014, "fear": 0.0029, "contempt": 0.0052,
