@@ -8,7 +8,7 @@ pseudo-pairs, the true ``label``). A pair-shard sample has face frames instead o
 frames that fall inside the audio window.
 
 Training draws a random window (default 4.024 s, the paper's) from each utterance (clamped to
-19.9 s; shorter ones are zero-padded) and aggregates the logits of the teacher frames inside it
+19.9 s; shorter ones are zero-padded; drawn from the sample's own seed, see :mod:`crossmodal.data.stream`) and aggregates the logits of the teacher frames inside it
 (per-class max by default, mean as the option). Evaluation uses the whole utterance (clamped) and
 all its frames, as the paper's per-track evaluation does; the loader only decodes, crops and
 aggregates: features are computed on the device by the model's front-end.
@@ -33,7 +33,14 @@ import numpy as np
 import torch
 
 from crossmodal import paper
-from crossmodal.data.stream import EpochLoader, ReplayedPasses, ShardStream, check_remote_set, eval_loader
+from crossmodal.data.stream import (
+    EpochLoader,
+    ReplayedPasses,
+    ShardStream,
+    check_remote_set,
+    eval_loader,
+    sample_generator,
+)
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
 from crossmodal.io.audio import SAMPLE_RATE
 from crossmodal.io.splits import NO_LABEL, SPLIT_INDEX
@@ -172,7 +179,7 @@ class DistillDecoder:
             label = _label_index(meta.get("label"))
             if label == NO_LABEL:
                 raise BadDistillSample("no_label", key, "json has no emotion `label` (data.labels_only needs labelled shards)")
-            start, end = choose_window(duration, self.window_seconds, self.train)
+            start, end = choose_window(duration, self.window_seconds, self.train, sample_generator(sample))
         else:
             start, end, inside, teacher = self._window_with_frames(sample, key, duration)
         begin = int(round(start * self.sample_rate))
@@ -204,8 +211,9 @@ class DistillDecoder:
             teacher, times = np.asarray(teacher), np.asarray(times, dtype=np.float32).reshape(-1)
             if len(teacher) != len(times):
                 raise BadDistillSample("times_mismatch", key, f"{len(teacher)} frames but {len(times)} timestamps")
+        generator = sample_generator(sample)
         for _ in range(self.window_tries if self.train else 1):
-            start, end = choose_window(duration, self.window_seconds, self.train)
+            start, end = choose_window(duration, self.window_seconds, self.train, generator)
             inside = frames_in_window(times, start, end)
             if inside.any():
                 return start, end, inside, teacher

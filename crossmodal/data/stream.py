@@ -9,7 +9,9 @@ Reading
     (webdataset's ``gopen`` and tar iterators).
 
     ``train=True``: ``wds.ResampledShards`` draws shards with replacement, seeded by (seed, epoch,
-    rank, worker role), and ``wds.shuffle`` mixes samples in a buffer: the stream never ends, so the
+    rank, worker role), ``wds.shuffle`` mixes samples in a buffer, and each sample gets a seed of its
+    own for its random draws (its index in that stream added): the batches are the same with any
+    number of loader workers and after a resume. The stream never ends, so the
     loader's epoch length (:class:`EpochLoader`, webdataset's ``with_epoch``) fixes how many batches
     every rank runs, and no DDP rank waits on another at the end of an epoch.
     ``train=False``: ``wds.SimpleShardList`` split across ranks then ``wds.split_by_worker``, so
@@ -37,6 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
+import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -87,6 +90,9 @@ class ShardStream(IterableDataset):
         self.train = train
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer
+        # samples in the buffer before the first is yielded: a batch's worth (at least webdataset's default
+        # 100), not the whole buffer, which each epoch (a new stream) would read before its first batch
+        self.shuffle_initial = min(shuffle_buffer, max(batch_size, 100))
         self.strict = strict
         self.epoch = 0
         # Batches this rank has already consumed in the current epoch (set on a mid-epoch resume).
@@ -108,15 +114,17 @@ class ShardStream(IterableDataset):
             # make_seed hashes its arguments: ints only (a str's hash differs in every process)
             seed = wds.utils.make_seed(self.seed, self.epoch, rank, role)
             shards = [wds.ResampledShards(self.shards, seed=seed, worker_seed=int, deterministic=True)]
-            shuffle = wds.shuffle(self.shuffle_buffer, self.shuffle_buffer, seed=seed) if self.shuffle_buffer > 1 else None
+            shuffle = wds.shuffle(self.shuffle_buffer, self.shuffle_initial, seed=seed) if self.shuffle_buffer > 1 else None
+            numbered = _seeded((self.seed, self.epoch, rank, role))
         else:
             self._check_exact_once(world, num_workers)
             shards = [wds.SimpleShardList(self.shards), _split_by_rank(rank, world), wds.split_by_worker]
-            shuffle = None
+            shuffle = numbered = None
         pipeline = wds.DataPipeline(
             *shards,
             _read_shards(self._on_member_error(skipped)),
             shuffle,
+            numbered,
             _decoded(self.decode, self.strict, skipped),
             wds.batched(self.batch_size, collation_fn=None, partial=True),
             _drop_batches(len(range(role, skip, num_workers)), skipped),
@@ -157,6 +165,24 @@ def _read_shards(on_error: Callable[[Exception], bool]) -> Callable[[Iterator[di
             yield from iter_shard(shard["url"], handler=on_error)
 
     return read
+
+
+def _seeded(stream_seed: tuple[int, ...]) -> Callable[[Iterator[dict[str, Any]]], Iterator[dict[str, Any]]]:
+    """Give each training sample ``__seed__``, from (seed, epoch, rank, role, its index in this stream):
+    its decode draws its random window from that (:func:`sample_generator`), so the draw does not
+    depend on the worker count or on the process's generator, and a resumed stream draws the same."""
+    def run(samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for index, sample in enumerate(samples):
+            # SeedSequence mixes its inputs (make_seed's linear hash maps (role, 31) and (role + 1, 0) together)
+            sample["__seed__"] = int(np.random.SeedSequence((*stream_seed, index)).generate_state(1, np.uint64)[0])
+            yield sample
+
+    return run
+
+
+def sample_generator(sample: dict[str, Any]) -> torch.Generator | None:
+    """The generator of a training sample numbered by the stream (None: the process's own)."""
+    return torch.Generator().manual_seed(sample["__seed__"]) if "__seed__" in sample else None
 
 
 def _decoded(decode: Callable[[dict[str, Any]], dict[str, Any] | None], strict: bool, skipped: list[int]) -> Any:
@@ -286,7 +312,9 @@ class _WorkerInit:
 
 def _worker_kwargs(dataset: ShardStream, num_workers: int, kwargs: dict[str, Any]) -> dict[str, Any]:
     """DataLoader arguments shared by both loaders: workers started once per loader, not per epoch."""
-    out = {"pin_memory": torch.cuda.is_available(), **kwargs}
+    # the workers' base seed from the loader's own generator, not the process's: starting a loader
+    # (after a resume, or a first validation) must not move the training step's random draws
+    out = {"pin_memory": torch.cuda.is_available(), "generator": torch.Generator().manual_seed(dataset.seed), **kwargs}
     if num_workers > 0:
         out.setdefault("multiprocessing_context", worker_context(dataset))
         out.setdefault("persistent_workers", True)

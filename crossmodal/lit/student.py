@@ -15,11 +15,13 @@ optimizer is the paper's SGD, a null scheduler a constant lr.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from torch.nn import functional as F
@@ -39,6 +41,30 @@ log = logging.getLogger(__name__)
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": paper.STUDENT_LR, "momentum": paper.MOMENTUM,
                      "weight_decay": paper.WEIGHT_DECAY}
 STUDENT_FILE = "student.safetensors"  # written into the run folder after testing
+
+
+def gather_rng_states() -> list[dict[str, Any]]:
+    """Every process's torch, NumPy and Python random states, by rank, in types a checkpoint loads with
+    ``weights_only=True`` (Lightning saves a checkpoint on all ranks, so the gather is collective)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+             "python": list(random.getstate())}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [state]
+    states: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def set_rng_states(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    random.setstate(tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class SpeechModuleBase(L.LightningModule):
@@ -176,6 +202,24 @@ class SpeechModuleBase(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.log("data/skipped", self.skipped.compute(), sync_dist=True)  # SumMetric: 0 when nothing was skipped
         self.skipped.reset()
+
+    # -- resume: the random draws of the training step (dither, SpecAugment, mixup) continue where they stopped
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = gather_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_rng = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # restored here, right before the first step after a resume: whatever drew numbers since the
+        # checkpoint was loaded (starting loaders, a sanity check) cannot move the step's draws
+        if getattr(self, "_resumed_rng", None):
+            states, self._resumed_rng = self._resumed_rng, None
+            if len(states) != self.trainer.world_size:
+                log.warning("the checkpoint holds the random states of %d processes, this run has %d: not restored",
+                            len(states), self.trainer.world_size)
+                return
+            set_rng_states(states[self.trainer.global_rank])
 
     # -- optimisation
     def configure_optimizers(self):
