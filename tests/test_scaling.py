@@ -135,3 +135,23 @@ def test_grid_s1_clips_through_both_stages(tmp_path):
     assert result["clips"] == 64 and result["face_share"] > 0.9
     assert result["pairs"]["video_seconds_per_core_second"] > 0 and result["extract"]["video_seconds_per_core_second"] > 0
     assert result["pairs_mb_per_hour"] > 0 and result["distill_mb_per_hour"] > 0
+
+
+@pytest.mark.parametrize("overrides, fails", [
+    (["trainer=ddp_cpu"], True),
+    (["trainer=ddp_cpu", "trainer.sync_batchnorm=false"], False),
+    (["trainer=ddp"], False),          # GPUs: SyncBatchNorm is the paper's batch of 64 over the devices
+    (["trainer.gpus=8"], False),
+    ([], False),                       # one CPU process: Lightning syncs nothing
+])
+def test_sync_batchnorm_on_cpu_ddp_fails_before_any_work_naming_the_key(overrides, fails):
+    from crossmodal.config.checks import ConfigError
+    from crossmodal.config.schema import check_config
+    from crossmodal.run import _compose
+
+    cfg = _compose(["experiment=distill_senet", *overrides], [])
+    if not fails:
+        check_config(cfg, "distill_senet", signatures=False, require_values=False)
+        return
+    with pytest.raises(ConfigError, match=r"trainer.sync_batchnorm=true needs GPUs.*add trainer.sync_batchnorm=false"):
+        check_config(cfg, "distill_senet", signatures=False, require_values=False)

@@ -172,13 +172,29 @@ def check_config(cfg: DictConfig, experiment: str | None = None, *, signatures: 
         who = f"experiment={experiment}" if experiment else "this run"
         examples = " ".join(f"{k}=..." for k in missing)
         raise ConfigError(f"{who} needs a value for {', '.join(missing)}. Set it on the command line: {examples}")
-    problems = others[:]
+    problems = others + _cpu_sync_batchnorm(cfg.get("trainer"))
     if ranges:
         fixes = " ".join(f"{p.split('=', 1)[0]}=..." for p in ranges)
         problems.append(f"Config value out of range: {'; '.join(ranges)}. "
                         f"Set it on the command line ({fixes}) or in the experiment file")
     if problems:
         raise ConfigError(" ".join(p if p.endswith((".", "?")) else p + "." for p in problems))
+
+
+def _cpu_sync_batchnorm(trainer: Any) -> list[str]:
+    """torch refuses SyncBatchNorm in DDP on CPU processes ("SyncBatchNorm layers only work with GPU
+    modules"), after they have started: say so before any work."""
+    if not isinstance(trainer, DictConfig) or _value(trainer, "sync_batchnorm") is not True:
+        return []
+    gpus, accelerator = _value(trainer, "gpus"), _value(trainer, "accelerator")
+    devices, nodes = _value(trainer, "devices"), _value(trainer, "num_nodes")
+    cpu = gpus == 0 if isinstance(gpus, int) else accelerator == "cpu"
+    if not cpu or not ("ddp" in str(_value(trainer, "strategy")) or (isinstance(devices, int) and devices > 1) or
+                       (isinstance(nodes, int) and nodes > 1)):
+        return []
+    return [f"trainer.sync_batchnorm=true needs GPUs, but this run's processes are on the CPU (trainer.accelerator={accelerator}, "
+            f"devices={devices}): add trainer.sync_batchnorm=false (batch norm then sees each process's batch), "
+            "or run on GPUs with trainer.gpus=N"]
 
 
 def _nodes(cfg: DictConfig, path: str = "") -> Iterator[tuple[str, DictConfig]]:
