@@ -332,3 +332,21 @@ def test_settings_come_from_config_nodes_and_unknown_keys_are_named(tmp_path: Pa
     with pytest.raises(ValueError, match=r"unknown pseudo-pair key data\.segment_secs"):
         prepare_pseudo_pairs({"segment_secs": 3.0})
     assert isinstance(PseudoPairsConfig(), PseudoPairsConfig)
+
+
+def test_discovery_lists_files_as_path_rglob_does(tmp_path, monkeypatch):
+    """One os.scandir walk, string paths: the same files in the same order as sorted(Path.rglob) gave,
+    hidden folders walked, a symlinked folder not, a '.' source relative."""
+    from crossmodal.pipeline.pairs import discover
+    from crossmodal.pipeline.pairs.discovery import VIDEO_EXTENSIONS
+
+    root = tmp_path / "src"
+    for rel in ("a-b/v/1.mp4", "a/v/2.MP4", "a/v/10.mp4", "a/v/2.m4a", "a/.hidden/3.mp4", "b.mkv", "a/v/notes.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).touch()
+    (root / "linked").symlink_to(root / "a", target_is_directory=True)
+    expected = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    layout, items = discover(PairsConfig(source=str(root)))
+    assert layout == "videos" and [i.media for i in items] == [str(p) for p in expected] and len(items) == 5
+    monkeypatch.chdir(root)
+    assert [i.media for i in discover(PairsConfig(source="."))[1]] == [str(p.relative_to(root)) for p in expected]

@@ -3,6 +3,8 @@ folders, VoxCeleb2 mp4, plain video folders), told apart by :func:`detect_layout
 :class:`PairItem` (one utterance or video) each file becomes, in a fixed order."""
 from __future__ import annotations
 
+import logging
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from crossmodal.pipeline.pairs.config import PairSettings
 
 VIDEO_EXTENSIONS = (".mp4", ".mpg", ".mpeg", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+log = logging.getLogger(__name__)
 
 
 
@@ -34,7 +37,12 @@ class PairItem:
         return "_".join(slug(p) for p in (self.identity, self.video, self.utterance))
 
 
-def detect_layout(source: Path, frames_root: str | None) -> str:
+Listing = tuple[list[tuple[str, ...]], set[str]]  # list_media's answer
+
+
+def detect_layout(source: Path, frames_root: str | None, listing: Listing | None = None) -> str:
+    """``voxceleb1`` (wav/ + face frames), ``voxceleb2`` (every video at <idNNN>/<video>/<n>.ext) or
+    ``videos``; ``listing``: the source's :func:`list_media`, when the caller has it already."""
     if (source / "wav").is_dir():
         if not frames_root:
             raise ValueError(
@@ -42,16 +50,36 @@ def detect_layout(source: Path, frames_root: str | None) -> str:
                 "face-frame folder (<frames_root>/<id>/<youtube_id>/<n>/*.jpg), or set data.layout=videos"
             )
         return "voxceleb1"
-    videos = _video_files(source)
-    if videos and all(len(v.relative_to(source).parts) == 3 for v in videos) and all(
-        re.fullmatch(r"id\d+", v.relative_to(source).parts[0]) for v in videos
-    ):
+    videos, _ = listing or list_media(source)
+    if videos and all(len(parts) == 3 and re.fullmatch(r"id\d+", parts[0]) for parts in videos):
         return "voxceleb2"
     return "videos"
 
 
-def _video_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+def list_media(root: Path) -> Listing:
+    """One walk of ``root`` (os.scandir; as Path.rglob, symlinked folders are not followed and unreadable
+    ones are passed over): the video files as relative path parts, sorted as paths sort, and the
+    relative paths of the .m4a files."""
+    videos: list[tuple[str, ...]] = []
+    m4a: set[str] = set()
+    folders: list[tuple[tuple[str, ...], str]] = [((), str(root))]
+    while folders:
+        parts, folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except PermissionError as exn:
+            log.warning("data.source: cannot read %s (%s); its files are left out", folder, exn)
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(((*parts, entry.name), entry.path))
+                continue
+            suffix = os.path.splitext(entry.name)[1].lower()
+            if suffix in VIDEO_EXTENSIONS and entry.is_file():
+                videos.append((*parts, entry.name))
+            elif suffix == ".m4a" and entry.is_file():
+                m4a.add("/".join((*parts, entry.name)))
+    return sorted(videos), m4a
 
 
 def discover(cfg: PairSettings) -> tuple[str, list[PairItem]]:
@@ -61,25 +89,27 @@ def discover(cfg: PairSettings) -> tuple[str, list[PairItem]]:
     source = Path(cfg.source)
     if not source.is_dir():
         raise FileNotFoundError(f"data.source={source} is not a folder")
-    layout = cfg.layout if cfg.layout != "auto" else detect_layout(source, cfg.frames_root)
+    listing = None if cfg.layout == "voxceleb1" or (source / "wav").is_dir() else list_media(source)
+    layout = cfg.layout if cfg.layout != "auto" else detect_layout(source, cfg.frames_root, listing)
     if layout == "voxceleb1":
         items = _discover_voxceleb1(source, cfg.frames_root)
     else:
+        videos, m4a = listing or list_media(source)
+        kind = "centred_video" if layout == "voxceleb2" else "video"
         items = []
-        for path in _video_files(source):
-            parts = path.relative_to(source).parts
+        prefix = "" if str(source) == "." else str(source).rstrip(os.sep) + os.sep  # as str(source / relative)
+        for parts in videos:
+            stem = os.path.splitext(parts[-1])[0]
             if len(parts) == 1:
-                identity, video, utterance = path.stem, path.stem, "0"
+                identity, video, utterance = stem, stem, "0"
             elif len(parts) == 2:
-                identity, video, utterance = parts[0], path.stem, "0"
+                identity, video, utterance = parts[0], stem, "0"
             else:
-                identity, video, utterance = parts[0], parts[-2], path.stem
-            audio = None
-            if layout == "voxceleb2":
-                m4a = path.with_suffix(".m4a")
-                audio = str(m4a) if m4a.exists() else None
-            kind = "centred_video" if layout == "voxceleb2" else "video"
-            items.append(PairItem(kind, identity, video, utterance, str(path), audio))
+                identity, video, utterance = parts[0], parts[-2], stem
+            relative = "/".join(parts)
+            audio_name = relative[: len(relative) - len(parts[-1])] + stem + ".m4a"
+            audio = prefix + audio_name if layout == "voxceleb2" and audio_name in m4a else None
+            items.append(PairItem(kind, identity, video, utterance, prefix + relative, audio))
     if not items:
         raise FileNotFoundError(f"no talking-face data found in data.source={source} (layout {layout}); see crossmodal.pipeline.pairs")
     keys = Counter(item.key for item in items)
