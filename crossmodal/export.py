@@ -122,19 +122,12 @@ class _Traced(nn.Module):
         return self.student.net(self.frontend(waveform))
 
 
-def min_samples(student: Student) -> int:
-    """Shortest waveform the exported model takes: the network's minimum frame count in samples."""
-    frontend = student.frontend
-    frames = int(getattr(student.net, "min_frames", 1))
-    return (frames - 1) * int(frontend.hop_length) + int(frontend.win_length)
-
-
 def metadata(student: Student, fmt: str) -> dict[str, str]:
     info = student.info
     return {
         "crossmodal.format": fmt,
         "crossmodal.sample_rate": str(SAMPLE_RATE),
-        "crossmodal.min_samples": str(min_samples(student)),
+        "crossmodal.min_samples": str(student.network_min_samples),
         "crossmodal.emotions": json.dumps(list(student.emotions)),
         "crossmodal.net_name": str(info.get("net_name", "")),
         "crossmodal.net_kwargs": json.dumps(info.get("net_kwargs", {})),
@@ -199,7 +192,7 @@ def export_student(
                 diff = max(diff, float(np.max(np.abs(a.numpy() - b))))
     if not diff <= TOLERANCE:
         raise ExportError(f"exported {fmt} model at {out} disagrees with the PyTorch student: max |difference| {diff:.3g} > {TOLERANCE}")
-    return ExportResult(out, fmt, min_samples(student), diff)
+    return ExportResult(out, fmt, student.network_min_samples, diff)
 
 
 def _export_onnx(wrapper: nn.Module, example: torch.Tensor, out: Path, meta: dict[str, str]) -> None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -257,8 +257,3 @@ def package_version() -> str:
         return version(PACKAGE)
     except PackageNotFoundError:
         return "not installed"
-
-
-def spans_in_samples(spans: Sequence[tuple[float, float]]) -> list[tuple[int, int]]:
-    """(start, end) seconds -> samples at 16 kHz."""
-    return [(round(start * SAMPLE_RATE), round(end * SAMPLE_RATE)) for start, end in spans]

@@ -30,6 +30,7 @@ from crossmodal.models.modelfile import (
     read_header,
 )
 from crossmodal.utils.atomic import write_text
+from crossmodal.utils.figures import markdown_table
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 RECORDED = ASSETS / "recorded.json"
@@ -136,11 +137,6 @@ def study_status(cv: dict[str, Any] | None) -> str:
             "these figures are preliminary and will be replaced by the full study's.")
 
 
-def _table(columns: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
 def _kwargs(kwargs: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items())) or "defaults"
 
@@ -210,7 +206,7 @@ def render_shipped_card(recorded: dict[str, Any], header: dict[str, Any], path: 
         f"<!-- Rendered by `{WRITE_COMMAND}` from crossmodal/assets/recorded.json and the file's header. "
         "Do not edit by hand: a test compares this file with the rendering. -->",
         "",
-        _table(["", ""], _network_rows(header, path, "crossmodal/assets/student_cpu.safetensors")),
+        markdown_table(["", ""], _network_rows(header, path, "crossmodal/assets/student_cpu.safetensors")),
         "",
         "## What it was trained on",
         "",
@@ -236,7 +232,7 @@ def render_shipped_card(recorded: dict[str, Any], header: dict[str, Any], path: 
     n_emotions = int((cv or {}).get("emotions") or 6)
     rows = [[title, format_cv((recorded.get(name) or {}).get("cv"))] for name, (_row, title) in CV_ENTRIES.items()]
     rows.append(["chance (any constant guess)", f"{1 / n_emotions:.3f}"])
-    lines += [_table(["model", f"UA over {n_emotions} emotions, cross-validated"], rows), ""]
+    lines += [markdown_table(["model", f"UA over {n_emotions} emotions, cross-validated"], rows), ""]
     ratio = (cv or {}).get("ratio_to_supervised")
     if ratio:
         lines += [f"Distilled / supervised: {ratio['mean']:.3f}, 95 % interval [{ratio['ci95'][0]:.3f}, {ratio['ci95'][1]:.3f}] "
@@ -309,12 +305,12 @@ def render_file_card(header: dict[str, Any], path: Path) -> str:
             rows.append([title, _speakers(value)])
     if provenance.get("migrated_from") or provenance.get("upgraded_from"):
         rows.append(["format", f"written as {provenance.get('migrated_from') or (provenance.get('upgraded_from') or {}).get('format_version')}, read through the tested migrations"])
-    lines = [f"# Model card: {path.name}", "", _table(["", ""], rows), ""]
+    lines = [f"# Model card: {path.name}", "", markdown_table(["", ""], rows), ""]
     metrics = {k: v for k, v in (provenance.get("metrics") or info.get("metrics") or {}).items()
                if isinstance(v, (int, float)) and k.split("/")[-1] in ("ua_unheard", "wa_unheard", "ua_heard", "wa_heard", "mean")}
     if metrics:
         lines += ["Figures its run recorded (one run, one split):", "",
-                  _table(["metric", "value"], [[f"`{k}`", f"{v:.4f}"] for k, v in sorted(metrics.items())]), ""]
+                  markdown_table(["metric", "value"], [[f"`{k}`", f"{v:.4f}"] for k, v in sorted(metrics.items())]), ""]
     else:
         lines += ["Its run recorded no test figures.", ""]
     lines += ["No cross-validated figures are recorded for this file: they exist for the shipped student only "

@@ -84,16 +84,11 @@ def write_model_file(path: str | Path, header: dict[str, Any], tensors: dict[str
     header.update({k: portable_paths(header[k]) for k in ("provenance", "info") if k in header})  # no machine paths
     check_header(header, path)
     tensors = {str(k): v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    # safetensors creates 0600 files; give them the usual mode
-    with atomic_path(path, mode=0o666 & ~_umask()) as tmp:
+    umask = os.umask(0o022)  # safetensors creates 0600 files; give them the usual mode (666 less the umask)
+    os.umask(umask)
+    with atomic_path(path, mode=0o666 & ~umask) as tmp:
         save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(plain(header), sort_keys=True), "format": "pt"})
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def make_header(
@@ -337,30 +332,17 @@ def _checkpoint_globals() -> list[Any]:
     import pathlib
     import typing
 
-    allowed: list[Any] = [
+    import omegaconf
+    from omegaconf import base, nodes
+
+    return [
         collections.OrderedDict, collections.defaultdict, collections.Counter, pathlib.PosixPath, pathlib.WindowsPath,
         pathlib.PurePosixPath, pathlib.PureWindowsPath, enum.Enum, typing.Any, set, frozenset, slice, complex,
         dict, list, tuple, int, float, str, bool, bytes, type(None),  # OmegaConf metadata names these types
+        omegaconf.DictConfig, omegaconf.ListConfig, base.ContainerMetadata, base.Metadata, nodes.AnyNode,
+        nodes.BooleanNode, nodes.BytesNode, nodes.EnumNode, nodes.FloatNode, nodes.IntegerNode, nodes.PathNode,
+        nodes.StringNode,
     ]
-    try:
-        from omegaconf import DictConfig, ListConfig
-        from omegaconf.base import ContainerMetadata, Metadata
-        from omegaconf.nodes import (
-            AnyNode,
-            BooleanNode,
-            BytesNode,
-            EnumNode,
-            FloatNode,
-            IntegerNode,
-            PathNode,
-            StringNode,
-        )
-
-        allowed += [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, BooleanNode, BytesNode, EnumNode,
-                    FloatNode, IntegerNode, PathNode, StringNode]
-    except ImportError:  # pragma: no cover
-        pass
-    return allowed
 
 
 CHECKPOINT_GLOBALS = _checkpoint_globals()
@@ -483,13 +465,10 @@ def plain(value: Any) -> Any:
     """OmegaConf containers / tuples / paths / one-element tensors and numpy scalars -> plain JSON
     values (NaN -> None; anything else unknown -> its str). The one converter of the package: model
     headers, run tables and configs handed to dataclasses all go through it."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf import OmegaConf
 
-        if isinstance(value, (DictConfig, ListConfig)):
-            value = OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -9,8 +9,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from crossmodal.utils.plots import close
-
 log = logging.getLogger(__name__)
 
 
@@ -49,6 +47,8 @@ def figure_path(plots_dir: Path, name: str) -> Path:
 
 def save_and_send(fig, name: str, plots_dir: Path, loggers: Iterable[Any], step: int | None = None) -> Path:
     """Write ``plots_dir/<name>.png`` and log the image to W&B / TensorBoard loggers; close the figure."""
+    from crossmodal.utils.plots import close  # matplotlib: only for figures, not for the tables below
+
     path = figure_path(plots_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -67,6 +67,8 @@ def log_figure(trainer, name: str, fig) -> Path | None:
     Only global rank 0 writes; other ranks close the figure and return None.
     """
     if not trainer.is_global_zero:
+        from crossmodal.utils.plots import close
+
         close(fig)
         return None
     plots_dir = Path(trainer.default_root_dir) / "plots"
