@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch.distributed as dist
 from filelock import FileLock, Timeout
 
 from crossmodal.utils.atomic import write_json
@@ -40,7 +41,7 @@ def _owner(folder: Path) -> str:
 def folder_lock(folder: str | Path, what: str = "shard set", *, rank: int = 0, world_size: int = 1) -> Iterator[None]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    distributed = world_size > 1 and _distributed()
+    distributed = world_size > 1 and dist.is_available() and dist.is_initialized()
     lock = FileLock(str(folder / LOCK)) if rank == 0 else None
     if lock is not None:
         try:
@@ -59,24 +60,10 @@ def folder_lock(folder: str | Path, what: str = "shard set", *, rank: int = 0, w
                  "command": " ".join(sys.argv)[:300]}
         write_json(folder / OWNER, owner, indent=None)
     if distributed:
-        _barrier()  # the other ranks start only once rank 0 holds the folder
+        dist.barrier()  # the other ranks start only once rank 0 holds the folder
     try:
         yield
     finally:
         if lock is not None:
             (folder / OWNER).unlink(missing_ok=True)
             lock.release()
-
-
-def _distributed() -> bool:
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover
-        return False
-    return dist.is_available() and dist.is_initialized()
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    dist.barrier()
