@@ -64,14 +64,14 @@ def tree_rss_kb(pid: int) -> int:
     return total
 
 
-def tree_cpu_seconds(pid: int, skip: set[int]) -> float:
-    """User + system CPU seconds of ``pid``'s descendants (not ``pid``, not ``skip``): the loader workers."""
+def tree_cpu(pid: int, skip: set[int]) -> dict[int, float]:
+    """User + system CPU seconds of each of ``pid``'s descendants (not ``pid``, not ``skip``): the loader workers."""
     out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split("\n")
     children: dict[int, list[int]] = {}
     for line in filter(str.strip, out):
         p, parent = (int(x) for x in line.split())
         children.setdefault(parent, []).append(p)
-    total, todo, tick = 0.0, list(children.get(pid, [])), os.sysconf("SC_CLK_TCK")
+    seconds, todo, tick = {}, list(children.get(pid, [])), os.sysconf("SC_CLK_TCK")
     while todo:
         p = todo.pop()
         todo += children.get(p, [])
@@ -79,8 +79,14 @@ def tree_cpu_seconds(pid: int, skip: set[int]) -> float:
             continue
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+            seconds[p] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def cpu_since(before: dict[int, float], pid: int, skip: set[int]) -> float:
+    """CPU seconds the descendants alive now used since ``before`` (a process started since counts from 0;
+    one that ended since, e.g. an earlier loader's worker, is left out)."""
+    return sum(now - before.get(p, 0.0) for p, now in tree_cpu(pid, skip).items())
 
 
 def loader_rate(url: str, workers: int, batches: int, batch_size: int, server: int, shuffle_buffer: int = 2000) -> dict[str, Any]:
@@ -88,16 +94,16 @@ def loader_rate(url: str, workers: int, batches: int, batch_size: int, server: i
 
     dm = DistillDataModule(shards=url, num_workers=workers, batch_size=batch_size, shuffle_buffer=shuffle_buffer,
                            batches_per_epoch=batches + 1)
-    started, start_cpu = time.perf_counter(), tree_cpu_seconds(os.getpid(), {server})
+    started, start_cpu = time.perf_counter(), tree_cpu(os.getpid(), {server})
     dm.prepare_data()
     loader = dm.train_dataloader()
     iterator = iter(loader)
     first = next(iterator)
     latency = time.perf_counter() - started
-    start_cpu = tree_cpu_seconds(os.getpid(), {server}) - start_cpu  # worker (and forkserver) CPU until the first batch
-    tick, cpu = time.perf_counter(), tree_cpu_seconds(os.getpid(), {server})
+    start_cpu = cpu_since(start_cpu, os.getpid(), {server})  # worker (and forkserver) CPU until the first batch
+    tick, cpu = time.perf_counter(), tree_cpu(os.getpid(), {server})
     count = sum(int(batch["wave"].shape[0]) for batch in iterator)
-    seconds, cpu = time.perf_counter() - tick, tree_cpu_seconds(os.getpid(), {server}) - cpu
+    seconds, cpu = time.perf_counter() - tick, cpu_since(cpu, os.getpid(), {server})
     rss = tree_rss_kb(os.getpid())
     del iterator, loader
     return {"workers": workers, "batch": batch_size, "batches": batches, "shuffle_buffer": shuffle_buffer,
@@ -131,26 +137,73 @@ def eval_exactly_once(url: str, ranks: int, workers: int) -> dict[str, Any]:
             "duplicates": sum(1 for n in keys.values() if n > 1), "seconds": round(time.perf_counter() - started, 1)}
 
 
-def train_run(url: str, run_dir: Path, steps: int, batch_size: int, workers: int, extra: list[str]) -> dict[str, Any]:
-    """``experiment=distill_senet trainer=ddp_cpu`` over ``url`` for ``steps`` steps per rank (plus a
-    validation of 2 batches per rank); peak RSS of the whole process tree (2 ranks + their loader
-    workers), sampled every second, and its CPU seconds."""
+def train_run(url: str, run_dir: Path, steps: int, batch_size: int, workers: int, extra: list[str], epochs: int = 1,
+              env_extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """``experiment=distill_senet`` over ``url`` (``trainer=ddp_cpu`` unless ``extra`` says otherwise) for
+    ``epochs`` of ``steps`` steps per rank (plus a validation of 2 batches per rank); peak RSS of the whole
+    process tree (2 ranks + their loader workers), sampled every second."""
     cmd = [sys.executable, "-m", "crossmodal.run", "experiment=distill_senet", f"data.shards={url}", "trainer=ddp_cpu",
            f"data.num_workers={workers}", "data.global_batch_size=null", f"data.batch_size={batch_size}",
-           "data.epoch_fraction=null", f"data.batches_per_epoch={steps}", "trainer.max_epochs=1",
+           "data.epoch_fraction=null", f"data.batches_per_epoch={steps}", f"trainer.max_epochs={epochs}",
            "trainer.limit_val_batches=2", "trainer.num_sanity_val_steps=0", "test_after_fit=false", "report=false",
            "logger=csv", f"hydra.run.dir={run_dir}", *extra]
-    env = dict(os.environ, WANDB_MODE="disabled", CROSSMODAL_NO_PROGRESS="1")
+    env = dict(os.environ, WANDB_MODE="disabled", CROSSMODAL_NO_PROGRESS="1", **(env_extra or {}))
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, tree_rss_kb(proc.pid))
-        time.sleep(1.0)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f"{run_dir.name}.log", "a") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, tree_rss_kb(proc.pid))
+            time.sleep(1.0)
     metrics = run_dir / "metrics.json"
     return {"command": "python " + " ".join(cmd[1:]), "exit": proc.returncode, "wall_seconds": round(time.perf_counter() - started, 1),
             "peak_tree_rss_mb": round(peak / 1024, 1),
             "val_loss": json.loads(metrics.read_text()).get("val/loss") if metrics.exists() else None}
+
+
+def resume_check(url: str, run_dir: Path, batch_size: int, extra: list[str], steps: int = 4, kill_at: int = 7) -> dict[str, Any]:
+    """Run A uninterrupted (2 epochs of ``steps``, last.ckpt every 2 steps); run B SIGKILLed after step
+    ``kill_at`` (mid-epoch), then resumed from its last.ckpt; compare the final weights tensor by tensor."""
+    import torch
+
+    common = [*extra, "callbacks.periodic_checkpoint.every_n_train_steps=2", "trainer.limit_val_batches=1"]
+    kill = ["+callbacks.kill._target_=toy_lightning.KillAtStep", f"+callbacks.kill.step={kill_at}", "+callbacks.kill.signal_name=SIGKILL"]
+    toy = {"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "tests" / "toy")}
+    a, b = run_dir / "A", run_dir / "B"
+    runs = {"A": train_run(url, a, steps, batch_size, 2, common, epochs=2),
+            "B_killed": train_run(url, b, steps, batch_size, 2, common + kill, epochs=2, env_extra=toy)}
+    saved = torch.load(b / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    runs["B_resumed"] = train_run(url, b, steps, batch_size, 2, common + [f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}"], epochs=2)
+    first, second = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (a, b))
+    differ = [k for k, v in first["state_dict"].items() if not torch.equal(v, second["state_dict"][k])]
+    return {"runs": runs, "killed_exit": runs["B_killed"]["exit"], "resumed_from_step": saved,
+            "steps": [first["global_step"], second["global_step"]], "tensors": len(first["state_dict"]),
+            "tensors_differing": differ, "identical": not differ}
+
+
+def epoch_start(url: str, workers: int, batch_size: int, shuffle_buffer: int, initial: int | None, server: int) -> dict[str, Any]:
+    """Latency (wall) and loader-worker CPU seconds to the first batch of epoch 0 (workers starting) and
+    of epoch 1 (persistent workers: the stream restarts, its shuffle buffer refills) with
+    ``wds.shuffle``'s ``initial`` (None: the project's default)."""
+    from crossmodal.data.distill import DistillDataModule
+
+    dm = DistillDataModule(shards=url, num_workers=workers, batch_size=batch_size, shuffle_buffer=shuffle_buffer, batches_per_epoch=1)
+    dm.prepare_data()
+    loader = dm.train_dataloader()
+    if initial is not None:
+        loader.dataset.shuffle_initial = initial
+    row: dict[str, Any] = {"workers": workers, "batch": batch_size, "shuffle_buffer": shuffle_buffer,
+                           "initial": loader.dataset.shuffle_initial, "load_average": list(os.getloadavg())}
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        started, cpu = time.perf_counter(), tree_cpu(os.getpid(), {server})
+        for _ in loader:
+            pass
+        row[f"epoch{epoch}_first_batch_seconds"] = round(time.perf_counter() - started, 2)
+        row[f"epoch{epoch}_worker_cpu_seconds"] = round(cpu_since(cpu, os.getpid(), {server}), 2)
+    del loader
+    return row
 
 
 def make_view(src: Path, dst: Path, copies: int) -> Path:
@@ -189,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-batch", type=int, default=8)
     parser.add_argument("--train-extra", nargs="*", default=[], help="more overrides of the training run")
     parser.add_argument("--run-dir", type=Path, default=Path("logs/stream_run"))
+    parser.add_argument("--resume-check", action="store_true", help="also A / B killed / B resumed, weights compared")
+    parser.add_argument("--initial-compare", type=int, default=0, metavar="ROUNDS",
+                        help="also epoch start with wds.shuffle initial=buffer (before) and the default (after), A B B A x ROUNDS")
     parser.add_argument("--view-copies", type=int, default=0,
                         help="first write <shards>-x<k>: a k-times larger view of the set (symlinks), and read that")
     args = parser.parse_args(argv)
@@ -203,6 +259,16 @@ def main(argv: list[str] | None = None) -> int:
             row = loader_rate(url, workers, args.batches, args.batch_size, server, args.shuffle_buffer)
             print(json.dumps(row), flush=True)
             report["loader"].append(row)
+        if args.initial_compare:
+            report["epoch_start"] = []
+            for _ in range(args.initial_compare):
+                for initial in (args.shuffle_buffer, None, None, args.shuffle_buffer):  # A B B A
+                    row = epoch_start(url, 1, args.batch_size, args.shuffle_buffer, initial, server)
+                    print(json.dumps(row), flush=True)
+                    report["epoch_start"].append(row)
+        if args.resume_check:
+            report["resume"] = resume_check(url, args.run_dir / "resume", args.train_batch, args.train_extra)
+            print(json.dumps(report["resume"]), flush=True)
         if args.train_steps:
             report["train"] = train_run(url, args.run_dir, args.train_steps, args.train_batch, 2, args.train_extra)
             print(json.dumps(report["train"]), flush=True)
