@@ -10,9 +10,11 @@ would (``data.shards=http://127.0.0.1:PORT/<set>``) through ``DistillDataModule`
 - evaluation (heard + unheard + the train_eval_shards training shards): 2 ranks x 2 workers, as
   ``trainer=ddp_cpu`` with ``data.num_workers=2`` reads it: every key once, none missing, against
   the manifest's counts;
-- peak RSS of this process and its loader workers.
-The training run itself (``trainer=ddp_cpu`` over the same URL, RSS, resume) is a
-``python -m crossmodal.run`` command; see experiments/scaling/README.md.
+- peak RSS of this process and its loader workers;
+- ``--initial-compare``: epoch start with the shuffle buffer filled first (before) and now, A B B A;
+- ``--train-steps``: a ``trainer=ddp_cpu`` run of ``experiment=distill_senet`` over the same URL (peak
+  RSS of its process tree); ``--resume-check``: the same run SIGKILLed mid-epoch and resumed, its final
+  weights compared with an uninterrupted run's. Commands and figures: experiments/scaling/README.md.
 """
 from __future__ import annotations
 
@@ -206,29 +208,6 @@ def epoch_start(url: str, workers: int, batch_size: int, shuffle_buffer: int, in
     return row
 
 
-def make_view(src: Path, dst: Path, copies: int) -> Path:
-    """A ``copies``-times larger set made of symlinks: each shard of ``src`` under ``copies`` names
-    (split-NNNNNN renumbered), with a manifest listing them all. Its samples repeat, so it is for the
-    costs that grow with the set's size (manifest, shard lists, memory), never for exactly-once checks."""
-    from crossmodal.pipeline.shards import load_manifest, write_json
-
-    manifest = load_manifest(src)
-    dst.mkdir(parents=True, exist_ok=True)
-    shards, counters = [], Counter()
-    for copy in range(copies):
-        for shard in manifest.shards:
-            split = shard["name"].split("-", 1)[0]
-            name = f"{split}-{counters[split]:06d}.tar"
-            counters[split] += 1
-            link = dst / name
-            if not link.exists():
-                link.symlink_to((src / shard["name"]).resolve())
-            shards.append({"name": name, "count": shard["count"], "copy_of": shard["name"], "copy": copy})
-    meta = dict(manifest.meta, view={"of": str(src), "copies": copies})
-    write_json(dst / "manifest.json", {"meta": meta, "shards": shards, "skipped": manifest.skipped})
-    return dst
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("shards", type=Path, help="a local VoxCeleb-shaped set (served over http from its parent folder)")
@@ -245,11 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume-check", action="store_true", help="also A / B killed / B resumed, weights compared")
     parser.add_argument("--initial-compare", type=int, default=0, metavar="ROUNDS",
                         help="also epoch start with wds.shuffle initial=buffer (before) and the default (after), A B B A x ROUNDS")
-    parser.add_argument("--view-copies", type=int, default=0,
-                        help="first write <shards>-x<k>: a k-times larger view of the set (symlinks), and read that")
     args = parser.parse_args(argv)
-    if args.view_copies:
-        args.shards = make_view(args.shards, args.shards.with_name(f"{args.shards.name}-x{args.view_copies}"), args.view_copies)
     report: dict[str, Any] = {"set": str(args.shards), "load_average": list(os.getloadavg()), "cpus": os.cpu_count()}
     with http_server(args.shards.resolve().parent) as (base, server):
         url = f"{base}/{args.shards.name}"
