@@ -10,8 +10,8 @@ Reading
 
     ``train=True``: ``wds.ResampledShards`` draws shards with replacement, seeded by (seed, epoch,
     rank, worker role), ``wds.shuffle`` mixes samples in a buffer, and each sample gets a seed of its
-    own for its random draws (its index in that stream added): the batches are the same with any
-    number of loader workers and after a resume. The stream never ends, so the
+    own for its random draws (its index in that stream added): the batches do not depend on which
+    process decodes them (0 or 1 loader workers) and are the same after a resume. The stream never ends, so the
     loader's epoch length (:class:`EpochLoader`, webdataset's ``with_epoch``) fixes how many batches
     every rank runs, and no DDP rank waits on another at the end of an epoch.
     ``train=False``: ``wds.SimpleShardList`` split across ranks then ``wds.split_by_worker``, so
