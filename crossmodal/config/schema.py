@@ -184,12 +184,13 @@ def check_config(cfg: DictConfig, experiment: str | None = None, *, signatures: 
 def _cpu_sync_batchnorm(trainer: Any) -> list[str]:
     """torch refuses SyncBatchNorm in DDP on CPU processes ("SyncBatchNorm layers only work with GPU
     modules"), after they have started: say so before any work."""
-    if not isinstance(trainer, DictConfig) or _value(trainer, "sync_batchnorm") is not True:
+    if not isinstance(trainer, DictConfig):
         return []
-    gpus, accelerator = _value(trainer, "gpus"), _value(trainer, "accelerator")
-    devices, nodes = _value(trainer, "devices"), _value(trainer, "num_nodes")
+    sync, gpus, accelerator, devices, nodes, strategy = (
+        _value(trainer, key) if key in trainer else None
+        for key in ("sync_batchnorm", "gpus", "accelerator", "devices", "num_nodes", "strategy"))
     cpu = gpus == 0 if isinstance(gpus, int) else accelerator == "cpu"
-    if not cpu or not ("ddp" in str(_value(trainer, "strategy")) or (isinstance(devices, int) and devices > 1) or
+    if sync is not True or not cpu or not ("ddp" in str(strategy) or (isinstance(devices, int) and devices > 1) or
                        (isinstance(nodes, int) and nodes > 1)):
         return []
     return [f"trainer.sync_batchnorm=true needs GPUs, but this run's processes are on the CPU (trainer.accelerator={accelerator}, "
