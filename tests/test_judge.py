@@ -24,16 +24,16 @@ def test_judge_a_sweep_on_ravdess(emodb_root, tmp_path, monkeypatch):
     (sweep / "fold0-seed1").mkdir()
     tiny_student_file(sweep / "fold0-seed1" / "student.safetensors", seed=2)  # left out by --seeds 0
     out = tmp_path / "out"
-    args = ["p1=" + str(sweep), "--source", str(source), "--out", str(out), "--seeds", "0",
+    args = ["p=1=" + str(sweep), "--source", str(source), "--out", str(out), "--seeds", "0",
             "--override", "benchmark.folds=4", "--override", "benchmark.Cs=[0.1,10.0]", "--override", "benchmark.workers=1"]
     assert judge.main(args) == 0
     result = json.loads((out / "ravdess_dev.json").read_text())
     (recipe,) = result["recipes"]
-    assert recipe["label"] == "p1" and recipe["runs"] == 2 and sorted(recipe["per_run"]) == ["fold0-seed0", "fold1-seed0"]
+    assert recipe["label"] == "p=1" and recipe["runs"] == 2 and sorted(recipe["per_run"]) == ["fold0-seed0", "fold1-seed0"]
     for row in ("zero_shot", "probe_embedding", "random_init_embedding"):
         assert recipe[row]["low"] <= recipe[row]["mean"] <= recipe[row]["high"] and 0.0 <= recipe[row]["mean"] <= 1.0
     table = (out / "ravdess_dev.md").read_text()
-    assert "| p1 | 2 |" in table and (out / "ravdess_dev.png").stat().st_size > 0
+    assert "| p=1 | 2 |" in table and (out / "ravdess_dev.png").stat().st_size > 0
     # resumable: a second call reuses every finished evaluation (none runs again)
     stamps = {p: p.stat().st_mtime_ns for p in (out / "ravdess_dev_runs").rglob("metrics.json")}
     assert len(stamps) == 2

@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cv_summary import find_runs  # noqa: E402
+from cv_summary import find_runs, named_folders  # noqa: E402
 
 from crossmodal.eval.metrics import t_interval  # noqa: E402
 
@@ -140,13 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--target", type=float, default=None, help="a UA to draw as a line (e.g. eGeMAPS+LR)")
     args = parser.parse_args(argv)
-    named = []
-    for item in args.rows:
-        name, sep, sweep = item.rpartition("=")
-        if not sep or not name:
-            parser.error(f"{item!r}: write NAME=SWEEP_DIR")
-        named.append((name, Path(sweep)))
-    table = rows(named)
+    table = rows(named_folders(parser, args.rows))
     from crossmodal.utils.atomic import write_json, write_text
 
     args.out.mkdir(parents=True, exist_ok=True)

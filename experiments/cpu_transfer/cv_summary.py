@@ -360,6 +360,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def named_folders(parser: argparse.ArgumentParser, items: list[str]) -> list[tuple[str, Path]]:
+    """``NAME=FOLDER`` arguments (the last ``=`` splits, so a name may hold one) as (name, folder) pairs."""
+    named = []
+    for item in items:
+        name, sep, folder = item.rpartition("=")
+        if not sep or not name or not folder:
+            parser.error(f"{item!r}: write NAME=FOLDER")
+        named.append((name, Path(folder)))
+    return named
+
+
 def write_outputs(out: Path, stem: str, table: str, result: dict, plot: Callable[[dict, Path], Any]) -> None:
     """A study summary's three files, <stem>.md (also printed), .json and .png, written atomically into ``out``."""
     from crossmodal.utils.atomic import write_json, write_text

@@ -1,6 +1,6 @@
 """Judge a study's students on a second corpus (issue 23: "every recipe is judged on RAVDESS dev").
 
-    python experiments/external_eval/judge.py p1=SWEEP/agreement1 p0.5=SWEEP/agreement0.5 ... \
+    python experiments/external_eval/judge.py "p=1"=SWEEP/agreement1 "p=0.5"=SWEEP/agreement0.5 ... \
         --source ../shared/data/ravdess_dev --out experiments/agreement/figures [--seeds 0] [--stem ravdess_dev]
 
 Each LABEL=FOLDER names one recipe: every student.safetensors under FOLDER (the fold-<i>-seed-<s> runs
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cpu_transfer"))
-from cv_summary import write_outputs  # noqa: E402
+from cv_summary import named_folders, write_outputs  # noqa: E402
 
 from crossmodal.eval.metrics import t_interval  # noqa: E402
 
@@ -72,7 +73,8 @@ def judge(recipes: list[tuple[str, Path]], source: Path, out: Path, stem: str, s
         per_run = {}
         for index, student in enumerate(runs, 1):
             print(f"[{label}] student {index}/{len(runs)}: {student.parent.name}", flush=True)
-            per_run[student.parent.name] = evaluate(student, source, out / f"{stem}_runs" / label / student.parent.name, extra)
+            folder_name = re.sub(r"[^A-Za-z0-9._-]", "_", label)  # the label may hold "=", which no Hydra override value can
+            per_run[student.parent.name] = evaluate(student, source, out / f"{stem}_runs" / folder_name / student.parent.name, extra)
         entry: dict[str, Any] = {"label": label, "folder": str(folder), "runs": len(runs), "per_run": per_run}
         for row in ROWS:
             mean, low, high = t_interval([scores[row] for scores in per_run.values()])
@@ -136,7 +138,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipes", nargs="+", help="LABEL=FOLDER (LABEL without =): the students under FOLDER are one recipe")
+    parser.add_argument("recipes", nargs="+", help="LABEL=FOLDER: the students under FOLDER are one recipe")
     parser.add_argument("--source", type=Path, required=True, help="the RAVDESS dev folder (Actor_*/...wav)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--stem", default="ravdess_dev")
@@ -144,13 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, help="a full eval_ravdess run folder: its eGeMAPS, MFCC and chance rows")
     parser.add_argument("--override", action="append", default=[], help="extra override for every evaluation (repeatable)")
     args = parser.parse_args(argv)
-    recipes = []
-    for item in args.recipes:
-        label, sep, folder = item.partition("=")
-        if not sep or not folder:
-            parser.error(f"{item!r}: give LABEL=FOLDER")
-        recipes.append((label, Path(folder)))
-    result = judge(recipes, args.source, args.out, args.stem, args.seeds, args.baseline, args.override)
+    result = judge(named_folders(parser, args.recipes), args.source, args.out, args.stem, args.seeds, args.baseline, args.override)
     write_outputs(args.out, args.stem, render(result), result, plot)
     return 0
 
