@@ -757,7 +757,7 @@ def markdown_report(report: ScoreReport, bench: BenchmarkConfig) -> str:
         "- classes: " + ", ".join(f"{name} ({report.class_counts.get(name, 0)})" for name in report.class_names),
         f"- student: {report.student}",
         f"- features: {', '.join(bench.features)}; probe: multinomial logistic regression on features standardised "
-        + ("per speaker, then globally" if bench.per_speaker_norm else "globally (training part)") + f", C by {bench.inner_folds}-fold inner CV",
+        + ("per speaker, then globally" if bench.per_speaker_norm else "globally (training part)") + f", C in {{{', '.join(f'{c:g}' for c in bench.Cs)}}} by {bench.inner_folds}-fold inner CV",
         *[f"- {note}" for note in report.notes],
         f"- skipped files (unparseable name, unreadable, silent or no speech): {len(report.failures)}",
         "",

@@ -14,6 +14,12 @@ Variants of the feature stage, alternated (A B C, C B A, ...) and reported as me
 Then the probe stage on those clips' features (the 6 feature sets x 2 protocols of a full run), fitted
 in one process (as before) and in ``--workers`` processes, alternated likewise.
 
+``--probes FEATURES.npz`` (a run's features.npz, e.g. of the full corpus) times the probe stage alone, the
+C grid of before (1e-3 ... 1000, 7 values) against today's (crossmodal.eval.probe.DEFAULT_CS), alternated in
+``--workers`` processes, and prints both tables row by row with their differences:
+
+    .venv/bin/python experiments/perf/bench_eval.py --probes RUN/features.npz --rounds 2
+
 Checks printed with the timings: the largest difference of every feature between per-clip and batched
 (students: float rounding only, as the batches hold clips of equal frame counts) and whether the
 probe tables from both are identical. The clips are a class-stratified subset (``--clips``, 0 = all) of
@@ -38,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perfkit import load_now, machine  # noqa: E402
 
 WORKERS = max(1, len(os.sched_getaffinity(0)))
+OLD_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)  # the probe's C grid before issue 22
 
 
 
@@ -92,7 +99,10 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=160, help="class-stratified subset of this many clips (0: all)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of each variant, order alternated")
     parser.add_argument("--workers", type=int, default=WORKERS)
+    parser.add_argument("--probes", default=None, help="a run's features.npz: time the probe stage only, old C grid vs new")
     args = parser.parse_args()
+    if args.probes:
+        return probe_grids(Path(args.probes), args)
 
     os.environ.setdefault("CROSSMODAL_NO_PROGRESS", "1")
     from crossmodal.inference import load_student
@@ -200,6 +210,50 @@ def main() -> None:
     print(f"\nfeatures + probes: before {before:.1f} s, after {after:.1f} s (x{before / after:.2f}), "
           f"second evaluation {again:.1f} s (x{before / again:.2f}); {len(clips)} clips")
     print(f"bench took {time.perf_counter() - started:.0f} s; {load_now()}")
+
+
+def probe_grids(path: Path, args) -> None:
+    """The probe stage on a run's saved features: the old C grid vs today's, same folds, same workers."""
+    from crossmodal.eval.probe import DEFAULT_CS
+    from crossmodal.io.corpora import Clip, corpus_spec
+    from crossmodal.tasks.evaluate import BenchmarkConfig, evaluate_features, table_rows
+
+    data = np.load(path)
+    spec = corpus_spec(args.corpus)
+    clips = [Clip(Path(p), str(s), str(label), spec.to_ferplus[str(label)], args.corpus)
+             for p, s, label in zip(data["paths"], data["speakers"], data["labels"])]
+    class_names = [str(c) for c in data["class_names"]]
+    sets = {k: data[k] for k in data.files if k not in ("paths", "speakers", "labels", "class_names")}
+    print(f"machine: {machine()}; {load_now()}\ndata: {path}: {len(clips)} clips, {len(set(data['speakers'].tolist()))} speakers, "
+          f"feature sets {', '.join(f'{k} {v.shape[1]}' for k, v in sets.items())}; {args.workers} workers")
+    grids = {"before": OLD_CS, "after": tuple(DEFAULT_CS)}
+    wall: dict[str, list[float]] = {k: [] for k in grids}
+    cpu = {k: [] for k in grids}
+    tables = {}
+    for round_ in range(args.rounds):
+        for name in list(grids) if round_ % 2 == 0 else list(grids)[::-1]:
+            bench = BenchmarkConfig(corpus=args.corpus, source=str(path.parent), Cs=list(grids[name]))
+            fresh_workers()
+            t, c = time.perf_counter(), cpu_seconds()
+            report = evaluate_features(clips, class_names, sets, sets["probe_logits"], bench, args.corpus, workers=args.workers)
+            wall[name].append(time.perf_counter() - t)
+            fresh_workers()
+            cpu[name].append(cpu_seconds() - c)
+            tables[name] = table_rows(report)
+            print(f"  round {round_ + 1} {name}: {wall[name][-1]:.1f} s, CPU {cpu[name][-1]:.1f} s; {load_now()}", flush=True)
+    b, a = (statistics.median(wall[k]) for k in grids)
+    cb, ca = (statistics.median(cpu[k]) for k in grids)
+    print(f"\nprobe stage, C grid {{{', '.join(f'{c:g}' for c in OLD_CS)}}} (before) vs {{{', '.join(f'{c:g}' for c in DEFAULT_CS)}}} "
+          f"(after), median of {args.rounds}: {b:.1f} s vs {a:.1f} s -> x{b / a:.2f}; CPU {cb:.1f} s vs {ca:.1f} s -> x{cb / ca:.2f}")
+    columns, before = tables["before"]
+    after = tables["after"][1]
+    ua, wa, note = columns.index("UA % (mean ± std)"), columns.index("WA % (mean ± std)"), columns.index("note")
+    print("| method | protocol | UA % before | UA % after | WA % before | WA % after | C before | C after |\n|---|---|---|---|---|---|---|---|")
+    for x, y in zip(before, after):
+        print(f"| {x[0]} | {x[1]} | {x[ua]} | {y[ua]}{'' if x[ua] == y[ua] else ' *'} | {x[wa]} | {y[wa]}{'' if x[wa] == y[wa] else ' *'} "
+              f"| {x[note]} | {y[note]} |")
+    same = sum(x[ua] == y[ua] and x[wa] == y[wa] for x, y in zip(before, after))
+    print(f"rows with UA and WA identical: {same} of {len(before)} (* = differs); {load_now()}")
 
 
 if __name__ == "__main__":
