@@ -70,5 +70,5 @@ def test_teacher_benchmark_runs_on_demo_faces(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Teacher new / old" in out and "target >= 4x" in out and "Teacher check on all" in out
     assert "demo" in result["source"] and result["faces"] == 32
-    assert _positive(result["old_images_per_s"]) and _positive(result["new_images_per_s"])
-    assert result["check"]["max_abs_diff"] <= 1e-4 and result["check"]["argmax_agreement"] == 1.0
+    assert _positive(result["images_per_s"]["old"]) and _positive(result["images_per_s"]["new"])
+    assert result["check"]["new"]["max_abs_diff"] <= 1e-4 and result["check"]["new"]["argmax_agreement"] == 1.0

@@ -62,14 +62,107 @@ def load_faces(ferplus: Path | None) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return faces, labels, labels >= 0, f"{source} (FER2013Test, {len(items)} faces, {len(kept)} kept by cntk cleaning)"
 
 
-def check(teacher, old, faces: np.ndarray, labels: np.ndarray, cntk: np.ndarray, batch: int) -> dict:
+def check(variants: dict, faces: np.ndarray, labels: np.ndarray, cntk: np.ndarray, batch: int) -> dict:
+    """Every variant against "old" on ``faces``: max |Δlogit|, argmax agreement, accuracy (cntk, majority label)."""
     from crossmodal.pipeline.extract import teacher_logits
 
-    new_logits, old_logits = teacher_logits(teacher, faces, batch), teacher_logits(old, faces, batch)
-    new_top, old_top = new_logits.argmax(1), old_logits.argmax(1)
-    return {"faces": len(faces), "max_abs_diff": float(np.abs(new_logits - old_logits).max()),
-            "argmax_agreement": float((new_top == old_top).mean()), "cntk_faces": int(cntk.sum()),
-            "acc_new": float((new_top[cntk] == labels[cntk]).mean()), "acc_old": float((old_top[cntk] == labels[cntk]).mean())}
+    logits = {name: teacher_logits(net, faces, batch) for name, net in variants.items()}
+    old_top = logits["old"].argmax(1)
+    out = {"faces": len(faces), "cntk_faces": int(cntk.sum()), "acc_old": float((old_top[cntk] == labels[cntk]).mean())}
+    for name, values in logits.items():
+        top = values.argmax(1)
+        out[name] = {"max_abs_diff": float(np.abs(values - logits["old"]).max()), "argmax_agreement": float((top == old_top).mean()),
+                     "acc": float((top[cntk] == labels[cntk]).mean())}
+    return out
+
+
+# ----------------------------------------------------------------------------------------- int8 (ONNX Runtime)
+
+INT8 = {  # name: quantize_static options (QDQ, per-channel weights unless said), calibration on FER+ *train* faces
+    "ort_s8s8_minmax": dict(activation="QInt8", weight="QInt8", method="MinMax"),
+    "ort_u8s8_minmax": dict(activation="QUInt8", weight="QInt8", method="MinMax"),
+    "ort_u8s8_minmax_rr": dict(activation="QUInt8", weight="QInt8", method="MinMax", reduce_range=True),
+    "ort_u8u8_minmax": dict(activation="QUInt8", weight="QUInt8", method="MinMax"),
+    "ort_u8s8_pct": dict(activation="QUInt8", weight="QInt8", method="Percentile"),
+    "ort_u8s8_pct_rr": dict(activation="QUInt8", weight="QInt8", method="Percentile", reduce_range=True),
+    "ort_u8s8_entropy_rr": dict(activation="QUInt8", weight="QInt8", method="Entropy", reduce_range=True),
+    "ort_u8s8_minmax_rr_ends_fp32": dict(activation="QUInt8", weight="QInt8", method="MinMax", reduce_range=True, ends_fp32=True),
+    "ort_u8s8_pct_rr_ends_fp32": dict(activation="QUInt8", weight="QInt8", method="Percentile", reduce_range=True, ends_fp32=True),
+}
+
+
+class OrtTeacher:
+    """The teacher's folded backbone run by ONNX Runtime (fp32 or int8), flip averaged in one call of 2N."""
+
+    def __init__(self, teacher, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.preprocess, self.tta_flip = teacher.preprocess, teacher.tta_flip
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.numpy()
+        if not self.tta_flip:
+            return torch.from_numpy(self.session.run(None, {"x": x})[0])
+        logits = self.session.run(None, {"x": np.concatenate([x, x[..., ::-1]])})[0]
+        return torch.from_numpy((logits[: len(x)] + logits[len(x):]) / 2)
+
+
+def calibration_faces(ferplus: Path, count: int, seed: int = 0, split: str = "train") -> np.ndarray:
+    """``count`` FER+ faces of ``split`` (seeded draw; cntk cleaning), the calibration set of the int8 variants."""
+    from crossmodal.io.ferplus import load_ferplus_image, read_ferplus
+
+    items = read_ferplus(ferplus, splits=[split], cleaning="cntk")
+    chosen = np.random.default_rng(seed).choice(len(items), size=min(count, len(items)), replace=False)
+    return np.stack([load_ferplus_image(items[i]) for i in sorted(chosen)])
+
+
+def int8_variants(teacher, calib: np.ndarray, workdir: Path, threads: int, names: list[str]) -> dict[str, OrtTeacher]:
+    """The fp32 ONNX export of the folded backbone and the int8 models of ``names`` (keys of INT8), quantised by
+    ``onnxruntime.quantization.quantize_static`` with ``calib`` (and their mirrors, as inference sees both)."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    net = teacher.inference_backbone().to(memory_format=torch.contiguous_format)
+    size = teacher.input_size
+    fp32 = workdir / "teacher_fp32.onnx"
+    torch.onnx.export(net, (torch.zeros(2, 1, size, size),), str(fp32), dynamo=False, input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17)
+    with torch.no_grad():
+        inputs = teacher.preprocess(torch.from_numpy(calib)).numpy()
+    inputs = np.concatenate([inputs, inputs[..., ::-1]]).astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"x": np.ascontiguousarray(inputs[i : i + 64])} for i in range(0, len(inputs), 64)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    graph = onnx.load(str(fp32)).graph
+    compute = [node.name for node in graph.node if node.op_type in ("Conv", "Gemm", "MatMul")]
+    out = {"ort_fp32": OrtTeacher(teacher, fp32, threads)}
+    for name in names:
+        opt = INT8[name]
+        path = workdir / f"teacher_{name}.onnx"
+        tick = time.perf_counter()
+        quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=opt.get("reduce_range", False), activation_type=getattr(QuantType, opt["activation"]),
+                        weight_type=getattr(QuantType, opt["weight"]), calibrate_method=getattr(CalibrationMethod, opt["method"]),
+                        nodes_to_exclude=[compute[0], compute[-1]] if opt.get("ends_fp32") else None)
+        print(f"  {name}: quantised in {time.perf_counter() - tick:.1f} s ({opt}; first/last of {len(compute)} "
+              f"conv/gemm nodes {'kept fp32' if opt.get('ends_fp32') else 'quantised'})", flush=True)
+        out[name] = OrtTeacher(teacher, path, threads)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,6 +174,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     parser.add_argument("--check", action="store_true", help="equality and accuracy on every face of FER+ test")
+    parser.add_argument("--int8", default="", help="comma-separated int8 variants (keys of INT8, or 'all'); adds ort_fp32")
+    parser.add_argument("--calib-faces", type=int, default=1024, help="FER+ train faces calibrating the int8 variants")
+    parser.add_argument("--calib-demo", action="store_true", help="calibrate on the shipped demo faces of FER2013Valid instead")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if args.threads:
@@ -97,6 +193,15 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"faces: {len(faces)} of {where}; teacher {teacher.name}, {teacher.input_size} px, flip TTA {teacher.tta_flip}, "
           f"batch {args.batch_size}", flush=True)
     variants = {"old": old, "new": teacher}
+    if args.int8:
+        import tempfile
+
+        names = list(INT8) if args.int8 == "all" else args.int8.split(",")
+        calib = (calibration_faces(DEMO_FACES, args.calib_faces, split="val") if args.calib_demo
+                 else calibration_faces(Path(args.ferplus), args.calib_faces))
+        print(f"int8: calibration on {len(calib)} FER+ {'demo valid' if args.calib_demo else 'train'} faces (+ mirrors); "
+              f"{load_now()}", flush=True)
+        variants |= int8_variants(teacher, calib, Path(tempfile.mkdtemp(prefix="bench_teacher_")), torch.get_num_threads(), names)
     for net in variants.values():  # warm-up (and the inference form is built here, once)
         teacher_logits(net, faces[: args.batch_size], args.batch_size)
     wall: dict[str, list[float]] = {k: [] for k in variants}
@@ -109,22 +214,30 @@ def main(argv: list[str] | None = None) -> dict:
             cpu[name].append(time.process_time() - tock)
     rate = {k: len(faces) / statistics.median(v) for k, v in wall.items()}
     cpu_rate = {k: len(faces) / statistics.median(v) for k, v in cpu.items()}
-    paired = statistics.median(o / n for o, n in zip(wall["old"], wall["new"]))
     result = {"machine": machine(), "faces": len(faces), "source": where, "batch_size": args.batch_size, "repeats": args.repeats,
-              "old_images_per_s": round(rate["old"], 1), "new_images_per_s": round(rate["new"], 1),
-              "ratio": round(rate["new"] / rate["old"], 2), "paired_ratio": round(paired, 2),
-              "old_images_per_cpu_s": round(cpu_rate["old"], 1), "new_images_per_cpu_s": round(cpu_rate["new"], 1),
-              "cpu_ratio": round(cpu_rate["new"] / cpu_rate["old"], 2),
-              "wall_s": {k: [round(t, 3) for t in v] for k, v in wall.items()}, "load": load_now()}
-    print(f"Teacher new / old = {result['ratio']:.2f}x by wall clock (paired {result['paired_ratio']:.2f}x; target >= 4x): "
-          f"{result['new_images_per_s']} vs {result['old_images_per_s']} images/s; by process CPU time "
-          f"{result['cpu_ratio']:.2f}x ({result['new_images_per_cpu_s']} vs {result['old_images_per_cpu_s']} images per CPU-s); "
-          f"{load_now()}", flush=True)
+              "images_per_s": {k: round(v, 1) for k, v in rate.items()}, "images_per_cpu_s": {k: round(v, 1) for k, v in cpu_rate.items()},
+              "wall_s": {k: [round(t, 3) for t in v] for k, v in wall.items()}}
+    for name in variants:
+        if name == "old":
+            continue
+        paired = statistics.median(o / n for o, n in zip(wall["old"], wall[name]))
+        result[name] = {"ratio": round(rate[name] / rate["old"], 2), "paired_ratio": round(paired, 2),
+                        "cpu_ratio": round(cpu_rate[name] / cpu_rate["old"], 2)}
+        print(f"Teacher {name} / old = {rate[name] / rate['old']:.2f}x by wall clock (paired {paired:.2f}x; target >= 4x): "
+              f"{rate[name]:.1f} vs {rate['old']:.1f} images/s; by process CPU time {cpu_rate[name] / cpu_rate['old']:.2f}x "
+              f"({cpu_rate[name]:.1f} vs {cpu_rate['old']:.1f} images per CPU-s)", flush=True)
+    result["load"] = load_now()
+    print(load_now(), flush=True)
     if args.check:
-        result["check"] = a = check(teacher, old, all_faces, all_labels, cntk, args.batch_size)
-        print(f"Teacher check on all {a['faces']} faces of FER+ test: max |Δlogit| {a['max_abs_diff']:.2e} (<= 1e-4), argmax "
-              f"agreement {a['argmax_agreement']:.4%}; accuracy (cntk, majority label, {a['cntk_faces']} faces) new "
-              f"{a['acc_new']:.2%} vs old {a['acc_old']:.2%}; {load_now()}", flush=True)
+        result["check"] = a = check(variants, all_faces, all_labels, cntk, args.batch_size)
+        print(f"Teacher check on all {a['faces']} faces of FER+ test against old (accuracy: cntk, majority label, "
+              f"{a['cntk_faces']} faces; old {a['acc_old']:.2%}):", flush=True)
+        for name in variants:
+            if name != "old":
+                v = a[name]
+                print(f"  {name}: max |Δlogit| {v['max_abs_diff']:.2e}, argmax agreement {v['argmax_agreement']:.2%}, "
+                      f"accuracy {v['acc']:.2%} ({(v['acc'] - a['acc_old']) * 100:+.2f} points)", flush=True)
+        print(load_now(), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return result
