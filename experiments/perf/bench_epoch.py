@@ -195,13 +195,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3, help="fits and bare runs each, alternated")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--flush-denormal", action="store_true", help="torch.set_flush_denormal(True) for fit and bare alike")
     parser.add_argument("overrides", nargs="*", help="extra run overrides (key=value) for the fit, e.g. data.num_workers=0")
     args = parser.parse_args(argv)
     import torch
 
+    if args.flush_denormal:
+        torch.set_flush_denormal(True)
     os.environ.setdefault("WANDB_MODE", "disabled")
     print(f"bench_epoch: torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus; "
-          f"data {args.data_dir}; overrides {args.overrides or 'none'}; {load_now()}", flush=True)
+          f"data {args.data_dir}; overrides {args.overrides or 'none'}; flush denormals {args.flush_denormal}; {load_now()}", flush=True)
     build_data(args.data_dir)
     fits: list[dict[str, Any]] = []
     bares: list[dict[str, float]] = []
