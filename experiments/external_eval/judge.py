@@ -91,7 +91,7 @@ def judge(recipes: list[tuple[str, Path]], source: Path, out: Path, stem: str, s
 
 def render(result: dict[str, Any]) -> str:
     def cell(v: dict[str, float]) -> str:
-        spread = "" if np.isnan(v["low"]) else f" [{100 * v['low']:.1f}, {100 * v['high']:.1f}]"
+        spread = f" [{100 * v['low']:.1f}, {100 * v['high']:.1f}]" if v["high"] > v["low"] else ""  # one run, or no spread
         return f"{100 * v['mean']:.1f}{spread}"
 
     lines = [f"RAVDESS dev ({result['source']}), {result['protocol']}: UA % per recipe, mean over its students "
