@@ -34,8 +34,9 @@ def shard_set(emodb_root, tmp_path_factory) -> Path:
     return write_distill_shards(tmp_path_factory.mktemp("resume") / "distill" / "emodb", emodb_root, per_speaker=3)
 
 
-def _train_batches(shards: Path, num_workers: int, epoch: int = 1, skip: int = 0) -> list[dict]:
-    stream = ShardStream(load_manifest(shards).paths("train-"), DistillDecoder(train=True, window_seconds=1.0),
+def _train_batches(shards: Path, num_workers: int, epoch: int = 1, skip: int = 0, decoder: DistillDecoder | None = None) -> list[dict]:
+    decoder = decoder or DistillDecoder(train=True, window_seconds=1.0)
+    stream = ShardStream(load_manifest(shards).paths("train-"), decoder,
                          SpeechCollate(16000), 4, train=True, seed=3, shuffle_buffer=8)
     loader = EpochLoader(stream, num_workers=num_workers, batches_per_epoch=4)
     if skip:
@@ -62,6 +63,30 @@ def test_training_windows_are_the_same_with_any_worker_count_and_after_a_resume(
     resumed = _train_batches(shard_set, 0, skip=2)
     assert [b["key"] for b in resumed] == [b["key"] for b in inline[2:]]
     assert all(torch.equal(a["wave"], b["wave"]) for a, b in zip(resumed, inline[2:]))
+
+
+def test_decoded_audio_cache_gives_the_same_batches(shard_set, monkeypatch):
+    """data.train_audio_cache_mb: each clip is decoded once, later epochs read it from memory, same batches;
+    a clip that does not fit the budget is decoded every time."""
+    import crossmodal.io.audio as audio
+
+    decodes = []
+    real = audio.decode_flac
+    monkeypatch.setattr(audio, "decode_flac", lambda data: decodes.append(1) or real(data))
+    cached = DistillDecoder(train=True, window_seconds=1.0, audio_cache_mb=64)
+    plain = [_train_batches(shard_set, 0, epoch=e) for e in (1, 2)]
+    decoded_plain = len(decodes)
+    decodes.clear()
+    with_cache = [_train_batches(shard_set, 0, epoch=e, decoder=cached) for e in (1, 2)]
+    for a_epoch, b_epoch in zip(plain, with_cache):
+        for a, b in zip(a_epoch, b_epoch):
+            assert a["key"] == b["key"] and torch.equal(a["wave"], b["wave"]) and torch.equal(a["target"], b["target"])
+    clips = len(cached._audio_cache)
+    assert 0 < clips < decoded_plain and len(decodes) == clips  # every clip decoded once over both epochs
+    assert cached._audio_cached_bytes == sum(w.nbytes for w in cached._audio_cache.values())
+    tiny = DistillDecoder(train=True, window_seconds=1.0, audio_cache_mb=1e-6)  # nothing fits: nothing kept
+    _train_batches(shard_set, 0, decoder=tiny)
+    assert not tiny._audio_cache and DistillDecoder(train=False, audio_cache_mb=64).audio_cache_bytes == 0
 
 
 class _StopAtStep(L.Callback):

@@ -125,6 +125,7 @@ class DistillDecoder:
         window_tries: int = 5,
         labels_only: bool = False,
         sample_rate: int = SAMPLE_RATE,
+        audio_cache_mb: float = 0.0,
     ) -> None:
         if mode not in ("cached", "online"):
             raise ValueError(f"data.mode={mode!r} must be 'cached' (logits in the shards) or 'online' (teacher on pair-shard frames)")
@@ -141,10 +142,19 @@ class DistillDecoder:
         self.window_tries = window_tries
         self.labels_only = labels_only
         self.sample_rate = sample_rate
+        # training: each clip's checked waveform kept after its first decode, up to this many bytes (a small set
+        # is then decoded once, not every epoch; decoding is deterministic, so the batches do not change)
+        self.audio_cache_bytes = int(audio_cache_mb * 2**20) if train else 0
+        self._audio_cache: dict[tuple[str, str], np.ndarray] = {}
+        self._audio_cached_bytes = 0
 
     def _audio(self, sample: dict[str, Any], key: str) -> np.ndarray:
         from crossmodal.io.audio import decode_flac, resample
 
+        where = (str(sample.get("__url__", "")), key)
+        cached = self._audio_cache.get(where)
+        if cached is not None:
+            return cached
         if "flac" not in sample:
             raise BadDistillSample("no_audio", key, "the sample has no flac member")
         wave, rate = decode_flac(sample["flac"])
@@ -155,6 +165,9 @@ class DistillDecoder:
         rms = float(np.sqrt(np.mean(np.square(wave - wave.mean()))))
         if rms < self.silence_rms:
             raise BadDistillSample("silent", key, f"rms {rms:.2e} < data.silence_rms={self.silence_rms}")
+        if self._audio_cached_bytes + wave.nbytes <= self.audio_cache_bytes:
+            self._audio_cache[where] = wave
+            self._audio_cached_bytes += wave.nbytes
         return wave
 
     def _logits(self, sample: dict[str, Any], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +199,7 @@ class DistillDecoder:
         stop = min(len(wave), begin + int(round((end - start) * self.sample_rate)))
         out: dict[str, Any] = {
             "key": key,
-            "wave": torch.from_numpy(np.ascontiguousarray(wave[begin:stop])),
+            "wave": torch.from_numpy(wave[begin:stop].copy()),  # a copy: the waveform may be cached
             "split": SPLIT_INDEX.get(meta.get("split", "train"), 0),
             "label": _label_index(meta.get("label")),
             "identity": str(meta.get("identity", "")),
@@ -282,6 +295,8 @@ class DistillDataModule(L.LightningDataModule):
     (heard, when there is one), so model selection and the test are unchanged (1: every epoch).
     ``eval_cache_mb``: validation and test share one loader whose batches are kept in memory after its
     first complete pass when they fit in this many MB (0: read the shards on every pass).
+    ``train_audio_cache_mb``: training keeps each clip's decoded waveform, up to this many MB (per loader
+    process), and decodes it again only when it does not fit (0: decode every epoch). For small sets.
     ``prepare``: how to build the shards when they are missing (see :func:`prepare_shards`), e.g.
     ``{kind: pseudo_pairs, teacher: null}`` with ``emodb`` and ``ferplus`` (raw corpus folders)
     for the CPU experiment.
@@ -314,6 +329,7 @@ class DistillDataModule(L.LightningDataModule):
         teacher: str | None = None,
         source: str | None = None,
         eval_cache_mb: float = 512.0,
+        train_audio_cache_mb: float = 0.0,
         curve_every_n_epochs: int = 5,
     ) -> None:
         super().__init__()
@@ -348,6 +364,7 @@ class DistillDataModule(L.LightningDataModule):
             mode=mode, window_seconds=window_seconds, max_seconds=max_seconds, min_seconds=min_seconds,
             reduce=reduce, silence_rms=silence_rms, labels_only=labels_only,
         )
+        self.train_audio_cache_mb = train_audio_cache_mb
         self.labels_only = labels_only
         self._train_loader: EpochLoader | None = None
         self._pending_state: dict[str, Any] = {}
@@ -493,7 +510,7 @@ class DistillDataModule(L.LightningDataModule):
         pad_to = int(round(self.window_seconds * SAMPLE_RATE))
         batch_size = self.train_batch_size()
         stream = ShardStream(
-            paths, DistillDecoder(train=True, **self.decoder_kwargs), SpeechCollate(pad_to), batch_size,
+            paths, DistillDecoder(train=True, audio_cache_mb=self.train_audio_cache_mb, **self.decoder_kwargs), SpeechCollate(pad_to), batch_size,
             train=True, seed=self.seed, shuffle_buffer=self.shuffle_buffer, strict=self.strict,
         )
         self._train_loader = EpochLoader(stream, self.num_workers, self.train_batches_per_epoch(batch_size))
