@@ -58,8 +58,8 @@ def test_finetune_cpu_one_step_on_demo_data(tmp_path: Path) -> None:
             os.symlink(path, emodb / path.name)
     run = tmp_path / "run"
     env = dict(os.environ, WANDB_MODE="disabled", CROSSMODAL_NO_PROGRESS="1")
-    cmd = [sys.executable, "-m", "crossmodal.run", "experiment=finetune_cpu", f"model.init_from={SHIPPED}",
-           "data.labels_per_class=1", "seed=3", f"data.emodb={emodb.parent}", f"data.ferplus={DEMO / 'ferplus'}",
+    cmd = [sys.executable, "-m", "crossmodal.run", "experiment=finetune_cpu", f"init_from={SHIPPED}",
+           "labels_per_class=1", "seed=3", f"data.emodb={emodb.parent}", f"data.ferplus={DEMO / 'ferplus'}",
            "data.prepare.unheard_fraction=0.5", "data.num_workers=0", "data.batches_per_epoch=1", "data.batch_size=4",
            "trainer.max_epochs=1", "logger=csv", "report=false", f"paths.data_dir={tmp_path / 'data'}",
            f"paths.log_dir={tmp_path / 'logs'}", f"hydra.run.dir={run}"]
@@ -90,7 +90,7 @@ def test_label_efficiency_sweep_and_summary(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     env = dict(os.environ, WANDB_MODE="disabled", CROSSMODAL_NO_PROGRESS="1")
     cmd = [sys.executable, "-m", "crossmodal.run", "-m", "hparams_search=label_efficiency", "extras.distilled_sweep=unused",
-           f"extras.students.distilled={SHIPPED}", "seed=0", "data.prepare.fold=0", "data.labels_per_class=1,all",
+           f"extras.students.distilled={SHIPPED}", "seed=0", "data.prepare.fold=0", "labels_per_class=1,all",
            f"data.emodb={emodb.parent}", f"data.ferplus={DEMO / 'ferplus'}", "data.batches_per_epoch=1", "data.batch_size=4",
            "trainer.max_epochs=1", "logger=csv", "report=false", f"paths.data_dir={tmp_path / 'data'}",
            f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={sweep}"]
