@@ -142,8 +142,8 @@ class DistillDecoder:
         self.window_tries = window_tries
         self.labels_only = labels_only
         self.sample_rate = sample_rate
-        # training: each clip's checked waveform kept after its first decode, up to this many bytes (a small set
-        # is then decoded once, not every epoch; decoding is deterministic, so the batches do not change)
+        # training only: each clip's checked waveform kept after its first decode, up to this many bytes (a small
+        # set is then decoded once, not every epoch; decoding is deterministic, so the batches do not change)
         self.audio_cache_bytes = int(audio_cache_mb * 2**20) if train else 0
         self._audio_cache: dict[tuple[str, str], np.ndarray] = {}
         self._audio_cached_bytes = 0
@@ -362,9 +362,8 @@ class DistillDataModule(L.LightningDataModule):
         self.window_seconds = window_seconds
         self.decoder_kwargs = dict(
             mode=mode, window_seconds=window_seconds, max_seconds=max_seconds, min_seconds=min_seconds,
-            reduce=reduce, silence_rms=silence_rms, labels_only=labels_only,
+            reduce=reduce, silence_rms=silence_rms, labels_only=labels_only, audio_cache_mb=train_audio_cache_mb,
         )
-        self.train_audio_cache_mb = train_audio_cache_mb
         self.labels_only = labels_only
         self._train_loader: EpochLoader | None = None
         self._pending_state: dict[str, Any] = {}
@@ -510,7 +509,7 @@ class DistillDataModule(L.LightningDataModule):
         pad_to = int(round(self.window_seconds * SAMPLE_RATE))
         batch_size = self.train_batch_size()
         stream = ShardStream(
-            paths, DistillDecoder(train=True, audio_cache_mb=self.train_audio_cache_mb, **self.decoder_kwargs), SpeechCollate(pad_to), batch_size,
+            paths, DistillDecoder(train=True, **self.decoder_kwargs), SpeechCollate(pad_to), batch_size,
             train=True, seed=self.seed, shuffle_buffer=self.shuffle_buffer, strict=self.strict,
         )
         self._train_loader = EpochLoader(stream, self.num_workers, self.train_batches_per_epoch(batch_size))

@@ -15,13 +15,11 @@ optimizer is the paper's SGD, a null scheduler a constant lr.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from hydra.utils import instantiate
 from torch.nn import functional as F
@@ -34,6 +32,7 @@ from crossmodal.io.splits import NO_LABEL, SPLITS
 from crossmodal.models.frontend import build_frontend
 from crossmodal.models.speech import create_student, save_student
 from crossmodal.utils.optim import with_scheduler
+from crossmodal.utils.seeding import rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +43,14 @@ STUDENT_FILE = "student.safetensors"  # written into the run folder after testin
 
 
 def gather_rng_states() -> list[dict[str, Any]]:
-    """Every process's torch, NumPy and Python random states, by rank, in types a checkpoint loads with
-    ``weights_only=True`` (Lightning saves a checkpoint on all ranks, so the gather is collective)."""
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
-             "python": list(random.getstate())}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    """Every process's random states (:func:`crossmodal.utils.seeding.rng_states`), by rank (Lightning saves a
+    checkpoint on all ranks, so the gather is collective)."""
+    state = rng_states()
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return [state]
     states: list[Any] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(states, state)
     return states
-
-
-def set_rng_states(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, position, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
-    random.setstate(tuple(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class SpeechModuleBase(L.LightningModule):

@@ -14,6 +14,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
+import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.utilities.seed import isolate_rng
 
 _SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")  # what Lightning's seed_everything records for the workers
@@ -33,3 +36,18 @@ def isolated_rng() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def rng_states() -> dict:
+    """This process's torch (CPU, CUDA), NumPy and Python random states, as Lightning collects them, with
+    NumPy's key array as a tensor so that a checkpoint holding them loads with ``weights_only=True``."""
+    state = _collect_rng_states(include_cuda=torch.cuda.is_available())
+    kind, keys, *rest = state["numpy"]
+    state["numpy"] = [kind, torch.from_numpy(keys.astype(np.int64)), *rest]
+    return state
+
+
+def set_rng_states(state: dict) -> None:
+    """Put back what :func:`rng_states` took."""
+    kind, keys, *rest = state["numpy"]
+    _set_rng_states({**state, "numpy": (kind, keys.numpy().astype(np.uint32), *rest)})
