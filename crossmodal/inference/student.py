@@ -154,7 +154,7 @@ class Student(nn.Module):
         Audio shorter than :attr:`min_seconds` or without speech-like energy is refused
         (:class:`TooShortAudioError`, :class:`SilentAudioError`; the energy is measured before
         resampling). Whether it is speech is not checked here (:meth:`predict_file` does):
-        ``crossmodal.io.vad.SpeechCheck().require(waveform, sample_rate, name)`` does it for arrays.
+        ``crossmodal.io.vad.SpeechCheck().problem(waveform, sample_rate, name)`` does it for arrays.
         """
         native, rate = mono_waveform(waveform, sample_rate)
         wave = resample(native, rate, SAMPLE_RATE)

@@ -4,31 +4,16 @@
     voiced_fraction(wave, sample_rate)          # share of 32-ms frames judged voiced, 0..1
     SpeechCheck().problem(wave, sample_rate, "clip.wav")   # None, or "no speech found in clip.wav: 0 % of frames voiced"
 
-The detector is Silero VAD (the ``silero-vad`` package, MIT): a small network (STFT, 4 convolutions,
-one LSTM cell, 0.46 M weights) that gives a speech probability for every 512 samples (32 ms) of
-16 kHz audio, seeing 64 samples of the frame before. Its model ships inside the package: nothing is
-downloaded. The package's loader reads its TorchScript file (``silero_vad/data/silero_vad.jit``, part
-of an installed dependency, not a file a user hands us); its import sets ``torch.set_num_threads(1)``
-for the whole process, which :func:`detector` undoes.
+The detector is Silero VAD (the ``silero-vad`` package, MIT): a speech probability for every 512
+samples (32 ms) of 16 kHz audio, seeing 64 samples of the frame before. Its TorchScript model ships
+inside the installed package (nothing is downloaded, no user file is read). :class:`SileroVAD` gives
+the package's probabilities (within 1e-5, pinned by tests/test_probes.py) with the frame-wise part run
+on all frames of a block at once and the recurrent part as one ``nn.LSTM``; :class:`VoiceActivity`
+carries its state across the blocks of a streamed file.
 
-The package runs the model one frame at a time in a Python loop (``audio_forward``: about 50 ms per
-second of audio on one core here). :class:`SileroVAD` gives the same probabilities (within 1e-5,
-pinned by tests/test_probes.py against the package's own loop) with the frame-wise part (STFT and
-encoder) run on all frames of a block at once and the recurrent part as one ``nn.LSTM`` over the
-sequence, holding the package's own weights: several times cheaper (experiments/perf/README.md). :class:`VoiceActivity` does it
-block by block for streamed files, carrying the LSTM state and the 64-sample context across blocks,
-so a file in blocks gives the same frames as the file at once.
-
-Why Silero and not webrtcvad: on our own clips (experiments/perf/README.md, "predict throughput"),
-webrtcvad calls 99-100 % of the frames of white, Gaussian and pink noise, a 440 Hz or 1 kHz sine and
-a square wave "speech" at every aggressiveness (its mode 3 still passes noise and square waves);
-Silero gives none of them a voiced frame (highest probability 0.08), while the least-voiced real
-clip (a GRID video with long silences) still has 38 % of its frames voiced.
-
-The rule (:class:`SpeechCheck`): a frame is voiced when its probability is at least ``threshold``
-(0.5, Silero's own default); audio holds speech when at least ``min_fraction`` (10 %) of its frames
-are voiced. On the project's data the least-voiced clips are at 38 % (GRID), 43 % (EmoDB) and 86 %
-(VoxCeleb1); noise, tones, DC and silence are at 0 % at 8, 16, 22.05 and 44.1 kHz.
+The rule (:class:`SpeechCheck`): a frame is voiced at probability >= 0.5 (Silero's default); audio
+holds speech when at least 10 % of its frames are voiced. Why Silero and not webrtcvad, these
+thresholds and the detector's cost: experiments/perf/README.md ("Which detector").
 """
 from __future__ import annotations
 
@@ -64,12 +49,9 @@ class NoSpeechError(ValueError):
 
 
 def no_speech_message(where: str, fraction: float) -> str:
-    return f"no speech found in {where}: {_percent(fraction)} of frames voiced"
-
-
-def _percent(fraction: float) -> str:
     value = 100 * fraction
-    return f"{value:.0f} %" if value == 0 or value >= 1 else f"{value:.1f} %"
+    percent = f"{value:.0f}" if value == 0 or value >= 1 else f"{value:.1f}"
+    return f"no speech found in {where}: {percent} % of frames voiced"
 
 
 @dataclass(frozen=True)
@@ -106,13 +88,6 @@ class SpeechCheck:
         fraction = self.fraction(frame_probabilities(wave, sample_rate))
         return None if self.is_speech(fraction) else no_speech_message(where, fraction)
 
-    def require(self, wave: np.ndarray, sample_rate: int, where: str) -> float:
-        """The voiced fraction of ``wave``; :class:`NoSpeechError` naming ``where`` when it holds no speech."""
-        fraction = self.fraction(frame_probabilities(wave, sample_rate))
-        if not self.is_speech(fraction):
-            raise NoSpeechError(no_speech_message(where, fraction), fraction)
-        return fraction
-
 
 DEFAULT_CHECK = SpeechCheck()
 
@@ -144,7 +119,6 @@ class VoiceActivity:
         self.pending = np.zeros(0, np.float32)
         self.context = np.zeros(CONTEXT_SAMPLES, np.float32)
         self.state: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.frames = 0
 
     def push(self, block: np.ndarray) -> np.ndarray:
         samples = np.concatenate([self.pending, np.asarray(block, dtype=np.float32)])
@@ -170,7 +144,6 @@ class VoiceActivity:
             self.context = frames[-1, -CONTEXT_SAMPLES:].copy()
             probabilities, self.state = self.detector(np.concatenate([contexts, frames], axis=1), self.state)
             out.append(probabilities)
-            self.frames += len(frames)
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
@@ -207,10 +180,9 @@ class SileroVAD(nn.Module):
 
 @contextmanager
 def one_thread() -> Iterator[None]:
-    """Torch's intra-op threads set to 1 for the block (and restored). The detector's operations are
-    small (a 128-unit LSTM step per frame): split over threads they wait on each other at every step,
-    and on a loaded machine a waiting thread is often descheduled. Measured side by side at load
-    average ~28 on 2 cores: 87 ms per second of audio on one thread, 2,400-3,700 ms on two."""
+    """Torch's intra-op threads set to 1 for the block (and restored): the detector's steps are too small
+    to split: on two threads, waiting on each other at every step, it ran 27-42 times slower on a loaded machine
+    (experiments/perf/README.md, "Threads")."""
     threads = torch.get_num_threads()
     if threads == 1:
         yield
