@@ -1,22 +1,15 @@
 """Video frames and face crops: PyAV decoding at a chosen frame rate, OpenCV face detection/tracking.
 
-Frame sampling
-    The paper's teacher sees every 6th frame of 25 fps video (about 4.17 fps). ``frame_rate`` is
-    given in frames per second (default ``25 / 6``) rather than as a step, so a 30 fps or
-    variable-rate video is sampled on the same time grid: a frame is taken when its timestamp
-    reaches the next grid point (within half a source frame). For 25 fps video that is exactly
-    every 6th frame.
+Frames are taken on a time grid of ``frame_rate`` frames per second (default 25 / 6, the paper's every
+6th frame of 25 fps video): a frame is taken when its timestamp reaches the next grid point (within
+half a source frame), so 30 fps and variable-rate video are sampled on the same grid.
 
-Faces
-    Raw talking-face videos (any folder of videos) need a face detector: OpenCV's frontal-face
-    Haar cascade, from the optional extra ``faces`` (``pip install 'crossmodal[faces]'``, which
-    pulls ``opencv-python-headless<5``; it ships the cascade XML files). Per sampled frame the
-    largest face is kept; its box is smoothed over time (exponential moving average) so crops do
-    not jitter; a detection that jumps away from the smoothed box (IoU below ``new_track_iou``)
-    starts a new *track*. Crops are square, the box widened by ``margin`` on each side and
-    resized to ``crop_size``. Frames with no face are dropped and counted.
-    Videos that are already face-centred (VoxCeleb2 mp4, VoxCeleb1 face-frame jpgs) skip detection
-    and take a centre crop of ``center_crop`` of the frame instead (the paper: 1/1.6 of the box).
+Raw talking-face videos need a face detector: OpenCV's frontal-face Haar cascade (the optional extra
+``faces``: ``pip install 'crossmodal[faces]'``). Per sampled frame the largest face is kept, its box
+smoothed over time (exponential moving average); a detection that jumps away from the smoothed box
+(IoU below ``new_track_iou``) starts a new *track*. Crops are square, the box widened by ``margin``
+on each side, resized to ``crop_size``; frames with no face are dropped and counted. Face-centred
+videos (VoxCeleb2 mp4, VoxCeleb1 face frames) take a centre crop instead (the paper: 1/1.6 of the box).
 """
 from __future__ import annotations
 
@@ -82,10 +75,7 @@ def sample_frames(
         try:
             for frame in container.decode(stream):
                 decoded += 1
-                if frame.pts is None or frame.time is None:
-                    stamp = (decoded - 1) / source_fps
-                else:
-                    stamp = float(frame.time)
+                stamp = (decoded - 1) / source_fps if frame.time is None else float(frame.time)
                 if first_pts is None:
                     first_pts = stamp
                 time = stamp - first_pts
@@ -135,10 +125,8 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
         return image
     from PIL import Image
 
-    mode = "L" if image.ndim == 2 else "RGB"
-    pil = Image.fromarray(image, mode=mode)
-    shrinking = image.shape[0] > size
-    return np.asarray(pil.resize((size, size), Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR))
+    method = Image.Resampling.BOX if image.shape[0] > size else Image.Resampling.BILINEAR  # shrinking: area filter
+    return np.asarray(Image.fromarray(image).resize((size, size), method))
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
@@ -241,10 +229,6 @@ class FaceCrops:
     def track_ids(self) -> list[int]:
         return sorted(set(self.tracks))
 
-    def track(self, track_id: int) -> tuple[list[np.ndarray], np.ndarray]:
-        idx = [i for i, t in enumerate(self.tracks) if t == track_id]
-        return [self.frames[i] for i in idx], np.asarray([self.times[i] for i in idx], dtype=np.float64)
-
 
 class FaceTracker:
     """Largest face per frame, smoothed box, new track on a jump; stateful over one video."""
@@ -254,9 +238,6 @@ class FaceTracker:
         self.detector = detector or FaceDetector(cfg)
         self.box: np.ndarray | None = None
         self.track_id = -1
-
-    def reset(self) -> None:
-        self.box = None
 
     def update(self, image: np.ndarray) -> tuple[int, np.ndarray] | None:
         """(track id, smoothed box) for this frame, or None when no face is found."""
