@@ -5,16 +5,14 @@ compressed formats libsndfile does not (mp3, m4a/aac, ...) and the audio track o
 Channels are averaged to mono and the signal is resampled with torchaudio's band-limited
 resampler. Every failure names the file and says what is wrong with it.
 
-Before anything is allocated, the header is checked (:func:`probe_audio`): a sample rate or channel
-count no recording has, or a duration beyond the cap, is refused, and a wav whose header promises
-more data than the file holds is named as truncated. :func:`load_audio` reads a file at once (up to
-``MAX_LOAD_SECONDS``); :func:`stream_audio` yields it in blocks of bounded size, resampled block by
-block with enough context on both sides that the blocks join into the same signal as a whole-file
-resample (to float rounding).
+Headers are checked before anything is allocated from them (:func:`probe_audio`). :func:`load_audio`
+reads a file at once (up to ``MAX_LOAD_SECONDS``); :func:`stream_audio` yields it in bounded blocks
+that join into the whole-file signal (:func:`resample_stream`).
 """
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import struct
 from collections.abc import Callable, Iterable, Iterator
@@ -95,12 +93,9 @@ def probe_audio(path: str | Path, max_seconds: float = MAX_LOAD_SECONDS) -> Audi
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_LOAD_SECONDS) -> np.ndarray:
-    """Read ``path`` as float32 mono at ``sample_rate`` (values in [-1, 1]).
-
-    Raises :class:`AudioError` naming the file when it is missing, unreadable, truncated, has an
-    implausible header (see :func:`probe_audio`; longer than ``max_seconds`` included: use
-    :func:`stream_audio` for long files), has no audio stream or holds no samples.
-    """
+    """Read ``path`` as float32 mono at ``sample_rate`` (values in [-1, 1]). Raises :class:`AudioError`
+    naming the file when it is missing, unreadable, truncated, has an implausible header (:func:`probe_audio`;
+    longer than ``max_seconds`` included: stream long files), has no audio stream or holds no samples."""
     wave, rate = read_audio(path, max_seconds)
     return resample(wave, rate, sample_rate)
 
@@ -138,7 +133,7 @@ def stream_audio(
     if info.reader == "soundfile":
         native = _soundfile_blocks(info, block_seconds)
     else:
-        native = _pyav_chunks(info.path)
+        native = (chunk for chunk, _rate in _pyav_decode(info.path))
     rate = info.sample_rate
     yielded = False
     for block in resample_stream(native, rate, sample_rate, max(1, round(block_seconds * rate))):
@@ -154,13 +149,10 @@ def resample_stream(chunks: Iterable[np.ndarray], from_rate: int, to_rate: int, 
 
     Input is re-cut into blocks of ``block`` samples (rounded to the rate ratio's period); each is
     resampled with ``context`` real samples on both sides (zeros at the file's start, as torchaudio
-    pads), so every output sample sees the same input as in a whole-signal resample. Output blocks
-    hold at most ``(block + 2 * context) * to_rate / from_rate`` samples.
+    pads), so every output sample sees the same input as in a whole-signal resample (equal rates:
+    re-cut only). Output blocks hold at most ``(block + 2 * context) * to_rate / from_rate`` samples.
     """
     from_rate, to_rate = int(from_rate), int(to_rate)
-    if from_rate == to_rate:
-        yield from _rechunk(chunks, block)
-        return
     gcd = math.gcd(from_rate, to_rate)
     o, n = from_rate // gcd, to_rate // gcd
     width = math.ceil(_LOWPASS_WIDTH * o / (min(o, n) * _ROLLOFF))
@@ -185,21 +177,6 @@ def resample_stream(chunks: Iterable[np.ndarray], from_rate: int, to_rate: int, 
     if held:
         rest = np.concatenate(pending)
         yield resample(np.concatenate([left, rest]), from_rate, to_rate)[context * n // o :]
-
-
-def _rechunk(chunks: Iterable[np.ndarray], block: int) -> Iterator[np.ndarray]:
-    pending: list[np.ndarray] = []
-    held = 0
-    for chunk in chunks:
-        pending.append(np.asarray(chunk, dtype=np.float32))
-        held += len(chunk)
-        if held >= block:
-            buffer = np.concatenate(pending)
-            cut = len(buffer) - len(buffer) % block
-            yield from (buffer[i : i + block] for i in range(0, cut, block))
-            pending, held = [buffer[cut:]], len(buffer) - cut
-    if held:
-        yield np.concatenate(pending)
 
 
 def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -360,11 +337,6 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
     return np.concatenate(chunks).astype(np.float32, copy=False), int(rate)
 
 
-def _pyav_chunks(path: Path) -> Iterator[np.ndarray]:
-    for chunk, _rate in _pyav_decode(path):
-        yield chunk
-
-
 def _pyav_decode(path: Path) -> Iterator[tuple[np.ndarray, int]]:
     """(mono float32 chunk at the native rate, rate) for each decoded frame of the first audio stream."""
     import av
@@ -375,14 +347,10 @@ def _pyav_decode(path: Path) -> Iterator[tuple[np.ndarray, int]]:
         converter = None
         seconds = 0.0
         try:
-            for frame in container.decode(stream):
-                if converter is None:
+            for frame in itertools.chain(container.decode(stream), [None]):  # None: flush the converter
+                if converter is None and frame is not None:
                     converter = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=rate)
-                for out in converter.resample(frame):
-                    seconds += out.samples / rate
-                    yield out.to_ndarray().mean(axis=0).astype(np.float32, copy=False), int(rate)
-            if converter is not None:
-                for out in converter.resample(None):
+                for out in converter.resample(frame) if converter is not None else ():
                     seconds += out.samples / rate
                     yield out.to_ndarray().mean(axis=0).astype(np.float32, copy=False), int(rate)
         except av.FFmpegError as exn:
@@ -417,17 +385,15 @@ def decoder_damage() -> Iterator[Callable[[], list[str]]]:
     av.logging.set_skip_repeated(False)  # else a message equal to the last one logged, by any earlier file, is held back
     try:
         with av.logging.Capture() as logs:
-            yield lambda: _damage(logs)
+
+            def damage() -> list[str]:
+                lines = (text.strip().splitlines()[0] for level, _name, text in logs if level <= av.logging.WARNING and text.strip())
+                return [line for line in lines if any(word in line.lower() for word in DAMAGE_WORDS)]
+
+            yield damage
     finally:
         av.logging.set_level(previous)
         av.logging.set_skip_repeated(skip)
-
-
-def _damage(logs: list[tuple[int, str, str]]) -> list[str]:
-    import av.logging
-
-    lines = (message.strip().splitlines()[0] for level, _name, message in logs if level <= av.logging.WARNING and message.strip())
-    return [line for line in lines if any(word in line.lower() for word in DAMAGE_WORDS)]
 
 
 def encode_flac(wave: np.ndarray, sample_rate: int) -> bytes:
