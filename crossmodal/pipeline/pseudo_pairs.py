@@ -2,48 +2,29 @@
 
     python -m crossmodal.run experiment=pseudo_pairs prep.source=/data/emodb prep.ferplus=/data/ferplus
 
-WHAT THIS IS FOR. No audio-visual emotional corpus can be downloaded here, and in real talking-face
-video (VoxCeleb) the face shows little emotion most of the time. To check the *whole transfer*
-end to end on real faces and real voices, each clip of an acted speech corpus is paired with face
-images from FER+ whose crowd majority is the clip's emotion. The teacher then runs on real faces
-and its predictions carry the true emotion of the voice, so a student distilled from these
-pseudo-pairs should learn to recognise emotion from speech, and how well it does says whether
-extraction, aggregation, the loss and the student work together. It is a controlled study and a
-CPU demo, NOT a reproduction of the paper's data: the face and the voice are of different people
-and were never recorded together; the shards are marked ``synthetic: true`` (sample json and
-manifest) so no result from them can pass for an in-the-wild number.
+No audio-visual emotional corpus can be downloaded here, so each clip of an acted speech corpus gets
+FER+ faces whose crowd majority is the clip's emotion: a controlled end-to-end check and a CPU demo,
+NOT the paper's data (face and voice are different people), so the shards are marked
+``synthetic: true`` (sample json and manifest).
 
-How pairs are made
-- Only clips whose label maps onto a FER+ emotion are used (EmoDB's boredom has none: counted as
-  ``unmapped_label``).
-- Each speaker gets a consistent pool of ``faces_per_pool`` FER+ faces per emotion, drawn with a
-  seeded RNG from the FER+ splits in ``ferplus_splits`` (default val+test: faces the teacher was not
-  trained on) among images whose majority share is at least ``min_agreement``. Pools of different
-  speakers are disjoint while FER+ has enough images of that emotion; otherwise they overlap
-  (counted in the manifest as ``shared_pools``).
+- Only clips whose label maps onto a FER+ emotion are used (others: ``unmapped_label``).
+- Each speaker gets a seeded pool of ``faces_per_pool`` faces per emotion from ``ferplus_splits``
+  (default val+test: faces the teacher was not trained on) with majority share >= ``min_agreement``;
+  pools are disjoint across speakers while FER+ has enough faces (else shared: ``shared_pools``).
 - A clip of duration d gets frames at ``frame_rate`` (times k / frame_rate < d), each drawn from its
-  speaker's pool for its emotion; frames are stored as the native 48x48 grey PNG.
-- Speakers are split like identities (crossmodal.io.splits): ``unheard`` speakers are held out
-  entirely; ``heard`` holds out clips of training speakers. With ``speaker_folds: k`` and ``fold: i``
-  (cross-validation) the sorted speakers fall into k fixed groups: group i is ``unheard``, one other
-  speaker (the first of the next group) is held out whole as the ``heard`` split that model
-  selection watches, the rest train; the seed and fractions then choose no speaker.
+  speaker's pool, stored as the native 48x48 grey PNG.
+- Speakers are split like identities (crossmodal.io.splits). With ``speaker_folds: k`` and ``fold: i``
+  the sorted speakers fall into k fixed groups: group i is ``unheard``, the first speaker of the next
+  group is the ``heard`` split model selection watches, the rest train.
+- ``agreement: p`` (default 1): round(p x clips) of each speaker's clips, stratified by emotion, keep
+  faces of their emotion; each other clip gets faces of one emotion drawn from ``agreement_prior``
+  (null: ``IN_THE_WILD_PRIOR``) without its own. p < 1 is recorded in the fingerprint, the manifest
+  and the sample keys ``agreement``, ``face_emotion``, ``faces_agree``; p = 1 leaves fingerprint and
+  shards as they always were. experiments/agreement/README.md gives the details and the why.
 
-Face-voice agreement (``agreement: p``, default 1; experiments/agreement/README.md says why each choice)
-- A fraction p of EACH SPEAKER's clips keeps faces of its emotion: round(p x clips) per speaker,
-  stratified by emotion (largest remainders, ties by a seeded draw), the clips drawn with
-  ``random.Random(f"agreement-{seed}-{speaker}")``. Each other clip gets faces of one emotion drawn
-  from ``agreement_prior`` (null: ``IN_THE_WILD_PRIOR``) without the clip's own emotion, so p is
-  exactly the fraction of clips whose faces show the voice's emotion. One emotion per clip, not per
-  window: the shards are built once, outside the data loader.
-- Recorded: p (and the prior, when p < 1) in the fingerprint and the sample keys ``agreement``,
-  ``face_emotion``, ``faces_agree``; p = 1 leaves fingerprint and shards byte for byte as before
-  (a missing ``agreement`` reads as 1). The manifest always holds ``agreement``, and for p < 1 the
-  prior and the agreeing clips per speaker.
-
-The samples are ordinary pair shards (``flac``, ``fNNN.png``, ``times.npy``, ``json`` with
-``label``, ``corpus_label``, ``synthetic: true`` and the source paths), so ``task=extract`` and
-online distillation read them unchanged.
+The samples are ordinary pair shards (``flac``, ``fNNN.png``, ``times.npy``, ``json`` with ``label``,
+``corpus_label``, ``synthetic: true`` and the source paths), so extraction and online distillation
+read them unchanged.
 """
 from __future__ import annotations
 
@@ -69,12 +50,7 @@ from crossmodal.pipeline.pairs.codec import make_pair_sample, slug
 from crossmodal.pipeline.pairs.config import PairRecipe, settings_from_cfg
 from crossmodal.pipeline.pairs.tracks import BuildStats, segment_bounds
 from crossmodal.pipeline.parallel import skip_summary
-from crossmodal.pipeline.shards import (
-    Manifest,
-    ShardJob,
-    SkipLog,
-    dist_info,
-)
+from crossmodal.pipeline.shards import Manifest, ShardJob, SkipLog, dist_info, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -335,8 +311,6 @@ def prepare_pseudo_pairs(
 ) -> Manifest:
     """Build (or reuse) the pseudo-pair shards of ``cfg_data`` (a PseudoPairsConfig, dict or config node)
     in the folder named from their fingerprint, or in ``out_dir`` (named by the config key ``named_by``)."""
-    from crossmodal.pipeline.shards import load_manifest
-
     cfg = settings_from_cfg(PseudoPairsConfig, cfg_data, "pseudo-pair")
     strict = cfg.strict if strict is None else strict
     if cfg.pairs:

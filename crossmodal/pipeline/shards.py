@@ -1,25 +1,11 @@
-"""Shard sets: the format every prepared artefact is written in, and its manifest.
+"""Shard sets: the format every prepared artefact is written in, and its manifest (docs/conventions.md).
 
-Writing
-    A *shard set* is a folder of webdataset tar shards plus ``manifest.json``. Work is cut into
-    :class:`ShardJob` s up front (a fixed, ordered list), so a re-run knows which shards are done:
-    a shard counts as done only when its tar *and* its sidecar ``<name>.json`` exist. Each tar is
-    written to a temporary name and renamed into place, then its sidecar is written the same way,
-    so a writer killed at any point leaves no shard that looks whole.
-
-Skips
-    ``make_samples`` reports every item it drops to a :class:`crossmodal.io.skips.SkipLog`; the
-    counts and a few example paths go into the manifest (``skipped``), so a later run can refuse a
-    set with skips when ``strict=true``. Reading is :mod:`crossmodal.data.stream`.
-
-Locations
-    A shard set is read from a *location*: a local folder, an ``http(s)://`` URL of the folder
-    (``manifest.json`` and the tars are fetched under it), or a ``pipe:`` command template whose
-    ``{name}`` is replaced by ``manifest.json`` or a shard's file name, e.g.
-    ``pipe:aws s3 cp s3://bucket/distill/set/{name} -``. The manifest is the index:
-    :meth:`Manifest.paths` builds every shard's URL from it, and :func:`iter_shard` (webdataset's
-    ``gopen`` + tar iterators) is the one reader of a shard, wherever it lives. Only local
-    folders are written; a remote location is read-only.
+Work is cut into :class:`ShardJob` s up front (a fixed, ordered list); a shard is done only when its
+tar *and* its sidecar ``<name>.json`` exist, each written to a temporary name and renamed into place,
+so a writer killed at any point leaves no shard that looks whole. Skips reported to a
+:class:`crossmodal.io.skips.SkipLog` go into the manifest (``skipped``). A set is read from a
+*location* (a local folder, an ``http(s)://`` folder URL or a ``pipe:`` command with ``{name}``,
+docs/streaming.md) through :meth:`Manifest.paths` and :func:`iter_shard`; only local folders are written.
 """
 from __future__ import annotations
 
@@ -37,12 +23,11 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from crossmodal.io.skips import SkipLog
+from crossmodal.utils.atomic import atomic_path, write_json
+
 log = logging.getLogger(__name__)
-
-
 MANIFEST = "manifest.json"
-from crossmodal.io.skips import SkipLog  # noqa: E402
-from crossmodal.utils.atomic import atomic_path, write_json  # noqa: E402
 
 # ----------------------------------------------------------------------------------------- writing
 
@@ -222,10 +207,6 @@ def stack_field(batch: list[dict[str, Any]], name: str) -> torch.Tensor:
     if isinstance(values[0], torch.Tensor):
         return torch.stack(values)
     return torch.as_tensor(np.stack(values) if isinstance(values[0], np.ndarray) else values)
-
-
-def read_json_member(data: bytes) -> Any:
-    return json.loads(data.decode("utf-8"))
 
 
 def tar_member_names(path: str | Path) -> list[str]:

@@ -28,53 +28,21 @@ audio stream, no video stream, unreadable or corrupt files, no face, a frame fol
 wav, a clip shorter than one segment) is counted by reason with example paths, or raises with
 ``strict=true``. Re-running reuses finished shards; a killed run resumes.
 
-The package, one job per module (each imports only those above it in this list):
-    codec.py       the pair-sample format: encode a segment, decode its frames (decode_pair_frames)
-    config.py      PairSettings (the prep.* keys), their checks, the set's fingerprint and folder;
-                   PairRecipe (what pairs and pseudo-pairs share: folder, prepare_data, prepare_report)
-    discovery.py   the three source layouts -> PairItems in a fixed order
-    alignment.py   audio/video start offsets, face-frame file times, sampling on the frame-rate grid
-    tracks.py      one item -> face tracks -> segment samples (BuildStats counts frames)
-    build.py       prepare_pairs: reuse or build the set (split, shard plan, build_shard_set: workers,
-                   ranks, manifest); PairsConfig = PairSettings + prepare(), conf/prep/pairs.yaml's target
-The names other modules use are re-exported here: ``from crossmodal.pipeline.pairs import PairsConfig``.
+The package, one job per module (each imports only those above it): codec.py (the sample format),
+config.py (PairSettings: the prep.* keys, fingerprint, folder; PairRecipe, shared with pseudo-pairs),
+discovery.py (the source layouts -> PairItems), alignment.py (audio/video offsets, frame times),
+tracks.py (one item -> face tracks -> segment samples), build.py (prepare_pairs, build_shard_set;
+PairsConfig, conf/prep/pairs.yaml's target). The names other modules use are re-exported here.
 """
 from __future__ import annotations
 
-from crossmodal.pipeline.pairs.alignment import align_audio_to_video, av_offset, frame_index_times, probe_video
-from crossmodal.pipeline.pairs.build import (
-    PairsConfig,
-    build_shard_set,
-    plan_jobs,
-    plan_split,
-    prepare_pairs,
-    use_named_pairs,
-)
-from crossmodal.pipeline.pairs.codec import (
-    decode_image,
-    decode_pair_frames,
-    encode_image,
-    frame_field,
-    frame_fields,
-    make_pair_sample,
-    npy_bytes,
-    slug,
-)
-from crossmodal.pipeline.pairs.config import CONTENT_SETTINGS, LAYOUTS, PairRecipe, PairSettings, prepare_report
-from crossmodal.pipeline.pairs.discovery import (
-    IMAGE_EXTENSIONS,
-    VIDEO_EXTENSIONS,
-    PairItem,
-    detect_layout,
-    discover,
-)
-from crossmodal.pipeline.pairs.tracks import BuildStats, item_samples, segment_bounds, track_segments
-from crossmodal.pipeline.parallel import prefetched, wait_for_shards
+from crossmodal.pipeline.pairs.alignment import align_audio_to_video, av_offset
+from crossmodal.pipeline.pairs.build import PairsConfig, plan_jobs, prepare_pairs
+from crossmodal.pipeline.pairs.codec import decode_pair_frames, make_pair_sample, npy_bytes
+from crossmodal.pipeline.pairs.config import PairRecipe, PairSettings, prepare_report
+from crossmodal.pipeline.pairs.discovery import PairItem, discover
 
 __all__ = [
-    "CONTENT_SETTINGS", "IMAGE_EXTENSIONS", "LAYOUTS", "VIDEO_EXTENSIONS", "BuildStats", "PairItem", "PairRecipe",
-    "PairSettings", "PairsConfig", "align_audio_to_video", "av_offset", "build_shard_set", "decode_image", "decode_pair_frames", "detect_layout", "discover",
-    "encode_image", "frame_field", "frame_fields", "frame_index_times", "item_samples", "make_pair_sample",
-    "npy_bytes", "plan_jobs", "plan_split", "prefetched", "prepare_pairs", "prepare_report", "probe_video",
-    "segment_bounds", "slug", "track_segments", "use_named_pairs", "wait_for_shards",
+    "PairItem", "PairRecipe", "PairSettings", "PairsConfig", "align_audio_to_video", "av_offset", "decode_pair_frames",
+    "discover", "make_pair_sample", "npy_bytes", "plan_jobs", "prepare_pairs", "prepare_report",
 ]

@@ -178,22 +178,13 @@ def build_shard_set(
 
     write_shard_set(out_dir, jobs, make_samples, strict=strict, desc=desc, rank=rank, world_size=world_size, finalize=False)
     names = [job.name for job in jobs]
-    stats = gather_stats(out_dir, names, rank, world_size)
-    if stats is None:
-        return wait_manifest(out_dir)
-    return write_manifest(out_dir, names, {**meta, "stats": dataclasses.asdict(stats)})
-
-
-def gather_stats(out_dir: Path, names: Sequence[str], rank: int, world_size: int) -> BuildStats | None:
-    """Once every rank has written its shards: rank 0 gets the summed per-shard stats sidecars, the
-    other ranks None (they wait for rank 0's manifest)."""
     if world_size > 1:
         wait_for_shards(out_dir, names)
-    if rank != 0:
-        return None
+    if rank != 0:  # rank 0 sums the per-shard stats sidecars into the manifest
+        return wait_manifest(out_dir)
     stats = BuildStats()
     for name in names:
         path = out_dir / f"{name}.stats.json"
         if path.exists():
             stats.add(json.loads(path.read_text()))
-    return stats
+    return write_manifest(out_dir, names, {**meta, "stats": dataclasses.asdict(stats)})

@@ -18,8 +18,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 log = logging.getLogger(__name__)
 
 
-
-
 @dataclass(frozen=True)
 class PairItem:
     """One utterance/video of the source: the unit that becomes one or more segments."""

@@ -38,8 +38,6 @@ from crossmodal.pipeline.shards import SkipLog
 log = logging.getLogger(__name__)
 
 
-
-
 @dataclass
 class BuildStats:
     """Frame-level counts of one shard (skips of whole items go to the SkipLog)."""
@@ -130,7 +128,6 @@ def track_segments(
             )
     if not kept_any:
         skips.skip("too_short", item.media, "; ".join(reasons[:3]))
-
 
 
 _DETECTORS: dict[tuple, FaceDetector] = {}
