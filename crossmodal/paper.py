@@ -42,30 +42,9 @@ EPOCH_FRACTION = 0.05  # ... of 5% of the training segments each
 # --- external benchmarks ----------------------------------------------------------------------
 PROBE_FOLDS = 10  # k-fold cross-validation over clips of a logistic-regression probe
 
-PAPER: dict[str, Any] = {
-    "face_size": FACE_SIZE,
-    "face_mean": list(FACE_MEAN),
-    "face_std": list(FACE_STD),
-    "teacher_batch_size": TEACHER_BATCH_SIZE,
-    "teacher_lr": TEACHER_LR,
-    "teacher_lr_steps": list(TEACHER_LR_STEPS),
-    "teacher_lr_gamma": TEACHER_LR_GAMMA,
-    "teacher_epochs": TEACHER_EPOCHS,
-    "pretrained_lr_mult": PRETRAINED_LR_MULT,
-    "teacher_dropout": TEACHER_DROPOUT,
-    "momentum": MOMENTUM,
-    "weight_decay": WEIGHT_DECAY,
-    "face_frame_rate": FACE_FRAME_RATE,
-    "temperature": TEMPERATURE,
-    "window_seconds": WINDOW_SECONDS,
-    "max_seconds": MAX_SECONDS,
-    "student_batch_size": STUDENT_BATCH_SIZE,
-    "student_lr": STUDENT_LR,
-    "student_lr_end": STUDENT_LR_END,
-    "student_epochs": STUDENT_EPOCHS,
-    "epoch_fraction": EPOCH_FRACTION,
-    "probe_folds": PROBE_FOLDS,
-}
+# ${paper:NAME} is the constant NAME.upper() above (tuples as lists)
+PAPER: dict[str, Any] = {name.lower(): list(value) if isinstance(value, tuple) else value
+                         for name, value in dict(globals()).items() if name.isupper()}
 
 
 def paper_value(name: str) -> Any:
@@ -73,9 +52,7 @@ def paper_value(name: str) -> Any:
     if name not in PAPER:
         raise KeyError(f"${{paper:{name}}}: no such paper constant; known: {', '.join(sorted(PAPER))}")
     value = PAPER[name]
-    # a list as a ListConfig: OmegaConf.resolve (Hydra's instantiate) cannot store a plain list returned by a
-    # resolver inside a node (`mean: ${paper:face_mean}` under `preprocess: ${data.preprocess}` failed with
-    # "Value 'list' is not a supported primitive type", so experiment=teacher_paper/senet50/resnet50 never built)
+    # a list as a ListConfig: OmegaConf.resolve cannot store a plain list a resolver returns inside a node
     from omegaconf import ListConfig
 
     return ListConfig(list(value)) if isinstance(value, list) else value

@@ -1,18 +1,10 @@
 """What a run config may hold, checked in one place: :func:`check_config` on the composed config.
 
-Hydra composes the YAML of conf/ (whose keys are the valid keys: an unknown one fails at
-composition), then :func:`check_config` validates every node with pydantic, before any work:
-
-- a node with a ``_target_`` is checked against the signature of what it names (its constructor /
-  dataclass is the single source of truth): an unknown key fails naming the nearest valid one, a
-  missing required argument and a wrong type fail naming the key. A ``_partial_`` node (optimisers,
-  schedulers) may leave out what its caller passes (``params``, ``optimizer``);
-- every value whose key matches :data:`BOUNDS` must be in its range (batch sizes in [1, 4096],
-  learning rates and temperatures > 0, ...), typed nodes and plain ones (trainer, paths) alike.
-
-Each node becomes one pydantic model (its fields typed by the signature and bounded by BOUNDS) and
-the values are validated in pydantic's strict JSON mode, so ``2`` is a float but ``true`` is not an
-int and ``"3"`` is not a number. The paper's constants reach the YAML through ``${paper:NAME}``.
+Hydra composes conf/ (an unknown key fails there); then each node becomes one pydantic model, validated
+in strict JSON mode (``2`` is a float, ``true`` is not an int, ``"3"`` is not a number), before any work:
+a node with a ``_target_`` against the signature of what it names (unknown key: the nearest valid one;
+a missing or mistyped argument: the key; a ``_partial_`` node may leave out what its caller passes), and
+every value whose key matches :data:`BOUNDS` against its range, typed and plain nodes alike.
 """
 from __future__ import annotations
 

@@ -1,14 +1,9 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never a part.
 
-Every writer in crossmodal goes through here: the data goes to a temporary file in the target's
-own folder (``.<name>.tmp-<pid>``, so the rename never crosses file systems and two processes never
-share one), is flushed and fsynced, then ``os.replace``\\ d over the target. A killed writer leaves
-at most that hidden temporary file, which the next write of the same target replaces.
-
-    write_bytes(path, data)            write_text(path, text)            write_json(path, obj)
-    with atomic_path(path) as tmp:     # for libraries that want a file name (safetensors, torch.save)
-        save_file(tensors, str(tmp))
-    tmp = tmp_path_for(path); ...; publish(tmp, path)   # when only one of several processes publishes
+The data goes to a hidden temporary file beside the target (``.<name>.tmp-<pid>``: the rename never
+crosses file systems, two processes never share one), is fsynced, then ``os.replace``\\ d over the
+target. :func:`atomic_path` serves libraries that want a file name; :func:`tmp_path_for` +
+:func:`publish` a write that only one of several processes publishes.
 """
 from __future__ import annotations
 

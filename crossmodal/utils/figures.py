@@ -40,16 +40,11 @@ def _wandb_error() -> type[Exception]:
     return wandb.errors.Error
 
 
-def figure_path(plots_dir: Path, name: str) -> Path:
-    safe = name.replace("/", "_").replace(" ", "_")
-    return Path(plots_dir) / f"{safe}.png"
-
-
 def save_and_send(fig, name: str, plots_dir: Path, loggers: Iterable[Any], step: int | None = None) -> Path:
     """Write ``plots_dir/<name>.png`` and log the image to W&B / TensorBoard loggers; close the figure."""
     from crossmodal.utils.plots import close  # matplotlib: only for figures, not for the tables below
 
-    path = figure_path(plots_dir, name)
+    path = Path(plots_dir) / (name.replace("/", "_").replace(" ", "_") + ".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     for logger in loggers:

@@ -1,19 +1,9 @@
 """Learning-rate schedules that need the run's length, and the step that hands them to Lightning.
 
-Optimisers and schedulers are ``_target_`` + ``_partial_: true`` configs (conf/model/optimizer/,
-conf/model/scheduler/), kept as plain dicts in a module's hyper-parameters (safe to save in a
-checkpoint) and built in ``configure_optimizers``::
-
-    optimizer = instantiate(self.hparams.optimizer)(params=...)    # e.g. torch.optim.SGD / AdamW
-    return with_scheduler(optimizer, self.hparams.scheduler, self._trainer)
-
-A scheduler target is a torch class (``torch.optim.lr_scheduler.MultiStepLR``: stepped per epoch)
-or one of the factories below, which read the run's length from the trainer and return Lightning's
-``{"scheduler", "interval"}`` entry:
-
-- :func:`logspace`: lr log-spaced per epoch from lr to ``lr_end`` (the paper's student);
-- :func:`onecycle`: one cycle over all training steps, peak at each group's lr;
-- :func:`cosine`: linear warm-up, then a cosine to ``min_lr_ratio`` x lr, per step (or on wall time).
+A scheduler config (docs/conventions.md) targets a torch class (stepped per epoch) or one of the
+factories below, which read the run's length from the trainer and return Lightning's
+``{"scheduler", "interval"}`` entry: :func:`logspace` (the paper's student), :func:`onecycle`,
+:func:`cosine` (per step, or on wall time).
 """
 from __future__ import annotations
 

@@ -13,24 +13,22 @@ import numpy as np  # noqa: E402
 from crossmodal.emotions import EMOTION_COLORS  # noqa: E402
 
 
-def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], title: str = "", normalise: bool = True):
-    """A confusion matrix (rows = true class), row-normalised by default, with the values written in."""
+def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], title: str = ""):
+    """A row-normalised confusion matrix (rows = true class), with the values written in."""
     matrix = np.asarray(matrix, dtype=float)
-    if normalise:
-        totals = matrix.sum(axis=1, keepdims=True)
-        matrix = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+    totals = matrix.sum(axis=1, keepdims=True)
+    matrix = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
     n = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n, 0.8 + 0.7 * n))
-    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalise else None)
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), class_names, rotation=45, ha="right")
     ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     for i in range(n):
         for j in range(n):
-            value = matrix[i, j]
-            ax.text(j, i, f"{value:.2f}" if normalise else f"{int(value)}", ha="center", va="center",
-                    color="white" if value > (0.5 if normalise else matrix.max() / 2) else "black", fontsize=8)
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="white" if matrix[i, j] > 0.5 else "black",
+                    fontsize=8)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title(title)
     fig.tight_layout()
@@ -53,15 +51,14 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], title
     return fig
 
 
-def bar_figure(values: Mapping[str, float], title: str = "", ylabel: str = "", annotate: bool = True):
+def bar_figure(values: Mapping[str, float], title: str = "", ylabel: str = ""):
     """A bar chart of named values (e.g. counts per emotion, each emotion in its fixed colour)."""
     fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(values) + 1.5), 3.8))
     names, heights = list(values), [float(v) for v in values.values()]
     bars = ax.bar(names, heights, color=[EMOTION_COLORS.get(name, "tab:blue") for name in names])
-    if annotate:
-        for bar, height in zip(bars, heights):
-            label = f"{height:.0f}" if float(height).is_integer() else f"{height:.3g}"
-            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, height), ha="center", va="bottom", fontsize=8)
+    for bar, height in zip(bars, heights):
+        label = f"{height:.0f}" if float(height).is_integer() else f"{height:.3g}"
+        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, height), ha="center", va="bottom", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=45)

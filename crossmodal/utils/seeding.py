@@ -1,12 +1,9 @@
 """Random streams per stage: preparing data must not move the numbers training draws.
 
-A run seeds its process once (``L.seed_everything(cfg.seed)`` in crossmodal.run); the model's
-initial weights, the loader workers' seeds, dropout and the training windows then come from that
-stream in order. Building a cached input (pseudo-pairs, the teacher's logits, FER+ shards) in the
-run would consume numbers from it (a teacher network is initialised before its weights are loaded,
-a loader draws its workers' base seed), so a run that built its cache would train on other numbers
-than one that reused it. :func:`isolated_rng` runs such a stage on a copy of the streams and puts
-them back afterwards.
+A run seeds its process once; building a cached input (pseudo-pairs, teacher logits, FER+ shards) in
+the run would consume numbers from that stream (a network initialised before its weights load, a
+loader's worker seed), so a run that built its cache would train on other numbers than one that
+reused it. :func:`isolated_rng` runs such a stage on a copy of the streams and puts them back.
 """
 from __future__ import annotations
 
