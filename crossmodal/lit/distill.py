@@ -1,15 +1,13 @@
 """DistillationModule: a speech student learns the face teacher's soft emotion predictions.
 
-Training: the student sees a window of speech; the target is the teacher's logits aggregated over
-the face frames inside that window (per-class max by default). ``mode=cached`` reads the
-aggregated logits from distillation shards; ``mode=online`` runs a frozen teacher on the pair
-shards' face frames inside the loop. The teacher is kept in a plain attribute, not a registered
-submodule, so it is outside the optimiser, the checkpoint and DDP's gradient sync.
+Training: the target of a window of speech is the teacher's logits aggregated over the face frames
+inside it, read from distillation shards (``mode=cached``) or computed by a frozen teacher on the pair
+shards' frames in the loop (``mode=online``; the teacher is a plain attribute, not a submodule, so it
+stays out of the optimiser, the checkpoint and DDP's gradient sync).
 
-Validation (the paper's §4): each clip's dominant teacher emotion (argmax of the max-pooled
-logits over the whole clip) is the label and the student's softmax the score; ROC AUC per emotion
-on heard identities, unheard identities and a train subset (:mod:`crossmodal.eval.roc`). For
-pseudo-paired data (clips with a true label) UA/WA per split are logged as well.
+Validation (the paper's §4): each clip's dominant teacher emotion (argmax of the max-pooled logits over
+the whole clip) is the label and the student's softmax the score; ROC AUC per emotion on heard, unheard
+and train identities (:mod:`crossmodal.eval.roc`); UA/WA per split for clips with a true label.
 """
 from __future__ import annotations
 
@@ -24,7 +22,6 @@ import torch
 from torch import nn
 
 from crossmodal.emotions import EMOTIONS
-from crossmodal.eval.classification import SplitMean
 from crossmodal.eval.roc import ScoreCollector, per_emotion_auc
 from crossmodal.io.splits import SPLITS
 from crossmodal.lit.student import SpeechModuleBase
@@ -36,14 +33,9 @@ log = logging.getLogger(__name__)
 
 
 class DistillationModule(SpeechModuleBase):
-    """Cross-modal distillation of a face-expression teacher into a speech student.
-
-    ``loss``: ``{temperature: 2, kind: soft_ce | kl, t2_scaling: false, hard_weight: 0}``.
-    ``mode``: ``cached`` (batches carry ``target``) or ``online`` (batches carry face ``frames``;
-    the teacher from ``teacher`` (a checkpoint path; None = the shipped CPU teacher) labels them).
-    ``reduce``: how the online teacher's frame logits become a window target (max | mean); cached
-    shards are aggregated by the DataModule with its own ``reduce``.
-    """
+    """``loss``: ``{temperature: 2, kind: soft_ce | kl, t2_scaling: false, hard_weight: 0}``. ``mode``: ``cached``
+    (batches carry ``target``) or ``online`` (face ``frames``, labelled by ``teacher``, a model file; None = the
+    shipped CPU teacher). ``reduce``: the online teacher's frame logits -> window target (max | mean)."""
 
     def __init__(
         self,
@@ -66,7 +58,6 @@ class DistillationModule(SpeechModuleBase):
         self.teacher_batch_size = teacher_batch_size
         self.roc_figures = roc_figures
         self.scores = ScoreCollector()
-        self.split_loss = SplitMean(SPLITS)
         # Plain attribute: not a submodule, so not in state_dict, the optimiser, or DDP.
         self.__dict__["teacher"] = None
         self._val_splits: tuple[str, ...] | None = None  # set at each validation's start
@@ -182,9 +173,6 @@ class DistillationModule(SpeechModuleBase):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, self._val_splits)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch)
-
     def on_validation_epoch_start(self) -> None:
         self._val_splits = self.validation_splits()
         self.scores.start_epoch()
@@ -192,15 +180,8 @@ class DistillationModule(SpeechModuleBase):
     def on_test_epoch_start(self) -> None:
         self.scores.start_epoch()
 
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
     def _eval_epoch_end(self, stage: str) -> None:
-        self.log_split_losses(stage, self.split_loss)
-        self.log_recall(stage)
+        super()._eval_epoch_end(stage)  # losses, UA/WA
         scores, labels, groups = self.scores.compute()  # on every rank (a collective under DDP)
         self.scores.reset()
         figures = self.roc_figures and self.want_figures(stage)

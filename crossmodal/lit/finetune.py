@@ -14,22 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from crossmodal.lit.student import StudentSpeech
+from crossmodal.models.modelfile import plain
 
 # front-end settings that act in training only (SpecAugment, dither): a file and a run may differ in them
 TRAINING_ONLY = ("freq_mask", "time_mask", "n_freq_masks", "n_time_masks", "dither")
-
-
-def plain(value: Any) -> Any:
-    """Config containers (OmegaConf lists and dicts) as plain Python, for comparison."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
 
 
 class FinetuneStudent(StudentSpeech):

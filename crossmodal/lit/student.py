@@ -1,16 +1,8 @@
-"""Speech students as LightningModules: the shared base, and StudentSpeech trained with true labels.
-
-:class:`SpeechModuleBase` owns what every speech student needs: the front-end and a network built
-by name (``crossmodal.models.speech``), the optimiser and learning-rate schedule, unweighted /
-weighted average recall (UA / WA) per split on labelled samples, the ``data/skipped`` count, and
-writing the student model file (``<run_dir>/student.safetensors``) after testing.
-:class:`StudentSpeech` trains it with cross-entropy on the corpus labels: the supervised upper
-bound the distilled student is compared with. :class:`~crossmodal.lit.distill.DistillationModule`
-trains the same networks on the teacher's soft labels.
-
-Optimisation: ``optimizer`` / ``scheduler`` are ``_target_`` + ``_partial_`` configs (conf/model/optimizer/,
-conf/model/scheduler/; :mod:`crossmodal.utils.optim`), built in ``configure_optimizers``; a null
-optimizer is the paper's SGD, a null scheduler a constant lr.
+"""Speech students as LightningModules. :class:`SpeechModuleBase`: the front-end and a network built by
+name, the optimiser (a null one is the paper's SGD; :mod:`crossmodal.utils.optim`), UA / WA per split on
+labelled samples, the ``data/skipped`` count, and ``<run_dir>/student.safetensors`` after testing.
+:class:`StudentSpeech` trains it with cross-entropy on the corpus labels (the supervised upper bound);
+:class:`~crossmodal.lit.distill.DistillationModule` trains the same networks on the teacher's soft labels.
 """
 from __future__ import annotations
 
@@ -90,6 +82,7 @@ class SpeechModuleBase(L.LightningModule):
         self.figure_every_n_epochs = figure_every_n_epochs
         self.compile_student = compile_student
         self.classification = SplitClassification(SPLITS, NUM_EMOTIONS)  # UA, WA, recall, confusion per split
+        self.split_loss = SplitMean(SPLITS)
         self.skipped = SumMetric()
 
     def configure_model(self) -> None:
@@ -172,14 +165,13 @@ class SpeechModuleBase(L.LightningModule):
         return bool(every) and (epoch % every == 0 or (last is not None and epoch >= last))
 
     def confusion_figure(self, stage: str, split: str, confusion: torch.Tensor) -> None:
-        try:
-            from crossmodal.utils.figures import log_figure
-            from crossmodal.utils.plots import confusion_matrix_figure
-        except ImportError:  # pragma: no cover - the plotting helpers are part of the package
-            return
+        from crossmodal.utils.figures import log_figure
+        from crossmodal.utils.plots import confusion_matrix_figure
+
         classes = self.label_classes
-        matrix = confusion[classes][:, classes].cpu().numpy()
-        log_figure(self.trainer, f"{stage}/confusion_{split}", confusion_matrix_figure(matrix, [EMOTIONS[c] for c in classes], title=f"{stage} {split}: UA on labelled clips"))
+        fig = confusion_matrix_figure(confusion[classes][:, classes].cpu().numpy(), [EMOTIONS[c] for c in classes],
+                                      title=f"{stage} {split}: UA on labelled clips")
+        log_figure(self.trainer, f"{stage}/confusion_{split}", fig)
 
     def count_skipped(self, batch: dict[str, Any]) -> None:
         if "skipped" in batch:
@@ -188,6 +180,23 @@ class SpeechModuleBase(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.log("data/skipped", self.skipped.compute(), sync_dist=True)  # SumMetric: 0 when nothing was skipped
         self.skipped.reset()
+
+    # -- evaluation: each subclass scores a batch in _eval_step(batch)
+    def _eval_epoch_end(self, stage: str) -> None:
+        self.log_split_losses(stage, self.split_loss)
+        self.log_recall(stage)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
 
     # -- resume: the random draws of the training step (dither, SpecAugment, mixup) continue where they stopped
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -213,14 +222,6 @@ class SpeechModuleBase(L.LightningModule):
         return with_scheduler(optimizer, self.scheduler_cfg, trainer=self._trainer)
 
     # -- the student model file
-    def student_file_payload(self) -> dict[str, Any]:
-        return {
-            "net_name": self.student_name,
-            "net_kwargs": dict(self.student_kwargs),
-            "frontend_cfg": self.frontend.frontend_config(),
-            "state_dict": self.net.state_dict(),
-        }
-
     def student_provenance(self) -> dict[str, Any]:
         """What the student file records about how this student was made: module, data, run, metrics."""
         provenance: dict[str, Any] = {"module": type(self).__name__}
@@ -236,15 +237,13 @@ class SpeechModuleBase(L.LightningModule):
             provenance["metrics"] = metrics
         return provenance
 
-    def save_student_file(self, path: str | Path, extra: dict[str, Any] | None = None,
-                          provenance: dict[str, Any] | None = None) -> Path:
-        return save_student(path, extra=extra, provenance=provenance, **self.student_file_payload())
-
     def on_test_end(self) -> None:
         if self.export_student and self.trainer.is_global_zero and not getattr(self.trainer, "fast_dev_run", False):
             path = Path(self.trainer.default_root_dir) / STUDENT_FILE
-            extra: dict[str, Any] = {"label_classes": [EMOTIONS[c] for c in self.label_classes]}
-            self.save_student_file(path, extra=extra, provenance=self.student_provenance())
+            save_student(path, net_name=self.student_name, net_kwargs=dict(self.student_kwargs),
+                         frontend_cfg=self.frontend.frontend_config(), state_dict=self.net.state_dict(),
+                         extra={"label_classes": [EMOTIONS[c] for c in self.label_classes]},
+                         provenance=self.student_provenance())
             log.info("wrote the student file %s (use it with predict/export)", path)
 
 
@@ -254,7 +253,6 @@ class StudentSpeech(SpeechModuleBase):
     def __init__(self, *, label_smoothing: float = 0.0, **settings: Any) -> None:
         super().__init__(**settings)
         self.label_smoothing = label_smoothing
-        self.split_loss = SplitMean(SPLITS)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if (labels == NO_LABEL).all():
@@ -275,19 +273,3 @@ class StudentSpeech(SpeechModuleBase):
             if chosen.any():
                 self.split_loss.update(index, self.loss(logits[chosen], labels[chosen]), int(chosen.sum()))
         self.update_recall(logits, batch)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def _eval_epoch_end(self, stage: str) -> None:
-        self.log_split_losses(stage, self.split_loss)
-        self.log_recall(stage)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
