@@ -34,11 +34,15 @@ def shard_set(emodb_root, tmp_path_factory) -> Path:
     return write_distill_shards(tmp_path_factory.mktemp("resume") / "distill" / "emodb", emodb_root, per_speaker=3)
 
 
-def _train_batches(shards: Path, num_workers: int, epoch: int = 1, skip: int = 0, decoder: DistillDecoder | None = None) -> list[dict]:
+def _loader(shards: Path, num_workers: int, decoder: DistillDecoder | None = None, cache_mb: float = 0.0) -> EpochLoader:
     decoder = decoder or DistillDecoder(train=True, window_seconds=1.0)
     stream = ShardStream(load_manifest(shards).paths("train-"), decoder,
-                         SpeechCollate(16000), 4, train=True, seed=3, shuffle_buffer=8)
-    loader = EpochLoader(stream, num_workers=num_workers, batches_per_epoch=4)
+                         SpeechCollate(16000), 4, train=True, seed=3, shuffle_buffer=8, cache_mb=cache_mb)
+    return EpochLoader(stream, num_workers=num_workers, batches_per_epoch=4)
+
+
+def _train_batches(shards: Path, num_workers: int, epoch: int = 1, skip: int = 0, loader: EpochLoader | None = None) -> list[dict]:
+    loader = loader or _loader(shards, num_workers)
     if skip:
         loader.load_state_dict({"epoch": epoch, "consumed": skip})
     loader.set_epoch(epoch)
@@ -65,28 +69,33 @@ def test_training_windows_are_the_same_with_any_worker_count_and_after_a_resume(
     assert all(torch.equal(a["wave"], b["wave"]) for a, b in zip(resumed, inline[2:]))
 
 
-def test_decoded_audio_cache_gives_the_same_batches(shard_set, monkeypatch):
-    """data.train_audio_cache_mb: each clip is decoded once, later epochs read it from memory, same batches;
-    a clip that does not fit the budget is decoded every time."""
+def test_training_cache_gives_the_same_batches(shard_set, monkeypatch):
+    """data.train_cache_mb: each shard is parsed and each clip decoded once, later epochs replay them from memory,
+    same batches; what does not fit the budget is read every time."""
+    import crossmodal.data.stream as stream
     import crossmodal.io.audio as audio
 
-    decodes = []
-    real = audio.decode_flac
-    monkeypatch.setattr(audio, "decode_flac", lambda data: decodes.append(1) or real(data))
-    cached = DistillDecoder(train=True, window_seconds=1.0, audio_cache_mb=64)
-    plain = [_train_batches(shard_set, 0, epoch=e) for e in (1, 2)]
-    decoded_plain = len(decodes)
-    decodes.clear()
-    with_cache = [_train_batches(shard_set, 0, epoch=e, decoder=cached) for e in (1, 2)]
-    for a_epoch, b_epoch in zip(plain, with_cache):
+    reads, decodes = [], []
+    real_read, real_decode = stream.iter_shard, audio.decode_flac
+    monkeypatch.setattr(stream, "iter_shard", lambda url, **kw: reads.append(url) or real_read(url, **kw))
+    monkeypatch.setattr(audio, "decode_flac", lambda data: decodes.append(1) or real_decode(data))
+    plain = [_train_batches(shard_set, 0, epoch=e) for e in (1, 2, 3)]
+    plain_reads, plain_decodes = len(reads), len(decodes)
+    reads.clear(), decodes.clear()
+    decoder = DistillDecoder(train=True, window_seconds=1.0, cache_mb=64)
+    loader = _loader(shard_set, 0, decoder, cache_mb=64)
+    cached = [_train_batches(shard_set, 0, epoch=e, loader=loader) for e in (1, 2, 3)]
+    for a_epoch, b_epoch in zip(plain, cached):
         for a, b in zip(a_epoch, b_epoch):
             assert a["key"] == b["key"] and torch.equal(a["wave"], b["wave"]) and torch.equal(a["target"], b["target"])
-    clips = len(cached._audio_cache)
-    assert 0 < clips < decoded_plain and len(decodes) == clips  # every clip decoded once over both epochs
-    assert cached._audio_cached_bytes == sum(w.nbytes for w in cached._audio_cache.values())
-    tiny = DistillDecoder(train=True, window_seconds=1.0, audio_cache_mb=1e-6)  # nothing fits: nothing kept
-    _train_batches(shard_set, 0, decoder=tiny)
-    assert not tiny._audio_cache and DistillDecoder(train=False, audio_cache_mb=64).audio_cache_bytes == 0
+    kept = loader.dataset.cache.kept
+    assert kept and len(reads) < plain_reads and len(set(reads)) == len(reads)  # a whole shard is parsed once
+    assert 0 < len(decodes) < plain_decodes and len(decodes) == sum(what == "wave" for _, _, what in decoder._cache)
+    assert decoder._cached_bytes == sum(sum(a.nbytes for a in (v if isinstance(v, tuple) else (v,))) for v in decoder._cache.values())
+    tiny = DistillDecoder(train=True, window_seconds=1.0, cache_mb=1e-6)  # nothing fits: nothing kept
+    loader = _loader(shard_set, 0, tiny, cache_mb=1e-6)
+    _train_batches(shard_set, 0, loader=loader)
+    assert not tiny._cache and not loader.dataset.cache.kept and DistillDecoder(train=False, cache_mb=64).cache_bytes == 0
 
 
 class _StopAtStep(L.Callback):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,7 @@ class DistillDecoder:
         window_tries: int = 5,
         labels_only: bool = False,
         sample_rate: int = SAMPLE_RATE,
-        audio_cache_mb: float = 0.0,
+        cache_mb: float = 0.0,
     ) -> None:
         if mode not in ("cached", "online"):
             raise ValueError(f"data.mode={mode!r} must be 'cached' (logits in the shards) or 'online' (teacher on pair-shard frames)")
@@ -142,19 +143,25 @@ class DistillDecoder:
         self.window_tries = window_tries
         self.labels_only = labels_only
         self.sample_rate = sample_rate
-        # training only: each clip's checked waveform kept after its first decode, up to this many bytes (a small
-        # set is then decoded once, not every epoch; decoding is deterministic, so the batches do not change)
-        self.audio_cache_bytes = int(audio_cache_mb * 2**20) if train else 0
-        self._audio_cache: dict[tuple[str, str], np.ndarray] = {}
-        self._audio_cached_bytes = 0
+        # training only: each clip's checked waveform and teacher logits kept after their first decode, up to this
+        # many bytes (a small set is then decoded once, not every epoch; decoding is deterministic: same batches)
+        self.cache_bytes = int(cache_mb * 2**20) if train else 0
+        self._cache: dict[tuple[str, str, str], Any] = {}
+        self._cached_bytes = 0
+
+    def _kept(self, sample: dict[str, Any], key: str, what: str, decode: Callable[[], Any]) -> Any:
+        where = (str(sample.get("__url__", "")), key, what)
+        if where not in self._cache:
+            value = decode()
+            size = sum(array.nbytes for array in (value if isinstance(value, tuple) else (value,)))
+            if self._cached_bytes + size > self.cache_bytes:
+                return value
+            self._cache[where], self._cached_bytes = value, self._cached_bytes + size
+        return self._cache[where]
 
     def _audio(self, sample: dict[str, Any], key: str) -> np.ndarray:
         from crossmodal.io.audio import decode_flac, resample
 
-        where = (str(sample.get("__url__", "")), key)
-        cached = self._audio_cache.get(where)
-        if cached is not None:
-            return cached
         if "flac" not in sample:
             raise BadDistillSample("no_audio", key, "the sample has no flac member")
         wave, rate = decode_flac(sample["flac"])
@@ -165,9 +172,6 @@ class DistillDecoder:
         rms = float(np.sqrt(np.mean(np.square(wave - wave.mean()))))
         if rms < self.silence_rms:
             raise BadDistillSample("silent", key, f"rms {rms:.2e} < data.silence_rms={self.silence_rms}")
-        if self._audio_cached_bytes + wave.nbytes <= self.audio_cache_bytes:
-            self._audio_cache[where] = wave
-            self._audio_cached_bytes += wave.nbytes
         return wave
 
     def _logits(self, sample: dict[str, Any], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +190,7 @@ class DistillDecoder:
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         key = sample.get("__key__", "?")
         meta = json.loads(sample["json"]) if "json" in sample else {}
-        wave = self._audio(sample, key)
+        wave = self._kept(sample, key, "wave", lambda: self._audio(sample, key))
         duration = len(wave) / self.sample_rate
         if self.labels_only:  # supervised training: the true label, no teacher output needed
             label = _label_index(meta.get("label"))
@@ -216,7 +220,7 @@ class DistillDecoder:
     def _window_with_frames(self, sample: dict[str, Any], key: str, duration: float) -> tuple[float, float, np.ndarray, np.ndarray]:
         """A window holding at least one teacher frame: (start, end, frames-inside mask, logits or face frames)."""
         if self.mode == "cached":
-            teacher, times = self._logits(sample, key)
+            teacher, times = self._kept(sample, key, "logits", lambda: self._logits(sample, key))
         else:
             from crossmodal.pipeline.pairs import decode_pair_frames
 
@@ -295,8 +299,9 @@ class DistillDataModule(L.LightningDataModule):
     (heard, when there is one), so model selection and the test are unchanged (1: every epoch).
     ``eval_cache_mb``: validation and test share one loader whose batches are kept in memory after its
     first complete pass when they fit in this many MB (0: read the shards on every pass).
-    ``train_audio_cache_mb``: training keeps each clip's decoded waveform, up to this many MB (per loader
-    process), and decodes it again only when it does not fit (0: decode every epoch). For small sets.
+    ``train_cache_mb``: training keeps, per loader process, the raw samples of each shard and each clip's decoded
+    waveform and logits, each up to this many MB, and reads them again only when they do not fit (0: read and
+    decode every epoch). For small sets; the batches are the same either way.
     ``prepare``: how to build the shards when they are missing (see :func:`prepare_shards`), e.g.
     ``{kind: pseudo_pairs, teacher: null}`` with ``emodb`` and ``ferplus`` (raw corpus folders)
     for the CPU experiment.
@@ -329,7 +334,7 @@ class DistillDataModule(L.LightningDataModule):
         teacher: str | None = None,
         source: str | None = None,
         eval_cache_mb: float = 512.0,
-        train_audio_cache_mb: float = 0.0,
+        train_cache_mb: float = 0.0,
         curve_every_n_epochs: int = 5,
     ) -> None:
         super().__init__()
@@ -362,7 +367,7 @@ class DistillDataModule(L.LightningDataModule):
         self.window_seconds = window_seconds
         self.decoder_kwargs = dict(
             mode=mode, window_seconds=window_seconds, max_seconds=max_seconds, min_seconds=min_seconds,
-            reduce=reduce, silence_rms=silence_rms, labels_only=labels_only, audio_cache_mb=train_audio_cache_mb,
+            reduce=reduce, silence_rms=silence_rms, labels_only=labels_only, cache_mb=train_cache_mb,
         )
         self.labels_only = labels_only
         self._train_loader: EpochLoader | None = None
@@ -511,6 +516,7 @@ class DistillDataModule(L.LightningDataModule):
         stream = ShardStream(
             paths, DistillDecoder(train=True, **self.decoder_kwargs), SpeechCollate(pad_to), batch_size,
             train=True, seed=self.seed, shuffle_buffer=self.shuffle_buffer, strict=self.strict,
+            cache_mb=self.decoder_kwargs["cache_mb"],
         )
         self._train_loader = EpochLoader(stream, self.num_workers, self.train_batches_per_epoch(batch_size))
         if self._pending_state:

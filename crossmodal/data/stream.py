@@ -79,6 +79,7 @@ class ShardStream(IterableDataset):
         seed: int = 0,
         shuffle_buffer: int = 0,
         strict: bool = False,
+        cache_mb: float = 0.0,
     ) -> None:
         super().__init__()
         if not shards:
@@ -94,6 +95,9 @@ class ShardStream(IterableDataset):
         # 100), not the whole buffer, which each epoch (a new stream) would read before its first batch
         self.shuffle_initial = min(shuffle_buffer, max(batch_size, 100))
         self.strict = strict
+        # training only: the samples of each shard read whole without a skip, kept as raw bytes up to this budget
+        # (per loader process) and replayed instead of parsing the tar again; the same samples in the same order
+        self.cache = _ShardCache(int(cache_mb * 2**20) if train else 0)
         self.epoch = 0
         # Batches this rank has already consumed in the current epoch (set on a mid-epoch resume).
         self.skip_batches = 0
@@ -122,7 +126,7 @@ class ShardStream(IterableDataset):
             shuffle = numbered = None
         pipeline = wds.DataPipeline(
             *shards,
-            _read_shards(self._on_member_error(skipped)),
+            _read_shards(self._on_member_error(skipped), self.cache),
             shuffle,
             numbered,
             _decoded(self.decode, self.strict, skipped),
@@ -159,10 +163,39 @@ def _split_by_rank(rank: int, world: int) -> Callable[[Iterator[Any]], Iterator[
     return lambda shards: islice(shards, rank, None, world)
 
 
-def _read_shards(on_error: Callable[[Exception], bool]) -> Callable[[Iterator[dict[str, Any]]], Iterator[dict[str, Any]]]:
+class _ShardCache:
+    """Raw samples of whole shards, by URL, up to ``budget`` bytes (0: keep nothing)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.used, self.kept = budget, 0, {}
+
+    def offer(self, url: str, samples: list[dict[str, Any]]) -> None:
+        size = sum(len(v) for sample in samples for v in sample.values() if isinstance(v, bytes))
+        if self.used + size <= self.budget:
+            self.kept[url], self.used = samples, self.used + size
+
+
+def _read_shards(on_error: Callable[[Exception], bool], cache: _ShardCache) -> Callable[[Iterator[dict[str, Any]]], Any]:
+    errors: list[Exception] = []
+
+    def counted(exn: Exception) -> bool:
+        errors.append(exn)
+        return on_error(exn)
+
     def read(shards: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for shard in shards:
-            yield from iter_shard(shard["url"], handler=on_error)
+            url = shard["url"]
+            if url in cache.kept:
+                yield from (dict(sample) for sample in cache.kept[url])  # copies: later stages add keys
+                continue
+            before = len(errors)
+            samples: list[dict[str, Any]] | None = [] if cache.budget else None
+            for sample in iter_shard(url, handler=counted):
+                if samples is not None:
+                    samples.append(dict(sample))
+                yield sample
+            if samples is not None and len(errors) == before:  # read to its end, nothing skipped: replayable
+                cache.offer(url, samples)
 
     return read
 
