@@ -267,12 +267,13 @@ def _read_iemocap(root: Path, skips: _Skips) -> Iterator[Clip]:
         log.warning("IEMOCAP: %d labelled utterances have no audio file under %s/Session*/sentences/wav (e.g. %s)", len(missing), root, missing[0])
 
 
-# ----------------------------------------------------------------------------- eNTERFACE'05
+# ----------------------------------------------------------------------------- eNTERFACE'05, RML
 
-_ENTERFACE_FOLDERS = {"anger": "anger", "disgust": "disgust", "fear": "fear", "happiness": "happiness", "sadness": "sadness", "surprise": "surprise"}
-_ENTERFACE_CODES = {"an": "anger", "di": "disgust", "fe": "fear", "ha": "happiness", "sa": "sadness", "su": "surprise"}
+_SIX = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")  # their classes, FER+'s names
+_SIX_CODES = {label[:2]: label for label in _SIX}  # an, di, fe, ha, sa, su in file names
 _SUBJECT_FOLDER = re.compile(r"^subject[\s_-]*(\d+)$", re.IGNORECASE)
 _ENTERFACE_NAME = re.compile(r"^s_?(\d+)[_ -]([a-z]{2})", re.IGNORECASE)
+_RML_SPEAKER = re.compile(r"^s(\d+)$", re.IGNORECASE)
 
 
 def _read_enterface(root: Path, skips: _Skips) -> Iterator[Clip]:
@@ -282,19 +283,13 @@ def _read_enterface(root: Path, skips: _Skips) -> Iterator[Clip]:
         # The folders are the corpus's own labelling; the file name (sNN_em_K) is the fallback.
         subject = next((m.group(1) for m in map(_SUBJECT_FOLDER.match, reversed(folders)) if m), None)
         subject = subject or (name.group(1) if name else None)
-        emotion = next((_ENTERFACE_FOLDERS[f.lower()] for f in reversed(folders) if f.lower() in _ENTERFACE_FOLDERS), None)
-        if emotion is None and name and name.group(2).lower() in _ENTERFACE_CODES:
-            emotion = _ENTERFACE_CODES[name.group(2).lower()]
+        emotion = next((f.lower() for f in reversed(folders) if f.lower() in _SIX), None)
+        if emotion is None and name:
+            emotion = _SIX_CODES.get(name.group(2).lower())
         if subject is None or emotion is None:
             skips.bad(path, "expected 'subject N/<emotion>/sentence K/sN_em_K.avi' (emotion folders anger, disgust, fear, happiness, sadness, surprise)")
             continue
         yield _clip("enterface", path, f"subject{int(subject):02d}", emotion)
-
-
-# ----------------------------------------------------------------------------- RML
-
-_RML_CODES = {"an": "anger", "di": "disgust", "fe": "fear", "ha": "happiness", "sa": "sadness", "su": "surprise"}
-_RML_SPEAKER = re.compile(r"^s(\d+)$", re.IGNORECASE)
 
 
 def _read_rml(root: Path, skips: _Skips) -> Iterator[Clip]:
@@ -305,15 +300,13 @@ def _read_rml(root: Path, skips: _Skips) -> Iterator[Clip]:
         if speaker is None and folders:
             speaker = folders[0]
         code = path.stem[:2].lower()
-        if speaker is None or code not in _RML_CODES:
+        if speaker is None or code not in _SIX_CODES:
             skips.bad(path, "expected speaker folders (s1 ... s8) holding clips named by emotion code, e.g. s1/an1.avi (an, di, fe, ha, sa, su)")
             continue
-        yield _clip("rml", path, speaker, _RML_CODES[code])
+        yield _clip("rml", path, speaker, _SIX_CODES[code])
 
 
 # ----------------------------------------------------------------------------- registry
-
-_SIX = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")
 
 CORPORA = Registry("corpus")
 for _spec in (
