@@ -7,14 +7,10 @@
   recording sits beside its neighbours in train.
 - ``train``: everything else.
 
-Speaker folds (cross-validation, :func:`make_fold_split`): the sorted identities fall into
-``speaker_folds`` fixed groups of consecutive names; fold ``i``'s group is ``unheard``, one other
-identity (the first of the next group) is the ``validation`` identity, whose clips all go to the
-``heard`` split that model selection watches, and the rest train.
-
-A split is made from a seed and two fractions, or from speaker folds, or read from a user's split file, and is saved as
-``splits.json`` beside the shards, so every later stage (extraction, training, evaluation) uses the
-same one. The assignment is a pure function of the seed and the sorted identity/video names.
+A split is made from a seed and two fractions, or from speaker folds (cross-validation,
+:func:`make_fold_split`), or read from a user's split file, and is saved as ``splits.json`` beside the
+shards, so every later stage (extraction, training, evaluation) uses the same one. The assignment is
+a pure function of the seed and the sorted identity/video names.
 
 Split file formats read by :func:`load_split_file`:
 - JSON as written by :func:`save_split` (``{"unheard": [identity, ...], "heard": ["identity/video",
@@ -29,6 +25,8 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from crossmodal.utils.atomic import write_json
 
@@ -73,21 +71,10 @@ class IdentitySplit:
         return out
 
 
-def speaker_groups(identities: Iterable[str], speaker_folds: int) -> list[list[str]]:
-    """The sorted identities in ``speaker_folds`` groups of consecutive names (sizes differ by at most 1)."""
-    names = sorted(set(identities))
-    size, extra = divmod(len(names), speaker_folds)
-    groups, start = [], 0
-    for index in range(speaker_folds):
-        end = start + size + (1 if index < extra else 0)
-        groups.append(names[start:end])
-        start = end
-    return groups
-
-
 def make_fold_split(identities: Iterable[str], speaker_folds: int, fold: int, *, seed: int | None = None) -> IdentitySplit:
-    """Fold ``fold`` of ``speaker_folds`` speaker folds: that group unheard (test), the first identity
-    of the next group the validation identity (model selection), the other identities train.
+    """Fold ``fold`` of ``speaker_folds`` speaker folds: that group of consecutive sorted names unheard
+    (test), the first identity of the next group the validation identity (all its clips go to the heard
+    split that model selection watches), the other identities train.
 
     A pure function of the sorted identity names: every seed and every model sees the same folds.
     """
@@ -96,7 +83,8 @@ def make_fold_split(identities: Iterable[str], speaker_folds: int, fold: int, *,
         raise ValueError(f"data.prepare.speaker_folds={speaker_folds!r}: need an integer >= 2 (or null for the seed split)")
     if not isinstance(fold, int) or not 0 <= fold < speaker_folds:
         raise ValueError(f"data.prepare.fold={fold!r}: must be one of 0..{speaker_folds - 1} (data.prepare.speaker_folds={speaker_folds})")
-    groups = speaker_groups(names, speaker_folds)
+    # groups of consecutive names, sizes differing by at most 1 (the first ones the larger)
+    groups = [group.tolist() for group in np.array_split(np.asarray(names, dtype=object), speaker_folds)]
     if any(not group for group in groups) or len(names) - len(groups[fold]) < 2:
         raise ValueError(
             f"data.prepare.speaker_folds={speaker_folds}: {len(names)} speakers cannot make {speaker_folds} folds that each "
