@@ -164,14 +164,6 @@ def detect_layout(source: str | Path) -> str:
                             "(+ fer2013new.csv). Point data.source at the folder that does")
 
 
-def _check_splits(splits: Iterable[str]) -> list[str]:
-    splits = list(splits)
-    unknown = [s for s in splits if s not in SPLIT_FOLDERS]
-    if unknown:
-        raise ValueError(f"unknown FER+ split(s) {unknown}: use train, val, test")
-    return splits
-
-
 def _parse_votes(row: Sequence[str], where: str) -> np.ndarray:
     try:
         votes = np.array([float(v) for v in row], dtype=np.float32)
@@ -196,7 +188,9 @@ def read_ferplus(
     rows that could not be used at all (missing image, unreadable row). Raises with the file
     name when a split is missing or ends up empty.
     """
-    splits = _check_splits(splits)
+    splits = list(splits)
+    if any(s not in SPLIT_FOLDERS for s in splits):
+        raise ValueError(f"unknown FER+ split(s) {[s for s in splits if s not in SPLIT_FOLDERS]}: use train, val, test")
     report = report if report is not None else CleaningReport(cleaning)
     skips = skips if skips is not None else SkipLog()
     layout = detect_layout(source)
