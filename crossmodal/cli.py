@@ -132,6 +132,8 @@ def _timeline_parser(commands) -> None:
     timeline.add_argument("--out", default=None, help="output folder (default: the current folder)")
     timeline.add_argument("--ckpt", default=None, help="student file or Lightning checkpoint (default: the shipped student)")
     timeline.add_argument("--teacher", default=None, help="teacher file (default: the shipped crossmodal/assets/teacher_cpu.safetensors)")
+    timeline.add_argument("--teacher-precision", choices=("auto", "int8", "fp32"), default="auto",
+                          help="the teacher in int8 (ONNX Runtime, ~4x faster on a CPU) or fp32; auto: int8 (default)")
     timeline.add_argument("--window", type=_seconds(allow_zero=False), default=DEFAULT_WINDOW, help=f"window length in seconds (default {DEFAULT_WINDOW}, as predict)")
     timeline.add_argument("--hop", type=_seconds(allow_zero=False), default=DEFAULT_HOP, help=f"hop between windows in seconds (default {DEFAULT_HOP})")
     timeline.add_argument("--reduce", choices=("max", "mean"), default="max", help="frame logits -> window target, as data.reduce (default max, the paper's)")
@@ -154,7 +156,7 @@ def _timeline(args: argparse.Namespace) -> int:
         student = load_student(args.ckpt)
         student.check_windows(args.window, args.hop, ("--window", "--hop"))
         run = run_timelines(
-            args.paths, student, load_teacher(args.teacher), args.out, plot=not args.no_plot,
+            args.paths, student, load_teacher(args.teacher, precision=args.teacher_precision), args.out, plot=not args.no_plot,
             window=args.window, hop=args.hop, reduce=args.reduce, temperature=args.temperature or TEMPERATURE,
             face_config=face_config, thumbnails=max(0, args.thumbnails), teacher_path=args.teacher or DEFAULT_TEACHER,
         )

@@ -169,6 +169,24 @@ def test_shipped_teacher(grid_pairs, tmp_path: Path) -> None:
     assert work["frames"] == 52
 
 
+@pytest.mark.skipif(not SHIPPED_TEACHER.exists(), reason=f"the shipped teacher {SHIPPED_TEACHER} is not there")
+def test_int8_teacher_extracts_into_its_own_set(grid_pairs, tmp_path: Path) -> None:
+    """The CPU default: the int8 teacher, recorded in the manifest and the fingerprint; never under an fp32 fingerprint."""
+    from crossmodal.models.loading import load_teacher
+    from crossmodal.pipeline.distill_sets import distill_fingerprint
+
+    fingerprints = {p: distill_fingerprint(grid_pairs.meta["fingerprint"], None, precision=p) for p in ("fp32", "auto")}
+    int8 = load_teacher(precision="int8")
+    manifest, _ = extract_logits(grid_pairs, tmp_path / "int8", int8, teacher_name="teacher_cpu", fingerprint=fingerprints["auto"])
+    assert manifest.meta["teacher_precision"] == "int8" and manifest.meta["fingerprint"]["settings"]["teacher_precision"] == "int8"
+    fp32, _ = extract_logits(grid_pairs, tmp_path / "fp32", load_teacher(), teacher_name="teacher_cpu", fingerprint=fingerprints["fp32"])
+    a, b = read_all(manifest), read_all(fp32)
+    top = [np.argmax(a[k]["logits"], 1) == np.argmax(b[k]["logits"], 1) for k in a]
+    assert fp32.meta["teacher_precision"] == "fp32" and np.concatenate(top).mean() >= 0.9
+    with pytest.raises(ValueError, match="the teacher runs in fp32 but the distillation set's fingerprint is for int8"):
+        extract_logits(grid_pairs, tmp_path / "mixed", load_teacher(), teacher_name="teacher_cpu", fingerprint=fingerprints["auto"])
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not SHIPPED_TEACHER.exists(), reason=f"the shipped teacher {SHIPPED_TEACHER} is not there")
 def test_extract_task_end_to_end(grid_full_root: Path, tmp_path: Path) -> None:
@@ -178,7 +196,7 @@ def test_extract_task_end_to_end(grid_full_root: Path, tmp_path: Path) -> None:
     ]
     first = subprocess.run(command, capture_output=True, text=True, cwd=TESTS.parent, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "frames/s" in first.stdout
+    assert "frames/s" in first.stdout and "(teacher in int8)" in first.stdout  # the CPU default
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["extract/segments"] == 11 and metrics["extract/frames"] == 143 and metrics["pairs/skipped"] == 0
     assert (tmp_path / "run" / "plots" / "extract_dominant_emotion.png").exists()
@@ -209,7 +227,7 @@ def test_extract_task_under_ddp_equals_one_process(grid_root: Path, tmp_path: Pa
     (pairs_dir,) = (tmp_path / "data" / "pairs").glob("grid-*")
     pairs = load_manifest(pairs_dir)
     (distilled,) = (tmp_path / "data" / "distill").glob("grid-teacher_cpu-*")
-    alone, _ = extract_logits(pairs, tmp_path / "alone", load_teacher(), teacher_name="teacher_cpu")
+    alone, _ = extract_logits(pairs, tmp_path / "alone", load_teacher(precision="int8"), teacher_name="teacher_cpu")
     ddp, one = read_all(load_manifest(distilled)), read_all(alone)
     assert sorted(ddp) == sorted(one) and len(one) == 4
     assert all(np.array_equal(ddp[k]["logits"], one[k]["logits"]) for k in one)

@@ -119,10 +119,33 @@ def _emodb_subset(root: Path, per_speaker: int = 3) -> Path:
     return root
 
 
-def test_distill_with_another_teacher_rebuilds_and_a_named_folder_refuses(tmp_path: Path) -> None:
+def test_teacher_precision_is_in_the_distillation_fingerprint(monkeypatch) -> None:
+    """fp32 and int8 logits never share a set: int8 records its int8 form (teacher, calibration, scheme, onnxruntime
+    version); fp32 keeps the fingerprint sets had before precision existed."""
+    import onnxruntime
+
+    from crossmodal.models.teacher import DEFAULT_TEACHER
+    from crossmodal.models.teacher_int8 import int8_fingerprint
+
+    pairs = {"kind": "pairs", "digest": "p"}
+    fp32, int8 = (distill_fingerprint(pairs, None, precision=p) for p in ("fp32", "auto"))
+    before = input_fingerprint("distill", teacher=DEFAULT_TEACHER, settings={"logits_dtype": "float16"}, inputs={"pairs": pairs})
+    assert fp32["digest"] == before["digest"] and fp32["digest"] != int8["digest"]
+    assert int8["settings"] == {"logits_dtype": "float16", "teacher_precision": "int8",
+                                "teacher_int8": int8_fingerprint(DEFAULT_TEACHER)["digest"]}
+    monkeypatch.setattr(onnxruntime, "__version__", "0.1")
+    assert distill_fingerprint(pairs, None)["digest"] != int8["digest"]
+    with pytest.raises(ValueError, match="teacher_precision='fp16'"):
+        distill_fingerprint(pairs, None, precision="fp16")
+
+
+def test_distill_with_another_teacher_rebuilds_and_a_named_folder_refuses(tmp_path: Path, monkeypatch) -> None:
     """distill_cpu-style recipe: teacher_ckpt=OTHER gets its own logits, never the first teacher's."""
     from crossmodal.models.loading import load_teacher
     from crossmodal.models.teacher import DEFAULT_TEACHER, save_teacher
+    from crossmodal.models.teacher_int8 import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # OTHER's int8 form is built there
 
     other = save_teacher(load_teacher(), tmp_path / f"other{DEFAULT_TEACHER.suffix}", half=False)  # the same net, other bytes
     emodb, data = _emodb_subset(tmp_path / "emodb"), tmp_path / "data"
@@ -168,7 +191,7 @@ from crossmodal.pipeline.distill_sets import distill_fingerprint, distill_folder
 from crossmodal.pipeline.pairs import PairsConfig, prepare_pairs
 from crossmodal.pipeline.extract import extract_logits
 pairs = prepare_pairs(PairsConfig(source={source!r}, data_dir={data!r}, videos_per_shard=1, unheard_fraction=0.5))
-fingerprint = distill_fingerprint(pairs.meta["fingerprint"], {teacher!r})
+fingerprint = distill_fingerprint(pairs.meta["fingerprint"], {teacher!r}, precision="fp32")
 out = distill_folder({data!r}, pairs.meta["name"], {teacher!r}, fingerprint)
 manifest, work = extract_logits(pairs, out, StandInTeacher(), teacher_name="T", batch_size=2,
                                 fingerprint=fingerprint, named_by=None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import torch
 from crossmodal.data.ferplus import FerPlusDataModule
 from crossmodal.io.ferplus import load_ferplus_image, read_ferplus
 from crossmodal.lit.teacher import PAPER_OPTIMIZER, TeacherFER
+from crossmodal.models import teacher_int8
 from crossmodal.models.face import (
     MATCONVNET_PREPROCESS,
     PreprocessSpec,
@@ -282,6 +284,103 @@ def test_inference_form_follows_weight_changes():
             assert torch.allclose(first, teacher(x).detach(), atol=1e-5)
         net.head[-1].bias.add_(1.0)
         assert torch.allclose(teacher(x), first + 1.0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------- int8 (teacher_precision)
+
+
+@pytest.fixture
+def int8_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv(teacher_int8.CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _no_build(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the shipped teacher's int8 form was built instead of the shipped file being used")
+
+    monkeypatch.setattr(teacher_int8, "build_int8", refuse)
+
+
+def test_int8_teacher_agrees_with_fp32_on_the_demo_faces(int8_cache, monkeypatch):
+    """precision=auto on a CPU: the shipped int8 file (fingerprint checked, nothing built), the same argmax as fp32
+    on >= 99 % of the demo faces; gradients, training mode and pickling keep their meaning."""
+    _no_build(monkeypatch)
+    fp32, int8 = load_teacher(), load_teacher(precision="auto")
+    assert (fp32.precision, int8.precision) == ("fp32", "int8")
+    assert int8.__dict__["_int8"].path == teacher_int8.SHIPPED_INT8
+    x = fp32.preprocess(_demo_faces(limit=None))
+    with torch.inference_mode():
+        reference, fast = fp32(x), int8(x)
+    assert (fast.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.99 and (fast - reference).abs().max() < 1.0
+    with torch.inference_mode():
+        assert torch.equal(pickle.loads(pickle.dumps(int8))(x[:32]), fast[:32])  # the file again, checked again
+    with torch.enable_grad():  # gradients: fp32, the network itself
+        assert torch.allclose(int8(x[:32]).detach(), reference[:32], atol=1e-4)
+    int8.train()  # training changes the weights: the int8 form is dropped
+    assert int8.precision == "fp32"
+
+
+def test_int8_file_of_other_inputs_is_refused(tmp_path):
+    fingerprint = teacher_int8.int8_fingerprint(DEFAULT_TEACHER)
+    teacher_int8.open_int8(teacher_int8.SHIPPED_INT8, fingerprint)
+    other = {**fingerprint, "onnxruntime": "0.1", "digest": "0" * 64}
+    with pytest.raises(teacher_int8.StaleInt8, match="differs in onnxruntime"):
+        teacher_int8.open_int8(teacher_int8.SHIPPED_INT8, other)
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(teacher_int8.StaleInt8, match="bad.onnx is not a readable ONNX file"):
+        teacher_int8.open_int8(tmp_path / "bad.onnx", fingerprint)
+
+
+def test_other_teacher_builds_its_int8_form_once_and_rebuilds_a_foreign_file(int8_cache, tmp_path, monkeypatch, caplog):
+    torch.manual_seed(0)
+    kwargs = {"in_chans": 1, "widths": [8, 8], "depths": [1, 1], "hidden": 16, "input_size": 44}
+    net = create_face_backbone("vgg_small", **kwargs).eval()
+    path = save_teacher(FaceTeacher(net, PreprocessSpec.from_config(CPU_PREPROCESS), name="vgg_small", kwargs=kwargs,
+                                    tta_flip=True), tmp_path / "tiny.safetensors")
+    first = load_teacher(path, precision="int8")
+    cached = first.__dict__["_int8"].path
+    digest = teacher_int8.int8_fingerprint(path)["digest"]
+    assert cached == int8_cache / "teacher_int8" / f"tiny-{digest[:12]}.onnx" and cached.is_file()
+    built = []
+    build = teacher_int8.build_int8
+    monkeypatch.setattr(teacher_int8, "build_int8", lambda *args: built.append(args[1]) or build(*args))
+    load_teacher(path, precision="int8")
+    assert built == []  # reused
+    cached.write_bytes(teacher_int8.SHIPPED_INT8.read_bytes())  # another teacher's int8 form under its name
+    again, x = load_teacher(path, precision="int8"), first.preprocess(_demo_faces(limit=32))
+    with torch.inference_mode():
+        assert torch.equal(again(x), first(x))
+    assert built == [cached] and "other inputs than this teacher's (differs in teacher_sha256)" in caplog.text
+
+
+def test_bad_teacher_precision_is_refused_naming_the_key():
+    with pytest.raises(ValueError, match=r"teacher_precision='bf16' is not a teacher precision: use auto .* int8 .* fp32"):
+        load_teacher(precision="bf16")
+    with pytest.raises(ValueError, match="teacher_precision=int8 runs on the CPU"):
+        teacher_int8.resolve_precision("int8", "cuda")
+    assert teacher_int8.resolve_precision("auto", "cuda") == "fp32" and teacher_int8.resolve_precision(None) == "int8"
+    with pytest.raises(ValueError, match="model.teacher_precision='half'"):
+        TeacherFER(teacher_precision="half")
+    with pytest.raises(ValueError, match="model.init_from"):
+        TeacherFER(teacher_precision="int8")
+
+
+def test_teacher_eval_runs_int8_on_cpu(sample_shards, tmp_path, monkeypatch):
+    """experiment=teacher_eval's module (init_from_default, flip averaging): int8 on the CPU by default, fp32 when asked."""
+    _no_build(monkeypatch)
+    calls = []
+    run = teacher_int8.Int8Form.__call__
+    monkeypatch.setattr(teacher_int8.Int8Form, "__call__", lambda self, *a: calls.append(len(a[0])) or run(self, *a))
+    accuracy = {}
+    for precision in ("fp32", "auto"):
+        dm = FerPlusDataModule(shard_dir=str(sample_shards), eval_batch_size=64, num_workers=0, preprocess=CPU_PREPROCESS)
+        model = TeacherFER(init_from_default=True, tta_flip=True, teacher_precision=precision, preprocess=CPU_PREPROCESS)
+        trainer = L.Trainer(accelerator="cpu", default_root_dir=str(tmp_path), logger=False, enable_progress_bar=False,
+                            enable_model_summary=False)
+        accuracy[precision] = trainer.test(model, datamodule=dm, verbose=False)[0]["test/acc"]
+        assert bool(calls) == (precision == "auto")
+    assert accuracy["auto"] == pytest.approx(accuracy["fp32"], abs=0.05) and accuracy["fp32"] >= 0.6
 
 
 def _recorded_test_accuracy() -> float:

@@ -72,6 +72,7 @@ def test_grid_video_gives_json_csv_and_png(folder_run: dict) -> None:
     # 2.98 s of audio in 1-s windows every 0.5 s: starts 0, 0.5, ..., 1.5, then one ending at the end
     assert [r["start"] for r in rows] == [0.0, 0.5, 1.0, 1.5, 1.978]
     assert doc["emotions"] == list(EMOTIONS) and doc["settings"]["reduce"] == "max" and doc["settings"]["temperature"] == 2.0
+    assert doc["settings"]["teacher_precision"] == "int8"  # the CPU default (--teacher-precision auto)
     # GRID clips open with about a second of silence: the first window holds no speech, the others do
     assert [r["speech"] for r in rows] == [False, True, True, True, True] and rows[0]["voiced_fraction"] == 0.0
     assert all(r["voiced_fraction"] >= 0.1 for r in rows[1:]) and doc["summary"]["windows_with_speech"] == 4
@@ -118,6 +119,20 @@ def test_folder_gives_one_summary_row_per_video(folder_run: dict) -> None:
     assert rows["blank"]["windows_with_speech"] == "0" and rows["bbaf2n"]["windows_with_speech"] == "4"
     summary = json.loads((out / "summary.json").read_text())["videos"]
     assert [Path(v["video"]).stem for v in summary] == ["bbaf2n", "blank", "swiz3n"] and not any(v["error"] for v in summary)
+
+
+def test_fp32_teacher_when_asked_agrees_with_the_int8_default(folder_run: dict, tmp_path: Path, capsys) -> None:
+    video = folder_run["videos"] / "swiz3n.mpg"
+    args = ["timeline", str(video), "--out", str(tmp_path), "--window", "1", "--hop", "0.5", "--no-plot", "--thumbnails", "0"]
+    assert cli_main([*args, "--teacher-precision", "fp32"]) == 0
+    fp32 = json.loads((tmp_path / "swiz3n.timeline.json").read_text())
+    int8 = json.loads((folder_run["out"] / "swiz3n.timeline.json").read_text())
+    assert fp32["settings"]["teacher_precision"] == "fp32"
+    same = [a["teacher_top"] == b["teacher_top"] for a, b in zip(fp32["windows"], int8["windows"])]
+    assert len(same) == len(int8["windows"]) and sum(same) >= len(same) - 1
+    with pytest.raises(SystemExit):
+        cli_main([*args, "--teacher-precision", "bf16"])
+    assert "--teacher-precision: invalid choice: 'bf16'" in capsys.readouterr().err
 
 
 def test_figure_has_face_panel_above_voice_panel(grid_root: Path) -> None:

@@ -2,27 +2,20 @@
 student hears in the voice, window by window, and where the two disagree.
 
     crossmodal timeline talk.mp4 [--out DIR] [--teacher FILE] [--ckpt FILE] [--window 4 --hop 2]
-    from crossmodal.inference.timeline import video_timeline
-    timeline = video_timeline("talk.mp4", load_student(), load_teacher())
+    timeline = video_timeline("talk.mp4", load_student(), load_teacher(precision="auto"))
 
-Voice: the student's windows exactly as ``crossmodal predict`` cuts them (:meth:`Student.predict_file`,
-streamed in bounded memory for files over a minute; a file no longer than one window is one window).
-Face: the extraction's face pipeline (:mod:`crossmodal.io.video`: frames sampled at the teacher's
-``frame_rate``, the largest face detected and tracked with a smoothed box, cropped as
-``FaceConfig`` says, grey for the teacher), the teacher's per-frame logits, reduced to one target per
-window by the distillation data's own :func:`crossmodal.data.distill.aggregate_logits` (per-class max,
-or mean) and softened at ``temperature``. Agreement per window: the paper's distillation loss
-(:func:`crossmodal.models.losses.soft_cross_entropy`), its KL form (0 at a perfect match) and whether
-the top emotions match. A window without a face frame says so (``face: false``) and has no teacher
-distribution; a window in which the voice-activity detector (:mod:`crossmodal.io.vad`) finds no
-speech says so (``speech: false``, with its ``voiced_fraction``) and has no student distribution.
-Agreement is measured only where there are both. Window times are video times: the audio's start
-offset (``av_offset``) is added. A video whose audio track is truncated or damaged is refused, as
-``crossmodal predict`` refuses a truncated file. Outputs go to the current folder unless ``out`` says.
+Voice: the student's windows as ``crossmodal predict`` cuts them (:meth:`Student.predict_file`; a file no longer
+than one window is one window). Face: extraction's face pipeline (:mod:`crossmodal.io.video`), the teacher's
+per-frame logits reduced to one target per window by :func:`crossmodal.data.distill.aggregate_logits` and
+softened at ``temperature``. Agreement per window where there are both: the paper's distillation loss, its KL
+form (0 at a perfect match) and whether the top emotions match. A window without a face frame says so (``face:
+false``, no teacher distribution), one without speech (:mod:`crossmodal.io.vad`) too (``speech: false``, with its
+``voiced_fraction``, no student distribution). Window times are video times (the audio's ``av_offset`` added). A
+truncated or damaged audio track is refused. Outputs go to the current folder unless ``out`` says.
 
-Memory is bounded whatever the video's length: frames are decoded one at a time, faces go to the
-teacher in batches of ``TEACHER_BATCH``, :class:`WindowAggregator` keeps only the frame logits of the
-windows still open, and :class:`ThumbnailPicker` keeps ``thumbnails`` face crops.
+Memory is bounded whatever the video's length: frames are decoded one at a time, faces go to the teacher in
+batches of ``TEACHER_BATCH``, :class:`WindowAggregator` keeps only the open windows' frame logits and
+:class:`ThumbnailPicker` ``thumbnails`` face crops.
 """
 from __future__ import annotations
 
@@ -249,6 +242,7 @@ def video_timeline(
         "speech_check": {"detector": f"silero-vad {package_version()}", "voiced_threshold": DEFAULT_CHECK.threshold,
                          "min_voiced_fraction": DEFAULT_CHECK.min_fraction},
         "student": str(student.info.get("path", "")), "teacher": str(teacher_path or ""),
+        "teacher_precision": getattr(teacher, "precision", "fp32"),
     }
     return Timeline(str(path), duration, windows, settings, tuple(student.emotions), picker.thumbnails(), counts["sampled"], counts["face"])
 

@@ -25,13 +25,11 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from crossmodal import paper
 from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
 from crossmodal.eval.classification import classification_metrics, classification_results
-from crossmodal.models.face import (
-    PreprocessSpec,
-    create_face_backbone,
-)
-from crossmodal.models.loading import load_teacher
+from crossmodal.models.face import PreprocessSpec, create_face_backbone
+from crossmodal.models.loading import load_teacher, teacher_file
 from crossmodal.models.losses import soft_target_cross_entropy
 from crossmodal.models.teacher import SLIM_FORMAT, FaceTeacher, head_names
+from crossmodal.models.teacher_int8 import int8_form, resolve_precision
 from crossmodal.utils.optim import with_scheduler
 
 log = logging.getLogger(__name__)
@@ -53,6 +51,7 @@ class TeacherFER(L.LightningModule):
         pretrained_lr_mult: float = paper.PRETRAINED_LR_MULT,
         label_smoothing: float = 0.0,
         tta_flip: bool = False,
+        teacher_precision: str = "fp32",
         channels_last: bool = True,
         init_from: str | None = None,
         init_from_default: bool = False,
@@ -69,6 +68,9 @@ class TeacherFER(L.LightningModule):
             drop_rate = backbone_kwargs.pop("drop_rate", drop_rate)
             pretrained = None
         self.save_hyperparameters()
+        resolve_precision(teacher_precision, key="model.teacher_precision")  # a bad value fails here
+        if teacher_precision == "int8" and saved is None:
+            raise ValueError("model.teacher_precision=int8 tests a saved teacher: give model.init_from=FILE (or init_from_default)")
         if label_mode not in ("majority", "probability", "crossentropy"):
             raise ValueError(f"model.label_mode={label_mode!r}: use majority, probability or crossentropy")
         if time_budget_minutes and scheduler and scheduler.get("_target_") != "crossmodal.utils.optim.cosine":
@@ -89,6 +91,7 @@ class TeacherFER(L.LightningModule):
             self._pretrained_names = {n for n, _ in net.named_parameters() if not any(n.startswith(h) for h in head)}
         self._train_seconds = 0.0  # wall time spent in fit (kept in checkpoints, for the time budget)
         self._clock: float | None = None
+        self._fitted = False
         self.metrics = nn.ModuleDict({stage: classification_metrics(NUM_EMOTIONS) for stage in ("val", "test")})
 
     # -- forward
@@ -129,6 +132,16 @@ class TeacherFER(L.LightningModule):
             if progress >= 1.0:
                 log.info("time budget of %.1f min used up: stopping", self.hparams.time_budget_minutes)
                 self.trainer.should_stop = True
+
+    def on_fit_start(self) -> None:
+        self._fitted = True  # the weights are no longer the file's: a later test runs fp32
+
+    def on_test_start(self) -> None:
+        """The saved teacher's int8 form (``teacher_precision`` int8, or auto on a CPU) for a test of its file's weights."""
+        hp = self.hparams
+        if (hp.init_from or hp.init_from_default) and not self._fitted and \
+                resolve_precision(hp.teacher_precision, self.device, "model.teacher_precision") == "int8":
+            self.teacher.__dict__["_int8"] = int8_form(self.teacher, teacher_file(hp.init_from or None))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["train_seconds"] = self._train_seconds

@@ -47,6 +47,7 @@ from crossmodal.models.modelfile import (
 )
 from crossmodal.models.speech import create_student
 from crossmodal.models.teacher import DEFAULT_TEACHER, FaceTeacher
+from crossmodal.models.teacher_int8 import int8_form, resolve_precision
 from crossmodal.registry import SPEECH_MODELS
 
 DEFAULT_STUDENT = Path(__file__).resolve().parents[1] / "assets" / "student_cpu.safetensors"
@@ -134,9 +135,11 @@ def _hyper_parameters(payload: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ teachers
 
 
-def load_teacher(path: str | Path | None = None, device: str | torch.device = "cpu") -> FaceTeacher:
+def load_teacher(path: str | Path | None = None, device: str | torch.device = "cpu", precision: str | None = "fp32") -> FaceTeacher:
     """A FaceTeacher in eval mode from a teacher model file (any format version), a TeacherFER ``.ckpt``
-    or a MatConvNet-port ``.pth``; ``path=None``: the shipped ``crossmodal/assets/teacher_cpu.safetensors``."""
+    or a MatConvNet-port ``.pth``; ``path=None``: the shipped ``crossmodal/assets/teacher_cpu.safetensors``.
+    ``precision``: fp32, int8 or auto (int8 on a CPU; :mod:`crossmodal.models.teacher_int8`)."""
+    precision = resolve_precision(precision, device)
     path = teacher_file(path)
     if path == DEFAULT_TEACHER and not path.exists():
         raise FileNotFoundError(f"no teacher file at {path}: the shipped default teacher is missing; reinstall crossmodal or give a path")
@@ -150,7 +153,10 @@ def load_teacher(path: str | Path | None = None, device: str | torch.device = "c
         teacher = FaceTeacher(net, spec, name=f"matconvnet_{guess_matconvnet_arch(payload)}", kwargs={"in_chans": 3})
     else:
         raise _not_a(path, "teacher", ", or a resnet50/senet50_ferplus_dag MatConvNet port")
-    return teacher.to(device).eval()
+    teacher = teacher.to(device).eval()
+    if precision == "int8":
+        teacher.__dict__["_int8"] = int8_form(teacher, path)
+    return teacher
 
 
 def _teacher_from_model_file(path: Path) -> FaceTeacher:

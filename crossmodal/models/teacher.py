@@ -55,9 +55,21 @@ class FaceTeacher(nn.Module):
         device = next(self.backbone.parameters()).device
         return self.spec(torch.as_tensor(images).to(device), random_crop=False)
 
+    @property
+    def precision(self) -> str:
+        """``int8`` with an int8 form attached (:mod:`crossmodal.models.teacher_int8`), else ``fp32``."""
+        return "int8" if "_int8" in self.__dict__ else "fp32"
+
+    def train(self, mode: bool = True) -> FaceTeacher:
+        if mode:  # the weights will change: the int8 form no longer describes them
+            self.__dict__.pop("_int8", None)
+        return super().train(mode)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.backbone
         if not self.training and not torch.is_grad_enabled():  # inference: the same function, computed faster
+            if "_int8" in self.__dict__:
+                return self.__dict__["_int8"](x, self.tta_flip)
             net = self.inference_backbone()
             if x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -67,13 +79,10 @@ class FaceTeacher(nn.Module):
         return logits
 
     def inference_backbone(self) -> nn.Module:
-        """The backbone in its inference-ready form: batch norm folded into the convolutions and linear layers
-        before it (``torch.fx``), weights in channels_last, no autograd. The same outputs up to float rounding
-        (max |Δlogit| ~5e-6 on FER+ test for the shipped teacher) at ~1.6x the speed on CPU (experiments/perf,
-        "Teacher on CPU"). ``forward`` uses it in eval mode without gradients (extraction, ``teacher_eval``, the
-        timeline); training and gradients go through ``backbone``. Rebuilt when a weight or statistic changes
-        (tensor versions), so validation during training sees the current weights. A backbone that ``torch.fx``
-        cannot trace is used as it is (channels_last only)."""
+        """The fp32 backbone with batch norm folded into the conv / linear layer before it (``torch.fx``), weights
+        in channels_last, no autograd: the same outputs up to float rounding, ~1.6x faster on CPU. ``forward`` uses
+        it in eval mode without gradients; rebuilt when a weight or statistic changes (tensor versions). A backbone
+        ``torch.fx`` cannot trace is used as it is."""
         tensors = [*self.backbone.parameters(), *self.backbone.buffers()]
         key = tuple((id(t), t._version, t.device, t.dtype) for t in tensors)
         cached = self.__dict__.get("_inference")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from crossmodal.models.loading import load_teacher, teacher_digest, teacher_file, teacher_name
+from crossmodal.models.teacher_int8 import int8_fingerprint, resolve_precision
 from crossmodal.pipeline.cache import CacheMismatch, claim, find_sets
 from crossmodal.pipeline.extract import extract_logits
 from crossmodal.pipeline.fingerprint import describe, input_fingerprint, shard_folder
@@ -23,14 +24,17 @@ log = logging.getLogger(__name__)
 
 def distill_fingerprint(
     pairs_fingerprint: dict[str, Any] | None, teacher: str | Path | None, *, logits_dtype: str = "float16",
-    pairs_root: str | Path | None = None,
+    pairs_root: str | Path | None = None, precision: str = "auto",
 ) -> dict[str, Any]:
     """What distillation shards are built from: the pair set's fingerprint, the teacher file's bytes
-    (None: the shipped teacher) and the extraction settings. A pair set without a fingerprint
-    (made by hand) stands in by its resolved folder."""
+    (None: the shipped teacher), its precision (``auto``: int8, the CPU's; an int8 set records its int8
+    form's digest, an fp32 set nothing, as before precision existed) and the extraction settings. A pair
+    set without a fingerprint (made by hand) stands in by its resolved folder."""
     pairs = pairs_fingerprint or ({"kind": "pairs", "folder": str(Path(pairs_root).resolve())} if pairs_root else None)
-    return input_fingerprint("distill", teacher=teacher_file(teacher), settings={"logits_dtype": logits_dtype},
-                             inputs={"pairs": pairs})
+    settings: dict[str, Any] = {"logits_dtype": logits_dtype}
+    if resolve_precision(precision) == "int8":
+        settings |= {"teacher_precision": "int8", "teacher_int8": int8_fingerprint(teacher_file(teacher))["digest"]}
+    return input_fingerprint("distill", teacher=teacher_file(teacher), settings=settings, inputs={"pairs": pairs})
 
 
 def distill_folder(data_dir: str | Path, pairs_name: str, teacher: str | Path | None, fingerprint: dict[str, Any]) -> Path:
@@ -72,7 +76,8 @@ def find_distill_set(data_dir: str | Path, teacher: str | None, source: str | No
             + "\nor point data.shards at a distillation shard set"
         )
     if len(found) > 1:
-        listing = "".join(f"\n  {folder}  (data.source={pairs_source(fp)})" for folder, fp in found)
+        listing = "".join(f"\n  {folder}  (data.source={pairs_source(fp)}, teacher precision "
+                          f"{fp['settings'].get('teacher_precision', 'fp32')})" for folder, fp in found)
         raise ValueError(f"{len(found)} distillation sets of {who} in {kind_dir}:{listing}\n"
                          "Say which with data.source=<the videos they were extracted from> (or data.shards=<folder>)")
     folder, fp = found[0]
@@ -121,7 +126,8 @@ def prepare_shards(
     (reused when there); in ``cached`` mode the teacher (``teacher``: a teacher file, None = the
     shipped CPU teacher) then writes the distillation shards into ``shards``. The other keys are
     :class:`crossmodal.pipeline.pseudo_pairs.PseudoPairsConfig` fields (seed, fractions, ...).
-    ``fingerprint``: the inputs of ``shards`` (computed from the recipe when not given).
+    ``fingerprint``: the inputs of ``shards`` (computed from the recipe when not given); the teacher runs
+    at the precision it records.
     """
     from crossmodal.pipeline.pseudo_pairs import prepare_pseudo_pairs
 
@@ -138,5 +144,7 @@ def prepare_shards(
         return
     pairs = prepare_pseudo_pairs(config, rank=0, world_size=1, strict=strict)
     log.info("extracting teacher logits (%s) into %s", teacher_file(teacher), shards)
-    extract_logits(pairs, shards, load_teacher(teacher), teacher_name=teacher_name(teacher), teacher_id=teacher_digest(teacher),
-                   fingerprint=fingerprint, named_by=named_by, strict=strict, logits_dtype=config.logits_dtype)
+    precision = fingerprint["settings"].get("teacher_precision", "fp32")
+    extract_logits(pairs, shards, load_teacher(teacher, precision=precision), teacher_name=teacher_name(teacher),
+                   teacher_id=teacher_digest(teacher), fingerprint=fingerprint, named_by=named_by, strict=strict,
+                   logits_dtype=config.logits_dtype)

@@ -1,24 +1,14 @@
 """Teacher-logit extraction: pair shards -> distillation shards (the EmoVoxCeleb product).
 
-Pair shards are built first when ``data.pairs``
-is not given (reused when already there). The distillation shards go to
-``<data_dir>/distill/<pairs name>-<teacher name>-<fingerprint8>``, the fingerprint covering the pair
-set's inputs (source listing, settings), the teacher file's sha256 and the extraction settings, so
-``experiment=distill_* teacher_ckpt=T`` finds them by the teacher alone (``data.distill_dir``
-names the folder explicitly; a set of other inputs there is refused). Then each pair shard gives exactly one distillation
-shard of the same name holding, per segment: the audio (``flac``), the teacher's pre-softmax
-logits per face frame (``logits.npy``, [n_frames, 8] in FER+ order, float16 unless
-``data.logits_dtype=float32``), the frame times (``times.npy``) and the pair metadata plus the
-teacher's name (``json``). The frames themselves are not copied, so these shards are small.
+Each pair shard gives one distillation shard of the same name holding, per segment: the audio (``flac``), the
+teacher's pre-softmax logits per face frame (``logits.npy``, [n_frames, 8] in FER+ order, float16 unless
+``data.logits_dtype=float32``), the frame times (``times.npy``) and the pair metadata plus the teacher's name
+(``json``); the frames are not copied. Folder names and fingerprints: :mod:`crossmodal.pipeline.distill_sets`.
 
-Work is split by shard: across DDP ranks (torch.distributed when initialised, else the
-RANK/WORLD_SIZE environment), then the decoding of a rank's shards across ``data.num_workers``
-loader processes while the main process runs the teacher in batches of ``data.batch_size`` frames
-over all frames of a shard. Finished output shards (tar + sidecar) are reused, so a killed run
-resumes where it stopped; a second run into the same folder waits for the first (a lock file)
-and then reuses its set. At the end: throughput (frames/s) printed and returned, counts of
-segments, frames and skips, and a histogram of the teacher's dominant emotion per segment
-(argmax of the max-pooled logits, the paper's statistic) saved to ``plots/``.
+Work is split by shard across DDP ranks (torch.distributed when initialised, else RANK/WORLD_SIZE), a rank's
+decoding across ``num_workers`` loader processes, while the main process runs the teacher in batches of
+``batch_size`` frames. Finished shards are reused, so a killed run resumes; a second run into the same folder
+waits for the first (a lock file), then reuses its set.
 """
 from __future__ import annotations
 
@@ -122,16 +112,22 @@ def extract_logits(
     ``{"frames": n, "segments": n, "seconds": wall time, "teacher_seconds": time inside the teacher,
     "written": shards, "reused": shards}``. ``fingerprint`` (see
     :func:`crossmodal.pipeline.distill_sets.distill_fingerprint`; made from the pair set, ``teacher_name``,
-    ``teacher_id`` and ``logits_dtype`` when not given) is recorded in the manifest and guards the
-    reuse: a set of other inputs in ``out_dir`` is an error (``named_by``: the key that named the
-    folder, for the message), never silently kept or mixed. One writer per folder: a second run
-    waits for the first, then reuses its set.
+    ``teacher_id``, the teacher's precision and ``logits_dtype`` when not given) is recorded in the manifest
+    and guards the reuse: a set of other inputs in ``out_dir`` is an error (``named_by``: the key that named
+    the folder, for the message), never silently kept or mixed; a teacher of another precision than the
+    fingerprint's is refused. One writer per folder: a second run waits for the first, then reuses its set.
     """
     out_dir = Path(out_dir)
+    precision = getattr(teacher, "precision", "fp32")
     if fingerprint is None:
         pairs_fp = pairs.meta.get("fingerprint") or {"kind": "pairs", "folder": str(Path(pairs.root).resolve())}
-        fingerprint = input_fingerprint("distill", inputs={"pairs": pairs_fp},
-                                        settings={"teacher": teacher_name, "teacher_id": teacher_id, "logits_dtype": logits_dtype})
+        settings = {"teacher": teacher_name, "teacher_id": teacher_id, "logits_dtype": logits_dtype}
+        if precision == "int8":
+            settings |= {"teacher_precision": "int8", "teacher_int8": teacher.__dict__["_int8"].fingerprint["digest"]}
+        fingerprint = input_fingerprint("distill", inputs={"pairs": pairs_fp}, settings=settings)
+    if fingerprint["settings"].get("teacher_precision", "fp32") != precision:
+        raise ValueError(f"the teacher runs in {precision} but the distillation set's fingerprint is for "
+                         f"{fingerprint['settings'].get('teacher_precision', 'fp32')} logits: load it with that precision")
     with folder_lock(out_dir, "teacher logits", rank=rank, world_size=world_size):
         if claim(out_dir, fingerprint, strict=strict, named_by=named_by, what="distillation shard set", write_stamp=True):
             reused = {"frames": 0, "segments": 0, "seconds": 0.0, "teacher_seconds": 0.0, "written": 0,
@@ -198,6 +194,7 @@ def _extract(pairs, out_dir, teacher, teacher_name, teacher_id, batch_size, logi
         "synthetic": pairs.meta.get("synthetic", False),
         "emotions": list(EMOTIONS),
         "logits_dtype": logits_dtype,
+        "teacher_precision": getattr(teacher, "precision", "fp32"),
         "fingerprint": fingerprint,
     }
     started = time.perf_counter()

@@ -1,10 +1,11 @@
 """task=extract: build the pair shards if needed, run the teacher over their faces, report.
 
-    python -m crossmodal.run experiment=extract_logits prep.source=/data/grid [teacher_ckpt=...]
+    python -m crossmodal.run experiment=extract_logits prep.source=/data/grid [teacher_ckpt=...] [teacher_precision=fp32]
     python -m crossmodal.run experiment=extract_logits prep.pairs=/data/pairs/voxceleb1
 
-The recipe is the ``prep``
-node: a PairsConfig (talking-face videos) or a PseudoPairsConfig (a labelled corpus x FER+ faces).
+The recipe is the ``prep`` node: a PairsConfig (talking-face videos) or a PseudoPairsConfig (a labelled
+corpus x FER+ faces). ``teacher_precision``: auto (int8 on a CPU, fp32 on a GPU), int8 or fp32
+(:mod:`crossmodal.models.teacher_int8`); the shards' fingerprint and manifest record it.
 
 The work itself is :mod:`crossmodal.pipeline.extract`; this task starts the processes the trainer
 config asks for, and reports throughput (frames/s), counts of segments, frames and skips, and a
@@ -22,16 +23,14 @@ import torch
 from crossmodal.config.checks import ConfigError
 from crossmodal.emotions import EMOTIONS
 from crossmodal.models.loading import teacher_digest, teacher_name
+from crossmodal.models.teacher_int8 import resolve_precision
 from crossmodal.pipeline.distill_sets import distill_fingerprint, distill_folder
 from crossmodal.pipeline.extract import extract_logits, summarise
-from crossmodal.pipeline.pairs import (
-    prepare_report,
-)
+from crossmodal.pipeline.pairs import prepare_report
 from crossmodal.pipeline.shards import Manifest
 from crossmodal.tasks.common import build_recipe
 
 log = logging.getLogger(__name__)
-
 
 
 def run(cfg, ctx) -> dict[str, Any]:
@@ -49,14 +48,15 @@ def run(cfg, ctx) -> dict[str, Any]:
     device = fabric.device
     # The teacher first: a missing or unreadable teacher fails before any decoding work.
     teacher_ckpt = cfg.get("teacher_ckpt")
-    teacher = load_teacher(teacher_ckpt, device=device)
+    precision = resolve_precision(cfg.get("teacher_precision"), device)
+    teacher = load_teacher(teacher_ckpt, device=device, precision=precision)
     name = teacher_name(teacher_ckpt)
     digest = teacher_digest(teacher_ckpt)
     pairs = data.prepare(rank=rank, world_size=world, strict=strict)
     # The folder is named from the inputs (pairs, the teacher file's bytes, settings): a retrained
     # teacher or other videos get new shards, and distill_* finds these by the teacher's digest.
     fingerprint = distill_fingerprint(pairs.meta.get("fingerprint"), teacher_ckpt, logits_dtype=data.logits_dtype,
-                                      pairs_root=pairs.root)
+                                      pairs_root=pairs.root, precision=precision)
     pairs_name = pairs.meta.get("name") or pairs.root.name
     out_dir = Path(data.distill_dir) if data.distill_dir else distill_folder(data.data_dir, pairs_name, teacher_ckpt, fingerprint)
     manifest, stats = extract_logits(
@@ -119,7 +119,8 @@ def report(pairs: Manifest, distill: Manifest, work: dict[str, Any], summary: di
     skipped = {**{f"pairs/{k}": v for k, v in pairs.skipped.get("counts", {}).items()},
                **{f"extract/{k}": v for k, v in distill.skipped.get("counts", {}).items()}}
     message = (
-        f"extract: {summary['segments']} segments, {summary['frames']} face frames -> {distill.root}\n"
+        f"extract: {summary['segments']} segments, {summary['frames']} face frames -> {distill.root} "
+        f"(teacher in {distill.meta.get('teacher_precision', 'fp32')})\n"
         f"extract: throughput {throughput}\n"
         f"extract: skipped {skipped or 'nothing'}; dominant emotion per segment {summary['dominant']}"
     )

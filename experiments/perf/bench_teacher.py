@@ -1,17 +1,19 @@
-"""Teacher on CPU (issue 22, goal 2): the face teacher, old forward vs its inference form (issue 22), side by side in one run.
+"""Teacher on CPU (issue 22, goal 2): the face teacher, old forward vs its fp32 and int8 inference forms, side by side in one run.
 
     .venv/bin/python experiments/perf/bench_teacher.py                      # 1024 FER+ test faces, 3 rounds
     .venv/bin/python experiments/perf/bench_teacher.py --check              # + equality and accuracy on all of FER+ test
     .venv/bin/python experiments/perf/bench_teacher.py --threads 1 --faces 512
 
-"old": the network as it ran before (plain backbone, flip average, eval, inference_mode); "new":
-``FaceTeacher.forward`` as extraction, ``teacher_eval`` and the timeline now call it (eval, no
-gradients: :meth:`FaceTeacher.inference_backbone`). Both go through ``crossmodal.pipeline.extract.teacher_logits``
-(preprocessing 48->44 included), alternated A B, B A ... ``--repeats`` times; medians of images/s
-by wall clock and by process CPU time (the CPU figure is steadier on a shared machine). Faces:
-FER+ test from ``--ferplus`` (default ../shared/data/ferplus) when there, else the shipped demo faces.
-``--check``: max |Δlogit|, argmax agreement and FER+ test accuracy (cntk cleaning, majority label)
-of both paths on every face of FER+ test.
+"old": the network as it ran before issue 22 (plain backbone, flip average, eval, inference_mode); "new": the
+fp32 ``FaceTeacher.forward`` in eval without gradients (:meth:`FaceTeacher.inference_backbone`), what
+``teacher_precision=fp32`` runs; "int8": the package's own int8 teacher, ``load_teacher(precision="int8")``
+(:mod:`crossmodal.models.teacher_int8`; the shipped int8 file, or the cached/built one for ``--teacher``), what
+extraction, ``teacher_eval`` and the timeline run on a CPU by default (``teacher_precision=auto``). All go through
+``crossmodal.pipeline.extract.teacher_logits`` (preprocessing 48->44 included), alternated A B C, C B A ...
+``--repeats`` times; medians of images/s by wall clock and by process CPU time (the CPU figure is steadier on a
+shared machine). Faces: FER+ test from ``--ferplus`` (default ../shared/data/ferplus) when there, else the shipped
+demo faces. ``--check``: max |Δlogit|, argmax agreement with "old" and FER+ test accuracy (cntk cleaning, majority
+label) of every path on every face of FER+ test. ``--int8 NAMES``: the exploration variants (``INT8``) as well.
 """
 from __future__ import annotations
 
@@ -192,7 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
     faces = all_faces[: args.faces] if args.faces else all_faces
     print(f"faces: {len(faces)} of {where}; teacher {teacher.name}, {teacher.input_size} px, flip TTA {teacher.tta_flip}, "
           f"batch {args.batch_size}", flush=True)
-    variants = {"old": old, "new": teacher}
+    variants = {"old": old, "new": teacher, "int8": load_teacher(args.teacher, precision="int8")}
+    print(f"int8: {variants['int8'].__dict__['_int8'].path}", flush=True)
     if args.int8:
         import tempfile
 
@@ -226,6 +229,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"Teacher {name} / old = {rate[name] / rate['old']:.2f}x by wall clock (paired {paired:.2f}x; target >= 4x): "
               f"{rate[name]:.1f} vs {rate['old']:.1f} images/s; by process CPU time {cpu_rate[name] / cpu_rate['old']:.2f}x "
               f"({cpu_rate[name]:.1f} vs {cpu_rate['old']:.1f} images per CPU-s)", flush=True)
+    paired = statistics.median(n / i for n, i in zip(wall["new"], wall["int8"]))
+    result["int8_vs_new"] = {"ratio": round(rate["int8"] / rate["new"], 2), "paired_ratio": round(paired, 2),
+                             "cpu_ratio": round(cpu_rate["int8"] / cpu_rate["new"], 2)}
+    print(f"Teacher int8 / new (fp32 inference form) = {rate['int8'] / rate['new']:.2f}x by wall clock (paired {paired:.2f}x); "
+          f"by process CPU time {cpu_rate['int8'] / cpu_rate['new']:.2f}x", flush=True)
     result["load"] = load_now()
     print(load_now(), flush=True)
     if args.check:
