@@ -159,3 +159,20 @@ def test_agreement_sweep_and_summary(tmp_path: Path) -> None:
     assert [pt["agreement"] for pt in result["points"]] == [1.0, 0.5] and not result["complete"]
     assert result["points"][1]["paired"] == 1 and result["baselines"]["chance"]["runs"] == 1
     assert "PARTIAL: 2 of 50 runs" in summary.stdout and (sweep / "agreement.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("option, window, normalize, masks", [("baseline", 3.0, False, 2), ("utterance_norm", 3.0, True, 2),
+                                                              ("short_windows", 1.5, False, 2), ("more_augment", 3.0, False, 3)])
+def test_embedding_options_set_one_knob_each_on_the_recipe(option: str, window: float, normalize: bool, masks: int) -> None:
+    from omegaconf import OmegaConf
+
+    from crossmodal.run import _compose
+
+    recipe = _compose(["experiment=distill_cpu"], [])
+    cfg = _compose(["experiment=distill_cpu", "hparams_search=embedding_options", f"extras.option={option}"], [])
+    frontend = OmegaConf.to_container(cfg.model.frontend, resolve=True)
+    assert cfg.data.window_seconds == window and frontend["normalize"] is normalize
+    assert frontend["n_freq_masks"] == frontend["n_time_masks"] == masks
+    if option == "baseline":  # the baseline is the recipe itself
+        assert frontend == OmegaConf.to_container(recipe.model.frontend, resolve=True)
+        assert cfg.data.window_seconds == recipe.data.window_seconds
