@@ -151,9 +151,8 @@ class Student(nn.Module):
     def predict(self, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> Prediction:
         """Emotion distribution and embedding of one whole piece of audio (any rate and length).
 
-        Audio shorter than :attr:`min_seconds` or without speech-like energy is refused
-        (:class:`TooShortAudioError`, :class:`SilentAudioError`; the energy is measured before
-        resampling). Whether it is speech is not checked here (:meth:`predict_file` does):
+        Refused: audio shorter than :attr:`min_seconds` (:class:`TooShortAudioError`) or without
+        speech-like energy before resampling (:class:`SilentAudioError`). Speech is not checked here:
         ``crossmodal.io.vad.SpeechCheck().problem(waveform, sample_rate, name)`` does it for arrays.
         """
         native, rate = mono_waveform(waveform, sample_rate)
@@ -162,18 +161,14 @@ class Student(nn.Module):
         return self._predict_batch(wave[None])[0]
 
     def check_windows(self, window: float | None, hop: float | None, names: tuple[str, str] = ("window", "hop")) -> None:
-        """Refuse, naming the setting, a window shorter than :attr:`min_seconds` or a hop under
-        ``MIN_HOP_SECONDS`` (``window`` None or 0: the whole file only)."""
+        """:func:`~crossmodal.inference.waveform.check_windows` with this student's minimum."""
         check_windows(window, hop, self.min_seconds, names)
 
     @torch.inference_mode()
     def predict_windows(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, window: float = 4.0, hop: float = 2.0) -> list[WindowPrediction]:
-        """One prediction per ``window`` seconds, every ``hop`` seconds; the last window ends at the end.
-
-        Audio no longer than one window gives a single window covering it all. A window shorter
-        than :attr:`min_seconds`, a hop under ``MIN_HOP_SECONDS`` or more than ``MAX_WINDOWS``
-        windows are refused before any work.
-        """
+        """One prediction per ``window`` seconds, every ``hop`` seconds; the last window ends at the end
+        (one window for audio no longer than that). A window shorter than :attr:`min_seconds`, a hop
+        under ``MIN_HOP_SECONDS`` or more than ``MAX_WINDOWS`` windows are refused before any work."""
         self.check_windows(window, hop)
         wave = prepare_waveform(waveform, sample_rate)
         check_window_count("waveform", len(wave) / SAMPLE_RATE, window, hop)
@@ -188,27 +183,18 @@ class Student(nn.Module):
         self, path: str | Path, window: float | None = None, hop: float | None = None, *,
         speech: SpeechCheck | None = DEFAULT_CHECK, allow_non_speech: bool = False, names: tuple[str, str] = ("window", "hop"),
     ) -> FilePrediction:
-        """The whole file, plus per-window predictions when ``window`` is set and the file is longer.
+        """The whole file, plus per-window predictions when ``window`` (None or 0: none) is set and the
+        file is longer. Windows are refused as in :meth:`predict_windows`, counted from the header's
+        duration, before anything is decoded.
 
-        ``window=None`` (or 0) asks for the whole file only. A window shorter than
-        :attr:`min_seconds`, a hop under ``MIN_HOP_SECONDS`` or more than ``MAX_WINDOWS`` windows
-        (counted from the header's duration) are refused before anything is decoded.
+        ``speech`` (None: unchecked) measures the voiced share of the file and of each window
+        (:mod:`crossmodal.io.vad`): a file without speech raises :class:`NoSpeechError` unless
+        ``allow_non_speech`` (then ``speech=False``); windows without speech are flagged, and
+        :meth:`FilePrediction.as_dict` reports their scores only under ``allow_non_speech``.
 
-        Speech: with ``speech`` (the default check; None skips it) Silero VAD
-        (:mod:`crossmodal.io.vad`) measures the share of voiced frames of the file and of each
-        window. A file without speech raises :class:`NoSpeechError` ("no speech found in FILE: N %
-        of frames voiced") unless ``allow_non_speech``, which answers it with ``speech=False``.
-        Windows without speech are flagged (``speech=False``); :meth:`FilePrediction.as_dict`
-        reports their scores only under ``allow_non_speech``.
-
-        A file whose header says it is at most ``STREAM_ABOVE_SECONDS`` long is read at once and
-        predicted in one pass. A longer one (or one of unknown length) is streamed in blocks: its
-        windows are cut from the stream exactly where :func:`window_spans` puts them, and its
-        whole-file prediction pools the student's outputs over consecutive ``POOL_SECONDS``
-        stretches (the last one absorbs a remainder under half a stretch): logits and embedding are
-        averaged weighted by stretch length, probabilities are the softmax of the pooled logits, and
-        stretches without speech-like energy, or without speech when the file has some, are left
-        out. Memory then stays bounded whatever the file's length.
+        A file over ``STREAM_ABOVE_SECONDS`` (or of unknown length) is streamed in blocks, memory
+        bounded: windows are cut where :func:`window_spans` puts them, and the whole-file answer is
+        :class:`_Pool`'s over ``POOL_SECONDS`` stretches (the last one absorbs a remainder under half).
         """
         from crossmodal.io.audio import MAX_STREAM_SECONDS, probe_audio, read_audio
 
@@ -308,8 +294,8 @@ class Student(nn.Module):
 
 class _Pool:
     """A streamed file's whole-file prediction: the length-weighted mean of its stretches' logits
-    and embeddings (softmax of the mean logits); stretches the student cannot judge are left out,
-    and so are stretches without speech when some stretch has speech."""
+    and embeddings (softmax of the mean logits); stretches the student cannot judge (silent, too
+    short) are left out, and so are stretches without speech when some stretch has speech."""
 
     def __init__(self, student: Student, where: str) -> None:
         self.student, self.where = student, where
@@ -317,10 +303,6 @@ class _Pool:
         self.predictions: list[Prediction | None] = []  # None: refused (silent or too short)
         self.refused: list[ValueError] = []
         self.position = 0
-
-    @property
-    def count(self) -> int:
-        return len(self.spans)
 
     def add(self, stretch: np.ndarray) -> None:
         self.spans.append((self.position, self.position + len(stretch)))
@@ -339,10 +321,10 @@ class _Pool:
             spoken = [(span, p) for (span, p), f in zip(zip(self.spans, self.predictions), fractions) if p is not None and f >= min_fraction]
             judged = spoken or judged
         if not judged:
-            if self.count == 1 and self.refused:
+            if len(self.spans) == 1 and self.refused:
                 raise self.refused[0]
             raise SilentAudioError(
-                f"{self.where}: audio is silent: no speech-like energy in any of its {self.count} stretches of "
+                f"{self.where}: audio is silent: no speech-like energy in any of its {len(self.spans)} stretches of "
                 f"{POOL_SECONDS:.0f} s (RMS around the mean below {SILENCE_RMS:g} everywhere)"
             )
         weights = np.asarray([end - start for (start, end), _p in judged], np.float64)

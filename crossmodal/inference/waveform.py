@@ -33,7 +33,6 @@ class TooShortAudioError(ValueError):
     """The audio is shorter than the student can judge (:attr:`Student.min_seconds`)."""
 
 
-
 def prepare_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
     """Any waveform -> float32 mono at 16 kHz. 2-D input is [channels, samples] or [samples, channels]
     (the short axis is taken as channels)."""
