@@ -42,15 +42,6 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def recorded_fingerprint(folder: str | Path) -> dict[str, Any] | None:
-    """The fingerprint of a finished set (its manifest), else of a set under construction (its stamp)."""
-    manifest = read_manifest(folder)
-    if manifest is not None:
-        return (manifest.get("meta") or {}).get("fingerprint")
-    stamp = Path(folder) / STAMP
-    return json.loads(stamp.read_text()) if stamp.exists() else None
-
-
 def claim(
     folder: str | Path,
     fingerprint: Mapping[str, Any],
@@ -143,7 +134,8 @@ def find_sets(kind_dir: str | Path, accept: Callable[[Mapping[str, Any]], bool])
 
 def note_unfingerprinted(kind_dir: str | Path, what: str) -> None:
     """Log the older sets (no fingerprint) beside a new one: they are not reused, and why."""
-    old = [p.parent for p in sorted(Path(kind_dir).glob(f"*/{MANIFEST}")) if not recorded_fingerprint(p.parent)]
+    old = [p.parent for p in sorted(Path(kind_dir).glob(f"*/{MANIFEST}"))
+           if not (json.loads(p.read_text()).get("meta") or {}).get("fingerprint")]
     if old:
         log.info("%s: %d older set(s) in %s record no input fingerprint (%s) and are not reused: "
                  "what built them cannot be checked. Delete them when no longer needed",

@@ -31,9 +31,6 @@ from crossmodal.pipeline.shards import ShardJob, load_manifest, write_shard_set
 log = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------------------- prepare
-
-
 def ferplus_fingerprint(
     source: str | Path, *, cleaning: str = "cntk", splits: Sequence[str] = ("train", "val", "test"), samples_per_shard: int = 2000
 ) -> dict[str, Any]:
@@ -58,14 +55,9 @@ def prepare_ferplus(
     fingerprint: dict[str, Any] | None = None,
     named_by: str | None = "out_dir",
 ):
-    """Write face shards (``<split>-NNNNNN.tar``: png + json with name, split, votes) into ``out_dir``.
-
-    A finished set of the same inputs (``fingerprint``, computed from the arguments when not
-    given) is reused; a set of other inputs there is an error naming both (``named_by``: the
-    config key that named ``out_dir``, for the message). Unfinished shards are resumed.
-    Returns the :class:`Manifest`; its meta holds the fingerprint, the cleaning counts and its
-    ``skipped`` the unusable rows/images.
-    """
+    """Write face shards (``<split>-NNNNNN.tar``: png + json with name, split, votes) into ``out_dir``, resuming
+    unfinished ones; a finished set of the same inputs (``fingerprint``, default: from the arguments) is reused, one of
+    other inputs is an error naming ``named_by`` (the config key). The manifest's meta holds the cleaning counts."""
     splits = list(splits)
     if fingerprint is None:
         fingerprint = ferplus_fingerprint(source, cleaning=cleaning, splits=splits, samples_per_shard=samples_per_shard)
@@ -114,5 +106,3 @@ def _needed_conversion(path: Path) -> bool:
             return pil.mode != "L" or pil.size != (IMAGE_SIZE, IMAGE_SIZE)
     except OSError:
         return False
-
-

@@ -42,15 +42,13 @@ from crossmodal import paper
 from crossmodal.emotions import EMOTIONS
 from crossmodal.io.audio import AudioError, load_audio
 from crossmodal.io.splits import SPLIT_FILE, load_split_file, make_fold_split, make_split, save_split
-from crossmodal.pipeline.cache import claim, note_unfingerprinted
 from crossmodal.pipeline.fingerprint import input_fingerprint
-from crossmodal.pipeline.lock import folder_lock
-from crossmodal.pipeline.pairs.build import build_shard_set, use_named_pairs
+from crossmodal.pipeline.pairs.build import build_shard_set, plan_jobs, reuse_or_build
 from crossmodal.pipeline.pairs.codec import make_pair_sample, slug
 from crossmodal.pipeline.pairs.config import PairRecipe, settings_from_cfg
 from crossmodal.pipeline.pairs.tracks import BuildStats, segment_bounds
 from crossmodal.pipeline.parallel import skip_summary
-from crossmodal.pipeline.shards import Manifest, ShardJob, SkipLog, dist_info, load_manifest
+from crossmodal.pipeline.shards import Manifest, SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -312,19 +310,8 @@ def prepare_pseudo_pairs(
     """Build (or reuse) the pseudo-pair shards of ``cfg_data`` (a PseudoPairsConfig, dict or config node)
     in the folder named from their fingerprint, or in ``out_dir`` (named by the config key ``named_by``)."""
     cfg = settings_from_cfg(PseudoPairsConfig, cfg_data, "pseudo-pair")
-    strict = cfg.strict if strict is None else strict
-    if cfg.pairs:
-        return use_named_pairs(cfg.pairs, cfg.fingerprint() if cfg.source and cfg.ferplus else None, strict)
-    if rank is None or world_size is None:
-        rank, world_size = dist_info()
-    fingerprint = cfg.fingerprint()
-    out_dir = Path(out_dir) if out_dir else cfg.folder_for(fingerprint)
-    if rank == 0 and not named_by and not (out_dir / "manifest.json").exists():
-        note_unfingerprinted(out_dir.parent, "pseudo-pair shards")
-    with folder_lock(out_dir, "pseudo-pair shards", rank=rank, world_size=world_size):
-        if claim(out_dir, fingerprint, strict=strict, named_by=named_by, what="pseudo-pair shard set", write_stamp=True):
-            return load_manifest(out_dir)
-        return _build_pseudo_pairs(cfg, out_dir, fingerprint, rank, world_size, strict)
+    return reuse_or_build(cfg, _build_pseudo_pairs, "pseudo-pair shard", bool(cfg.source and cfg.ferplus), rank=rank,
+                          world_size=world_size, strict=strict, out_dir=out_dir, named_by=named_by)
 
 
 def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict[str, Any], rank: int, world_size: int,
@@ -352,15 +339,7 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
     split_path = out_dir / SPLIT_FILE
     if rank == 0:
         save_split(split, split_path, speakers)
-    by_split: dict[str, list[tuple[str, PseudoItem]]] = {"train": [], "heard": [], "unheard": []}
-    for item in items:
-        which = split.assign(item.speaker, item.clip)
-        by_split[which].append((which, item))
-    jobs = [
-        ShardJob(f"{which}-{start // cfg.clips_per_shard:06d}", members[start : start + cfg.clips_per_shard])
-        for which, members in by_split.items()
-        for start in range(0, len(members), cfg.clips_per_shard)
-    ]
+    jobs = plan_jobs(items, split, cfg.clips_per_shard, key=lambda item: (item.speaker, item.clip))
     meta = {
         "kind": "pairs",
         "name": cfg.dataset_name,
@@ -408,7 +387,6 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
     manifest = build_shard_set(out_dir, jobs, samples_of, meta, num_workers=cfg.num_workers, strict=strict,
                                desc="pseudo-pair shards", rank=rank, world_size=world_size)
     stats = manifest.meta.get("stats") or {}
-    log.info("pseudo-pairs: %d segments, %d faces, %s -> %s; %s", stats.get("segments", 0), stats.get("frames", 0),
-             {k: len(v) for k, v in by_split.items()}, out_dir, skip_summary(manifest))
+    log.info("pseudo-pairs: %d segments (%s), %d faces -> %s; %s", stats.get("segments", 0),
+             {s: manifest.count(s) for s in ("train", "heard", "unheard")}, stats.get("frames", 0), out_dir, skip_summary(manifest))
     return manifest
-

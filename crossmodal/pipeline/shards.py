@@ -197,8 +197,7 @@ def check_writable(folder: Path, need_bytes: int = 0) -> None:
 
 def dist_info() -> tuple[int, int]:
     """(rank, world_size) of this process, from torch.distributed or the launcher's environment."""
-    rank, world, _, _ = wds.utils.pytorch_worker_info()
-    return rank, world
+    return wds.utils.pytorch_worker_info()[:2]
 
 
 def stack_field(batch: list[dict[str, Any]], name: str) -> torch.Tensor:
@@ -265,11 +264,6 @@ def shard_url(location: str | Path, name: str) -> str:
     return str(Path(location) / name)
 
 
-def open_url(url: str) -> Any:
-    """A binary stream of ``url`` (local path, http(s) via curl, or pipe:) through webdataset's gopen."""
-    return wds.gopen(url, "rb")  # a missing local file raises FileNotFoundError naming it
-
-
 def _close(stream: Any, url: str, finished: bool) -> None:
     """Close a stream; a download or command that failed is an error (not when we stopped reading early:
     the command then dies of SIGPIPE)."""
@@ -281,8 +275,8 @@ def _close(stream: Any, url: str, finished: bool) -> None:
 
 
 def read_url(url: str) -> bytes:
-    """The whole content of ``url`` (see :func:`open_url`)."""
-    stream = open_url(url)
+    """The whole content of ``url`` (a local path, http(s) via curl, or pipe:), through webdataset's gopen."""
+    stream = wds.gopen(url, "rb")  # a missing local file raises FileNotFoundError naming it
     try:
         data = stream.read()
     except OSError as exn:
@@ -306,7 +300,7 @@ def iter_shard(url: str, handler: Callable[[Exception], bool] | None = None) -> 
     shard, False (or no handler) raises.
     """
     handler = handler or _reraise
-    stream = open_url(url)
+    stream = wds.gopen(url, "rb")
     started = finished = False
 
     def members() -> Iterator[dict[str, Any]]:

@@ -59,39 +59,44 @@ def plan_split(cfg: PairSettings, items: Sequence[PairItem], out_dir: Path) -> t
     return split, split_path
 
 
-def plan_jobs(items: Sequence[PairItem], split: IdentitySplit, videos_per_shard: int) -> list[ShardJob]:
-    by_split: dict[str, list[tuple[str, PairItem]]] = {"train": [], "heard": [], "unheard": []}
+def plan_jobs(items: Sequence[Any], split: IdentitySplit, per_shard: int,
+              key: Callable[[Any], tuple[str, str]] = lambda item: (item.identity, item.video)) -> list[ShardJob]:
+    """``(split name, item)`` pairs in shards of ``per_shard`` items, named by split; ``key``: an item's (identity, video)."""
+    by_split: dict[str, list[tuple[str, Any]]] = {"train": [], "heard": [], "unheard": []}
     for item in items:
-        which = split.assign(item.identity, item.video)
+        which = split.assign(*key(item))
         by_split[which].append((which, item))
-    jobs = []
-    for which, members in by_split.items():
-        for start in range(0, len(members), videos_per_shard):
-            jobs.append(ShardJob(f"{which}-{start // videos_per_shard:06d}", members[start : start + videos_per_shard]))
-    return jobs
+    return [ShardJob(f"{which}-{start // per_shard:06d}", members[start : start + per_shard])
+            for which, members in by_split.items() for start in range(0, len(members), per_shard)]
 
 
 def prepare_pairs(cfg_data: Any, *, rank: int | None = None, world_size: int | None = None, strict: bool | None = None) -> Manifest:
-    """Build the pair shards of ``cfg_data`` (a PairsConfig, dict or config node) into the folder
-    named from their fingerprint; reuse a finished set of the same inputs, resume an unfinished one.
-
-    With ``data.pairs`` set, the existing shard set there is used as is (when ``data.source`` is
-    set too, it must have been built from it with these settings).
-    """
+    """Build (or reuse, or resume) the pair shards of ``cfg_data`` (a PairsConfig, dict or config node); with
+    ``data.pairs`` set, the set there is used as is (built from ``data.source`` with these settings, when that is set)."""
     cfg = PairsConfig.from_cfg(cfg_data)
+    return reuse_or_build(cfg, _build_pairs, "pair shard", bool(cfg.source), rank=rank, world_size=world_size, strict=strict)
+
+
+def reuse_or_build(cfg: Any, build: Callable[..., Manifest], what: str, inputs_known: bool, *, rank: int | None,
+                   world_size: int | None, strict: bool | None, out_dir: str | Path | None = None,
+                   named_by: str | None = None) -> Manifest:
+    """The shard set of the pair recipe ``cfg`` (``what``: "pair shard", "pseudo-pair shard"): ``data.pairs`` when set
+    (checked against the recipe when ``inputs_known``); else a finished set of the same inputs in the folder named from
+    their fingerprint (or ``out_dir``, named by the config key ``named_by``), or ``build(cfg, out_dir, fingerprint,
+    rank, world_size, strict)`` there, resuming an unfinished one."""
     strict = cfg.strict if strict is None else strict
     if cfg.pairs:
-        return use_named_pairs(cfg.pairs, cfg.fingerprint() if cfg.source else None, strict)
+        return use_named_pairs(cfg.pairs, cfg.fingerprint() if inputs_known else None, strict)
     if rank is None or world_size is None:
         rank, world_size = dist_info()
     fingerprint = cfg.fingerprint()
-    out_dir = cfg.folder_for(fingerprint)
-    if rank == 0 and not (out_dir / "manifest.json").exists():
-        note_unfingerprinted(out_dir.parent, "pair shards")
-    with folder_lock(out_dir, "pair shards", rank=rank, world_size=world_size):
-        if claim(out_dir, fingerprint, strict=strict, what="pair shard set", write_stamp=True):
+    out_dir = Path(out_dir) if out_dir else cfg.folder_for(fingerprint)
+    if rank == 0 and not named_by and not (out_dir / "manifest.json").exists():
+        note_unfingerprinted(out_dir.parent, f"{what}s")
+    with folder_lock(out_dir, f"{what}s", rank=rank, world_size=world_size):
+        if claim(out_dir, fingerprint, strict=strict, named_by=named_by, what=f"{what} set", write_stamp=True):
             return load_manifest(out_dir)
-        return _build_pairs(cfg, out_dir, fingerprint, rank, world_size, strict)
+        return build(cfg, out_dir, fingerprint, rank, world_size, strict)
 
 
 def use_named_pairs(folder: str | Path, fingerprint: dict[str, Any] | None, strict: bool) -> Manifest:
