@@ -1,24 +1,13 @@
 """Distillation data: shards of speech + the teacher's per-frame logits -> batches of (audio window, target).
 
-A distillation-shard sample holds ``flac`` (16 kHz mono), ``logits.npy`` ([n_frames, 8], FER+
-order), ``times.npy`` ([n_frames] seconds from the segment start) and ``json`` (identity, video,
-track, segment, split in {train, heard, unheard}, duration, sample_rate, synthetic and, for
-pseudo-pairs, the true ``label``). A pair-shard sample has face frames instead of logits; in
-``online`` mode the teacher runs on them inside the training loop, so the loader only picks the
-frames that fall inside the audio window.
-
-Training draws a random window (default 4.024 s, the paper's) from each utterance (clamped to
-19.9 s; shorter ones are zero-padded; drawn from the sample's own seed, see :mod:`crossmodal.data.stream`) and aggregates the logits of the teacher frames inside it
-(per-class max by default, mean as the option). Evaluation uses the whole utterance (clamped) and
-all its frames, as the paper's per-track evaluation does; the loader only decodes, crops and
-aggregates: features are computed on the device by the model's front-end.
-
-``labels_only=true`` (supervised training, StudentSpeech) reads labelled shards (pseudo-pair or
-distillation shards whose json has the true ``label``) and ignores logits and frames.
-
-Bad samples (non-finite logits, a logit dimension other than the emotion set's, no teacher frame
-in the window, a silent or too-short clip) are counted and skipped, or raise with the sample key
-when ``strict=true``.
+A distillation-shard sample holds ``flac`` (16 kHz mono), ``logits.npy`` ([n_frames, 8], FER+ order),
+``times.npy`` ([n_frames] seconds from the segment start) and ``json`` (identity, split in {train, heard,
+unheard}, ..., and for pseudo-pairs the true ``label``); a pair-shard sample has face frames instead
+(``online`` mode: the teacher runs on them in the training loop). Training draws a random window of each
+utterance from the sample's own seed and aggregates the logits of the teacher frames inside it (per-class
+max, or mean); evaluation uses the whole (clamped) utterance and all its frames, as the paper does.
+``labels_only=true`` (supervised training) reads the true ``label`` instead. Bad samples are counted and
+skipped, or raise with the sample key when ``strict=true``.
 """
 from __future__ import annotations
 
@@ -283,28 +272,18 @@ class SpeechCollate:
 class DistillDataModule(L.LightningDataModule):
     """Distillation (or pair, for ``mode=online``) shards -> train windows and whole-clip eval batches.
 
-    ``shards``: the shard set (``manifest.json`` + ``train-*``, ``heard-*``, ``unheard-*``) as a local
-    folder, an ``http(s)://`` URL of the folder (``http://host/distill/set``: the manifest and the tars
-    are fetched under it), or a ``pipe:`` command with ``{name}`` where the file name goes
-    (``pipe:aws s3 cp s3://bucket/distill/set/{name} -``, ``pipe:curl -s http://host/set/{name}``);
-    a remote set is read-only: it is checked (manifest, fingerprint with a ``prepare`` recipe,
-    teacher) but never built. None: found from the inputs' fingerprint under ``data_dir`` (with a ``prepare`` recipe: the set
-    of that recipe and ``teacher``, built when missing; without: the set ``task=extract`` wrote with
-    ``teacher``, from ``source`` when given). A named folder holding a set made from other
-    inputs is refused with both fingerprints.
-    Validation and test read the heard and unheard shards plus ``train_eval_shards`` training
-    shards (the paper's train-subset ROC); each batch carries the per-sample split.
-    ``curve_every_n_epochs``: validation scores the unheard and train-subset clips (curves only) every
-    this many epochs and at the last; on the other epochs only the split that drives ``val/loss``
-    (heard, when there is one), so model selection and the test are unchanged (1: every epoch).
-    ``eval_cache_mb``: validation and test share one loader whose batches are kept in memory after its
-    first complete pass when they fit in this many MB (0: read the shards on every pass).
-    ``train_cache_mb``: training keeps, per loader process, the raw samples of each shard and each clip's decoded
-    waveform and logits, each up to this many MB, and reads them again only when they do not fit (0: read and
-    decode every epoch). For small sets; the batches are the same either way.
-    ``prepare``: how to build the shards when they are missing (see :func:`prepare_shards`), e.g.
-    ``{kind: pseudo_pairs, teacher: null}`` with ``emodb`` and ``ferplus`` (raw corpus folders)
-    for the CPU experiment.
+    ``shards``: the shard set as a local folder, an ``http(s)://`` URL or a ``pipe:`` command with
+    ``{name}`` (docs/streaming.md; a remote set is checked, never built). None: found from the inputs'
+    fingerprint under ``data_dir``: the set of the ``prepare`` recipe and ``teacher`` (built when
+    missing), else the set ``task=extract`` wrote with ``teacher`` (from ``source`` when given). A named
+    folder made from other inputs is refused with both fingerprints.
+    Validation and test read the heard and unheard shards plus ``train_eval_shards`` training shards
+    (the paper's train-subset ROC); ``curve_every_n_epochs``: the unheard and train-subset clips (curves
+    only) are scored every this many epochs and at the last, the split that drives ``val/loss`` every epoch.
+    ``eval_cache_mb``: validation and test batches kept in memory after the first complete pass when they
+    fit (0: read every pass). ``train_cache_mb``: training keeps, per loader process, each shard's raw
+    samples and each clip's decoded waveform and logits, each up to this many MB (0: read and decode every
+    epoch); the batches are the same either way.
     """
 
     def __init__(

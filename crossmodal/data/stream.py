@@ -1,34 +1,12 @@
 """Streaming shard sets into batches, for training and evaluation, on webdataset's pipeline.
 
-Reading
-    :class:`ShardStream` is an IterableDataset that yields ready batches: a ``wds.DataPipeline``
-    built in each loader worker when its iteration starts (shards -> samples -> shuffle -> decode
-    -> ``wds.batched`` -> collate). The shard URLs come from the manifest (see
-    :mod:`crossmodal.pipeline.shards`), so a set can be a local folder, an ``http(s)://`` folder or
-    a ``pipe:`` command; each shard is read by :func:`crossmodal.pipeline.shards.iter_shard`
-    (webdataset's ``gopen`` and tar iterators).
-
-    ``train=True``: ``wds.ResampledShards`` draws shards with replacement, seeded by (seed, epoch,
-    rank, worker role), ``wds.shuffle`` mixes samples in a buffer, and each sample gets a seed of its
-    own for its random draws (its index in that stream added): the batches do not depend on which
-    process decodes them (0 or 1 loader workers) and are the same after a resume. The stream never ends, so the
-    loader's epoch length (:class:`EpochLoader`, webdataset's ``with_epoch``) fixes how many batches
-    every rank runs, and no DDP rank waits on another at the end of an epoch.
-    ``train=False``: ``wds.SimpleShardList`` split across ranks then ``wds.split_by_worker``, so
-    every sample is seen exactly once with no padding.
-
-Thin stages on top of webdataset
-    - the rank split takes the (rank, world) the loader pinned in the main process (a forkserver
-      worker has no torch.distributed group, so ``wds.split_by_node`` would see rank 0 of 1);
-    - a mid-epoch resume drops the batches the killed run already consumed (per worker role);
-    - skipped samples are counted and reach every batch as ``"skipped"``.
-
-Bad samples
-    A member that fails to decode, or that the decode function rejects, is counted and skipped
-    (``strict=False``) or raises :class:`BadSampleError` naming the sample (``strict=True``). Each
-    batch carries the number of samples skipped since the previous batch of the same worker under
-    the key ``"skipped"``, so the count reaches the LightningModule, is summed across ranks, and
-    lands in the run's metrics.
+:class:`ShardStream` yields ready batches from a ``wds.DataPipeline`` built in each loader worker:
+training resamples shards and shuffles samples endlessly (:class:`EpochLoader` cuts epochs), each sample
+drawing from a seed of its own, so the batches do not depend on the process that decodes them and
+are the same after a resume; evaluation reads every sample exactly once across ranks and workers. A
+sample that fails to decode is counted and skipped (``strict=False``) or raises :class:`BadSampleError`;
+each batch carries the skips since the worker's previous batch under ``"skipped"``. How and why:
+docs/streaming.md.
 """
 from __future__ import annotations
 
@@ -61,11 +39,8 @@ def worker_info() -> tuple[int, int]:
 class ShardStream(IterableDataset):
     """Shards -> samples -> decoded -> batches, for training (resampled) or evaluation (exact-once).
 
-    ``shards``: shard URLs (``Manifest.paths(split)``: paths, http(s) URLs or ``pipe:`` commands).
-    ``decode(sample)`` turns a raw webdataset sample (``__key__`` and bytes per field) into a
-    dict ready for ``collate``; it returns None to skip a sample it judged unusable (it should
-    say why by raising instead when the reason matters). ``collate(list_of_dicts)`` builds a
-    batch dict.
+    ``shards``: shard URLs (paths, http(s) URLs or ``pipe:`` commands). ``decode(sample)`` turns a raw
+    webdataset sample into a dict for ``collate`` (None: skip it, counted; raise to say why).
     """
 
     def __init__(
@@ -375,20 +350,13 @@ class _LiveStream(IterableDataset):
 
 
 class EpochLoader:
-    """Training loader over an endless :class:`ShardStream`: ``batches_per_epoch`` batches per epoch.
+    """Training loader over an endless :class:`ShardStream`: ``batches_per_epoch`` batches per epoch
+    (webdataset's ``WebLoader`` cut by ``with_epoch``), resumable mid-epoch.
 
-    The DataLoader is run as webdataset's ``WebLoader`` does (a ``DataPipeline`` over it) and cut
-    to ``with_epoch(n)`` batches; this adds what resuming needs.
-    Lightning calls ``sampler.set_epoch`` before each epoch, which reseeds the shard draw, and
-    saves/loads ``state_dict`` in checkpoints: after a mid-epoch resume the stream skips the
-    batches the killed run already consumed, so no batch of the epoch is lost or repeated.
-    Batches are drawn lazily (the loader has a length, so Lightning does not prefetch before
-    ``set_epoch``).
-
-    Workers are started once (forkserver, persistent) rather than forked again every epoch; the
-    epoch, resume skip and rank reach them through a small shared-memory tensor that each worker
-    reads when the next epoch's iteration starts. ``persistent_workers=False`` or
-    ``multiprocessing_context="fork"`` in ``kwargs`` restore the old behaviour (benchmarks only).
+    Lightning calls ``sampler.set_epoch`` before each epoch (it reseeds the shard draw) and keeps
+    ``state_dict`` in checkpoints: a resumed run skips the batches the killed one consumed. The workers
+    start once (forkserver, persistent) and read the epoch, resume skip and rank from a shared-memory
+    tensor when an epoch's iteration starts.
     """
 
     def __init__(self, dataset: ShardStream, num_workers: int, batches_per_epoch: int, **kwargs: Any) -> None:
