@@ -1,33 +1,15 @@
 """Model files: the one format teachers and students are kept in, and safe loading of what users hand us.
 
-A model file is a safetensors file (the weights) whose header metadata holds one JSON document
-under the key ``crossmodal``::
-
-    {"format": "crossmodal-model", "format_version": 2,
-     "kind": "student" | "teacher",
-     "architecture": {"name": <registry name>, "kwargs": {...}},
-     "frontend": {...},                        # student: SpeechFrontend config
-     "preprocess": {...}, "tta_flip": bool,    # teacher: PreprocessSpec + flip averaging
-     "emotions": [...],                        # the order of the 8 logits
-     "provenance": {"data", "teacher_digest", "git_commit", "date", "run", "metrics", ...},
-     "info": {...}}                            # anything else the writer kept (plain values)
-
-``read_header(path)`` reads only that document (a model card without loading any weight).
-``read_model_file(path)`` returns header + tensors in the current format version, whatever version
-the file was written in: older versions go through the explicit migrations in ``MIGRATIONS``
-(version -> function), the pickled v1 files of ``save_student`` / ``save_teacher`` included. Those
-are read with ``torch.load(weights_only=True)``: they hold plain containers and tensors only.
-
-Building the networks is :mod:`crossmodal.models.loading`'s (``load_student_modules``, ``load_teacher``).
-
-Everything else a user hands us (Lightning ``.ckpt``, ``.pth`` state dicts) goes through
-:func:`safe_torch_load`: ``torch.load(weights_only=True)`` with the explicit allow-list
-``CHECKPOINT_GLOBALS`` of what our own Lightning checkpoints contain. A pickle that names any other
-global is refused with :class:`UnsafeFileError`, naming the file, before any of it runs.
+A model file is safetensors weights plus one JSON header under the metadata key ``crossmodal``
+(fields, and how a format change is made: docs/conventions.md, "Model files"). :func:`read_header`
+reads only the header; :func:`read_model_file` returns header and tensors in the current version
+through the migrations in ``MIGRATIONS``, the pickled v1 files included (read weights_only). Building
+the networks is :mod:`crossmodal.models.loading`'s. Any other file a user hands us (Lightning
+``.ckpt``, ``.pth``) goes through :func:`safe_torch_load`: weights_only with the allow-list
+``CHECKPOINT_GLOBALS``; anything else is refused (:class:`UnsafeFileError`) before any of it runs.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -35,7 +17,7 @@ import math
 import os
 import pickle
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +37,10 @@ LEGACY_STUDENT_FORMAT = "crossmodal-student"
 LEGACY_TEACHER_FORMAT = "crossmodal-face-teacher"
 LEGACY_TEACHER_PREFIX = "teacher.backbone."  # v1 teachers kept TeacherFER's names for the weights
 
-# Front-end keys that older student files may carry and the current SpeechFrontend no longer takes,
-# with why dropping them keeps the outputs. Any other unknown key still fails when the front-end is built.
+# Front-end keys older student files may carry that SpeechFrontend no longer takes, with why dropping
+# them keeps the outputs. Any other unknown key still fails when the front-end is built.
 REMOVED_FRONTEND_KEYS = {
-    # 47266f9 added it, 16ba529 removed it: a CPU batch ran in slices of N rows; rows are independent,
-    # so the features are the same either way (only speed changed).
-    "cpu_slice": "front-end slicing only changed speed",
+    "cpu_slice": "a CPU batch ran in slices of rows; rows are independent, so only speed changed",
 }
 
 
@@ -159,17 +139,12 @@ def is_safetensors(path: str | Path) -> bool:
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
-    """The JSON header of a model file, migrated to the current version, without loading any weight.
-
-    A legacy pickled v1 file has no separate header: it is loaded (weights_only) and its header migrated.
-    """
+    """The JSON header of a model file, migrated to the current version, without loading any weight
+    (a pickled v1 file has no separate header: it is loaded, weights_only)."""
     path = _existing(path)
     if is_safetensors(path):
-        header = _raw_header(path)
-        header, _ = migrate(header, None, path)
-        return header
-    header, _ = read_model_file(path)
-    return header
+        return migrate(_raw_header(path), None, path)[0]
+    return read_model_file(path)[0]
 
 
 def header_facts(header: dict[str, Any]) -> dict[str, Any]:
@@ -321,12 +296,9 @@ def migrate(header: dict[str, Any], tensors: dict[str, torch.Tensor] | None, pat
 
 
 def _checkpoint_globals() -> list[Any]:
-    """What our own Lightning checkpoints pickle besides tensors and plain containers.
-
-    save_hyperparameters keeps the constructor arguments (Lightning stores ``dict(hparams)``: plain
-    values once Hydra converted them, OmegaConf containers when a caller passed a DictConfig, whose
-    metadata names builtin types); callbacks may keep Path objects in their state.
-    """
+    """What our own Lightning checkpoints pickle besides tensors and plain containers: the saved
+    hyper-parameters (OmegaConf containers when a caller passed a DictConfig, whose metadata names
+    builtin types) and callbacks' state (Path objects)."""
     import collections
     import enum
     import pathlib
@@ -348,11 +320,9 @@ def _checkpoint_globals() -> list[Any]:
 CHECKPOINT_GLOBALS = _checkpoint_globals()
 
 
-@contextlib.contextmanager
-def checkpoint_globals() -> Iterator[None]:
+def checkpoint_globals() -> torch.serialization.safe_globals:
     """``torch.load(weights_only=True)`` inside this block also accepts the globals of our own checkpoints."""
-    with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
-        yield
+    return torch.serialization.safe_globals(CHECKPOINT_GLOBALS)
 
 
 def safe_torch_load(path: str | Path, map_location: str | torch.device | None = "cpu", mmap: bool | None = None) -> Any:
@@ -418,9 +388,9 @@ def _first_line(exn: BaseException) -> str:
 # ----------------------------------------------------------------------------------------- provenance
 
 
-def file_digest(path: str | Path, length: int | None = None, algorithm: str = "sha256") -> str:
-    """Hex digest of a file's bytes (the first ``length`` characters when given)."""
-    digest = hashlib.new(algorithm)
+def file_digest(path: str | Path, length: int | None = None) -> str:
+    """sha256 hex digest of a file's bytes (the first ``length`` characters when given)."""
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
@@ -463,8 +433,7 @@ def utc_now() -> str:
 
 def plain(value: Any) -> Any:
     """OmegaConf containers / tuples / paths / one-element tensors and numpy scalars -> plain JSON
-    values (NaN -> None; anything else unknown -> its str). The one converter of the package: model
-    headers, run tables and configs handed to dataclasses all go through it."""
+    values (NaN -> None; anything else unknown -> its str)."""
     from omegaconf import OmegaConf
 
     if OmegaConf.is_config(value):
