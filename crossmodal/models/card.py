@@ -4,13 +4,9 @@
     python -m crossmodal.models.card --write            # re-renders crossmodal/assets/student_cpu.md
     python -m crossmodal.models.card --cv-summary SWEEP/cv_summary.json   # new CV figures -> recorded.json + card
 
-The shipped student's card is rendered from two things only: its file's header (network, front-end,
-provenance; read without loading a weight) and ``crossmodal/assets/recorded.json`` (every figure:
-the student's held-out speakers and its one-run score on them, the ``cv`` objects of the
-speaker-fold study for the distilled student, the supervised student and the eGeMAPS/MFCC
-baselines). ``crossmodal/assets/student_cpu.md`` is that rendering, committed; a test fails when it
-differs from what :func:`render_shipped_card` gives. Any other student file gets a card from its own
-header, which says that no cross-validated figures are recorded for it.
+The shipped student's card is rendered from its file's header (read without loading a weight) and
+``crossmodal/assets/recorded.json`` (every figure); ``crossmodal/assets/student_cpu.md`` is that
+rendering, committed, and tested to be current. Any other student file gets a card from its own header.
 """
 from __future__ import annotations
 
@@ -39,8 +35,7 @@ SHIPPED_CARD = ASSETS / "student_cpu.md"
 WRITE_COMMAND = "python -m crossmodal.models.card --write"
 UPDATE_COMMAND = "python -m crossmodal.models.card --cv-summary SWEEP/cv_summary.json"
 
-# recorded.json entry -> row of experiments/cpu_transfer/cv_summary.py's cv_summary.json, with the
-# title the card gives it.
+# recorded.json entry -> (row of experiments/cpu_transfer/cv_summary.py's cv_summary.json, title on the card)
 CV_ENTRIES = {
     "student_cpu": ("distilled", "distilled student (`distill_cpu`): FER+ teacher only, no EmoDB label"),
     "supervised_cpu": ("supervised", "supervised student (`supervised_cpu`): same network, EmoDB labels"),
@@ -155,19 +150,14 @@ def _frontend(frontend: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def parameter_count(path: Path) -> int | None:
-    """Number of weights, from the safetensors header (no tensor is read)."""
-    if not is_safetensors(path):
-        return None
+def _network_rows(header: dict[str, Any], path: Path, shown_path: str) -> list[list[str]]:
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
-
-
-def _network_rows(header: dict[str, Any], path: Path, shown_path: str) -> list[list[str]]:
     architecture = header.get("architecture") or {}
-    params = parameter_count(path)
+    params = None
+    if is_safetensors(path):  # the number of weights, from the safetensors header (no tensor is read)
+        with safe_open(str(path), framework="pt") as f:
+            params = sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
     emotions = header.get("emotions") or []
     provenance = header.get("provenance") or {}
     return [
