@@ -1,19 +1,10 @@
 """Speech students: plain nn.Modules in the SPEECH_MODELS registry, and the student model file.
 
-Every network takes features ``[B, 1, F, T]`` from :class:`~crossmodal.models.frontend.SpeechFrontend`
-plus optional valid frame counts ``[B]`` and returns ``(logits [B, 8], embedding [B, D])``.
-Pooling over time uses only the valid frames, so a clip scores the same alone or in a padded batch,
-and any length works at evaluation (inputs shorter than a net's receptive field are zero-padded).
-
-Registered names: ``vggvox`` (the paper's VGG-M with batch norm), ``resnet34_thin`` (a thin ResNet-34
-with statistics pooling, the speaker-recognition workhorse), ``small_cnn`` (a few hundred thousand
-parameters, sized for CPU runs).
-
-Every one follows :class:`StudentNetwork` (the interface written down). The student file
-(``save_student``; read by :func:`crossmodal.models.loading.load_student_modules`) is a model file
-(:mod:`crossmodal.models.modelfile`: safetensors weights + a JSON header with the network's
-registry name and arguments, the front-end config, the emotion order and provenance). Predict and
-export build on it; training checkpoints stay Lightning's.
+Every network follows :class:`StudentNetwork` (docs/extending.md adds one) and pools over the valid
+frames only, so a clip scores the same alone or in a padded batch. Registered: ``vggvox`` (the
+paper's VGG-M with batch norm), ``resnet34_thin`` (a thin ResNet-34 with statistics pooling, the
+speaker-recognition workhorse), ``small_cnn`` (a few hundred thousand weights, sized for CPU runs).
+:func:`save_student` writes the student model file (:mod:`crossmodal.models.modelfile`).
 """
 from __future__ import annotations
 
@@ -145,8 +136,8 @@ class VGGVox(nn.Module):
 
 
 class _StatsPooled(nn.Module):
-    """A conv trunk (``self.trunk``), its frequency axis averaged away, then mean and std over the
-    valid time steps -> a linear embedding -> the emotions (the x-vector / ResNet speaker-embedding recipe)."""
+    """A conv stem and trunk (``self.stem``, ``self.trunk``), the frequency axis averaged away, then mean
+    and std over the valid time steps -> a linear embedding -> the emotions (the x-vector recipe)."""
 
     def _add_head(self, width: int, embed_dim: int, num_classes: int, dropout: float) -> None:
         self.embed = nn.Sequential(nn.Linear(2 * width, embed_dim, bias=False), nn.BatchNorm1d(embed_dim), nn.ReLU(inplace=True))
@@ -154,13 +145,10 @@ class _StatsPooled(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes)
         self.embed_dim = embed_dim
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(x)
-
     def forward(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x = pad_time(x, self.min_frames)
         in_length = x.shape[-1]
-        x = self._features(x).mean(2)  # [B, C, T']
+        x = self.trunk(self.stem(x)).mean(2)  # [B, C, T']
         frames = scale_lengths(frames, in_length, x.shape[-1])
         mean, std = masked_mean_std(x, time_mask(frames, x.shape[0], x.shape[-1], x.device))
         embedding = self.embed(torch.cat([mean, std], 1))
@@ -171,16 +159,9 @@ class _StatsPooled(nn.Module):
 class ThinResNet(_StatsPooled):
     """Thin ResNet (channels base x [1, 2, 4, 8], blocks [3, 4, 6, 3] = ResNet-34) with statistics pooling."""
 
-    def __init__(
-        self,
-        num_classes: int = NUM_EMOTIONS,
-        n_freq: int = 512,
-        base_channels: int = 32,
-        layers: tuple[int, ...] | list[int] = (3, 4, 6, 3),
-        first_stride: int = 2,
-        embed_dim: int = 256,
-        dropout: float = 0.0,
-    ) -> None:
+    def __init__(self, num_classes: int = NUM_EMOTIONS, n_freq: int = 512, base_channels: int = 32,
+                 layers: tuple[int, ...] | list[int] = (3, 4, 6, 3), first_stride: int = 2, embed_dim: int = 256,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         self.stem = conv_bn(1, base_channels, 3, first_stride, 1)
         stages, cin = [], base_channels
@@ -193,9 +174,6 @@ class ThinResNet(_StatsPooled):
         self._add_head(cin, embed_dim, num_classes, dropout)
         self.min_frames = first_stride * 2 ** (len(layers) - 1)
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(self.stem(x))
-
 
 @SPEECH_MODELS.register("small_cnn")
 class SmallCNN(_StatsPooled):
@@ -204,16 +182,11 @@ class SmallCNN(_StatsPooled):
     About 0.4 M parameters with the default widths: trains in minutes on 2 CPU cores.
     """
 
-    def __init__(
-        self,
-        num_classes: int = NUM_EMOTIONS,
-        n_freq: int = 512,
-        channels: tuple[int, ...] | list[int] = (16, 32, 64, 128),
-        first_stride: int = 2,
-        embed_dim: int = 128,
-        dropout: float = 0.3,
-    ) -> None:
+    def __init__(self, num_classes: int = NUM_EMOTIONS, n_freq: int = 512,
+                 channels: tuple[int, ...] | list[int] = (16, 32, 64, 128), first_stride: int = 2, embed_dim: int = 128,
+                 dropout: float = 0.3) -> None:
         super().__init__()
+        self.stem = nn.Identity()  # no weights: SmallCNN's trunk starts at the input
         blocks: list[nn.Module] = []
         cin = 1
         for index, cout in enumerate(channels):
@@ -248,12 +221,9 @@ def save_student(
     extra: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a student model file (safetensors + JSON header, :mod:`crossmodal.models.modelfile`), atomically.
-
-    The header holds the registry name + arguments, the front-end config, the emotion order and
-    ``provenance`` (data, teacher digest, run, metrics; git commit and date are added); ``extra``
-    (plain values, e.g. label classes) is kept under ``info``. Weights are fp32 on the CPU.
-    """
+    """Write a student model file atomically: fp32 weights, the registry name + arguments, the front-end
+    config and ``provenance`` (data, teacher digest, run, metrics; commit and date are added); ``extra``
+    (plain values, e.g. label classes) goes under ``info``, its provenance keys to ``provenance``."""
     from crossmodal.models.modelfile import make_header, plain, write_model_file
 
     extra = dict(plain(extra or {}))
