@@ -30,24 +30,11 @@ class SpeechFrontend(nn.Module):
     """
 
     def __init__(
-        self,
-        sample_rate: int = 16000,
-        features: str = "spectrogram",
-        n_fft: int = 512,
-        win_ms: float = 25.0,
-        hop_ms: float = 10.0,
-        preemphasis: float = 0.97,
-        dither: float = 0.0,
-        remove_dc: bool = True,
-        onesided: bool = False,
-        normalize: bool = True,
-        n_mels: int = 64,
-        f_min: float = 20.0,
-        f_max: float | None = None,
-        freq_mask: int = 0,
-        time_mask: int = 0,
-        n_freq_masks: int = 1,
-        n_time_masks: int = 1,
+        self, sample_rate: int = 16000, features: str = "spectrogram", n_fft: int = 512, win_ms: float = 25.0,
+        hop_ms: float = 10.0, preemphasis: float = 0.97, dither: float = 0.0, remove_dc: bool = True,
+        onesided: bool = False, normalize: bool = True,
+        n_mels: int = 64, f_min: float = 20.0, f_max: float | None = None,  # logmel
+        freq_mask: int = 0, time_mask: int = 0, n_freq_masks: int = 1, n_time_masks: int = 1,  # SpecAugment (training)
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
@@ -68,20 +55,14 @@ class SpeechFrontend(nn.Module):
         # Log-mel features are built from the one-sided power spectrum.
         onesided = onesided or features == "logmel"
         self.spectrogram = torchaudio.transforms.Spectrogram(
-            n_fft=n_fft,
-            win_length=self.win_length,
-            hop_length=self.hop_length,
-            window_fn=torch.hamming_window,
+            n_fft=n_fft, win_length=self.win_length, hop_length=self.hop_length, window_fn=torch.hamming_window,
             wkwargs={"periodic": False},  # MATLAB's hamming(), as in VGGVox
-            power=1.0 if features == "spectrogram" else 2.0,
-            center=False,
-            onesided=onesided,
+            power=1.0 if features == "spectrogram" else 2.0, center=False, onesided=onesided,
         )
-        self.mel = (
-            torchaudio.transforms.MelScale(n_mels=n_mels, sample_rate=sample_rate, f_min=f_min, f_max=f_max, n_stft=n_fft // 2 + 1)
-            if features == "logmel"
-            else None
-        )
+        self.mel = None
+        if features == "logmel":
+            self.mel = torchaudio.transforms.MelScale(n_mels=n_mels, sample_rate=sample_rate, f_min=f_min, f_max=f_max,
+                                                      n_stft=n_fft // 2 + 1)
         self.n_freq = n_mels if features == "logmel" else (n_fft // 2 + 1 if onesided else n_fft)
         masks: list[nn.Module] = []
         if freq_mask > 0:
