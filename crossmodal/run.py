@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import logging
 import os
 import re
@@ -59,14 +60,10 @@ def _compose(overrides: list[str], extra_dirs: list[Path] | tuple = (), mode: Ru
     return cfg
 
 
-def _hydra_cfg(cfg: DictConfig) -> DictConfig:
-    return cfg.hydra if "hydra" in cfg else HydraConfig.get()
-
-
 def prepare(cfg: DictConfig, *, signatures: bool = True, require_values: bool = True) -> None:
     """``trainer.gpus`` read as accelerator/devices/strategy (in place), then every check of the
     config (:func:`check_config`). ``cfg`` is the composed config, with its ``hydra`` node or inside a run."""
-    hydra_cfg = _hydra_cfg(cfg)
+    hydra_cfg = cfg.hydra if "hydra" in cfg else HydraConfig.get()
     if cfg.trainer.get("gpus") is not None:
         trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
         translated = translate_gpus(trainer, explicit_trainer_keys(hydra_cfg.overrides.task))
@@ -251,8 +248,6 @@ def execute(cfg: DictConfig) -> Any:
 def write_run_report(run_dir: Path) -> None:
     """<run>/report.html, and the sweep's index.html when this run is a job of a multirun. A failure is
     logged, not raised: the run's results are on disk already, and `crossmodal report` can retry."""
-    from hydra.types import RunMode
-
     from crossmodal.report import write_index, write_report
 
     try:
@@ -271,8 +266,6 @@ def _finish_wandb(loggers: list[Any], run_dir: Path | None) -> None:
 
     if not any(is_wandb(lg) for lg in loggers):
         return
-    import json
-
     import wandb
 
     run = wandb.run

@@ -33,8 +33,8 @@ def is_run_folder(path: Path) -> bool:
 
 def inside(path: Path, root: Path) -> bool:
     """``path`` is a file whose real location (symlinks followed) is ``root`` or below it."""
-    real, top = Path(path).resolve(), Path(root).resolve()
-    return real.is_file() and (real == top or top in real.parents)
+    real = Path(path).resolve()
+    return real.is_file() and real.is_relative_to(Path(root).resolve())
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -54,12 +54,11 @@ class Problems:
 
     def kept(self, paths: list[Path], root: Path) -> list[Path]:
         """``paths`` that are files inside ``root``; a link out of it is named here, never read or linked."""
-        out, top = [], Path(root).resolve()
+        out = []
         for path in paths:
-            real = path.resolve()
-            if real.is_file() and (real == top or top in real.parents):
+            if inside(path, root):
                 out.append(path)
-            elif real != top and top not in real.parents:
+            elif not path.resolve().is_relative_to(Path(root).resolve()):
                 self.add(path.relative_to(root) if path.is_relative_to(root) else path,
                          ValueError("links outside the run folder: left out of the page"))
         return out

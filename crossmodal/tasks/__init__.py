@@ -5,18 +5,10 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-TASKS = {
-    "train": "crossmodal.tasks.train",
-    "test": "crossmodal.tasks.test",
-    "prepare": "crossmodal.tasks.prepare",
-    "extract": "crossmodal.tasks.extract",
-    "evaluate": "crossmodal.tasks.evaluate",
-    "predict": "crossmodal.tasks.predict",
-    "demo": "crossmodal.tasks.demo",
-}
+TASKS = ("train", "test", "prepare", "extract", "evaluate", "predict", "demo")  # crossmodal.tasks.<name>
 
 
 def get_task(name: str) -> Callable[..., dict[str, Any]]:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
-    return importlib.import_module(TASKS[name]).run
+    return importlib.import_module(f"crossmodal.tasks.{name}").run

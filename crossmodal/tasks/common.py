@@ -76,11 +76,8 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path, log_dir: Path, name
 
 
 def check_checkpoint(path: Path) -> str:
-    """Refuse, naming the file, a checkpoint that would run code when unpickled (nothing in it runs).
-
-    Lightning then restores it with ``weights_only=True`` too (:func:`restore_safely`). Model files
-    (.safetensors) pass: the task decides what to do with them.
-    """
+    """Refuse, naming the file, a checkpoint that would run code when unpickled (nothing in it runs); Lightning
+    then restores it weights-only too, inside ``checkpoint_globals()``. Model files (.safetensors) pass."""
     import zipfile
 
     from crossmodal.models.modelfile import is_safetensors, safe_torch_load
@@ -88,10 +85,3 @@ def check_checkpoint(path: Path) -> str:
     if not is_safetensors(path):
         safe_torch_load(path, map_location="cpu", mmap=zipfile.is_zipfile(path) or None)
     return str(path)
-
-
-def restore_safely():
-    """Context for ``trainer.fit/test(..., ckpt_path=X, weights_only=True)``: our checkpoints' allow-list."""
-    from crossmodal.models.modelfile import checkpoint_globals
-
-    return checkpoint_globals()

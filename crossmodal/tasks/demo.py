@@ -1,19 +1,11 @@
 """task=demo: the whole method end to end on the shipped data, then a summary a newcomer can read.
 
-Steps (each reuses what an earlier run left in ${paths.data_dir}):
-  1. pseudo-pairs: each shipped EmoDB clip paired with shipped FER+ faces of its emotion;
-  2. the shipped CPU teacher labels every face frame (distillation shards);
-  3. a small speech student learns the teacher's soft labels from the voice alone;
-  4. it is tested on speakers it never heard, against their true (acted) emotions;
-  5. a summary: teacher accuracy, AUC per emotion (heard/unheard), held-out UA vs chance and the
-     supervised student (its cross-validated UA), this run's UA beside the recipe's cross-validated UA (recorded.json
-     ``student_cpu.cv``, the study of experiments/cpu_transfer), and this run against the figures
-     recorded for this code.
-
-The recorded figures (``crossmodal/assets/recorded.json``, entry ``demo``: what a fresh run of the
-current code prints, and how far a run may move from them, measured in experiments/demo/README.md)
-are the ones README.md shows; tests/test_demo.py checks the README against them, and the slow
-``make demo`` test in tests/test_readme.py checks a run against them.
+Pseudo-pairs of the shipped EmoDB clips and FER+ faces, the shipped CPU teacher's logits, a small
+student distilled from them and tested on unheard speakers (each step reuses what an earlier run left
+in ${paths.data_dir}); the summary sets its UA and AUCs beside chance, the supervised student and the
+recipe's cross-validated UA. The figures README.md shows are recorded in ``crossmodal/assets/recorded.json``
+(entry ``demo``, with how far a run may move: experiments/demo/README.md); tests/test_demo.py checks the
+README against them and the slow ``make demo`` test in tests/test_readme.py a run.
 """
 from __future__ import annotations
 

@@ -2,21 +2,12 @@
 
     crossmodal predict clip.wav talk.mp4 [--ckpt student.safetensors] [--json] [--window 4 --hop 2] [--allow-non-speech]
     python -m crossmodal.run task=predict prep=predict prep.source=clip.wav [ckpt_path=student.safetensors]
-    (data=predict data.source=clip.wav, the older spelling, means the same)
 
-Each file is decoded (wav/flac/ogg via soundfile; mp3/m4a and the audio track of videos via
-PyAV), mixed to mono and resampled to 16 kHz. The result is the distribution over the 8 FER+
-emotions for the whole file and, for files longer than the window, one row per window. A file
-that cannot be used is reported and skipped; the others are still predicted. That includes what
-the student cannot judge: audio shorter than its minimum (0.5 s for the shipped student), audio
-with no speech-like energy (silence, a constant DC offset), audio in which the voice-activity
-detector finds no speech (noise, tones: "no speech found in FILE: N % of frames voiced"; with
---allow-non-speech / prep.allow_non_speech=true it is answered with ``"speech": false``), a truncated
-file, or a header that implies an absurd length. Every file and window carries its voiced fraction
-(:mod:`crossmodal.io.vad`); windows without speech are flagged and left unscored unless non-speech
-is allowed. Windows shorter than the student's minimum, a hop under 0.01 s and more than 10,000
-windows a file are refused before any work. Files over a minute are streamed in bounded memory
-(see :meth:`crossmodal.inference.Student.predict_file` for how their whole-file answer is pooled).
+Each file gets the distribution over the 8 FER+ emotions for the whole file and, for files longer than
+the window, one row per window, each with its voiced fraction (:mod:`crossmodal.io.vad`). A file that
+cannot be judged (too short, silent, no speech unless non-speech is allowed, truncated) is reported and
+skipped; the others are still predicted. README.md ("External benchmarks, prediction, export") lists
+what is refused and why; :meth:`crossmodal.inference.Student.predict_file` does the work.
 """
 from __future__ import annotations
 

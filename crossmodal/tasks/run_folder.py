@@ -66,13 +66,9 @@ class RunFolder:
     def plots_dir(self) -> Path:
         return self.run_dir / "plots"
 
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
-
     # -- sinks
-    def add_metrics(self, metrics: Mapping[str, Any], prefix: str = "") -> None:
-        flat = flatten_metrics(metrics, prefix)
+    def add_metrics(self, metrics: Mapping[str, Any]) -> None:
+        flat = flatten_metrics(metrics)
         self.metrics.update(flat)
         numeric = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if numeric and L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
@@ -117,10 +113,9 @@ class RunFolder:
         fabric.launch()
         return fabric
 
-    def build_trainer(self, callbacks: list[L.Callback] | None = None, **overrides: Any) -> L.Trainer:
+    def build_trainer(self, callbacks: list[L.Callback] | None = None) -> L.Trainer:
         built = [instantiate(c) for c in (self.cfg.get("callbacks") or {}).values() if c and c.get("_target_")]
         kwargs = self.trainer_kwargs()
-        kwargs.update(overrides)
         if kwargs.get("enable_progress_bar") is None and not sys.stderr.isatty():
             # no terminal (log file, CI, SLURM): a live bar draws nothing useful; log lines instead
             kwargs["enable_progress_bar"] = False
@@ -176,7 +171,5 @@ def _wandb_logger(node: DictConfig, cfg: DictConfig, run_dir: Path, group, job_n
     options["name"] = options.get("name") or job_name or f"{cfg.name}/{run_dir.name}"
     options["group"] = options.get("group") or group
     options["tags"] = list(options.get("tags") or []) + [o.replace("/", "|")[:64] for o in overrides]
-    options.pop("offline", None)
     Path(options["save_dir"]).mkdir(parents=True, exist_ok=True)
-    target = options.pop("_target_")
-    return instantiate({"_target_": target, **options, "offline": False, "mode": mode})
+    return instantiate({**options, "offline": False, "mode": mode})

@@ -7,7 +7,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from crossmodal.config.checks import ConfigError
-from crossmodal.tasks.common import build_datamodule, build_model, resolve_checkpoint, restore_safely
+from crossmodal.models.modelfile import checkpoint_globals
+from crossmodal.tasks.common import build_datamodule, build_model, resolve_checkpoint
 from crossmodal.tasks.run_folder import RunFolder
 
 
@@ -17,7 +18,7 @@ def run(cfg: DictConfig, ctx: RunFolder) -> dict[str, Any]:
     trainer = ctx.build_trainer()
     ckpt = resolve_checkpoint(cfg.ckpt_path, ctx.run_dir, cfg.paths.log_dir, cfg.name)
     ckpt = _model_file_already_loaded(ckpt, model)
-    with restore_safely():  # the checkpoint is unpickled weights-only (allow-list), never with code
+    with checkpoint_globals():  # the checkpoint is unpickled weights-only (allow-list), never with code
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     return dict(trainer.callback_metrics)
 
