@@ -201,18 +201,15 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def crop_face(image: np.ndarray, box: np.ndarray, margin: float, size: int) -> np.ndarray:
     """Square crop around ``box`` widened by ``margin`` per side, zero-padded at the image border."""
+    from PIL import Image
+
     x, y, w, h = (float(v) for v in box)
     side = max(w, h) * (1.0 + 2.0 * margin)
     cx, cy = x + w / 2.0, y + h / 2.0
     left, top = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
     side_px = max(1, int(round(side)))
-    H, W = image.shape[:2]
-    out = np.zeros((side_px, side_px) + image.shape[2:], dtype=image.dtype)
-    src_top, src_left = max(0, top), max(0, left)
-    src_bottom, src_right = min(H, top + side_px), min(W, left + side_px)
-    if src_bottom > src_top and src_right > src_left:
-        out[src_top - top : src_bottom - top, src_left - left : src_right - left] = image[src_top:src_bottom, src_left:src_right]
-    return resize(out, size)
+    crop = Image.fromarray(image).crop((left, top, left + side_px, top + side_px))  # outside the image: zeros
+    return resize(np.asarray(crop), size)
 
 
 @dataclass
