@@ -140,9 +140,7 @@ def _pairs_dir(trainer) -> str | None:
     if not callable(manifest):
         return None
     try:
-        meta = manifest().meta
+        found = manifest()
     except (FileNotFoundError, OSError):
         return None
-    if meta.get("kind") == "pairs":
-        return str(manifest().root)
-    return meta.get("pairs")
+    return str(found.root) if found.meta.get("kind") == "pairs" else found.meta.get("pairs")

@@ -95,17 +95,14 @@ class LineProgress(L.Callback):
         self.lines_per_epoch = lines_per_epoch
         self._start = 0.0
 
-    def _total(self, trainer) -> int | None:
-        total = trainer.num_training_batches
-        return int(total) if total not in (None, float("inf")) else None
-
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         import time
 
         self._start = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        total = self._total(trainer)
+        total = trainer.num_training_batches
+        total = int(total) if total not in (None, float("inf")) else None
         every = max(5, (total or 100) // self.lines_per_epoch)
         if trainer.is_global_zero and (batch_idx + 1) % every == 0 and (total is None or batch_idx + 1 < total):
             loss = trainer.callback_metrics.get("train/loss_step", trainer.callback_metrics.get("train/loss"))
