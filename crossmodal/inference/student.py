@@ -25,7 +25,6 @@ from crossmodal.inference.waveform import (
     check_window_count,
     check_windows,
     mono_waveform,
-    prepare_waveform,
     window_spans,
 )
 from crossmodal.io.audio import SAMPLE_RATE, resample
@@ -170,7 +169,7 @@ class Student(nn.Module):
         (one window for audio no longer than that). A window shorter than :attr:`min_seconds`, a hop
         under ``MIN_HOP_SECONDS`` or more than ``MAX_WINDOWS`` windows are refused before any work."""
         self.check_windows(window, hop)
-        wave = prepare_waveform(waveform, sample_rate)
+        wave = resample(*mono_waveform(waveform, sample_rate), SAMPLE_RATE)
         check_window_count("waveform", len(wave) / SAMPLE_RATE, window, hop)
         spans = window_spans(len(wave), round(window * SAMPLE_RATE), round(hop * SAMPLE_RATE))
         predictions: list[Prediction] = []

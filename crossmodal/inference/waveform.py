@@ -1,4 +1,4 @@
-"""Audio the student is handed: brought to 16 kHz mono (:func:`prepare_waveform`), refused when it
+"""Audio the student is handed: brought to mono (:func:`mono_waveform`, then resampled), refused when it
 cannot be judged (:func:`check_signal`: too short, non-finite, silent), and cut into windows
 (:func:`window_spans`) or, from a stream of blocks, into windows and pooling stretches
 (:class:`WindowCutter`, :class:`StretchCutter`)."""
@@ -33,17 +33,9 @@ class TooShortAudioError(ValueError):
     """The audio is shorter than the student can judge (:attr:`Student.min_seconds`)."""
 
 
-def prepare_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
-    """Any waveform -> float32 mono at 16 kHz. 2-D input is [channels, samples] or [samples, channels]
-    (the short axis is taken as channels)."""
-    from crossmodal.io.audio import resample
-
-    wave, rate = mono_waveform(waveform, sample_rate)
-    return resample(wave, rate, SAMPLE_RATE)
-
-
 def mono_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int) -> tuple[np.ndarray, int]:
-    """:func:`prepare_waveform` before resampling: ``(float32 mono, sample rate)``, checked."""
+    """Any waveform -> ``(float32 mono, sample rate)``, checked. 2-D input is [channels, samples] or
+    [samples, channels] (the short axis is taken as channels)."""
     if isinstance(waveform, torch.Tensor):
         waveform = waveform.detach().cpu().numpy()
     wave = np.asarray(waveform, dtype=np.float32)
