@@ -28,11 +28,8 @@ audio stream, no video stream, unreadable or corrupt files, no face, a frame fol
 wav, a clip shorter than one segment) is counted by reason with example paths, or raises with
 ``strict=true``. Re-running reuses finished shards; a killed run resumes.
 
-The package, one job per module (each imports only those above it): codec.py (the sample format),
-config.py (PairSettings: the prep.* keys, fingerprint, folder; PairRecipe, shared with pseudo-pairs),
-discovery.py (the source layouts -> PairItems), alignment.py (audio/video offsets, frame times),
-tracks.py (one item -> face tracks -> segment samples), build.py (prepare_pairs, build_shard_set;
-PairsConfig, conf/prep/pairs.yaml's target). The names other modules use are re-exported here.
+One job per module, each importing only those before it: codec, config, discovery, alignment, tracks,
+build (each says what it does); the names other modules use are re-exported here.
 """
 from __future__ import annotations
 

@@ -56,10 +56,7 @@ def align_audio_to_video(wave: np.ndarray, offset: float, sample_rate: int) -> n
 
 def frame_index_times(paths: Sequence[Path], fps: float) -> np.ndarray:
     """Times of face-frame files from the frame numbers in their names (sequential when not numbered)."""
-    numbers = []
-    for path in paths:
-        digits = re.findall(r"\d+", path.stem)
-        numbers.append(int(digits[-1]) if digits else None)
+    numbers = [int(digits[-1]) if (digits := re.findall(r"\d+", path.stem)) else None for path in paths]
     if any(n is None for n in numbers) or len(set(numbers)) != len(numbers):
         return np.arange(len(paths), dtype=np.float64) / fps
     numbers_arr = np.asarray(numbers, dtype=np.float64)

@@ -61,8 +61,8 @@ def make_pair_sample(
     for i, frame in enumerate(frames):
         sample[frame_field(i, image_format)] = encode_image(frame, image_format, jpeg_quality)
     sample["times.npy"] = npy_bytes(np.asarray(times, dtype=np.float32))
-    full_meta = {"duration": round(len(wave) / sample_rate, 6), "sample_rate": sample_rate, "n_frames": len(frames), "synthetic": False}
-    full_meta.update(meta)
+    full_meta = {"duration": round(len(wave) / sample_rate, 6), "sample_rate": sample_rate, "n_frames": len(frames),
+                 "synthetic": False, **meta}
     sample["json"] = json.dumps(full_meta, sort_keys=True).encode()
     return sample
 
