@@ -67,12 +67,9 @@ class AudioInfo:
 
 
 def probe_audio(path: str | Path, max_seconds: float = MAX_LOAD_SECONDS) -> AudioInfo:
-    """Read and check the header of ``path`` without decoding any audio.
-
-    Raises :class:`AudioError` naming the file when it is missing or unreadable, when its sample
-    rate, channel count or duration is implausible (``bad_header``: refused before any allocation),
-    or when it is a wav whose header promises more data than the file holds (``truncated_audio``).
-    """
+    """Read and check the header of ``path`` without decoding any audio. :class:`AudioError` naming the
+    file when it is missing or unreadable, when its sample rate, channel count or duration is implausible
+    (``bad_header``), or when it is a wav whose header promises more data than the file holds (``truncated_audio``)."""
     path = Path(path)
     if not path.exists():
         raise AudioError(f"audio file not found: {path}", "missing")
@@ -122,13 +119,9 @@ def read_audio(path: str | Path, max_seconds: float = MAX_LOAD_SECONDS) -> tuple
 def stream_audio(
     path: str | Path, sample_rate: int = SAMPLE_RATE, block_seconds: float = BLOCK_SECONDS, max_seconds: float = MAX_STREAM_SECONDS
 ) -> Iterator[np.ndarray]:
-    """``path`` as consecutive float32 mono blocks at ``sample_rate``, never holding the whole file.
-
-    The header is checked first (:func:`probe_audio`). Each block holds at most about
-    ``block_seconds`` (plus the resampler's context) of audio; concatenated, the blocks equal
-    :func:`load_audio`'s signal up to float rounding. A file that ends before its header says is
-    reported as truncated when the stream reaches its end.
-    """
+    """``path`` as consecutive float32 mono blocks at ``sample_rate`` of about ``block_seconds`` (plus the
+    resampler's context), never holding the whole file; concatenated, they equal :func:`load_audio`'s signal
+    up to float rounding. A file that ends before its header says is reported truncated at its end."""
     info = probe_audio(path, max_seconds)
     if info.reader == "soundfile":
         native = _soundfile_blocks(info, block_seconds)
@@ -387,7 +380,8 @@ def decoder_damage() -> Iterator[Callable[[], list[str]]]:
         with av.logging.Capture() as logs:
 
             def damage() -> list[str]:
-                lines = (text.strip().splitlines()[0] for level, _name, text in logs if level <= av.logging.WARNING and text.strip())
+                lines = (text.strip().splitlines()[0] for level, _name, text in logs
+                         if level <= av.logging.WARNING and text.strip())
                 return [line for line in lines if any(word in line.lower() for word in DAMAGE_WORDS)]
 
             yield damage
