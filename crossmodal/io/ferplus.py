@@ -1,14 +1,11 @@
 """FER+ (FER2013 faces with 10 crowd votes each): the two layouts users download, vote cleaning, label targets.
 
-Two layouts users download:
+Layouts, both read into the same :class:`FerPlusImage` records (identical PNG bytes either way):
 
-* the FER+ folder layout: ``FER2013Train/``, ``FER2013Valid/``, ``FER2013Test/``, each with 48x48 grey
-  PNGs and a ``label.csv`` (``name.png,"(0, 0, 48, 48)",`` then 10 vote counts);
-* the original Kaggle ``fer2013.csv`` (``emotion,pixels,Usage``) with FER+'s ``fer2013new.csv``
+* the FER+ folders ``FER2013Train/``, ``FER2013Valid/``, ``FER2013Test/``, each with 48x48 grey PNGs
+  and a ``label.csv`` (``name.png,"(0, 0, 48, 48)",`` then 10 vote counts);
+* the Kaggle ``fer2013.csv`` (``emotion,pixels,Usage``) with FER+'s ``fer2013new.csv``
   (``Usage,Image name,`` then the 10 counts), row i of one describing row i of the other.
-
-Both are read into the same :class:`FerPlusImage` records (the PNG re-encoded from the pixels, so
-both layouts give identical bytes).
 
 Cleaning (applied to every split, before anything is written):
 
