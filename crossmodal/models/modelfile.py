@@ -10,18 +10,24 @@ the networks is :mod:`crossmodal.models.loading`'s. Any other file a user hands 
 """
 from __future__ import annotations
 
+import collections
 import datetime as _dt
+import enum
 import hashlib
 import json
 import math
 import os
+import pathlib
 import pickle
 import subprocess
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import omegaconf
 import torch
+from omegaconf import base, nodes
 
 from crossmodal.emotions import EMOTIONS
 from crossmodal.utils.atomic import atomic_path
@@ -295,29 +301,17 @@ def migrate(header: dict[str, Any], tensors: dict[str, torch.Tensor] | None, pat
 # ----------------------------------------------------------------------------------------- safe torch.load
 
 
-def _checkpoint_globals() -> list[Any]:
-    """What our own Lightning checkpoints pickle besides tensors and plain containers: the saved
-    hyper-parameters (OmegaConf containers when a caller passed a DictConfig, whose metadata names
-    builtin types) and callbacks' state (Path objects)."""
-    import collections
-    import enum
-    import pathlib
-    import typing
-
-    import omegaconf
-    from omegaconf import base, nodes
-
-    return [
-        collections.OrderedDict, collections.defaultdict, collections.Counter, pathlib.PosixPath, pathlib.WindowsPath,
-        pathlib.PurePosixPath, pathlib.PureWindowsPath, enum.Enum, typing.Any, set, frozenset, slice, complex,
-        dict, list, tuple, int, float, str, bool, bytes, type(None),  # OmegaConf metadata names these types
-        omegaconf.DictConfig, omegaconf.ListConfig, base.ContainerMetadata, base.Metadata, nodes.AnyNode,
-        nodes.BooleanNode, nodes.BytesNode, nodes.EnumNode, nodes.FloatNode, nodes.IntegerNode, nodes.PathNode,
-        nodes.StringNode,
-    ]
-
-
-CHECKPOINT_GLOBALS = _checkpoint_globals()
+# What our own Lightning checkpoints pickle besides tensors and plain containers: the saved hyper-parameters
+# (OmegaConf containers when a caller passed a DictConfig, whose metadata names builtin types) and
+# callbacks' state (Path objects).
+CHECKPOINT_GLOBALS = [
+    collections.OrderedDict, collections.defaultdict, collections.Counter, pathlib.PosixPath, pathlib.WindowsPath,
+    pathlib.PurePosixPath, pathlib.PureWindowsPath, enum.Enum, typing.Any, set, frozenset, slice, complex,
+    dict, list, tuple, int, float, str, bool, bytes, type(None),  # OmegaConf metadata names these types
+    omegaconf.DictConfig, omegaconf.ListConfig, base.ContainerMetadata, base.Metadata, nodes.AnyNode,
+    nodes.BooleanNode, nodes.BytesNode, nodes.EnumNode, nodes.FloatNode, nodes.IntegerNode, nodes.PathNode,
+    nodes.StringNode,
+]
 
 
 def checkpoint_globals() -> torch.serialization.safe_globals:
@@ -434,10 +428,8 @@ def utc_now() -> str:
 def plain(value: Any) -> Any:
     """OmegaConf containers / tuples / paths / one-element tensors and numpy scalars -> plain JSON
     values (NaN -> None; anything else unknown -> its str)."""
-    from omegaconf import OmegaConf
-
-    if OmegaConf.is_config(value):
-        value = OmegaConf.to_container(value, resolve=True)
+    if omegaconf.OmegaConf.is_config(value):
+        value = omegaconf.OmegaConf.to_container(value, resolve=True)
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
