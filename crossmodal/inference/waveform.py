@@ -107,18 +107,12 @@ def check_windows(window: float | None, hop: float | None, min_seconds: float, n
         )
 
 
-def window_count(samples: int, window: int, hop: int) -> int:
-    """``len(window_spans(samples, window, hop))`` without listing them."""
-    if samples <= window:
-        return 1
-    stepped = (samples - window) // hop + 1
-    return stepped + (1 if (stepped - 1) * hop + window < samples else 0)
-
-
 def check_window_count(where: str, seconds: float, window: float, hop: float, names: tuple[str, str] = ("window", "hop")) -> int:
     """The number of windows ``seconds`` of audio is cut into, or a ValueError naming ``where`` when
     it is over :data:`MAX_WINDOWS` (checked before any work)."""
-    count = window_count(round(seconds * SAMPLE_RATE), round(window * SAMPLE_RATE), round(hop * SAMPLE_RATE))
+    samples, size, step = (round(value * SAMPLE_RATE) for value in (seconds, window, hop))
+    stepped = max(0, (samples - size) // step) + 1  # len(window_spans(samples, size, step)), without listing them
+    count = stepped + int(samples > size and (stepped - 1) * step + size < samples)
     if count > MAX_WINDOWS:
         least = max(MIN_HOP_SECONDS, (seconds - window) / (MAX_WINDOWS - 2))
         raise ValueError(
