@@ -44,7 +44,7 @@ from crossmodal.io.audio import AudioError, load_audio
 from crossmodal.io.splits import SPLIT_FILE, load_split_file, make_fold_split, make_split, save_split
 from crossmodal.pipeline.fingerprint import input_fingerprint
 from crossmodal.pipeline.pairs.build import build_shard_set, plan_jobs, reuse_or_build
-from crossmodal.pipeline.pairs.codec import make_pair_sample, slug
+from crossmodal.pipeline.pairs.codec import make_pair_sample, segment_meta, slug
 from crossmodal.pipeline.pairs.config import PairRecipe, settings_from_cfg
 from crossmodal.pipeline.pairs.tracks import BuildStats, segment_bounds
 from crossmodal.pipeline.parallel import skip_summary
@@ -277,22 +277,9 @@ def _clip_samples(
         chosen = [rng.choice(pool) for _ in range(n_frames)]
         frames = [load_ferplus_image(face) for face in chosen]
         a, b = int(round(start * cfg.sample_rate)), int(round(end * cfg.sample_rate))
-        meta = {
-            "identity": item.speaker,
-            "video": item.clip,
-            "utterance": "0",
-            "track": 0,
-            "segment": index,
-            "split": split,
-            "start": round(start, 6),
-            "frame_rate": cfg.frame_rate,
-            "synthetic": True,
-            "label": item.label,
-            "corpus_label": item.corpus_label,
-            "corpus": cfg.corpus,
-            "source": item.path,
-            "faces": [f"{face.split}/{face.name}" for face in chosen],
-        }
+        meta = segment_meta(item.speaker, item.clip, "0", 0, index, split, start, cfg.frame_rate, synthetic=True,
+                            label=item.label, corpus_label=item.corpus_label, corpus=cfg.corpus, source=item.path,
+                            faces=[f"{face.split}/{face.name}" for face in chosen])
         if cfg.agreement != 1.0:  # p = 1 shards stay byte for byte as before (the fingerprint does too)
             face = face_emotion or item.label
             meta.update(agreement=cfg.agreement, face_emotion=face, faces_agree=face == item.label)

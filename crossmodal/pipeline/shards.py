@@ -84,15 +84,12 @@ def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> int:
     return count
 
 
-def clean_partial(out_dir: Path, names: Iterable[str]) -> int:
+def clean_partial(out_dir: Path, names: Iterable[str]) -> None:
     """Remove the temporary files a killed writer left behind for the shards ``names`` (only
-    those: other ranks may be writing theirs right now); return how many."""
-    removed = 0
+    those: other ranks may be writing theirs right now)."""
     for name in names:
         for tmp in Path(out_dir).glob(f".{name}.*.tmp-*"):
             tmp.unlink(missing_ok=True)
-            removed += 1
-    return removed
 
 
 def write_shard_set(

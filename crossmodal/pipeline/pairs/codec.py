@@ -41,6 +41,13 @@ def frame_field(index: int, fmt: str = "jpg") -> str:
     return f"f{index:03d}.{fmt}"
 
 
+def segment_meta(identity: str, video: str, utterance: str, track: int, segment: int, split: str, start: float,
+                 frame_rate: float, **more: Any) -> dict[str, Any]:
+    """A pair sample's json: where its segment comes from (``start`` in seconds in the source), and ``more``."""
+    return {"identity": identity, "video": video, "utterance": utterance, "track": track, "segment": segment,
+            "split": split, "start": round(start, 6), "frame_rate": frame_rate, **more}
+
+
 def make_pair_sample(
     key: str,
     wave: np.ndarray,

@@ -30,7 +30,7 @@ from crossmodal.pipeline.pairs.alignment import (
     probe_video,
     sample_on_grid,
 )
-from crossmodal.pipeline.pairs.codec import make_pair_sample
+from crossmodal.pipeline.pairs.codec import make_pair_sample, segment_meta
 from crossmodal.pipeline.pairs.config import PairSettings
 from crossmodal.pipeline.pairs.discovery import IMAGE_EXTENSIONS, PairItem
 from crossmodal.pipeline.shards import SkipLog
@@ -74,7 +74,6 @@ def track_segments(
     cfg: PairSettings,
     skips: SkipLog,
     stats: BuildStats,
-    extra_meta: dict[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Cut the face tracks of one item into segments and yield their pair samples."""
     sr = cfg.sample_rate
@@ -101,22 +100,12 @@ def track_segments(
                 continue
             a, b = int(round(seg_start * sr)), int(round(seg_end * sr))
             segment_wave = wave[a:b]
-            meta = {
-                "identity": item.identity,
-                "video": item.video,
-                "utterance": item.utterance,
-                "track": int(track_id),
-                "segment": segment_index,
-                "split": split,
-                "start": round(seg_start, 6),
-                "frame_rate": cfg.frame_rate,
-                "source": item.media,
-            }
+            meta = segment_meta(item.identity, item.video, item.utterance, int(track_id), segment_index, split, seg_start,
+                                cfg.frame_rate, source=item.media)
             if item.audio:
                 meta["audio_source"] = item.audio
             if item.frames_dir:
                 meta["frames_source"] = item.frames_dir
-            meta.update(extra_meta or {})
             key = f"{item.key}_s{segment_index:03d}"
             segment_index += 1
             stats.segments += 1
