@@ -129,8 +129,6 @@ class Student(nn.Module):
         features, frames = self.frontend(wave, lengths)
         return self.net(features, frames)
 
-    # ------------------------------------------------------------------ numpy in, numpy out
-
     @property
     def min_seconds(self) -> float:
         """The shortest audio this student judges: ``MIN_SPEECH_SECONDS`` (the shortest segment

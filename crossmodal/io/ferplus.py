@@ -92,9 +92,6 @@ class CleaningReport:
         return f"FER+ cleaning '{self.cleaning}': " + "; ".join(parts)
 
 
-# ----------------------------------------------------------------------------------------- labels
-
-
 def clean_votes(votes: Sequence[float], cleaning: str = "cntk") -> tuple[np.ndarray | None, str]:
     """Apply a cleaning rule to 10 raw votes. Returns (cleaned votes, "") or (None, reason dropped)."""
     if cleaning not in CLEANING_MODES:
@@ -142,9 +139,6 @@ def emotion_target(votes: np.ndarray, label_mode: str) -> np.ndarray:
                 count += 1
         return target / target.sum()
     raise ValueError(f"unknown FER+ label mode {label_mode!r}: choose one of {', '.join(LABEL_MODES)} (data.label_mode)")
-
-
-# ----------------------------------------------------------------------------------------- readers
 
 
 def detect_layout(source: str | Path) -> str:

@@ -35,9 +35,6 @@ class VideoError(RuntimeError):
         self.reason = reason
 
 
-# ------------------------------------------------------------------------------------ decoding
-
-
 def sample_frames(
     path: str | Path,
     frame_rate: float = DEFAULT_FRAME_RATE,
@@ -134,9 +131,6 @@ def to_grey(image: np.ndarray) -> np.ndarray:
         return image
     # ITU-R 601 luma, as PIL's "L" and OpenCV's BGR2GRAY.
     return (image[..., 0] * 0.299 + image[..., 1] * 0.587 + image[..., 2] * 0.114 + 0.5).astype(np.uint8)
-
-
-# ------------------------------------------------------------------------------- face detection
 
 
 def require_cv2():

@@ -49,9 +49,6 @@ CV_PROTOCOL = ("5 speaker folds of EmoDB (2 test speakers each, never heard; the
                "6 emotions EmoDB shares with FER+ (neutral, happiness, sadness, anger, disgust, fear)")
 
 
-# ----------------------------------------------------------------------------- recorded figures
-
-
 def load_recorded(path: str | Path = RECORDED) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -102,9 +99,6 @@ def dump_recorded(recorded: dict[str, Any]) -> str:
 
 def _round(value: Any) -> float | None:
     return None if value is None or not math.isfinite(float(value)) else round(float(value), 6)
-
-
-# ----------------------------------------------------------------------------- formatting
 
 
 def format_cv(cv: dict[str, Any] | None) -> str:
@@ -172,9 +166,6 @@ def _network_rows(header: dict[str, Any], path: Path, shown_path: str) -> list[l
 
 def _speakers(values: Any) -> str:
     return ", ".join(str(v) for v in values or [])
-
-
-# ----------------------------------------------------------------------------- the shipped student
 
 
 def render_shipped_card(recorded: dict[str, Any], header: dict[str, Any], path: Path = SHIPPED_STUDENT) -> str:
@@ -273,9 +264,6 @@ def _against_baseline(recorded: dict[str, Any]) -> str:
 
 def shipped_card() -> str:
     return render_shipped_card(load_recorded(), read_header(SHIPPED_STUDENT))
-
-
-# ----------------------------------------------------------------------------- any other student file
 
 
 def render_file_card(header: dict[str, Any], path: Path) -> str:

@@ -58,9 +58,6 @@ class UnsafeFileError(ModelFileError):
     """A pickle that would construct objects outside the allow-list: refused, nothing in it ran."""
 
 
-# ----------------------------------------------------------------------------------------- writing
-
-
 def write_model_file(path: str | Path, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
     """Write ``tensors`` + ``header`` (completed with format, version, emotions) atomically; returns the path."""
     from safetensors.torch import save_file
@@ -126,9 +123,6 @@ def check_header(header: dict[str, Any], path: Path | str) -> None:
         problems.append(f"emotions {header.get('emotions')} are not crossmodal's order {list(EMOTIONS)}")
     if problems:
         raise ModelFileError(f"{path}: not a valid crossmodal model file header: {'; '.join(problems)}")
-
-
-# ----------------------------------------------------------------------------------------- reading
 
 
 def is_safetensors(path: str | Path) -> bool:
@@ -234,9 +228,6 @@ def upgrade_model_file(source: str | Path, target: str | Path, provenance: dict[
     return write_model_file(target, header, tensors)
 
 
-# ----------------------------------------------------------------------------------------- migrations
-
-
 def header_version(header: dict[str, Any]) -> int:
     if header.get("format") in (LEGACY_STUDENT_FORMAT, LEGACY_TEACHER_FORMAT):
         return int(header.get("version", 1))
@@ -296,9 +287,6 @@ def migrate(header: dict[str, Any], tensors: dict[str, torch.Tensor] | None, pat
         header, tensors = MIGRATIONS[version](dict(header), tensors)
         version = header_version(header)
     return header, tensors
-
-
-# ----------------------------------------------------------------------------------------- safe torch.load
 
 
 # What our own Lightning checkpoints pickle besides tensors and plain containers: the saved hyper-parameters
@@ -377,9 +365,6 @@ def _first_line(exn: BaseException) -> str:
         if "Unsupported global" in line or "unsupported" in line.lower():
             return line.strip()
     return text.splitlines()[0] if text else type(exn).__name__
-
-
-# ----------------------------------------------------------------------------------------- provenance
 
 
 def file_digest(path: str | Path, length: int | None = None) -> str:

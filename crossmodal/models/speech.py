@@ -19,8 +19,6 @@ from crossmodal.emotions import NUM_EMOTIONS
 from crossmodal.models.blocks import BasicBlock
 from crossmodal.registry import SPEECH_MODELS
 
-# ------------------------------------------------------------------------------- the interface
-
 
 @runtime_checkable
 class StudentNetwork(Protocol):
@@ -40,9 +38,6 @@ class StudentNetwork(Protocol):
         """Features ``[B, 1, F, T]`` and valid frame counts ``[B]`` (None: all valid) -> ``(logits [B, 8], embedding [B, D])``,
         pooled over the valid frames only."""
         ...
-
-
-# ------------------------------------------------------------------------------------- helpers
 
 
 def time_mask(frames: torch.Tensor | None, batch: int, length: int, device: torch.device) -> torch.Tensor:
@@ -77,9 +72,6 @@ def masked_mean_std(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> t
 
 def conv_bn(cin: int, cout: int, kernel, stride=1, padding=0) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
-# ------------------------------------------------------------------------------------- VGGVox
 
 
 @SPEECH_MODELS.register("vggvox")
@@ -130,9 +122,6 @@ class VGGVox(nn.Module):
         mean, _ = masked_mean_std(x, time_mask(frames, x.shape[0], x.shape[-1], x.device))
         embedding = self.fc7(mean)
         return self.fc8(self.dropout(embedding)), embedding
-
-
-# ---------------------------------------------------- statistics pooling: thin ResNet-34, small CNN
 
 
 class _StatsPooled(nn.Module):
@@ -207,9 +196,6 @@ def create_student(name: str, **kwargs: Any) -> StudentNetwork:
         raise TypeError(f"speech network {name!r} ({type(net).__name__}) lacks {', '.join(missing)} of the student "
                         "interface (crossmodal.models.speech.StudentNetwork)")
     return net
-
-
-# ------------------------------------------------------------------------------ student file
 
 
 def save_student(
