@@ -9,10 +9,8 @@ Inputs: ``waveform`` float32 ``[batch, samples]`` at 16 kHz, mono, any length of
 zero-padded by the caller (the PyTorch student pads its feature maps instead, so the two only
 agree from ``min_samples`` on).
 
-TorchScript is a trace of the PyTorch student itself. ONNX goes through :class:`OnnxFrontend`, a
-twin of :class:`~crossmodal.models.frontend.SpeechFrontend` written with operators ONNX has
-(``torch.stft`` -> the ONNX STFT op); the export checks both files against the PyTorch model
-before reporting success.
+TorchScript is a trace of the PyTorch student; ONNX goes through :class:`OnnxFrontend`. Both files are
+checked against the PyTorch model before the export reports success.
 """
 from __future__ import annotations
 

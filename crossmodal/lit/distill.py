@@ -233,6 +233,5 @@ class DistillationModule(SpeechModuleBase):
         writer = csv.writer(text)
         writer.writerow(columns)
         writer.writerows(rows)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text(path, text.getvalue())
+        write_text(path, text.getvalue())  # makes plots/ when needed
         send_table(self.trainer.loggers, f"{stage}/auc_table", columns, rows)

@@ -1,12 +1,10 @@
 """Fine-tuning a student model file with true labels (``experiment=finetune_cpu init_from=STUDENT``).
 
-:class:`FinetuneStudent` is :class:`~crossmodal.lit.student.StudentSpeech` (cross-entropy on the
-corpus labels, the same metrics and student file) whose network starts from the weights of a
-student model file, read with the safe loader (:func:`crossmodal.models.loading.load_student_modules`:
-safetensors, no pickle). The file's network and front-end must be the ones the config builds
-(``student``, ``model.frontend``); a mismatch is an error naming both. ``init_from: null`` trains
-the same network from scratch: the pair of rows the label-efficiency study compares. The student
-file it writes records ``init_from`` (path and sha256) in its provenance.
+:class:`FinetuneStudent` is :class:`~crossmodal.lit.student.StudentSpeech` whose network starts from a student
+file's weights (read safely: :func:`crossmodal.models.loading.load_student_modules`). The file's network and
+front-end must be the ones the config builds (``student``, ``model.frontend``), else an error names both;
+``init_from: null`` trains the same network from scratch. The student file written records ``init_from``
+(path and sha256) in its provenance.
 """
 from __future__ import annotations
 

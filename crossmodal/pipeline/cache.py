@@ -1,14 +1,9 @@
-"""Reuse a prepared set only when it was built from the same inputs.
+"""Reuse a prepared set only when it was built from the same inputs (docs/conventions.md, "Shard format").
 
-Every builder calls :func:`claim` on its output folder (under :func:`crossmodal.pipeline.lock.folder_lock`):
-
-* a finished set (``manifest.json``) whose ``meta.fingerprint`` matches -> reuse it (``True``);
-  under ``strict`` a reused set that recorded skipped items is an error, as building it would be;
-* no finished set -> build it (``False``); the fingerprint is stamped in ``fingerprint.json`` first,
-  so a half-built folder is never finished with other inputs;
-* anything else (another fingerprint, or none) -> an error showing both fingerprints, which
-  inputs differ and how to fix it. Folders named from the fingerprint never get here unless
-  they were edited by hand; folders the user named (``data.shards=DIR``) do.
+Every builder calls :func:`claim` on its output folder, under :func:`crossmodal.pipeline.lock.folder_lock`:
+a finished set of the same fingerprint is reused (under ``strict``, one that recorded skips is an error); an
+unfinished one is stamped (``fingerprint.json``) and built, so a half-built one is never finished with
+other inputs; anything else is an error showing both fingerprints, what differs and how to fix it.
 """
 from __future__ import annotations
 

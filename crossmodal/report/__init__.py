@@ -3,10 +3,9 @@
     from crossmodal.report import write_report, write_index, report_folder
     report_folder("logs/demo/runs/2026-12-02_10-00-00")     # -> [.../report.html]
 
-Reads files only (metrics.json, config.yaml, plots/, tables, model-file headers, the sample gallery),
-never one whose real path is outside the folder; every image and audio file is referenced relative to
-the page, so a zipped folder opens elsewhere. The pages are Jinja2 templates (``templates/``), the
-Markdown goes through markdown-it-py, the gallery's bars are the project's matplotlib figure.
+Reads files only, never one whose real path is outside the folder (:mod:`crossmodal.report.content`);
+every image and audio file is referenced relative to the page, so a zipped folder opens elsewhere.
+The pages are Jinja2 templates (:mod:`crossmodal.report.render`).
 ``python -m crossmodal.run`` writes the report at the end of every run (``report: false`` to skip);
 ``crossmodal report DIR`` writes it for older runs and sweeps.
 """

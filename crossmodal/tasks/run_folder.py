@@ -1,10 +1,5 @@
-"""RunFolder: one run's output folder and everything that writes into it.
-
-Every task gets one: ``run_dir`` (``plots/``, ``tables/``, ``checkpoints/``, ``metrics.json``),
-the loggers that mirror it (W&B, TensorBoard, CSV), ``add_metrics`` / ``save_figure`` /
-``log_table`` to record results in both, and the Trainer (or, for extraction, the Fabric) built
-from the trainer config to write into it.
-"""
+"""RunFolder: one run's output folder (docs/conventions.md, "Lightning and Hydra"), the loggers that mirror
+it (W&B, TensorBoard, CSV), and the Trainer (or, for extraction, the Fabric) built from the trainer config."""
 from __future__ import annotations
 
 import logging
