@@ -311,33 +311,22 @@ def _read_rml(root: Path, skips: _Skips) -> Iterator[Clip]:
 CORPORA = Registry("corpus")
 for _spec in (
     CorpusSpec(
-        name="emodb",
-        title="EmoDB",
-        classes=("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral"),
+        name="emodb", title="EmoDB", classes=("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral"),
         to_ferplus={"anger": "anger", "boredom": None, "disgust": "disgust", "fear": "fear", "happiness": "happiness", "sadness": "sadness", "neutral": "neutral"},
-        layout="wav/SSTTTEV.wav (e.g. wav/03a01Wa.wav; emotion letter W L E A F T N)",
-        reader=_read_emodb,
+        layout="wav/SSTTTEV.wav (e.g. wav/03a01Wa.wav; emotion letter W L E A F T N)", reader=_read_emodb,
     ),
     CorpusSpec(
-        name="ravdess",
-        title="RAVDESS",
-        classes=tuple(_RAVDESS_EMOTIONS.values()),
+        name="ravdess", title="RAVDESS", classes=tuple(_RAVDESS_EMOTIONS.values()),
         to_ferplus={"neutral": "neutral", "calm": None, "happy": "happiness", "sad": "sadness", "angry": "anger", "fearful": "fear", "disgust": "disgust", "surprised": "surprise"},
-        layout="Actor_XX/03-01-EE-II-SS-RR-AA.wav",
-        reader=_read_ravdess,
+        layout="Actor_XX/03-01-EE-II-SS-RR-AA.wav", reader=_read_ravdess,
     ),
     CorpusSpec(
-        name="cremad",
-        title="CREMA-D",
-        classes=_CREMAD_EMOTIONS,
+        name="cremad", title="CREMA-D", classes=_CREMAD_EMOTIONS,
         to_ferplus={"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happiness", "NEU": "neutral", "SAD": "sadness"},
-        layout="AudioWAV/ID_SEN_EMO_LVL.wav (e.g. AudioWAV/1001_DFA_ANG_XX.wav)",
-        reader=_read_cremad,
+        layout="AudioWAV/ID_SEN_EMO_LVL.wav (e.g. AudioWAV/1001_DFA_ANG_XX.wav)", reader=_read_cremad,
     ),
     CorpusSpec(
-        name="iemocap",
-        title="IEMOCAP",
-        classes=_IEMOCAP_EMOTIONS,
+        name="iemocap", title="IEMOCAP", classes=_IEMOCAP_EMOTIONS,
         # 'exc' (excited) is merged into happiness, as the usual 4-class protocol does; frustration,
         # 'other' and 'xxx' (no majority among annotators) have no FER+ counterpart.
         to_ferplus={"neu": "neutral", "hap": "happiness", "exc": "happiness", "sad": "sadness", "ang": "anger", "sur": "surprise", "fea": "fear", "dis": "disgust", "fru": None, "oth": None, "xxx": None},
@@ -345,20 +334,14 @@ for _spec in (
         reader=_read_iemocap,
     ),
     CorpusSpec(
-        name="enterface",
-        title="eNTERFACE'05",
-        classes=_SIX,
+        name="enterface", title="eNTERFACE'05", classes=_SIX,
         to_ferplus={label: label for label in _SIX},
-        layout="subject N/<emotion>/sentence K/sN_em_K.avi",
-        reader=_read_enterface,
+        layout="subject N/<emotion>/sentence K/sN_em_K.avi", reader=_read_enterface,
     ),
     CorpusSpec(
-        name="rml",
-        title="RML",
-        classes=_SIX,
+        name="rml", title="RML", classes=_SIX,
         to_ferplus={label: label for label in _SIX},
-        layout="speaker folders sN/ of clips named by emotion code (an1.avi, di2.avi, ...)",
-        reader=_read_rml,
+        layout="speaker folders sN/ of clips named by emotion code (an1.avi, di2.avi, ...)", reader=_read_rml,
     ),
 ):
     register_corpus(_spec)
