@@ -39,9 +39,6 @@ log = logging.getLogger("crossmodal")
 register_configs()
 
 
-# ------------------------------------------------------------------------------- composing, checking
-
-
 def _compose(overrides: list[str], extra_dirs: list[Path] | tuple = (), mode: RunMode = RunMode.RUN,
              with_hydra: bool = False) -> DictConfig:
     """The run config for ``overrides`` (and the ``hydra`` node when ``with_hydra``), as Hydra composes it."""
@@ -192,9 +189,6 @@ def _composition_errors(args: Any) -> Iterator[None]:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = before
-
-
-# ---------------------------------------------------------------------------------------- a run
 
 
 def execute(cfg: DictConfig) -> Any:

@@ -14,9 +14,6 @@ class ConfigError(ValueError):
     """A config problem the user can fix; the message names the key."""
 
 
-# ------------------------------------------------------------------------------------ key lookups
-
-
 def flat_keys(cfg: Any, prefix: str = "") -> list[str]:
     """All dotted keys of a config (interpolations are not resolved)."""
     keys: list[str] = []
@@ -66,9 +63,6 @@ def unknown_key_message(key: str, cfg: DictConfig, experiment: str | None = None
         f"Unknown config key '{key}'{where}.{hint} "
         f"To add a new key on purpose, write +{key}=... ; `python -m crossmodal.run --cfg job` shows every valid key."
     )
-
-
-# ------------------------------------------------------------------------------- trainer.gpus
 
 
 def translate_gpus(trainer: Mapping[str, Any], explicit: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -25,8 +25,6 @@ from pydantic import ConfigDict, Field, ValidationError, create_model
 from crossmodal.config.checks import ConfigError, closest_key, flat_keys
 from crossmodal.paper import paper_value
 
-# ------------------------------------------------------------------------------------------ bounds
-
 MAX_BATCH = 4096  # per process: 4096 3-s windows are ~0.8 GB of audio before features; a larger batch is a typo
 
 
@@ -122,8 +120,6 @@ BOUNDS: dict[str, Bound] = {
 def bound_for(key: str) -> Bound | None:
     return BOUNDS.get(key) or next((b for pattern, b in BOUNDS.items() if fnmatch.fnmatchcase(key, pattern)), None)
 
-
-# --------------------------------------------------------------------------------- the one check
 
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 _UNSET = object()
@@ -273,9 +269,6 @@ def _unknown_argument(full: str, target: Any, node: DictConfig) -> str:
     nearest = closest_key(full, valid)
     hint = f" Did you mean '{nearest}'?" if nearest else ""
     return f"Unknown config key '{full}': {target} has no argument '{key}'.{hint}"
-
-
-# ------------------------------------------------------------------------------------ resolvers
 
 
 def _slurm_devices(gpus: Any, devices: Any, accelerator: str) -> int:

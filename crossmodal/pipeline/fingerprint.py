@@ -65,9 +65,6 @@ def shard_folder(data_dir: str | Path, kind: str, stem: str, fingerprint: Mappin
     return Path(data_dir) / kind / f"{readable}-{fingerprint['digest'][:8]}"
 
 
-# ------------------------------------------------------------------------------------- helpers
-
-
 def fingerprint_digest(fingerprint: Mapping[str, Any]) -> str:
     body = {k: v for k, v in fingerprint.items() if k not in ("digest", "about")}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()

@@ -29,9 +29,6 @@ from crossmodal.utils.atomic import atomic_path, write_json
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
-# ----------------------------------------------------------------------------------------- writing
-
-
 @dataclass
 class ShardJob:
     """The inputs that make one output shard. ``name`` has no extension, e.g. ``train-000003``."""
@@ -210,8 +207,6 @@ def tar_member_names(path: str | Path) -> list[str]:
     return [f"{sample['__key__']}.{name}" for sample in iter_shard(str(path))
             for name in sample if not name.startswith("__")]
 
-
-# --------------------------------------------------------------------------------------- locations
 
 REMOTE_PREFIXES = ("http://", "https://", "pipe:")
 

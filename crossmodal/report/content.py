@@ -37,9 +37,6 @@ def inside(path: Path, root: Path) -> bool:
     return real.is_file() and real.is_relative_to(Path(root).resolve())
 
 
-# ----------------------------------------------------------------------------------------- reading
-
-
 @dataclass
 class Problems:
     """Files that could not be read: the page says which and why instead of failing."""
@@ -141,8 +138,6 @@ def _log_ends(run_dir: Path, head: int, tail: int) -> tuple[list[str], list[str]
         return first, f.read().decode("utf-8", "replace").splitlines()
 
 
-# ----------------------------------------------------------------------------------------- metrics
-
 HIGHER_IS_BETTER = ("auc", "ua", "wa", "acc", "recall", "f1")
 _HEADLINE = [re.compile(p) for p in (r"auc_[a-z]+/mean", r"auc/mean", r"ua(_[a-z]+)?", r"wa(_[a-z]+)?", r"acc", r"loss")]
 STAGE_ORDER = ("test", "val", "eval", "demo", "extract", "train")
@@ -218,8 +213,6 @@ def metric_tables(metrics: Mapping[str, Any]) -> list[MetricTable]:
     return tables
 
 
-# ----------------------------------------------------------------------------------------- figures
-
 STAGES = {"test": "test", "val": "validation", "eval": "evaluation", "extract": "extraction", "demo": "demo", "timeline": "timeline"}
 KINDS = {"roc": "ROC curves per emotion", "confusion": "Confusion matrix", "curves": "Training curves",
          "samples": "Sample gallery: face frames, teacher vs student distributions", "hist": "Histogram",
@@ -276,9 +269,6 @@ def figures(run_dir: Path, problems: Problems) -> list[Figure]:
     return out
 
 
-# ----------------------------------------------------------------------------------------- gallery
-
-
 @dataclass
 class Clip:
     title: str
@@ -320,9 +310,6 @@ def _floats(values: Any) -> list[float] | None:
         return [float(v) for v in values]
     except (TypeError, ValueError):
         return None
-
-
-# ----------------------------------------------------------------------------------------- model files
 
 
 def model_cards(run_dir: Path, problems: Problems) -> list[tuple[Path, dict[str, Any]]]:

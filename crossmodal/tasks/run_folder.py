@@ -124,9 +124,6 @@ class RunFolder:
         )
 
 
-# ----------------------------------------------------------------------------------------- loggers
-
-
 def sweep_info() -> tuple[str | None, str | None, list[str]]:
     """(group, job name, override tags) when this run is one job of a Hydra multirun."""
     try:
