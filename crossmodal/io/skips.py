@@ -41,9 +41,7 @@ class SkipLog:
         for reason, n in other.get("counts", {}).items():
             self.counts[reason] += n
             examples = self.examples.setdefault(reason, [])
-            for path in other.get("examples", {}).get(reason, []):
-                if len(examples) < SKIP_EXAMPLES:
-                    examples.append(path)
+            examples += other.get("examples", {}).get(reason, [])[: SKIP_EXAMPLES - len(examples)]
 
     @property
     def total(self) -> int:
