@@ -145,40 +145,31 @@ def load_split_file(path: str | Path) -> IdentitySplit:
             raise ValueError(f"split file {path} has no 'unheard' list (identities held out entirely)")
         split = IdentitySplit(set(data["unheard"]), set(data.get("heard", [])), data.get("seed"), str(path),
                               validation=set(data.get("validation", [])), folds=data.get("folds"))
-        overlap = split.unheard & (set(data.get("train", [])) | split.validation)
-        if overlap:
-            raise ValueError(f"split file {path} puts {len(overlap)} identities in both train/validation and unheard "
-                             f"(e.g. {sorted(overlap)[0]})")
-        _check_heard(split, path)
-        return split
-    split = IdentitySplit(source=str(path))
-    train: set[str] = set()
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        parts = line.split()
-        names = [p for p in parts if p not in SPLITS]
-        which = [p for p in parts if p in SPLITS]
-        if len(parts) != 2 or len(which) != 1:
-            raise ValueError(f"{path}:{number}: expected '<split> <name>' with split one of {SPLITS}, got {line!r}")
-        name = names[0]
-        if which[0] == "unheard":
-            split.unheard.add(name.split("/", 1)[0])
-        elif which[0] == "heard":
-            if "/" not in name:
-                raise ValueError(f"{path}:{number}: heard entries are videos 'identity/video', got {name!r}")
-            split.heard.add(name)
-        else:
-            train.add(name.split("/", 1)[0])
+        train, kept = set(data.get("train", [])) | split.validation, "train/validation"
+    else:
+        split, train, kept = IdentitySplit(source=str(path)), set(), "train"
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = line.split()
+            names = [p for p in parts if p not in SPLITS]
+            which = [p for p in parts if p in SPLITS]
+            if len(parts) != 2 or len(which) != 1:
+                raise ValueError(f"{path}:{number}: expected '<split> <name>' with split one of {SPLITS}, got {line!r}")
+            name = names[0]
+            if which[0] == "unheard":
+                split.unheard.add(name.split("/", 1)[0])
+            elif which[0] == "heard":
+                if "/" not in name:
+                    raise ValueError(f"{path}:{number}: heard entries are videos 'identity/video', got {name!r}")
+                split.heard.add(name)
+            else:
+                train.add(name.split("/", 1)[0])
     overlap = split.unheard & train
     if overlap:
-        raise ValueError(f"split file {path} puts {len(overlap)} identities in both train and unheard (e.g. {sorted(overlap)[0]})")
-    _check_heard(split, path)
-    return split
-
-
-def _check_heard(split: IdentitySplit, path: Path) -> None:
+        raise ValueError(f"split file {path} puts {len(overlap)} identities in both {kept} and unheard (e.g. {sorted(overlap)[0]})")
     bad = [h for h in split.heard if h.split("/", 1)[0] in split.unheard]
     if bad:
         raise ValueError(f"split file {path}: heard video {bad[0]} belongs to an unheard identity; heard videos come from training identities")
+    return split
