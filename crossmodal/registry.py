@@ -39,15 +39,14 @@ class Registry:
     def values(self) -> list:
         return [self._entries[name] for name in self.names()]
 
-    def __getitem__(self, name: str):
-        return self.get(name)
-
     def get(self, name: str) -> Callable:
         if name not in self._entries:
             close = difflib.get_close_matches(name, self.names(), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise KeyError(f"unknown {self.kind} {name!r}.{hint} Registered: {', '.join(self.names())}")
         return self._entries[name]
+
+    __getitem__ = get
 
     def create(self, name: str, **kwargs):
         return self.get(name)(**kwargs)

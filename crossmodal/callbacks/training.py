@@ -59,11 +59,10 @@ class TrainingCurves(L.Callback):
         for name, value in trainer.callback_metrics.items():
             if not name.startswith(("train/", "val/")) or value.numel() != 1 or name.endswith("_step"):
                 continue
-            epochs = self.history[name.removesuffix("_epoch")][0]
+            epochs, values = self.history[name.removesuffix("_epoch")]
             if self._seen.get(name) is value and epochs and epochs[-1] != trainer.current_epoch:
                 continue  # not logged this epoch (e.g. a curve scored every data.curve_every_n_epochs): no point
             self._seen[name] = value
-            epochs, values = self.history[name.removesuffix("_epoch")]
             if epochs and epochs[-1] == trainer.current_epoch:
                 values[-1] = float(value)
             else:

@@ -114,15 +114,12 @@ class SpeechModuleBase(L.LightningModule):
             return {key: lam * first[key] + (1.0 - lam) * second[key] for key in first}, logits
         return lam * first + (1.0 - lam) * second, logits
 
-    def restricted_prediction(self, logits: torch.Tensor) -> torch.Tensor:
-        classes = torch.tensor(self.label_classes, device=logits.device)
-        return classes[logits[:, classes].argmax(1)]
-
     # -- shared eval bookkeeping
     def update_recall(self, logits: torch.Tensor, batch: dict[str, Any]) -> None:
         labels, splits = batch["label"], batch["split"]
         labelled = labels != NO_LABEL
-        predictions = self.restricted_prediction(logits.detach())
+        classes = torch.tensor(self.label_classes, device=logits.device)
+        predictions = classes[logits.detach()[:, classes].argmax(1)]  # argmax over label_classes only
         self.classification.update(predictions[labelled], labels[labelled], splits[labelled])
 
     def log_recall(self, stage: str) -> dict[str, dict[str, Any]]:

@@ -48,7 +48,7 @@ class Manifest:
 
     @property
     def total(self) -> int:
-        return sum(s["count"] for s in self.shards)
+        return self.count()
 
     def paths(self, prefix: str | None = None) -> list[str]:
         """Shard paths, optionally only those whose name starts with ``prefix`` (e.g. a split)."""

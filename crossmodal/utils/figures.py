@@ -19,12 +19,6 @@ def is_wandb(logger: Any) -> bool:
     return isinstance(logger, WandbLogger)
 
 
-def is_tensorboard(logger: Any) -> bool:
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    return isinstance(logger, TensorBoardLogger)
-
-
 def send(logger: Any, what: str, call: Callable[[], Any]) -> None:
     """One call to a logger. What a logger raises when it cannot take the value (disk: OSError; W&B's
     own errors) is a warning: the value is in the run folder already. Anything else is a bug and raises."""
@@ -42,6 +36,8 @@ def _wandb_error() -> type[Exception]:
 
 def save_and_send(fig, name: str, plots_dir: Path, loggers: Iterable[Any], step: int | None = None) -> Path:
     """Write ``plots_dir/<name>.png`` and log the image to W&B / TensorBoard loggers; close the figure."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
     from crossmodal.utils.plots import close  # matplotlib: only for figures, not for the tables below
 
     path = Path(plots_dir) / (name.replace("/", "_").replace(" ", "_") + ".png")
@@ -50,7 +46,7 @@ def save_and_send(fig, name: str, plots_dir: Path, loggers: Iterable[Any], step:
     for logger in loggers:
         if is_wandb(logger):
             send(logger, f"figure {name}", lambda lg=logger: lg.log_image(key=name, images=[str(path)], step=step))
-        elif is_tensorboard(logger):
+        elif isinstance(logger, TensorBoardLogger):
             send(logger, f"figure {name}", lambda lg=logger: lg.experiment.add_figure(name, fig, global_step=step or 0))
     close(fig)
     return path
