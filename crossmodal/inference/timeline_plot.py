@@ -44,11 +44,9 @@ def _thumbnails(ax, timeline: Timeline, height_px: float, span: tuple[float, flo
     """Face crops at their times, as many as fit side by side without overlapping (left to right)."""
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-    ax.set_ylim(0, 1)
-    ax.set_yticks([])
+    ax.set(ylim=(0, 1), yticks=[])
     ax.tick_params(bottom=False)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    ax.spines[:].set_visible(False)
     width_px = ax.get_position().width * ax.figure.get_figwidth() * DPI
     seconds_per_px = (span[1] - span[0]) / width_px
     right = -np.inf
@@ -73,18 +71,13 @@ def timeline_figure(timeline: Timeline):
     silent = np.isnan(student).any(axis=1)
     fig = plt.figure(figsize=(12, 7.2), dpi=DPI)
     grid = fig.add_gridspec(4, 1, height_ratios=[1.1, 2.2, 2.2, 0.9], hspace=0.32, left=0.06, right=0.86, top=0.92, bottom=0.08)
-    thumbs = fig.add_subplot(grid[0])
-    face = fig.add_subplot(grid[1], sharex=thumbs)
-    voice = fig.add_subplot(grid[2], sharex=thumbs)
-    agree = fig.add_subplot(grid[3], sharex=thumbs)
+    thumbs, face, voice, agree = grid.subplots(sharex=True)  # time labels on the bottom one only
     _thumbnails(thumbs, timeline, 0.85 * thumbs.get_position().height * fig.get_figheight() * DPI, (edges[0], edges[-1]))
     _stack(face, edges, teacher, timeline.emotions, missing)
     face.set_title(f"{FACE_TITLE} (window {timeline.settings['reduce']} of frame logits, softmax at T={timeline.temperature:g})", fontsize=9, loc="left")
     _stack(voice, edges, student, timeline.emotions, silent, "no speech")
     voice.set_title(f"{VOICE_TITLE} ({timeline.settings['window']:g}-s windows every {timeline.settings['hop']:g} s)", fontsize=9, loc="left")
     _agreement(agree, timeline, edges)
-    for ax in (thumbs, face, voice):
-        ax.tick_params(labelbottom=False)
     agree.set_xlim(edges[0], edges[-1])
     agree.set_xlabel("time (s)")
     handles, labels = face.get_legend_handles_labels()
