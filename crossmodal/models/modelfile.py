@@ -132,8 +132,6 @@ def is_safetensors(path: str | Path) -> bool:
             head = f.read(9)
     except OSError:
         return False
-    if len(head) < 9:
-        return False
     size = int.from_bytes(head[:8], "little")
     return head[8:9] == b"{" and 0 < size < (Path(path).stat().st_size)
 
