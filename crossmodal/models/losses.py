@@ -51,13 +51,10 @@ class DistillationLoss(nn.Module):
         soft = fn(student_logits, teacher_logits, self.temperature).mean()
         if self.t2_scaling:
             soft = soft * self.temperature**2
-        parts = {"soft": soft}
-        loss = soft
+        parts = {"soft": soft, "loss": soft}
         if self.hard_weight > 0:
-            hard = F.cross_entropy(student_logits.float(), teacher_logits.argmax(-1))
-            parts["hard"] = hard
-            loss = loss + self.hard_weight * hard
-        parts["loss"] = loss
+            parts["hard"] = F.cross_entropy(student_logits.float(), teacher_logits.argmax(-1))
+            parts["loss"] = soft + self.hard_weight * parts["hard"]
         return parts
 
 
