@@ -129,8 +129,7 @@ class VoiceActivity:
     def finish(self) -> np.ndarray:
         if not len(self.pending):
             return np.zeros(0, np.float32)
-        last = np.zeros(FRAME_SAMPLES, np.float32)
-        last[: len(self.pending)] = self.pending
+        last = np.pad(self.pending, (0, FRAME_SAMPLES - len(self.pending)))  # zero-padded, as the package does
         self.pending = np.zeros(0, np.float32)
         return self._frames(last)
 
