@@ -48,6 +48,7 @@ from crossmodal.io.video import (
     to_grey,
     video_duration,
 )
+from crossmodal.pipeline.extract import teacher_logits
 from crossmodal.pipeline.pairs.alignment import av_offset, probe_video
 from crossmodal.pipeline.pairs.discovery import VIDEO_EXTENSIONS
 from crossmodal.utils import atomic
@@ -158,12 +159,6 @@ def voice_windows(student: Student, path: str | Path, window: float, hop: float)
     return result, [VoiceWindow(w.start, w.end, w.prediction.logits, w.speech is not False, w.voiced_fraction) for w in result.windows]
 
 
-@torch.inference_mode()
-def _teacher_logits(teacher: torch.nn.Module, crops: list[np.ndarray]) -> np.ndarray:
-    batch = torch.from_numpy(np.ascontiguousarray(np.stack(crops)))
-    return teacher(teacher.preprocess(batch)).float().cpu().numpy()
-
-
 def video_timeline(
     path: str | Path,
     student: Student,
@@ -214,7 +209,8 @@ def video_timeline(
 
     def flush() -> None:
         faces = [crop for _t, crop in pending if crop is not None]
-        logits = iter(_teacher_logits(teacher, [to_grey(c) if cfg.grey else c for c in faces]) if faces else [])
+        logits = iter(teacher_logits(teacher, np.stack([to_grey(c) if cfg.grey else c for c in faces]), TEACHER_BATCH)
+                      if faces else [])
         for time, crop in pending:
             settle(aggregator.add(time, next(logits) if crop is not None else None))
         pending.clear()

@@ -82,13 +82,6 @@ def teacher_logits(teacher: torch.nn.Module, frames: np.ndarray, batch_size: int
     return torch.cat(outputs).numpy()
 
 
-def _group_by_shape(samples: Sequence[dict[str, Any]]) -> dict[tuple, list[int]]:
-    groups: dict[tuple, list[int]] = {}
-    for i, sample in enumerate(samples):
-        groups.setdefault(sample["frames"].shape[1:], []).append(i)
-    return groups
-
-
 def extract_logits(
     pairs: Manifest,
     out_dir: str | Path,
@@ -154,7 +147,10 @@ def _extract(pairs, out_dir, teacher, teacher_name, teacher_id, batch_size, logi
         for reason, where, detail in events:
             skips.skip(reason, where, detail)
         logits_per_sample: dict[int, np.ndarray] = {}
-        for _, members in _group_by_shape(samples).items():
+        groups: dict[tuple, list[int]] = {}  # one teacher run per frame size
+        for i, sample in enumerate(samples):
+            groups.setdefault(sample["frames"].shape[1:], []).append(i)
+        for members in groups.values():
             frames = np.concatenate([samples[i]["frames"] for i in members])
             tick = time.perf_counter()
             logits = teacher_logits(teacher, frames, batch_size, device)
@@ -210,18 +206,12 @@ def _extract(pairs, out_dir, teacher, teacher_name, teacher_id, batch_size, logi
         )
     if rank != 0:
         # Only rank 0 writes the manifest; the others are done (after the barrier, under torch.distributed).
-        if world_size > 1 and _distributed():
+        if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             wait_for_shards(out_dir, names)
         return None, work
     if world_size > 1:
         wait_for_shards(out_dir, names)
     return write_manifest(out_dir, names, meta), work
-
-
-def _distributed() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
 
 
 # ------------------------------------------------------------------------------------ reporting

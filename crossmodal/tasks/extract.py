@@ -69,9 +69,11 @@ def run(cfg, ctx) -> dict[str, Any]:
         return {}
     summary = summarise(manifest)
     metrics = report(pairs, manifest, stats, summary)
+    from crossmodal.utils.plots import bar_figure
+
     title = f"teacher {name} on {pairs.root.name}: dominant emotion of {summary['segments']} segments"
-    fig = dominant_histogram_figure(summary["dominant"], title=title)
-    ctx.save_figure("extract/dominant_emotion", fig)
+    ctx.save_figure("extract/dominant_emotion", bar_figure({e: summary["dominant"].get(e, 0) for e in EMOTIONS}, title=title,
+                                                           ylabel="segments"))
     return metrics
 
 
@@ -129,9 +131,3 @@ def report(pairs: Manifest, distill: Manifest, work: dict[str, Any], summary: di
                     f"({summary['frame_label_agreement']:.1%} of frames)")
     log.info(message)  # Hydra's logging puts it on the console and in run.log
     return metrics
-
-
-def dominant_histogram_figure(counts: dict[str, int], title: str = ""):
-    from crossmodal.utils.plots import bar_figure
-
-    return bar_figure({e: counts.get(e, 0) for e in EMOTIONS}, title=title, ylabel="segments")
