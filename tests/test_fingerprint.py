@@ -139,6 +139,20 @@ def test_teacher_precision_is_in_the_distillation_fingerprint(monkeypatch) -> No
         distill_fingerprint(pairs, None, precision="fp16")
 
 
+def test_a_recipe_run_takes_the_teacher_precision_from_the_run_config(tmp_path: Path) -> None:
+    """teacher_precision (conf/run.yaml) reaches a data.prepare recipe's distillation set: fp32 names another set."""
+    from hydra.utils import instantiate
+
+    from crossmodal.run import _compose
+
+    sets = {}
+    for precision in ("auto", "fp32"):
+        cfg = _compose(["experiment=demo", f"teacher_precision={precision}", f"paths.root_dir={tmp_path}", f"paths.data_dir={tmp_path}"])
+        dm = instantiate(cfg.data)
+        sets[precision] = (dm.shard_dir, dm._fingerprint["settings"].get("teacher_precision", "fp32"))
+    assert sets["auto"][1] == "int8" and sets["fp32"][1] == "fp32" and sets["auto"][0] != sets["fp32"][0]
+
+
 def test_distill_with_another_teacher_rebuilds_and_a_named_folder_refuses(tmp_path: Path, monkeypatch) -> None:
     """distill_cpu-style recipe: teacher_ckpt=OTHER gets its own logits, never the first teacher's."""
     from crossmodal.models.loading import load_teacher

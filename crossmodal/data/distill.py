@@ -311,6 +311,7 @@ class DistillDataModule(L.LightningDataModule):
         labels_only: bool = False,
         data_dir: str = "data",
         teacher: str | None = None,
+        teacher_precision: str = "auto",
         source: str | None = None,
         eval_cache_mb: float = 512.0,
         train_cache_mb: float = 0.0,
@@ -320,6 +321,7 @@ class DistillDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.shards = shards  # as configured (None: found from the fingerprint)
         self.data_dir, self.teacher, self.source = data_dir, teacher, source
+        self.teacher_precision = teacher_precision
         self._shard_dir: Path | str | None = None
         self._remote_manifest = None  # a remote set's manifest, fetched once
         self._fingerprint: dict[str, Any] | None = None
@@ -370,7 +372,8 @@ class DistillDataModule(L.LightningDataModule):
             if self.mode == "online" or self.labels_only:  # the pair shards themselves
                 self._fingerprint = pairs_fp
                 return named or config.folder_for(pairs_fp)
-            self._fingerprint = distill_fingerprint(pairs_fp, teacher, logits_dtype=config.logits_dtype)
+            self._fingerprint = distill_fingerprint(pairs_fp, teacher, logits_dtype=config.logits_dtype,
+                                                    precision=self.teacher_precision)
             return named or distill_folder(config.data_dir, config.dataset_name, teacher, self._fingerprint)
         if named:
             return named
