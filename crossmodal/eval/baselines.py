@@ -24,26 +24,10 @@ import torch
 
 from crossmodal.emotions import EMOTIONS, emotion_index
 from crossmodal.eval.metrics import FoldScores
-from crossmodal.eval.probe import Fold, cross_validate_probe, speaker_zscore, standardise
-
-__all__ = [
-    "BASELINE_EXTRACTORS",
-    "BASELINE_TITLES",
-    "EGEMAPS_DIM",
-    "METHOD_TITLES",
-    "MFCC_DIM",
-    "SPEAKER_NORM",
-    "baseline_settings",
-    "EgemapsExtractor",
-    "MfccExtractor",
-    "cross_validate_probe",
-    "egemaps_features",
-    "method_title",
-    "mfcc_features",
-    "speaker_zscore",
-    "standardise",
-    "zero_shot_scores",
-]
+from crossmodal.eval.probe import Fold
+from crossmodal.eval.probe import cross_validate_probe as cross_validate_probe  # re-exported: the public API above
+from crossmodal.eval.probe import speaker_zscore as speaker_zscore
+from crossmodal.eval.probe import standardise as standardise
 
 EGEMAPS_DIM = 88
 MFCC_COEFFS = 40
@@ -70,7 +54,6 @@ def _check_wave(wave: np.ndarray, where: str) -> np.ndarray:
 class EgemapsExtractor:
     """eGeMAPSv02 functionals of one waveform -> ``[88]`` (openSMILE's own feature order)."""
 
-    name = "egemaps"
     dim = EGEMAPS_DIM
 
     def __init__(self) -> None:
@@ -104,7 +87,6 @@ class MfccExtractor:
     """40 MFCCs (25 ms windows, 10 ms hop, 64 mel bands) + deltas, mean and std over time -> ``[160]``:
     ``[mfcc mean (40), delta mean (40), mfcc std (40), delta std (40)]``."""
 
-    name = "mfcc"
     dim = MFCC_DIM
 
     def __init__(self, n_mfcc: int = MFCC_COEFFS) -> None:

@@ -64,7 +64,6 @@ class FoldScores:
     class_names: tuple[str, ...]
     ua: list[float] = field(default_factory=list)
     wa: list[float] = field(default_factory=list)
-    fold_sizes: list[int] = field(default_factory=list)
     truth: list[np.ndarray] = field(default_factory=list, repr=False)
     predicted: list[np.ndarray] = field(default_factory=list, repr=False)
 
@@ -72,7 +71,6 @@ class FoldScores:
         y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
         self.ua.append(ua_score(y_true, y_pred))
         self.wa.append(wa_score(y_true, y_pred))
-        self.fold_sizes.append(int(len(y_true)))
         self.truth.append(y_true)
         self.predicted.append(y_pred)
 
@@ -107,9 +105,8 @@ class FoldScores:
         return {self.class_names[label]: float(value) for label, value in zip(present, recalls)}
 
 
-def format_mean_std(mean: float, std: float, percent: bool = True) -> str:
-    scale = 100.0 if percent else 1.0
-    return f"{mean * scale:.1f} ± {std * scale:.1f}"
+def format_mean_std(mean: float, std: float) -> str:
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
 @dataclass
@@ -135,7 +132,6 @@ class ScoreReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     student: str = ""
     class_counts: dict[str, int] = field(default_factory=dict)
-    zero_shot_classes: tuple[str, ...] = ()
 
     def metrics(self) -> dict[str, Any]:
         """Flat ``eval/<method>/<protocol>/<ua|wa>_<mean|std>`` values for metrics.json."""

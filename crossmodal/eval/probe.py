@@ -1,13 +1,8 @@
 """The linear probe of the external benchmarks, and the folds it is scored on.
 
-Probe: standardise the features, then a multinomial logistic regression whose inverse
-regularisation C is chosen by an inner cross-validation on the training part only (grouped by
-speaker when the outer folds are, so C never sees a test speaker either).
-
-Standardisation: globally (the training part's mean and std, inside the probe's pipeline), or
-first per speaker (``per_speaker=True``: each speaker's features z-scored with that speaker's own
-mean and std, test speakers included: no labels are used, a standard speech-emotion protocol),
-then globally.
+Probe: standardise the features (globally, or first per speaker: :func:`standardise`), then a
+multinomial logistic regression whose inverse regularisation C is chosen by an inner cross-validation
+on the training part only (grouped by speaker when the outer folds are, so C never sees a test speaker).
 
 Folds:
 - ``clip_folds``: the paper's protocol, stratified k-fold over clips (a speaker's clips land in
@@ -34,8 +29,7 @@ from threadpoolctl import threadpool_limits
 from crossmodal.eval.metrics import FoldScores
 
 Fold = tuple[np.ndarray, np.ndarray]  # (train indices, test indices)
-# C = 100 and 1000 took ~47 % of the probe stage CPU (lbfgs needs hundreds of iterations near separability) and were
-# chosen only on the 8-dim logit sets, where they score like C = 10 (experiments/perf/README.md, "Evaluation").
+# no C = 100, 1000: ~47 % of the probe CPU, chosen only on 8-dim logits, scoring like 10 (experiments/perf/README.md)
 DEFAULT_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 MAX_ITER = 5000
 
@@ -87,51 +81,6 @@ def speaker_folds(speakers: Sequence, labels: Sequence, n_folds: int | str = "lo
     return [(train, test) for train, test in splits]
 
 
-def fit_labels_to_folds(labels: Sequence[str], class_names: tuple[str, ...], n_folds: int, small_classes: str = "shrink", where: str = "") -> tuple[list[int], tuple[str, ...], int, str]:
-    """Reconcile class sizes with the clip-level fold count: a class with fewer clips than
-    ``n_folds`` either shrinks the folds to its size (``shrink``; classes under 2 clips are dropped),
-    is dropped (``drop``), or is left for clip_folds to refuse, naming it (``error``).
-
-    Returns the indices of the clips to keep, the classes left, the number of clip-level folds to
-    use, and a note naming what changed ("" when nothing did).
-    """
-    labels = list(labels)
-    counts = {name: labels.count(name) for name in class_names}
-    small = [name for name in class_names if counts[name] < n_folds]
-    if not small or small_classes == "error":
-        return list(range(len(labels))), class_names, n_folds, ""
-    if small_classes not in ("shrink", "drop"):
-        raise ValueError(f"benchmark.small_classes={small_classes!r}: choose shrink, drop or error")
-    minimum = n_folds if small_classes == "drop" else 2
-    dropped = [name for name in small if counts[name] < minimum]
-    left = tuple(name for name in class_names if name not in dropped)
-    if len(left) < 2:
-        listed = ", ".join(f"{name} ({counts[name]} clips)" for name in class_names)
-        raise FoldError(f"{where}: too few clips per class for {n_folds} folds ({listed}); lower benchmark.folds")
-    folds = min([n_folds] + [counts[name] for name in left])
-    notes = []
-    if folds < n_folds:
-        notes.append(f"clip-level folds lowered from {n_folds} to {folds}: class {min(left, key=counts.get)} has only {folds} clips")
-    if dropped:
-        notes.append("dropped classes with too few clips: " + ", ".join(f"{name} ({counts[name]} clips)" for name in dropped))
-    note = "; ".join(notes) + " (benchmark.small_classes=error refuses instead)"
-    return [i for i, label in enumerate(labels) if label in left], left, folds, note
-
-
-def stratified_subset(labels: Sequence, max_items: int | None, seed: int = 0) -> list[int]:
-    """Sorted indices of a class-stratified subset of at most about ``max_items`` items (all when None)."""
-    labels = np.asarray(labels)
-    if not max_items or len(labels) <= max_items:
-        return list(range(len(labels)))
-    rng = np.random.default_rng(seed)
-    chosen: list[int] = []
-    for label in sorted(set(labels.tolist())):
-        members = np.flatnonzero(labels == label)
-        take = max(1, round(len(members) * max_items / len(labels)))
-        chosen += rng.choice(members, size=min(take, len(members)), replace=False).tolist()
-    return sorted(chosen)
-
-
 def auto_speaker_folds(num_speakers: int, max_loso: int = 24, k: int = 10) -> int | str:
     """Leave-one-speaker-out for corpora of up to ``max_loso`` speakers, else ``k`` folds by speaker."""
     return "loso" if num_speakers <= max_loso else min(k, num_speakers)
@@ -161,12 +110,10 @@ def standardise(
     speakers_test: Sequence | None = None,
     per_speaker: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Standardised (train, test) features.
-
-    Global: z-scored with the training part's mean and std. Per speaker: each speaker's rows with
-    that speaker's own statistics (a speaker in both parts, as under clip-level folds, with the
-    statistics of all its rows), then globally as above.
-    """
+    """Standardised (train, test) features. Global: z-scored with the training part's mean and std.
+    Per speaker: each speaker's rows with that speaker's own statistics (test speakers included: no
+    labels are used, a standard speech-emotion protocol; a speaker in both parts, as under clip-level
+    folds, with the statistics of all its rows), then globally as above."""
     X_train, X_test = np.asarray(X_train, dtype=np.float64), np.asarray(X_test, dtype=np.float64)
     if per_speaker:
         if speakers_train is None or speakers_test is None:

@@ -2,19 +2,15 @@
 
     python -m crossmodal.run experiment=eval_emodb benchmark.source=/data/emodb [ckpt_path=student.safetensors]
 
-1. Read the corpus (crossmodal.io.corpora), keep the benchmark's classes.
+1. Read the corpus (crossmodal.io.corpora), keep the benchmark's classes (conf/benchmark/).
 2. Run the frozen student on every whole clip (16 kHz, any length): its 8 logits (the paper's
-   features) and its embedding (penultimate layer). With `benchmark.student_per_fold` each clip is
-   run through the fold's student that never heard its speaker (out-of-fold features).
-3. Score a standardised logistic-regression probe (C by inner CV) two ways: the paper's 10-fold
-   CV over clips, and speaker-independent folds (leave-one-speaker-out or k folds by speaker);
-   features standardised globally or per speaker (`benchmark.per_speaker_norm`).
-4. Baselines in the same table, on the same folds: chance (the majority class), the same probe on
-   a randomly initialised student of the same architecture, eGeMAPSv02 + LR and MFCC functionals +
-   LR (crossmodal.eval.baselines), and zero-shot (the student's own argmax over the FER+ emotions
-   the corpus has, no training).
-5. Write UA/WA mean +- std to metrics.json, a Markdown report (<run>/evaluation.md), a W&B table,
-   confusion matrix PNGs (<run>/plots/) and the features (<run>/features.npz).
+   features) and its embedding; with `benchmark.student_per_fold`, each clip through the fold's
+   student that never heard its speaker.
+3. Score a standardised logistic-regression probe (crossmodal.eval.probe) under the paper's 10-fold
+   CV over clips and speaker-independent folds, beside chance, a random-init twin, eGeMAPS/MFCC + LR
+   (crossmodal.eval.baselines) and the student's own zero-shot argmax, on the same folds.
+4. Write UA/WA mean +- std to metrics.json, <run>/evaluation.md, a W&B table, confusion PNGs
+   (<run>/plots/) and the features (<run>/features.npz).
 """
 from __future__ import annotations
 
@@ -52,12 +48,10 @@ from crossmodal.eval.probe import (
     ProbeJob,
     auto_speaker_folds,
     clip_folds,
-    fit_labels_to_folds,
     majority_baseline,
     run_probes,
     speaker_folds,
     speaker_zscore,
-    stratified_subset,
 )
 from crossmodal.inference import Student, check_signal, load_student
 from crossmodal.io.audio import SAMPLE_RATE
@@ -79,48 +73,27 @@ FEATURES = ("logits", "embedding")
 
 @dataclass
 class BenchmarkConfig:
-    """The `benchmark` node of task=evaluate (conf/benchmark/): which corpus, which classes, how to score."""
+    """The `benchmark` node of task=evaluate; every key is documented in conf/benchmark/corpus.yaml."""
 
     corpus: str
     source: str
-    # The corpus classes the probe predicts (null: all of them); `merge` folds one class into another
-    # first (IEMOCAP's usual 4 classes: merge {exc: hap}).
     classes: list[str] | None = None
     merge: dict[str, str] = field(default_factory=dict)
-    # Keep only these speakers (null: all). For a student whose training audio came from this corpus
-    # (the CPU pseudo-pair student hears EmoDB), evaluate on its unheard speakers only.
     speakers: list[str] | None = None
-    # Leave out the speakers whose audio the student trained on, when its file records them
-    # (info["train_speakers"][corpus], e.g. the CPU student's EmoDB pseudo-pairs).
     exclude_student_speakers: bool = True
-    # Student outputs used as probe features: logits (the paper's) and/or embedding.
     features: list[str] = field(default_factory=lambda: ["logits", "embedding"])
     folds: int = paper.PROBE_FOLDS
-    # A class with fewer clips than `folds`: "shrink" the clip-level folds to its size (at least 2;
-    # smaller classes are dropped), "drop" the class, or "error". Every change is named in the report.
     small_classes: str = "shrink"
-    # speaker-independent folds: "loso", a number of folds by speaker, or "auto" (loso up to 24 speakers, else 10)
     speaker_folds: Any = "auto"
     Cs: list[float] = field(default_factory=lambda: list(DEFAULT_CS))
     inner_folds: int = 3
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
-    # Every probe's features z-scored per speaker (each speaker's own mean/std) before the global
-    # standardisation; the rows say which was used.
     per_speaker_norm: bool = False
-    # Out-of-fold student features: {held-out speakers: student file}, e.g. {"03+08": a.safetensors,
-    # "09+10": b.safetensors}; each clip is run through the student listed for its speaker (one that
-    # never heard it), speakers listed nowhere are left out; ckpt_path is then not used.
     student_per_fold: dict[str, str] | None = None
-    # Use at most this many clips (a class-stratified subset; for quick runs and tests).
     max_clips: int | None = None
     seed: int = 0
     confusion_plots: bool = True
-    # The eGeMAPS/MFCC features are kept in <paths.data_dir>/eval_features/<corpus>-<digest> (fingerprinted:
-    # the corpus listing, the clips used, the feature settings and library versions) and reused by the
-    # next evaluation of the same clips; false: computed every run.
     feature_cache: bool = True
-    # Processes that decode the clips and compute the baseline features, then fit the probes
-    # (null: the cores this process may use).
     workers: int | None = None
 
 
@@ -134,12 +107,11 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     unparsed: list[tuple[str, str]] = []
     clips = read_corpus(spec.name, bench.source, strict=strict, skipped=unparsed)
     clips = select_speakers(clips, bench)
+    student: Student | dict[str, Student]
     if bench.student_per_fold:
-        per_speaker_student, students_note = fold_students(bench.student_per_fold, spec.name)
-        clips, heard_note = keep_fold_speakers(clips, per_speaker_student)
-        student: Student | dict[str, Student] = per_speaker_student
-        template = next(iter(per_speaker_student.values()))
-        student_label = students_note
+        student, student_label = fold_students(bench.student_per_fold, spec.name)
+        clips, heard_note = keep_fold_speakers(clips, student)
+        template = next(iter(student.values()))
     else:
         template = student = load_student(cfg.get("ckpt_path"))
         clips, heard_note = drop_student_speakers(clips, student.info, spec.name, bench.exclude_student_speakers)
@@ -154,8 +126,14 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
         students.append(random_init_student(template, bench.seed))
     names = [name for name in BASELINE_EXTRACTORS if name in bench.baselines]
     workers = worker_count(bench.workers)
-    with baseline_feature_set(feature_cache_dir(cfg, bench), spec.name, bench.source, clips, names) as cached:
-        desc = features_desc(spec.title, names, len(cached.rows) == len(clips), workers, students)
+    data_dir = (cfg.get("paths") or {}).get("data_dir") if bench.feature_cache else None
+    if bench.feature_cache and not data_dir:
+        log.info("paths.data_dir is not set: the eGeMAPS/MFCC features are not cached")
+    with baseline_feature_set(data_dir, spec.name, bench.source, clips, names) as cached:
+        baselines = "+".join({"egemaps": "eGeMAPS", "mfcc": "MFCC"}[name] for name in names)
+        work = "decode" + (f", {baselines} from cache" if names and len(cached.rows) == len(clips) else f" + {baselines}" if names else "")
+        runs = "student" + (" + random-init twin" if len(students) > 1 else "")
+        desc = f"{spec.title}: {work} ({workers} process{'es' if workers > 1 else ''}), {runs} in batches"
         outputs, kept, failures, reasons = extract_features(students, clips, strict=strict, desc=desc, baselines=names, cached=cached.rows,
                                                             workers=workers)
         if not kept:
@@ -169,14 +147,15 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     if len(outputs) > 1:
         feature_sets.update({f"random_init_{name}": outputs[1][name][keep] for name in wanted})
     feature_sets.update({name: outputs[0][name][keep] for name in names})
-    features = {"logits": outputs[0]["logits"][keep]}
-
-    report = evaluate_features(clips, class_names, feature_sets, features["logits"], bench, spec_name=spec.name, workers=workers)
+    report = evaluate_features(clips, class_names, feature_sets, outputs[0]["logits"][keep], bench, spec_name=spec.name, workers=workers)
     report.failures = unparsed + failures
     reasons = Counter({"unparseable name": len(unparsed)}) + reasons
     if reasons:
         report.notes.append("skipped files by reason: " + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))))
-    report.notes.append(speech_rule())
+    from crossmodal.io.vad import DEFAULT_CHECK, package_version
+
+    report.notes.append(f"speech presence: a clip with fewer than {100 * DEFAULT_CHECK.min_fraction:.0f} % of its 32-ms frames voiced "
+                        f"(Silero VAD {package_version()}, p >= {DEFAULT_CHECK.threshold:g}) is skipped as 'no speech' (strict=true: an error)")
     for note in (cached.note(), small_note, heard_note):
         if note:
             report.notes.insert(0, note)
@@ -193,29 +172,6 @@ def worker_count(workers: int | None) -> int:
     if int(workers) < 1:
         raise ConfigError(f"benchmark.workers={workers}: need at least 1 (or null for the usable cores)")
     return int(workers)
-
-
-def feature_cache_dir(cfg: DictConfig, bench: BenchmarkConfig) -> Path | None:
-    """Where the baseline-feature sets live: ``paths.data_dir`` (None: not cached)."""
-    if not bench.feature_cache:
-        return None
-    data_dir = (cfg.get("paths") or {}).get("data_dir")
-    if not data_dir:
-        log.info("paths.data_dir is not set: the eGeMAPS/MFCC features are not cached")
-        return None
-    return Path(str(data_dir))
-
-
-def features_desc(title: str, names: Sequence[str], all_cached: bool, workers: int, students: Sequence[Any]) -> str:
-    """The progress bar's name: what runs in the worker processes and what in this one."""
-    baselines = "+".join(BASELINE_TITLES_SHORT[name] for name in names)
-    work = "decode" + (f", {baselines} from cache" if names and all_cached else f" + {baselines}" if names else "")
-    runs = "student" + (" + random-init twin" if len(students) > 1 else "")
-    return f"{title}: {work} ({workers} process{'es' if workers > 1 else ''}), {runs} in batches"
-
-
-BASELINE_TITLES_SHORT = {"egemaps": "eGeMAPS", "mfcc": "MFCC"}
-
 
 
 def benchmark_config(cfg: DictConfig) -> BenchmarkConfig:
@@ -241,13 +197,12 @@ def benchmark_config(cfg: DictConfig) -> BenchmarkConfig:
 def select_speakers(clips: list[Clip], bench: BenchmarkConfig) -> list[Clip]:
     if bench.speakers is None:
         return clips
-    key = _speaker_key
-    wanted = {key(s) for s in bench.speakers}
+    wanted = {_speaker_key(s) for s in bench.speakers}
     present = sorted({c.speaker for c in clips})
-    missing = sorted(wanted - {key(s) for s in present})
+    missing = sorted(wanted - {_speaker_key(s) for s in present})
     if missing:
         raise ConfigError(f"benchmark.speakers: no clip of speaker(s) {', '.join(missing)} under {bench.source}; speakers there: {', '.join(present)}")
-    return [c for c in clips if key(c.speaker) in wanted]
+    return [c for c in clips if _speaker_key(c.speaker) in wanted]
 
 
 def _speaker_key(speaker: Any) -> str:
@@ -327,10 +282,11 @@ def select_classes(clips: list[Clip], bench: BenchmarkConfig) -> tuple[list[Clip
     """Apply ``merge`` then keep ``classes`` (all classes present when null); return clips + class order."""
     spec = corpus_spec(bench.corpus)
     for source, target in bench.merge.items():
-        for label, key in ((source, "benchmark.merge"), (target, "benchmark.merge")):
+        for label in (source, target):
             if label not in spec.classes:
-                raise ConfigError(f"{key}: {label!r} is not a {spec.title} class ({', '.join(spec.classes)})")
-    merged = [clip if clip.corpus_label not in bench.merge else _relabel(clip, bench.merge[clip.corpus_label]) for clip in clips]
+                raise ConfigError(f"benchmark.merge: {label!r} is not a {spec.title} class ({', '.join(spec.classes)})")
+    # a merged clip keeps its own FER+ emotion (zero-shot scores against it)
+    merged = [dataclasses.replace(clip, corpus_label=bench.merge.get(clip.corpus_label, clip.corpus_label)) for clip in clips]
     present = [label for label in spec.classes if any(c.corpus_label == label for c in merged)]
     if bench.classes is None:
         class_names = tuple(present)
@@ -348,23 +304,48 @@ def select_classes(clips: list[Clip], bench: BenchmarkConfig) -> tuple[list[Clip
 
 
 def fit_classes_to_folds(clips: Sequence[Clip], class_names: tuple[str, ...], bench: BenchmarkConfig) -> tuple[list[int], tuple[str, ...], int, str]:
-    """``benchmark.small_classes`` applied to the clip-level folds (crossmodal.eval.probe.fit_classes_to_folds)."""
+    """``benchmark.small_classes`` applied to the clip-level folds: a class with fewer clips than
+    ``bench.folds`` shrinks the folds to its size (``shrink``; classes under 2 clips are dropped), is
+    dropped (``drop``), or is left for clip_folds to refuse, naming it (``error``).
+
+    Returns the indices of the clips to keep, the classes left, the number of clip-level folds to
+    use, and a note naming what changed ("" when nothing did).
+    """
     if bench.small_classes not in ("shrink", "drop", "error"):
         raise ConfigError(f"benchmark.small_classes={bench.small_classes!r}: choose shrink, drop or error")
-    fitted = fit_labels_to_folds([c.corpus_label for c in clips], class_names, bench.folds, bench.small_classes, where=f"{bench.corpus} under {bench.source}")
-    if fitted[3]:
-        log.warning("%s under %s: %s", bench.corpus, bench.source, fitted[3])
-    return fitted
-
-
-def _relabel(clip: Clip, label: str) -> Clip:
-    # The FER+ emotion stays the clip's own (zero-shot scores against it).
-    return Clip(clip.path, clip.speaker, label, clip.emotion, clip.corpus)
+    labels, n_folds = [c.corpus_label for c in clips], bench.folds
+    counts = {name: labels.count(name) for name in class_names}
+    small = [name for name in class_names if counts[name] < n_folds]
+    if not small or bench.small_classes == "error":
+        return list(range(len(labels))), class_names, n_folds, ""
+    dropped = [name for name in small if counts[name] < (n_folds if bench.small_classes == "drop" else 2)]
+    left = tuple(name for name in class_names if name not in dropped)
+    if len(left) < 2:
+        listed = ", ".join(f"{name} ({counts[name]} clips)" for name in class_names)
+        raise FoldError(f"{bench.corpus} under {bench.source}: too few clips per class for {n_folds} folds ({listed}); lower benchmark.folds")
+    folds = min([n_folds] + [counts[name] for name in left])
+    notes = []
+    if folds < n_folds:
+        notes.append(f"clip-level folds lowered from {n_folds} to {folds}: class {min(left, key=counts.get)} has only {folds} clips")
+    if dropped:
+        notes.append("dropped classes with too few clips: " + ", ".join(f"{name} ({counts[name]} clips)" for name in dropped))
+    note = "; ".join(notes) + " (benchmark.small_classes=error refuses instead)"
+    log.warning("%s under %s: %s", bench.corpus, bench.source, note)
+    return [i for i, label in enumerate(labels) if label in left], left, folds, note
 
 
 def subsample(clips: list[Clip], max_clips: int | None, seed: int) -> list[Clip]:
-    """A class-stratified subset of at most ``max_clips`` clips (all of them when None)."""
-    return [clips[i] for i in stratified_subset([c.corpus_label for c in clips], max_clips, seed)]
+    """A class-stratified subset of at most about ``max_clips`` clips, in their order (all of them when None)."""
+    if not max_clips or len(clips) <= max_clips:
+        return clips
+    labels = np.array([c.corpus_label for c in clips])
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for label in sorted(set(labels.tolist())):
+        members = np.flatnonzero(labels == label)
+        take = max(1, round(len(members) * max_clips / len(labels)))
+        chosen += rng.choice(members, size=min(take, len(members)), replace=False).tolist()
+    return [clips[i] for i in sorted(chosen)]
 
 
 # ----------------------------------------------------------------------------- features
@@ -372,7 +353,7 @@ def subsample(clips: list[Clip], max_clips: int | None, seed: int) -> list[Clip]
 BATCH_CLIPS = 32  # most clips in one student forward pass (clips of equal frame counts, see extract_features)
 FEATURE_SET_KIND = "eval_features"
 FEATURE_SET_FORMAT = 1  # bump when the cached baseline-feature set's layout or computation changes
-NO_SPEECH = "no speech"
+FEATURE_FILE = "features.safetensors"
 
 
 @dataclass
@@ -390,7 +371,7 @@ class ClipRead:
 _EXTRACTORS: dict[str, Any] = {}  # per process, built on first use (an opensmile.Smile is not sent between processes)
 
 
-def read_clip(index: int, path: str, baselines: Sequence[str] = (), speech_check: bool = True) -> ClipRead:
+def read_clip(index: int, path: str, baselines: Sequence[str] = ()) -> ClipRead:
     """Decode one clip, refuse what the student cannot judge (unreadable, silent, no speech), and
     compute the named baseline features (``BASELINE_EXTRACTORS``). Runs in a worker process."""
     from crossmodal.inference.waveform import SilentAudioError, TooShortAudioError
@@ -405,9 +386,9 @@ def read_clip(index: int, path: str, baselines: Sequence[str] = (), speech_check
         return ClipRead(index, problem=str(exn), reason="silent" if isinstance(exn, SilentAudioError) else "too short")
     except ValueError as exn:  # NaN or infinite samples
         return ClipRead(index, problem=str(exn), reason="unusable samples")
-    problem = no_speech(wave, path) if speech_check else None
+    problem = no_speech(wave, path)
     if problem:
-        return ClipRead(index, problem=problem, reason=NO_SPEECH)
+        return ClipRead(index, problem=problem, reason="no speech")
     features = {}
     for name in baselines:
         if name not in _EXTRACTORS:
@@ -424,14 +405,6 @@ def no_speech(wave: np.ndarray, where: str) -> str | None:
     return DEFAULT_CHECK.problem(wave, SAMPLE_RATE, where)
 
 
-def speech_rule() -> str:
-    """The report's line saying which clips count as speech."""
-    from crossmodal.io.vad import DEFAULT_CHECK, package_version
-
-    return (f"speech presence: a clip with fewer than {100 * DEFAULT_CHECK.min_fraction:.0f} % of its 32-ms frames voiced "
-            f"(Silero VAD {package_version()}, p >= {DEFAULT_CHECK.threshold:g}) is skipped as 'no speech' (strict=true: an error)")
-
-
 def extract_features(
     students: Sequence[Student | dict[str, Student]],
     clips: Sequence[Clip],
@@ -442,7 +415,6 @@ def extract_features(
     cached: dict[int, dict[str, np.ndarray]] | None = None,
     workers: int = 1,
     batch_clips: int = BATCH_CLIPS,
-    speech_check: bool = True,
 ) -> tuple[list[dict[str, np.ndarray]], list[int], list[tuple[str, str]], Counter]:
     """Each student's logits and embedding on each whole clip, and the ``baselines`` features
     (eGeMAPS, MFCC) in the first dict; each clip decoded once.
@@ -473,7 +445,7 @@ def extract_features(
     failures: dict[int, tuple[str, str]] = {}
     reasons: Counter = Counter()
     kept: list[int] = []
-    jobs = (delayed(read_clip)(i, str(clips[i].path), () if i in cached else tuple(baselines), speech_check) for i in order)
+    jobs = (delayed(read_clip)(i, str(clips[i].path), () if i in cached else tuple(baselines)) for i in order)
     # Each worker process gets one torch/BLAS thread: two processes already fill two cores.
     options = {"n_jobs": workers, "return_as": "generator"} | ({"backend": "loky", "inner_max_num_threads": 1} if workers > 1 else {})
     with torch.inference_mode(), _torch_threads(1 if workers > 1 else None):
@@ -508,45 +480,38 @@ class _StudentBatcher:
     def __init__(self, students: Sequence[Student | dict[str, Student]], outputs: list[dict[str, list[Any]]], batch_clips: int) -> None:
         self.students, self.outputs, self.batch_clips = list(students), outputs, max(1, int(batch_clips))
         self.per_speaker = any(isinstance(s, dict) for s in self.students)
-        self.buckets: dict[tuple, list[tuple[int, Clip, np.ndarray]]] = {}
+        self.buckets: dict[tuple, list[tuple[int, np.ndarray]]] = {}
 
     def group(self, clip: Clip) -> str:
         return _speaker_key(clip.speaker) if self.per_speaker else ""
 
-    def _pick(self, student: Student | dict[str, Student], group: str) -> Student:
-        return student[group] if isinstance(student, dict) else student
-
-    def key(self, clip: Clip, samples: int) -> tuple:
-        group = self.group(clip)
-        frames = []
-        for student in self.students:
-            frontend = self._pick(student, group).frontend
-            counter = getattr(frontend, "num_frames", None)
-            frames.append(int(counter(torch.tensor([samples]))[0]) if counter else samples)
-        return (group, *frames)
+    def _students(self, group: str) -> list[Student]:
+        return [student[group] if isinstance(student, dict) else student for student in self.students]
 
     def add(self, index: int, clip: Clip, wave: np.ndarray) -> None:
-        key = self.key(clip, len(wave))
-        for other in [k for k in self.buckets if k != key and k[0] != key[0]]:  # clips come in order of (group, length)
-            self._run(self.buckets.pop(other))
+        group = self.group(clip)
+        counters = [getattr(student.frontend, "num_frames", None) for student in self._students(group)]
+        key = (group, *(int(count(torch.tensor([len(wave)]))[0]) if count else len(wave) for count in counters))
+        for other in [k for k in self.buckets if k[0] != group]:  # clips come in order of (group, length)
+            self._run(other)
         bucket = self.buckets.setdefault(key, [])
-        bucket.append((index, clip, wave))
+        bucket.append((index, wave))
         if len(bucket) >= self.batch_clips:
-            self._run(self.buckets.pop(key))
+            self._run(key)
 
     def finish(self) -> None:
         for key in list(self.buckets):
-            self._run(self.buckets.pop(key))
+            self._run(key)
 
-    def _run(self, bucket: list[tuple[int, Clip, np.ndarray]]) -> None:
-        lengths = torch.tensor([len(wave) for _, _, wave in bucket])
+    def _run(self, key: tuple) -> None:
+        bucket = self.buckets.pop(key)
+        lengths = torch.tensor([len(wave) for _, wave in bucket])
         batch = torch.zeros(len(bucket), int(lengths.max()))
-        for row, (_, _, wave) in enumerate(bucket):
+        for row, (_, wave) in enumerate(bucket):
             batch[row, : len(wave)] = torch.from_numpy(wave)
-        group = self.group(bucket[0][1])
-        for student, out in zip(self.students, self.outputs):
-            logits, embedding = self._pick(student, group)(batch, lengths)
-            for row, (index, _, _) in enumerate(bucket):
+        for student, out in zip(self._students(key[0]), self.outputs):
+            logits, embedding = student(batch, lengths)
+            for row, (index, _) in enumerate(bucket):
                 out["logits"][index] = logits[row].float().numpy()
                 out["embedding"][index] = embedding[row].float().numpy()
 
@@ -610,16 +575,20 @@ class BaselineSet:
         log.info("%s", self.note())
 
 
-FEATURE_FILE = "features.safetensors"
-
-
-def feature_set_fingerprint(source: str, clips: Sequence[Clip], names: Sequence[str]) -> dict[str, Any]:
-    """What the baseline features of ``clips`` depend on: the corpus folder's listing (names, sizes,
-    mtimes), which of its clips are used, the feature settings and the decoder and feature libraries' versions."""
+@contextmanager
+def baseline_feature_set(data_dir: str | Path | None, corpus: str, source: str, clips: Sequence[Clip], names: Sequence[str]) -> Iterator[BaselineSet]:
+    """The fingerprinted baseline-feature set of these clips, held under a folder lock while the
+    run computes what it lacks (a second run of the same clips waits, then reuses it)."""
+    if data_dir is None or not names:
+        yield BaselineSet(None, None, source)
+        return
     from importlib.metadata import version
 
     import soundfile
+    from safetensors.numpy import load_file
 
+    # what the features depend on: the corpus folder's listing (names, sizes, mtimes), which of its clips
+    # are used, the feature settings and the decoder and feature libraries' versions
     relative = sorted(_relative(clip.path, source) for clip in clips)
     settings = {
         "clips": {"count": len(relative), "sha256": hashlib.sha256("\n".join(relative).encode()).hexdigest()},
@@ -628,19 +597,7 @@ def feature_set_fingerprint(source: str, clips: Sequence[Clip], names: Sequence[
                     "torchaudio": version("torchaudio").split("+")[0]},
         "features": baseline_settings(names),
     }
-    return input_fingerprint(FEATURE_SET_KIND, sources={"corpus": source}, settings=settings, format_version=FEATURE_SET_FORMAT)
-
-
-@contextmanager
-def baseline_feature_set(data_dir: str | Path | None, corpus: str, source: str, clips: Sequence[Clip], names: Sequence[str]) -> Iterator[BaselineSet]:
-    """The fingerprinted baseline-feature set of these clips, held under a folder lock while the
-    run computes what it lacks (a second run of the same clips waits, then reuses it)."""
-    if data_dir is None or not names:
-        yield BaselineSet(None, None, source)
-        return
-    from safetensors.numpy import load_file
-
-    fingerprint = feature_set_fingerprint(source, clips, names)
+    fingerprint = input_fingerprint(FEATURE_SET_KIND, sources={"corpus": source}, settings=settings, format_version=FEATURE_SET_FORMAT)
     folder = shard_folder(data_dir, FEATURE_SET_KIND, corpus, fingerprint)
     with folder_lock(folder, what="baseline feature set"):
         cache = BaselineSet(folder, fingerprint, source)
@@ -724,7 +681,6 @@ def evaluate_features(
             row = zero_shot_row(clips, logits, protocol_folds, protocol, SPEAKER_NORM if bench.per_speaker_norm else "")
             if row is not None:
                 report.rows.append(row)
-                report.zero_shot_classes = row.scores.class_names
     return report
 
 
