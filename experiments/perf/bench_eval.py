@@ -14,11 +14,21 @@ Variants of the feature stage, alternated (A B C, C B A, ...) and reported as me
 Then the probe stage on those clips' features (the 6 feature sets x 2 protocols of a full run), fitted
 in one process (as before) and in ``--workers`` processes, alternated likewise.
 
-``--probes FEATURES.npz`` (a run's features.npz, e.g. of the full corpus) times the probe stage alone, the
-C grid of before (1e-3 ... 1000, 7 values) against today's (crossmodal.eval.probe.DEFAULT_CS), alternated in
-``--workers`` processes, and prints both tables row by row with their differences:
+``--probes FEATURES.npz`` (a run's features.npz, e.g. of the full corpus) times the probe stage alone in this
+process (CPU seconds, alternated): the probe fit of before (c89b3f5, copied below: GridSearchCV, every fit from
+zero, C grid ``--before-cs``, default today's) against today's crossmodal.eval.probe.fit_probe (the C path
+warm-started), and prints both tables row by row with their differences (``--before-cs
+0.001,0.01,0.1,1,10,100,1000``: the grid of before 945d0fb too):
 
     .venv/bin/python experiments/perf/bench_eval.py --probes RUN/features.npz --rounds 2
+
+``--standin DIR`` builds a cost stand-in for a 24-speaker RAVDESS (1,432 clips) from the 12-actor ``--source``: its
+actors plus a copy of each under the next actor id (Actor_01 -> Actor_02, ...), the samples scaled by 0.9 and
+re-saved, so that every feature is computed afresh. Its scores mean nothing (each copy's twin is in the training
+part); only its cost counts. Then, e.g.:
+
+    .venv/bin/python experiments/perf/bench_eval.py --standin /tmp/ravdess24
+    python -m crossmodal.run experiment=eval_ravdess benchmark.source=/tmp/ravdess24 paths.data_dir=FRESH_DIR logger=csv
 
 Checks printed with the timings: the largest difference of every feature between per-clip and batched
 (students: float rounding only, as the batches hold clips of equal frame counts) and whether the
@@ -99,10 +109,14 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=160, help="class-stratified subset of this many clips (0: all)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of each variant, order alternated")
     parser.add_argument("--workers", type=int, default=WORKERS)
-    parser.add_argument("--probes", default=None, help="a run's features.npz: time the probe stage only, old C grid vs new")
+    parser.add_argument("--probes", default=None, help="a run's features.npz: time the probe stage only, before vs today's probe fit")
+    parser.add_argument("--before-cs", default=None, help="the C grid of the before fit, comma-separated (default: today's)")
+    parser.add_argument("--standin", default=None, help="build the 24-speaker cost stand-in of --source in this folder, then stop")
     args = parser.parse_args()
+    if args.standin:
+        return build_standin(Path(args.source), Path(args.standin))
     if args.probes:
-        return probe_grids(Path(args.probes), args)
+        return probe_fits(Path(args.probes), args)
 
     os.environ.setdefault("CROSSMODAL_NO_PROGRESS", "1")
     from crossmodal.inference import load_student
@@ -212,8 +226,59 @@ def main() -> None:
     print(f"bench took {time.perf_counter() - started:.0f} s; {load_now()}")
 
 
-def probe_grids(path: Path, args) -> None:
-    """The probe stage on a run's saved features: the old C grid vs today's, same folds, same workers."""
+def build_standin(source: Path, target: Path) -> None:
+    """``--standin``: the actors of ``source`` and a copy of each under the next actor id, scaled by 0.9."""
+    import shutil
+
+    import soundfile as sf
+
+    count = 0
+    for actor in sorted(source.glob("Actor_*")):
+        number = int(actor.name.split("_")[1])
+        twin = target / f"Actor_{number + 1:02d}"
+        if (source / twin.name).exists():
+            raise SystemExit(f"{source} already has {twin.name}: --standin expects RAVDESS dev's odd actors only")
+        shutil.copytree(actor, target / actor.name, dirs_exist_ok=True)
+        twin.mkdir(parents=True, exist_ok=True)
+        for clip in sorted(actor.iterdir()):
+            wave, rate = sf.read(clip, dtype="float32")
+            name = "-".join(clip.stem.split("-")[:-1] + [f"{number + 1:02d}"]) + clip.suffix
+            sf.write(twin / name, 0.9 * wave, rate, subtype=sf.info(clip).subtype)
+            count += 2
+    print(f"{target}: {count} clips of {2 * len(list(source.glob('Actor_*')))} actors (a cost stand-in: copies scaled by 0.9)")
+
+
+def fit_probe_before(features, labels, groups=None, Cs=OLD_CS, inner_folds=3, seed=0):
+    """crossmodal.eval.probe.fit_probe at c89b3f5: GridSearchCV over the C grid, every lbfgs fit from zero."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from crossmodal.eval.probe import _inner_splitter
+
+    def make_probe(C=1.0):
+        return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000, random_state=seed))
+
+    splitter = _inner_splitter(labels, groups, inner_folds, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
+        warnings.filterwarnings("ignore", message=".*least populated class.*")
+        if splitter is None or len(Cs) == 1:
+            C = float(Cs[0]) if len(Cs) == 1 else 1.0
+            return make_probe(C).fit(features, labels), C
+        search = GridSearchCV(make_probe(), {"logisticregression__C": list(Cs)}, cv=splitter, scoring="balanced_accuracy", n_jobs=1)
+        search.fit(features, labels, groups=groups)
+    return search.best_estimator_, float(search.best_params_["logisticregression__C"])
+
+
+def probe_fits(path: Path, args) -> None:
+    """The probe stage on a run's saved features, in this process: the fit of before vs today's, same folds."""
+    from crossmodal.eval import probe
     from crossmodal.eval.probe import DEFAULT_CS
     from crossmodal.io.corpora import Clip, corpus_spec
     from crossmodal.tasks.evaluate import BenchmarkConfig, evaluate_features, table_rows
@@ -224,27 +289,27 @@ def probe_grids(path: Path, args) -> None:
              for p, s, label in zip(data["paths"], data["speakers"], data["labels"])]
     class_names = [str(c) for c in data["class_names"]]
     sets = {k: data[k] for k in data.files if k not in ("paths", "speakers", "labels", "class_names")}
+    before_cs = tuple(float(c) for c in args.before_cs.split(",")) if args.before_cs else tuple(DEFAULT_CS)
     print(f"machine: {machine()}; {load_now()}\ndata: {path}: {len(clips)} clips, {len(set(data['speakers'].tolist()))} speakers, "
-          f"feature sets {', '.join(f'{k} {v.shape[1]}' for k, v in sets.items())}; {args.workers} workers")
-    grids = {"before": OLD_CS, "after": tuple(DEFAULT_CS)}
-    wall: dict[str, list[float]] = {k: [] for k in grids}
-    cpu = {k: [] for k in grids}
+          f"feature sets {', '.join(f'{k} {v.shape[1]}' for k, v in sets.items())}; one process")
+    today = probe.fit_probe
+    fits = {"before": fit_probe_before, "after": today}
+    grids = {"before": before_cs, "after": tuple(DEFAULT_CS)}
+    cpu: dict[str, list[float]] = {k: [] for k in fits}
     tables = {}
     for round_ in range(args.rounds):
-        for name in list(grids) if round_ % 2 == 0 else list(grids)[::-1]:
+        for name in list(fits) if round_ % 2 == 0 else list(fits)[::-1]:
+            probe.fit_probe = fits[name]
             bench = BenchmarkConfig(corpus=args.corpus, source=str(path.parent), Cs=list(grids[name]))
-            fresh_workers()
-            t, c = time.perf_counter(), cpu_seconds()
-            report = evaluate_features(clips, class_names, sets, sets["probe_logits"], bench, args.corpus, workers=args.workers)
-            wall[name].append(time.perf_counter() - t)
-            fresh_workers()
-            cpu[name].append(cpu_seconds() - c)
+            c = time.process_time()
+            report = evaluate_features(clips, class_names, sets, sets["probe_logits"], bench, args.corpus, workers=1)
+            cpu[name].append(time.process_time() - c)
             tables[name] = table_rows(report)
-            print(f"  round {round_ + 1} {name}: {wall[name][-1]:.1f} s, CPU {cpu[name][-1]:.1f} s; {load_now()}", flush=True)
-    b, a = (statistics.median(wall[k]) for k in grids)
-    cb, ca = (statistics.median(cpu[k]) for k in grids)
-    print(f"\nprobe stage, C grid {{{', '.join(f'{c:g}' for c in OLD_CS)}}} (before) vs {{{', '.join(f'{c:g}' for c in DEFAULT_CS)}}} "
-          f"(after), median of {args.rounds}: {b:.1f} s vs {a:.1f} s -> x{b / a:.2f}; CPU {cb:.1f} s vs {ca:.1f} s -> x{cb / ca:.2f}")
+            print(f"  round {round_ + 1} {name}: CPU {cpu[name][-1]:.1f} s; {load_now()}", flush=True)
+    probe.fit_probe = today
+    cb, ca = (statistics.median(cpu[k]) for k in fits)
+    print(f"\nprobe stage CPU, before (GridSearchCV, C grid {{{', '.join(f'{c:g}' for c in before_cs)}}}) vs after (warm-started C path, "
+          f"{{{', '.join(f'{c:g}' for c in DEFAULT_CS)}}}), median of {args.rounds}: {cb:.1f} s vs {ca:.1f} s -> x{cb / ca:.2f}")
     columns, before = tables["before"]
     after = tables["after"][1]
     ua, wa, note = columns.index("UA % (mean ± std)"), columns.index("WA % (mean ± std)"), columns.index("note")
@@ -252,8 +317,9 @@ def probe_grids(path: Path, args) -> None:
     for x, y in zip(before, after):
         print(f"| {x[0]} | {x[1]} | {x[ua]} | {y[ua]}{'' if x[ua] == y[ua] else ' *'} | {x[wa]} | {y[wa]}{'' if x[wa] == y[wa] else ' *'} "
               f"| {x[note]} | {y[note]} |")
+    moved = max(abs(float(x[i].split(" ±")[0]) - float(y[i].split(" ±")[0])) for x, y in zip(before, after) for i in (ua, wa))
     same = sum(x[ua] == y[ua] and x[wa] == y[wa] for x, y in zip(before, after))
-    print(f"rows with UA and WA identical: {same} of {len(before)} (* = differs); {load_now()}")
+    print(f"rows with UA and WA identical: {same} of {len(before)} (* = differs); largest move {moved:.1f} points; {load_now()}")
 
 
 if __name__ == "__main__":
