@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,6 +115,9 @@ def fold_split(run: Run) -> tuple[dict[str, Any], str]:
             recipe.setdefault(key, data[key])
     config, _ = recipe_config(recipe, data.get("teacher"), data.get("data_dir", "data"))
     path = config.pairs_dir / SPLIT_FILE
+    if not path.exists():  # the corpus was copied again since (its listing, mtimes included, names another set): the run's own log
+        logged = re.findall(r"(/\S+/pairs/[\w.-]+-[0-9a-f]{8})", (run.path / "run.log").read_text(errors="replace"))
+        path = next((Path(folder) / SPLIT_FILE for folder in logged if (Path(folder) / SPLIT_FILE).exists()), path)
     if not path.exists():
         raise SystemExit(f"{run.path}: the fold's split file {path} is missing (were the pseudo-pairs deleted?)")
     return json.loads(path.read_text()), str(config.source)
