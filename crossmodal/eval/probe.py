@@ -14,6 +14,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,10 +145,7 @@ def fit_probe(
     lbfgs's tolerance (<= 0.4 points of UA on RAVDESS dev; experiments/perf/README.md, "Evaluation").
     """
     splitter = _inner_splitter(labels, groups, inner_folds, seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
-        warnings.filterwarnings("ignore", message=".*least populated class.*")
+    with quiet_fits():
         if splitter is None or len(Cs) == 1:
             C = float(Cs[0]) if len(Cs) == 1 else 1.0
             return _probe(C, seed).fit(features, labels), C
@@ -167,6 +165,16 @@ def fit_probe(
             model.set_params(warm_start=True)
             model.coef_, model.intercept_ = (np.mean(parts, axis=0) for parts in zip(*starts[best]))
         return probe.fit(features, labels), float(Cs[best])
+
+
+@contextmanager
+def quiet_fits() -> Iterator[None]:
+    """Probe fits without sklearn's expected warnings (an unconverged C of the grid, a class missing from a split)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
+        warnings.filterwarnings("ignore", message=".*least populated class.*")
+        yield
 
 
 def _probe(C: float, seed: int) -> Pipeline:

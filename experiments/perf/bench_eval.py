@@ -249,29 +249,18 @@ def build_standin(source: Path, target: Path) -> None:
 
 
 def fit_probe_before(features, labels, groups=None, Cs=OLD_CS, inner_folds=3, seed=0):
-    """crossmodal.eval.probe.fit_probe at c89b3f5: GridSearchCV over the C grid, every lbfgs fit from zero."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
+    """crossmodal.eval.probe.fit_probe at c89b3f5: GridSearchCV over the C grid, every lbfgs fit from zero (its own copy: the
+    "before" of the bench; the pipeline, splitter and warning filters are the package's)."""
     from sklearn.model_selection import GridSearchCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    from crossmodal.eval.probe import _inner_splitter
-
-    def make_probe(C=1.0):
-        return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000, random_state=seed))
+    from crossmodal.eval.probe import _inner_splitter, _probe, quiet_fits
 
     splitter = _inner_splitter(labels, groups, inner_folds, seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
-        warnings.filterwarnings("ignore", message=".*least populated class.*")
+    with quiet_fits():
         if splitter is None or len(Cs) == 1:
             C = float(Cs[0]) if len(Cs) == 1 else 1.0
-            return make_probe(C).fit(features, labels), C
-        search = GridSearchCV(make_probe(), {"logisticregression__C": list(Cs)}, cv=splitter, scoring="balanced_accuracy", n_jobs=1)
+            return _probe(C, seed).fit(features, labels), C
+        search = GridSearchCV(_probe(1.0, seed), {"logisticregression__C": list(Cs)}, cv=splitter, scoring="balanced_accuracy", n_jobs=1)
         search.fit(features, labels, groups=groups)
     return search.best_estimator_, float(search.best_params_["logisticregression__C"])
 
