@@ -62,7 +62,6 @@ class DistillationModule(SpeechModuleBase):
         self.__dict__["teacher"] = None
         self._val_splits: tuple[str, ...] | None = None  # set at each validation's start
 
-    # -- the frozen teacher (online mode)
     def set_teacher(self, teacher: nn.Module) -> None:
         teacher.eval().requires_grad_(False)
         self.__dict__["teacher"] = teacher
@@ -128,7 +127,6 @@ class DistillationModule(SpeechModuleBase):
             raise ValueError("model.mode=cached needs distillation shards with teacher logits (data.mode=cached)")
         return batch["target"]
 
-    # -- steps
     def batch_loss(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         targets = self.batch_targets(batch)
         parts, logits = self.mixed_loss(batch["wave"], batch["lengths"], self.criterion, targets)
@@ -203,7 +201,6 @@ class DistillationModule(SpeechModuleBase):
         if figures and table:
             self.auc_table(stage, table)
 
-    # -- pictures and tables
     def roc_figure(self, stage: str, split: str, result: dict[str, Any]) -> None:
         from crossmodal.utils.figures import log_figure
         from crossmodal.utils.plots import roc_figure

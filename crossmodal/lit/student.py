@@ -90,7 +90,6 @@ class SpeechModuleBase(L.LightningModule):
         if self.compile_student and getattr(self.net, "_compiled_call_impl", None) is None:
             self.net.compile(dynamic=True)  # evaluation feeds whole clips of any length
 
-    # -- network
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         features, frames = self.frontend(wave, lengths)
         return self.net(features, frames)
@@ -114,7 +113,6 @@ class SpeechModuleBase(L.LightningModule):
             return {key: lam * first[key] + (1.0 - lam) * second[key] for key in first}, logits
         return lam * first + (1.0 - lam) * second, logits
 
-    # -- shared eval bookkeeping
     def update_recall(self, logits: torch.Tensor, batch: dict[str, Any]) -> None:
         labels, splits = batch["label"], batch["split"]
         labelled = labels != NO_LABEL
@@ -213,12 +211,10 @@ class SpeechModuleBase(L.LightningModule):
                 return
             set_rng_states(states[self.trainer.global_rank])
 
-    # -- optimisation
     def configure_optimizers(self):
         optimizer = instantiate(self.optimizer_cfg)(params=self.net.parameters())
         return with_scheduler(optimizer, self.scheduler_cfg, trainer=self._trainer)
 
-    # -- the student model file
     def student_provenance(self) -> dict[str, Any]:
         """What the student file records about how this student was made: module, data, run, metrics."""
         provenance: dict[str, Any] = {"module": type(self).__name__}

@@ -1,13 +1,9 @@
-"""TeacherFER: training the face-expression teacher on FER+ (a LightningModule around a FaceTeacher).
+"""TeacherFER: training the face-expression teacher on FER+ (a LightningModule around a
+:class:`~crossmodal.models.teacher.FaceTeacher`, whose module holds the network and its model files).
 
-Training (``TeacherFER``, a LightningModule): soft-target cross-entropy for the ``probability`` /
-``crossentropy`` label modes, ordinary cross-entropy for ``majority``; SGD with the paper's step
-schedule by default, cosine / one-cycle and AdamW as options; pretrained layers at
-``pretrained_lr_mult`` x the lr. Metrics on val and test (:mod:`crossmodal.eval.classification`):
-top-1 against the majority label (``acc``, the FER+ number), UA (``ua``), per-class recall and a
-row-normalised confusion matrix (PNG).
-
-The network, its preprocessing and its model files are :mod:`crossmodal.models.teacher`.
+Loss: soft-target cross-entropy for the ``probability`` / ``crossentropy`` label modes, cross-entropy for
+``majority``; pretrained layers train at ``pretrained_lr_mult`` x the lr. Val and test report top-1 against
+the majority label (``acc``, the FER+ number), UA, per-class recall and a confusion matrix.
 """
 from __future__ import annotations
 
@@ -28,7 +24,8 @@ from crossmodal.eval.classification import classification_metrics, classificatio
 from crossmodal.models.face import PreprocessSpec, create_face_backbone
 from crossmodal.models.loading import load_teacher, teacher_file
 from crossmodal.models.losses import soft_target_cross_entropy
-from crossmodal.models.teacher import SLIM_FORMAT, FaceTeacher, head_names
+from crossmodal.models.modelfile import LEGACY_TEACHER_FORMAT
+from crossmodal.models.teacher import FaceTeacher, head_names
 from crossmodal.models.teacher_int8 import int8_form, resolve_precision
 from crossmodal.utils.optim import with_scheduler
 
@@ -94,7 +91,6 @@ class TeacherFER(L.LightningModule):
         self._fitted = False
         self.metrics = nn.ModuleDict({stage: classification_metrics(NUM_EMOTIONS) for stage in ("val", "test")})
 
-    # -- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:  # raw faces (a loader without the DataModule's batch transform)
             x = self.teacher.spec(x)
@@ -147,7 +143,7 @@ class TeacherFER(L.LightningModule):
         checkpoint["train_seconds"] = self._train_seconds
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if checkpoint.get("format") == SLIM_FORMAT:  # a slim teacher file given as ckpt_path: weights only
+        if checkpoint.get("format") == LEGACY_TEACHER_FORMAT:  # a v1 teacher file given as ckpt_path: weights only
             own = self.state_dict()
             checkpoint["state_dict"] = {k: v.to(own[k].dtype) if k in own else v for k, v in checkpoint["state_dict"].items()}
         self._train_seconds = float(checkpoint.get("train_seconds", 0.0))
@@ -212,7 +208,6 @@ class TeacherFER(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 
-    # -- optimisation
     def configure_optimizers(self):
         hp = self.hparams
         decay, no_decay, pre_decay, pre_no_decay = [], [], [], []

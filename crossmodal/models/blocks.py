@@ -6,6 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def conv_bn(cin: int, cout: int, kernel, stride=1, padding=0) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
 class BasicBlock(nn.Module):
     """The ResNet basic block: two 3x3 conv + BN, ReLU, and a 1x1 conv + BN shortcut when the stride
     or the width changes. Parameter names (conv1, bn1, conv2, bn2, shortcut.0/1) are those of the

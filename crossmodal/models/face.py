@@ -1,17 +1,10 @@
 """Face-expression backbones (8 FER+ emotions) and their input preprocessing.
 
-Registered in ``FACE_MODELS``:
-
-* ``vgg13_ferplus``: the FER+ paper's VGG13 (64x64 input, 4 conv stages 64-128-256-256, FC 1024 x2);
-* ``vgg_small``: a VGG-style net with batch norm sized for CPUs at 40-48 px (widths and depths in config);
-* ``resnet18_small``: ResNet-18 with a small-image stem (3x3 conv, stride 1, no max-pool);
-* any timm model by name (``resnet50``, ``legacy_seresnet50``, ``convnext_tiny``, ``vit_small_patch16_224``, ...)
-  through :func:`create_face_backbone`, with an 8-way head and dropout.
-
-Pretrained weights come from a local file or from the timm / Hugging Face cache, never from the
-network (:func:`create_face_backbone` forces Hugging Face offline mode). The authors' PyTorch
-ports of their teachers (``resnet50_ferplus_dag.pth``, ``senet50_ferplus_dag.pth``, MatConvNet
-layer names) load with :func:`load_matconvnet_ferplus` onto timm's ``resnet50`` /
+``FACE_MODELS`` holds nets sized for FER+ (``vgg13_ferplus``, ``vgg_small``, ``resnet18_small``) and the
+geometry of the authors' MatConvNet ports; :func:`create_face_backbone` also builds any timm model by name
+with an 8-way head. Pretrained weights come from a local file or from the timm / Hugging Face cache, never
+from the network. The authors' PyTorch ports of their teachers (``resnet50_ferplus_dag.pth``,
+``senet50_ferplus_dag.pth``) load with :func:`load_matconvnet_ferplus` onto timm's ``resnet50`` /
 ``legacy_seresnet50``. Every weights file is read without running code (:func:`load_weights_file`).
 """
 from __future__ import annotations
@@ -32,15 +25,12 @@ import torch.nn.functional as F
 
 from crossmodal import paper
 from crossmodal.emotions import NUM_EMOTIONS
-from crossmodal.models.blocks import BasicBlock
+from crossmodal.models.blocks import BasicBlock, conv_bn
 from crossmodal.registry import FACE_MODELS
 
 log = logging.getLogger(__name__)
 
 PAPER_MEAN = paper.FACE_MEAN  # VGGFace2 teachers: 0..255 values, std 1
-
-
-# ----------------------------------------------------------------------------------------- preprocessing
 
 
 @dataclass
@@ -112,13 +102,6 @@ class PreprocessSpec:
         return ((x - mean) / std).contiguous()
 
 
-# ----------------------------------------------------------------------------------------- small nets
-
-
-def _conv_bn(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
 @FACE_MODELS.register("vgg_small")
 class FerVGG(nn.Module):
     """VGG-style stages of 3x3 conv + BN + ReLU, max-pool after each stage, then a small MLP head."""
@@ -131,7 +114,7 @@ class FerVGG(nn.Module):
         cin = in_chans
         for width, depth in zip(widths, depths):
             for _ in range(depth):
-                layers.append(_conv_bn(cin, width))
+                layers.append(conv_bn(cin, width, 3, 1, 1))
                 cin = width
             layers.append(nn.MaxPool2d(2))
             if stage_dropout:
@@ -156,7 +139,7 @@ class SmallResNet(nn.Module):
     def __init__(self, widths: Sequence[int] = (32, 64, 128, 256), blocks: Sequence[int] = (2, 2, 2, 2),
                  in_chans: int = 1, num_classes: int = NUM_EMOTIONS, drop_rate: float = 0.3) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.stem = conv_bn(in_chans, widths[0], 3, 1, 1)
         stages, cin = [], widths[0]
         for index, (width, count) in enumerate(zip(widths, blocks)):
             for j in range(count):
@@ -187,9 +170,6 @@ def vgg13_ferplus(in_chans: int = 1, num_classes: int = NUM_EMOTIONS, drop_rate:
                   hidden=1024, drop_rate=drop_rate, stage_dropout=0.25, input_size=input_size, **kwargs)
 
 
-# ----------------------------------------------------------------------------------------- timm
-
-
 @contextlib.contextmanager
 def _hf_offline():
     """Hugging Face hub in offline mode: pretrained weights only from the local cache."""
@@ -216,8 +196,10 @@ def create_face_backbone(name: str, num_classes: int = NUM_EMOTIONS, pretrained:
     ``state_dict``/``model`` entry is unwrapped; the classifier is skipped when its shape differs),
     or ``"cache"`` / True (timm's pretrained weights from the local timm/HF cache, never downloaded).
     """
+    kwargs.update(num_classes=num_classes, drop_rate=drop_rate, in_chans=in_chans)
+    from_cache = pretrained is True or pretrained == "cache"
     if name in FACE_MODELS:
-        model = FACE_MODELS.create(name, num_classes=num_classes, drop_rate=drop_rate, in_chans=in_chans, **kwargs)
+        model = FACE_MODELS.create(name, **kwargs)
     else:
         import timm
 
@@ -225,16 +207,13 @@ def create_face_backbone(name: str, num_classes: int = NUM_EMOTIONS, pretrained:
             close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
             raise KeyError(f"unknown face backbone {name!r}: not in FACE_MODELS ({', '.join(FACE_MODELS.names())}) "
                            f"nor in timm (similar: {', '.join(close) or 'none'})")
-        from_cache = pretrained is True or pretrained == "cache"
         cached_file = _torch_hub_cached_file(name) if from_cache else None
         if cached_file is not None:  # weights published as a URL only: the torch hub cache, never the URL
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(cached_file)},
-                                      num_classes=num_classes, drop_rate=drop_rate, in_chans=in_chans, **kwargs)
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(cached_file)}, **kwargs)
         elif from_cache:
             with _hf_offline():
                 try:
-                    model = timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate,
-                                              in_chans=in_chans, **kwargs)
+                    model = timm.create_model(name, pretrained=True, **kwargs)
                 except OSError as exn:  # the hub's cache miss (LocalEntryNotFoundError, OfflineModeIsEnabled)
                     raise FileNotFoundError(f"pretrained weights for {name!r} are not in the local timm/Hugging Face cache "
                                             f"and crossmodal never downloads them ({exn}). Give model.pretrained=/path/to/weights") from exn
@@ -243,9 +222,8 @@ def create_face_backbone(name: str, num_classes: int = NUM_EMOTIONS, pretrained:
                                        f"({type(exn).__name__}: {exn}); give model.pretrained=/path/to/weights, "
                                        "or model.pretrained=null to start from random weights") from exn
         else:
-            model = timm.create_model(name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate,
-                                      in_chans=in_chans, **kwargs)
-    if pretrained and not (pretrained is True or pretrained == "cache"):
+            model = timm.create_model(name, pretrained=False, **kwargs)
+    if pretrained and not from_cache:
         load_pretrained_file(model, pretrained)
     return model
 
@@ -301,9 +279,6 @@ def load_pretrained_file(model: nn.Module, path: str | Path) -> list[str]:
         log.info("pretrained %s: %d tensors loaded, %d skipped (first: %s)", path.name, len(usable), len(skipped), skipped[:3])
     model.load_state_dict(usable, strict=False)
     return sorted(usable)
-
-
-# ----------------------------------------------------------------------------------------- MatConvNet ports
 
 
 MATCONVNET_ARCHS = {"resnet50": "resnet50", "senet50": "legacy_seresnet50"}

@@ -3,22 +3,10 @@
     teacher = load_teacher(path)                        # a FaceTeacher in eval mode
     frontend, net, info = load_student_modules(path)    # (crossmodal.inference.load_student wraps them in a Student)
 
-``path`` may be:
-
-- a model file (:mod:`crossmodal.models.modelfile`): safetensors weights + a JSON header, or an older
-  version of it (the pickled v1 ``.pt``, migrated in memory);
-- a Lightning checkpoint of crossmodal's own modules, read by the hyper-parameter keys their
-  ``save_hyperparameters`` writes: ``student`` (``{name, kwargs}``) and ``frontend`` for
-  StudentSpeech / DistillationModule / FinetuneStudent (weights under ``net.``); ``backbone``,
-  ``backbone_kwargs``, ``preprocess``, ``drop_rate`` and ``tta_flip`` for TeacherFER (weights under
-  ``teacher.backbone.``);
-- for a teacher, the authors' MatConvNet port ``resnet50_ferplus_dag.pth`` / ``senet50_ferplus_dag.pth``;
-- ``None``: the shipped file (``crossmodal/assets/teacher_cpu.safetensors``; for a student
-  ``$CROSSMODAL_STUDENT`` or ``crossmodal/assets/student_cpu.safetensors``).
-
-Nothing in a file runs: safetensors, or ``torch.load(weights_only=True)`` with crossmodal's
-allow-list (:func:`crossmodal.models.modelfile.safe_torch_load`). A teacher file's identity (path,
-name, sha256) is :func:`teacher_file` / :func:`teacher_name` / :func:`teacher_digest`.
+``path``: a model file of any format version (:mod:`crossmodal.models.modelfile`), a Lightning checkpoint of
+crossmodal's own modules (read by the hyper-parameters their ``save_hyperparameters`` writes), for a teacher
+the authors' MatConvNet port (``resnet50_ferplus_dag.pth`` / ``senet50_ferplus_dag.pth``), or None: the shipped
+file. Nothing in a file runs: safetensors, or :func:`crossmodal.models.modelfile.safe_torch_load`.
 """
 from __future__ import annotations
 
@@ -58,8 +46,6 @@ STUDENT_PREFIX = "net."  # SpeechModuleBase.net
 TEACHER_PREFIX = "teacher.backbone."  # TeacherFER.teacher.backbone
 DEFAULT_STUDENT_NETWORK = {"name": "vggvox"}  # SpeechModuleBase's student=None
 
-# ------------------------------------------------------------------------------------ which file
-
 
 def teacher_file(path: str | Path | None = None) -> Path:
     """The teacher's file: ``path``, or the shipped default teacher for None."""
@@ -89,9 +75,6 @@ def student_file(path: str | Path | None = None) -> Path:
         raise FileNotFoundError(f"no default student at {path}: this install ships none yet. Pass a student file or "
                                 f"checkpoint (--ckpt PATH / ckpt_path=PATH), or set {STUDENT_ENV}")
     return path
-
-
-# ------------------------------------------------------------------------------------ reading
 
 
 def read_checkpoint(path: Path, kind: str, device: str | torch.device = "cpu") -> tuple[str, Any]:
@@ -130,9 +113,6 @@ def _weights(payload: dict[str, Any], prefix: str, path: Path, module: str) -> d
 
 def _hyper_parameters(payload: dict[str, Any]) -> dict[str, Any]:
     return plain(dict(payload.get("hyper_parameters") or {}))
-
-
-# ------------------------------------------------------------------------------------ teachers
 
 
 def load_teacher(path: str | Path | None = None, device: str | torch.device = "cpu", precision: str | None = "fp32") -> FaceTeacher:
@@ -190,9 +170,6 @@ def _teacher_from_lightning(payload: dict[str, Any], path: Path) -> FaceTeacher:
     net = create_face_backbone(hp["backbone"], **kwargs)
     net.load_state_dict(_weights(payload, TEACHER_PREFIX, path, "TeacherFER"))
     return FaceTeacher(net, spec, name=hp["backbone"], kwargs=kwargs, tta_flip=bool(hp.get("tta_flip", False)))
-
-
-# ------------------------------------------------------------------------------------ students
 
 
 def load_student_modules(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict[str, Any]]:

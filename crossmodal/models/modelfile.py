@@ -312,8 +312,10 @@ def safe_torch_load(path: str | Path, map_location: str | torch.device | None = 
         with checkpoint_globals():
             return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exn:
-        if not _looks_like_torch_file(path):
-            raise not_a_model_file(path) from None
+        with path.open("rb") as handle:
+            head = handle.read(16)
+        if not (head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"):  # torch.save: a zip, or a legacy pickle's opcode
+            raise not_a_model_file(path, head) from None
         raise UnsafeFileError(
             f"refused to load {path}: it is a pickle that would construct Python objects outside crossmodal's "
             f"allow-list ({_first_line(exn)}). Nothing in it was run. crossmodal reads model files (.safetensors), "
@@ -324,18 +326,8 @@ def safe_torch_load(path: str | Path, map_location: str | torch.device | None = 
         raise ModelFileError(f"cannot read {path} as a PyTorch file: {_first_line(exn)}") from exn
 
 
-def _looks_like_torch_file(path: Path) -> bool:
-    """A torch.save file starts as a zip archive (``PK\\x03\\x04``) or, in the legacy format, with a
-    pickle's protocol opcode (``\\x80``); random or foreign bytes do neither."""
-    with path.open("rb") as handle:
-        head = handle.read(4)
-    return head == b"PK\x03\x04" or head[:1] == b"\x80"
-
-
-def not_a_model_file(path: Path) -> ModelFileError:
-    """The error for a file that is neither a safetensors file nor a PyTorch file at all."""
-    with path.open("rb") as handle:
-        head = handle.read(16)
+def not_a_model_file(path: Path, head: bytes) -> ModelFileError:
+    """The error for a file that is neither a safetensors file nor a PyTorch file at all (``head``: its first bytes)."""
     if path.suffix.lower() == ".safetensors":
         size = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
         return ModelFileError(

@@ -1,10 +1,8 @@
-"""Speech students: plain nn.Modules in the SPEECH_MODELS registry, and the student model file.
+"""Speech students: plain nn.Modules in the SPEECH_MODELS registry (``vggvox``, ``resnet34_thin``,
+``small_cnn``), and the student model file (:func:`save_student`, :mod:`crossmodal.models.modelfile`).
 
 Every network follows :class:`StudentNetwork` (docs/extending.md adds one) and pools over the valid
-frames only, so a clip scores the same alone or in a padded batch. Registered: ``vggvox`` (the
-paper's VGG-M with batch norm), ``resnet34_thin`` (a thin ResNet-34 with statistics pooling, the
-speaker-recognition workhorse), ``small_cnn`` (a few hundred thousand weights, sized for CPU runs).
-:func:`save_student` writes the student model file (:mod:`crossmodal.models.modelfile`).
+frames only, so a clip scores the same alone or in a padded batch.
 """
 from __future__ import annotations
 
@@ -16,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from crossmodal.emotions import NUM_EMOTIONS
-from crossmodal.models.blocks import BasicBlock
+from crossmodal.models.blocks import BasicBlock, conv_bn
 from crossmodal.registry import SPEECH_MODELS
 
 
@@ -68,10 +66,6 @@ def masked_mean_std(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> t
     mean = (x * weights).sum(-1) / count
     var = (((x - mean.unsqueeze(-1)) ** 2) * weights).sum(-1) / count
     return mean, torch.sqrt(var + eps)
-
-
-def conv_bn(cin: int, cout: int, kernel, stride=1, padding=0) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 @SPEECH_MODELS.register("vggvox")

@@ -3,10 +3,8 @@
     teacher = load_teacher()                       # crossmodal.models.loading; the shipped teacher_cpu.safetensors
     logits = teacher(teacher.preprocess(images))   # uint8 [N,H,W] grey or [N,H,W,3] RGB, any size
 
-A teacher is saved as a model file (:mod:`crossmodal.models.modelfile`: safetensors weights + a
-JSON header with the backbone, preprocessing, flip averaging, emotion order and provenance) and
-loaded, like a student, by :func:`crossmodal.models.loading.load_teacher` (model files of any
-version, TeacherFER Lightning checkpoints, the authors' MatConvNet ports; nothing in a file runs).
+:func:`save_teacher` writes the model file (:mod:`crossmodal.models.modelfile`) that
+:func:`crossmodal.models.loading.load_teacher` reads, as it reads a student's.
 """
 from __future__ import annotations
 
@@ -19,13 +17,12 @@ import torch.nn as nn
 
 from crossmodal.emotions import EMOTIONS
 from crossmodal.models.face import PreprocessSpec
-from crossmodal.models.modelfile import LEGACY_TEACHER_FORMAT, make_header, plain, write_model_file
+from crossmodal.models.modelfile import make_header, plain, write_model_file
 
 log = logging.getLogger(__name__)
 
 
 DEFAULT_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "teacher_cpu.safetensors"
-SLIM_FORMAT = LEGACY_TEACHER_FORMAT  # the pickled v1 teacher file (read through a migration)
 
 
 class FaceTeacher(nn.Module):
@@ -119,9 +116,6 @@ def _fold_batch_norm(backbone: nn.Module) -> nn.Module:
         backbone.train(was_training)
 
 
-# ----------------------------------------------------------------------------------------- training
-
-
 def head_names(net: nn.Module) -> list[str]:
     """Parameter-name prefixes of the classifier (randomly initialised, full lr)."""
     getter = getattr(net, "get_classifier", None)
@@ -129,9 +123,6 @@ def head_names(net: nn.Module) -> list[str]:
         head = getter()
         return [n for n, m in net.named_modules() if m is head and n] or ["fc", "head", "classifier", "last_linear"]
     return ["head", "fc", "classifier", "last_linear"]
-
-
-# ----------------------------------------------------------------------------------------- teacher files
 
 
 def save_teacher(teacher: FaceTeacher | Any, path: str | Path, *, half: bool = True, meta: dict | None = None,

@@ -2,12 +2,8 @@
 
     teacher = load_teacher(path, precision="auto")   # int8 on a CPU, fp32 on a GPU (crossmodal.models.loading)
 
-int8 runs the batch-norm-folded backbone exported to ONNX and quantised by ``quantize_static`` as :data:`SCHEME`
-says: QDQ, activations uint8, weights int8 per channel with ``reduce_range`` (without VNNI, AVX2's u8s8 kernels
-saturate on 8-bit weights), MinMax calibration on the shipped demo faces of FER2013Valid and their mirrors, the
-first conv and the last linear layer kept fp32; flip averaging in one call of 2N. The shipped teacher: ~4x the
-images/s of its old fp32 forward on 2 cores, FER+ test accuracy and argmax agreement with fp32 in
-experiments/perf/README.md. Training and gradients always run fp32 (:meth:`FaceTeacher.forward`).
+The batch-norm-folded backbone, exported to ONNX and quantised as :data:`SCHEME` says (why this scheme, its
+speed and its agreement with fp32: experiments/perf/README.md). Training and gradients always run fp32.
 
 The int8 form is an ONNX file (loading it runs no code) whose metadata holds its fingerprint: the teacher file's
 sha256, the calibration faces' sha256, :data:`SCHEME` and the onnxruntime version. It is used only when that is
