@@ -5,9 +5,7 @@
   crossmodal.io.audio, never by opensmile's own file reader).
 - MFCC functionals: 40 MFCCs and their deltas, mean and standard deviation over time (160 features;
   torchaudio's MFCC and compute_deltas).
-- Both go into the same probe as the student's outputs (:func:`crossmodal.eval.probe.cross_validate_probe`:
-  standardised features, logistic regression, C by inner CV) on the same folds; ``per_speaker=True``
-  z-scores each speaker's features with that speaker's own statistics first (:func:`standardise`).
+- Both go into the same probe as the student's outputs (:mod:`crossmodal.eval.probe`) on the same folds.
 - Zero-shot: the student's own argmax over the emotions a corpus shares with FER+.
 
 Public API (the cross-validation study calls these): :func:`egemaps_features`, :func:`mfcc_features`,
@@ -26,7 +24,6 @@ from crossmodal.emotions import EMOTIONS, emotion_index
 from crossmodal.eval.metrics import FoldScores
 from crossmodal.eval.probe import Fold
 from crossmodal.eval.probe import cross_validate_probe as cross_validate_probe  # re-exported: the public API above
-from crossmodal.eval.probe import speaker_zscore as speaker_zscore
 from crossmodal.eval.probe import standardise as standardise
 
 EGEMAPS_DIM = 88

@@ -1,11 +1,6 @@
 """Scores of the probe / evaluate path (numpy in, sklearn inside): UA, WA, confusion matrices, and
-their mean +- std over cross-validation folds.
-
-The names and definitions are those of the LightningModules' torchmetrics objects
-(:mod:`crossmodal.eval.classification`): ``ua`` is the mean of the per-class recalls over the
-classes present in the ground truth (the speech-emotion literature's "unweighted accuracy";
-sklearn's balanced accuracy); ``wa`` is the fraction of clips classified correctly (each clip
-weighs the same, so big classes weigh more).
+their mean +- std over cross-validation folds. ``ua`` and ``wa`` are defined as the LightningModules'
+torchmetrics objects define them (:mod:`crossmodal.eval.classification`).
 """
 from __future__ import annotations
 

@@ -3,11 +3,8 @@
 Probe: standardise the features (globally, or first per speaker: :func:`standardise`), then a
 multinomial logistic regression whose inverse regularisation C is chosen by an inner cross-validation
 on the training part only (grouped by speaker when the outer folds are, so C never sees a test speaker).
-
-Folds:
-- ``clip_folds``: the paper's protocol, stratified k-fold over clips (a speaker's clips land in
-  both train and test: optimistic).
-- ``speaker_folds``: speaker-independent, leave-one-speaker-out or k folds by speaker.
+Folds: :func:`clip_folds`, the paper's (a speaker's clips land in both train and test: optimistic), and
+:func:`speaker_folds`, speaker-independent.
 """
 from __future__ import annotations
 
@@ -37,9 +34,6 @@ MAX_ITER = 5000
 
 class FoldError(ValueError):
     """The data cannot be split as asked (too few speakers, a class smaller than the fold count)."""
-
-
-# ----------------------------------------------------------------------------- folds
 
 
 def clip_folds(labels: Sequence, n_folds: int = 10, seed: int = 0, where: str = "") -> list[Fold]:
@@ -87,9 +81,6 @@ def auto_speaker_folds(num_speakers: int, max_loso: int = 24, k: int = 10) -> in
     return "loso" if num_speakers <= max_loso else min(k, num_speakers)
 
 
-# ----------------------------------------------------------------------------- standardisation
-
-
 def speaker_zscore(features: np.ndarray, speakers: Sequence, eps: float = 1e-8) -> np.ndarray:
     """Each speaker's rows z-scored with that speaker's own mean and std (a constant feature -> 0)."""
     features = np.asarray(features, dtype=np.float64)
@@ -125,9 +116,6 @@ def standardise(
     return scaler.transform(X_train), scaler.transform(X_test)
 
 
-# ----------------------------------------------------------------------------- probe
-
-
 def fit_probe(
     features: np.ndarray,
     labels: np.ndarray,
@@ -138,11 +126,9 @@ def fit_probe(
 ) -> tuple[Pipeline, float]:
     """Fit the probe with C chosen by inner CV on (features, labels); returns (fitted probe, C).
 
-    Each inner split fits the Cs in ascending order, each fit started from the previous C's solution,
-    and the refit at the chosen C (the best mean balanced accuracy; ties: the first in ``Cs``) starts
-    from the mean of the inner solutions at that C. The L2-regularised multinomial optimum is unique,
-    so the starts change lbfgs's iterations (~15 % less CPU), not the optimum: scores move only within
-    lbfgs's tolerance (<= 0.4 points of UA on RAVDESS dev; experiments/perf/README.md, "Evaluation").
+    Each inner split fits the Cs in ascending order, each from the previous C's solution; the refit at the
+    chosen C (best mean balanced accuracy; ties: the first in ``Cs``) starts from the mean of the inner
+    solutions at that C. The optimum is unique, so only lbfgs's iterations change (experiments/perf/README.md).
     """
     splitter = _inner_splitter(labels, groups, inner_folds, seed)
     with quiet_fits():
@@ -199,32 +185,18 @@ class ProbeResult:
     predictions: np.ndarray | None = None  # out-of-fold prediction per clip (-1 where never tested)
 
 
-def cross_validate_probe(
-    features: np.ndarray,
-    labels: np.ndarray,
-    folds: Sequence[Fold],
-    class_names: Sequence[str],
-    groups: np.ndarray | None = None,
-    Cs: Sequence[float] = DEFAULT_CS,
-    inner_folds: int = 3,
-    seed: int = 0,
-    speakers: Sequence | None = None,
-    per_speaker: bool = False,
-) -> ProbeResult:
-    """Fit the probe on each fold's train part and score it on the test part.
-
-    ``labels`` are integer indices into ``class_names``; ``groups`` (speakers) makes the inner
-    C search speaker-independent too. ``per_speaker=True`` z-scores each speaker's features with
-    its own statistics first (``speakers``, or ``groups`` when not given): a transform of each
-    speaker alone, so doing it once before the folds equals doing it in every fold.
-    """
-    job = ProbeJob(features, labels, folds, class_names, groups, Cs, inner_folds, seed, speakers, per_speaker)
-    return run_probes({"probe": job})["probe"]
+def cross_validate_probe(features: np.ndarray, labels: np.ndarray, folds: Sequence[Fold], class_names: Sequence[str],
+                         **options: Any) -> ProbeResult:
+    """Fit the probe on each fold's train part and score it on the test part; ``options``: :class:`ProbeJob`'s."""
+    return run_probes({"probe": ProbeJob(features, labels, folds, class_names, **options)})["probe"]
 
 
 @dataclass
 class ProbeJob:
-    """The arguments of one :func:`cross_validate_probe`, for :func:`run_probes`."""
+    """One probe cross-validation. ``labels`` are integer indices into ``class_names``; ``groups``
+    (speakers) makes the inner C search speaker-independent too. ``per_speaker=True`` z-scores each
+    speaker's features with its own statistics first (``speakers``, or ``groups`` when not given): a
+    transform of each speaker alone, so doing it once before the folds equals doing it in every fold."""
 
     features: np.ndarray
     labels: np.ndarray
