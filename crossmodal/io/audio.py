@@ -4,10 +4,6 @@ soundfile (libsndfile) reads wav/flac/ogg and friends; PyAV (ffmpeg inside the w
 compressed formats libsndfile does not (mp3, m4a/aac, ...) and the audio track of video files.
 Channels are averaged to mono and the signal is resampled with torchaudio's band-limited
 resampler. Every failure names the file and says what is wrong with it.
-
-Headers are checked before anything is allocated from them (:func:`probe_audio`). :func:`load_audio`
-reads a file at once (up to ``MAX_LOAD_SECONDS``); :func:`stream_audio` yields it in bounded blocks
-that join into the whole-file signal (:func:`resample_stream`).
 """
 from __future__ import annotations
 
@@ -185,7 +181,6 @@ def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 
 def _to_mono(data: np.ndarray) -> np.ndarray:
-    """[frames] or [frames, channels] -> [frames] float32."""
     data = np.asarray(data, dtype=np.float32)
     if data.ndim == 2:
         data = data.mean(axis=1)
@@ -321,13 +316,10 @@ def _probe_pyav(path: Path) -> AudioInfo:
 
 
 def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
-    chunks: list[np.ndarray] = []
-    rate = 0
-    for chunk, rate in _pyav_decode(path):  # noqa: B007 - the last block's rate is the file's
-        chunks.append(chunk)
+    chunks = list(_pyav_decode(path))
     if not chunks:
         raise AudioError(f"audio stream of {path} holds no samples", "empty_audio")
-    return np.concatenate(chunks).astype(np.float32, copy=False), int(rate)
+    return np.concatenate([chunk for chunk, _rate in chunks]).astype(np.float32, copy=False), int(chunks[-1][1])
 
 
 def _pyav_decode(path: Path) -> Iterator[tuple[np.ndarray, int]]:

@@ -42,8 +42,6 @@ class CorpusError(ValueError):
 
 @dataclass(frozen=True)
 class Clip:
-    """One utterance of a corpus."""
-
     path: Path
     speaker: str
     corpus_label: str  # the corpus's own class name (one of CorpusSpec.classes)
@@ -121,9 +119,6 @@ def summarise(clips: list[Clip]) -> str:
     return f"{len(clips)} clips, {speakers} speakers ({per_class})"
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
 def _media_files(root: Path, extensions: frozenset[str]) -> Iterator[Path]:
     """Files under ``root`` with one of ``extensions``, skipping hidden files (macOS ``._x``)."""
     for path in root.rglob("*"):
@@ -160,8 +155,6 @@ def _clip(spec_name: str, path: Path, speaker: str, label: str) -> Clip:
     return Clip(path=path, speaker=speaker, corpus_label=label, emotion=CORPORA[spec_name].to_ferplus[label], corpus=spec_name)
 
 
-# ----------------------------------------------------------------------------- EmoDB
-
 # SSTTTEV: speaker (2 digits), text code (letter + 2 digits), emotion letter, version letter.
 _EMODB_NAME = re.compile(r"^(\d\d)([a-z]\d\d)([A-Z])([a-z])$")
 _EMODB_CODES = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness", "T": "sadness", "N": "neutral"}
@@ -180,8 +173,6 @@ def _read_emodb(root: Path, skips: _Skips) -> Iterator[Clip]:
             continue
         yield _clip("emodb", path, speaker, _EMODB_CODES[code])
 
-
-# ----------------------------------------------------------------------------- RAVDESS
 
 # modality-channel-emotion-intensity-statement-repetition-actor, e.g. 03-01-05-02-01-01-12
 _RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
@@ -204,8 +195,6 @@ def _read_ravdess(root: Path, skips: _Skips) -> Iterator[Clip]:
         yield _clip("ravdess", path, f"Actor_{actor}", _RAVDESS_EMOTIONS[emotion])
 
 
-# ----------------------------------------------------------------------------- CREMA-D
-
 # ActorID_Sentence_Emotion_Level, e.g. 1001_DFA_ANG_XX
 _CREMAD_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 _CREMAD_EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
@@ -224,8 +213,6 @@ def _read_cremad(root: Path, skips: _Skips) -> Iterator[Clip]:
             continue
         yield _clip("cremad", path, actor, emotion)
 
-
-# ----------------------------------------------------------------------------- IEMOCAP
 
 # EmoEvaluation line: "[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5000, 2.5000, 2.5000]"
 _IEMOCAP_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(\S+)\s+(\S+)\s+\[")
@@ -267,8 +254,6 @@ def _read_iemocap(root: Path, skips: _Skips) -> Iterator[Clip]:
         log.warning("IEMOCAP: %d labelled utterances have no audio file under %s/Session*/sentences/wav (e.g. %s)", len(missing), root, missing[0])
 
 
-# ----------------------------------------------------------------------------- eNTERFACE'05, RML
-
 _SIX = ("anger", "disgust", "fear", "happiness", "sadness", "surprise")  # their classes, FER+'s names
 _SIX_CODES = {label[:2]: label for label in _SIX}  # an, di, fe, ha, sa, su in file names
 _SUBJECT_FOLDER = re.compile(r"^subject[\s_-]*(\d+)$", re.IGNORECASE)
@@ -305,8 +290,6 @@ def _read_rml(root: Path, skips: _Skips) -> Iterator[Clip]:
             continue
         yield _clip("rml", path, speaker, _SIX_CODES[code])
 
-
-# ----------------------------------------------------------------------------- registry
 
 CORPORA = Registry("corpus")
 for _spec in (

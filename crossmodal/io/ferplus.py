@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from crossmodal import paper
 from crossmodal.emotions import FERPLUS_VOTE_COLUMNS, NUM_EMOTIONS
 from crossmodal.io.skips import BadSampleError, SkipLog
 
@@ -50,8 +49,6 @@ CLEANING_MODES = ("cntk", "majority", "none")
 LABEL_MODES = ("majority", "probability", "crossentropy")
 FER2013_HEADER = ["emotion", "pixels", "Usage"]
 FER2013NEW_HEADER = ["Usage", "Image name", *FERPLUS_VOTE_COLUMNS]
-# The paper's mean (VGGFace2 models), on 0..255 values, std 1.
-PAPER_MEAN = paper.FACE_MEAN
 
 
 @dataclass
@@ -254,8 +251,7 @@ def _read_csv(source: Path, splits: list[str], skips: SkipLog) -> Iterable[tuple
             if split not in wanted or not name:  # FER+ gives no name to the images it discarded
                 continue
             try:
-                pixels = np.array(old[1].split(), dtype=np.uint8)
-                pixels = pixels.reshape(IMAGE_SIZE, IMAGE_SIZE)
+                pixels = np.array(old[1].split(), dtype=np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
             except ValueError:
                 skips.skip("bad_pixels", f"{old_path}:{line_no}", f"{len(old[1].split())} values, expected {IMAGE_SIZE * IMAGE_SIZE}")
                 continue

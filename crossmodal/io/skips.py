@@ -43,15 +43,5 @@ class SkipLog:
             examples = self.examples.setdefault(reason, [])
             examples += other.get("examples", {}).get(reason, [])[: SKIP_EXAMPLES - len(examples)]
 
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
     def as_dict(self) -> dict[str, Any]:
         return {"counts": dict(self.counts), "examples": self.examples}
-
-    def summary(self) -> str:
-        if not self.counts:
-            return "nothing skipped"
-        parts = [f"{n} {reason} (e.g. {', '.join(self.examples.get(reason, [])[:2])})" for reason, n in self.counts.items()]
-        return "skipped " + "; ".join(parts)

@@ -6,10 +6,7 @@
 
 The detector is Silero VAD (the ``silero-vad`` package, MIT): a speech probability for every 512
 samples (32 ms) of 16 kHz audio, seeing 64 samples of the frame before. Its TorchScript model ships
-inside the installed package (nothing is downloaded, no user file is read). :class:`SileroVAD` gives
-the package's probabilities (within 1e-5, pinned by tests/test_probes.py) with the frame-wise part run
-on all frames of a block at once and the recurrent part as one ``nn.LSTM``; :class:`VoiceActivity`
-carries its state across the blocks of a streamed file.
+inside the installed package (nothing is downloaded, no user file is read).
 
 The rule (:class:`SpeechCheck`): a frame is voiced at probability >= 0.5 (Silero's default); audio
 holds speech when at least 10 % of its frames are voiced. Why Silero and not webrtcvad, these
@@ -147,8 +144,9 @@ class VoiceActivity:
 
 
 class SileroVAD(nn.Module):
-    """The package's 16 kHz model with its frames batched: ``(frames [n, 64 + 512], state)`` ->
-    ``(probabilities [n], state)``, ``state`` being the LSTM's (h, c) after the last frame."""
+    """The package's 16 kHz model (its probabilities within 1e-5, tests/test_probes.py) with the frame-wise part
+    run on all frames of a block at once and the recurrent part as one ``nn.LSTM``: ``(frames [n, 64 + 512],
+    state)`` -> ``(probabilities [n], state)``, ``state`` being the LSTM's (h, c) after the last frame."""
 
     def __init__(self, scripted: torch.jit.ScriptModule) -> None:
         super().__init__()

@@ -5,11 +5,9 @@ Frames are taken on a time grid of ``frame_rate`` frames per second (default 25 
 half a source frame), so 30 fps and variable-rate video are sampled on the same grid.
 
 Raw talking-face videos need a face detector: OpenCV's frontal-face Haar cascade (the optional extra
-``faces``: ``pip install 'crossmodal[faces]'``). Per sampled frame the largest face is kept, its box
-smoothed over time (exponential moving average); a detection that jumps away from the smoothed box
-(IoU below ``new_track_iou``) starts a new *track*. Crops are square, the box widened by ``margin``
-on each side, resized to ``crop_size``; frames with no face are dropped and counted. Face-centred
-videos (VoxCeleb2 mp4, VoxCeleb1 face frames) take a centre crop instead (the paper: 1/1.6 of the box).
+``faces``: ``pip install 'crossmodal[faces]'``), tracked by :class:`FaceTracker`; frames with no face are
+dropped and counted. Face-centred videos (VoxCeleb2 mp4, VoxCeleb1 face frames) take a centre crop instead
+(the paper: 1/1.6 of the box).
 """
 from __future__ import annotations
 
@@ -134,7 +132,6 @@ def to_grey(image: np.ndarray) -> np.ndarray:
 
 
 def require_cv2():
-    """Import OpenCV or explain how to get it."""
     try:
         import cv2
     except ImportError as exn:
