@@ -9,9 +9,7 @@
 
 Audio the student cannot judge is refused, naming the input (:class:`TooShortAudioError`,
 :class:`SilentAudioError`, :class:`NoSpeechError`); :class:`Student` (``student.py``; its audio checks
-and windows in ``waveform.py``) says when, and how long files are streamed. A :class:`Student` is an
-``nn.Module``: ``student(wave)`` on 16 kHz waveforms ``[B, samples]`` gives ``(logits, embedding)``,
-the module :mod:`crossmodal.export` writes as TorchScript or ONNX.
+and windows in ``waveform.py``) says when, and how long files are streamed.
 """
 from __future__ import annotations
 

@@ -1,6 +1,4 @@
-"""The :class:`Student` wrapper (front-end + network as one ``nn.Module``) and what it predicts:
-:class:`Prediction` per piece of audio, :class:`WindowPrediction` per window, :class:`FilePrediction`
-per file (whole-file answer pooled over stretches when the file is streamed)."""
+"""The :class:`Student` wrapper (front-end + network as one ``nn.Module``) and what it predicts."""
 from __future__ import annotations
 
 import math

@@ -4,18 +4,10 @@ student hears in the voice, window by window, and where the two disagree.
     crossmodal timeline talk.mp4 [--out DIR] [--teacher FILE] [--ckpt FILE] [--window 4 --hop 2]
     timeline = video_timeline("talk.mp4", load_student(), load_teacher(precision="auto"))
 
-Voice: the student's windows as ``crossmodal predict`` cuts them (:meth:`Student.predict_file`; a file no longer
-than one window is one window). Face: extraction's face pipeline (:mod:`crossmodal.io.video`), the teacher's
-per-frame logits reduced to one target per window by :func:`crossmodal.data.distill.aggregate_logits` and
-softened at ``temperature``. Agreement per window where there are both: the paper's distillation loss, its KL
-form (0 at a perfect match) and whether the top emotions match. A window without a face frame says so (``face:
-false``, no teacher distribution), one without speech (:mod:`crossmodal.io.vad`) too (``speech: false``, with its
-``voiced_fraction``, no student distribution). Window times are video times (the audio's ``av_offset`` added). A
-truncated or damaged audio track is refused. Outputs go to the current folder unless ``out`` says.
-
-Memory is bounded whatever the video's length: frames are decoded one at a time, faces go to the teacher in
-batches of ``TEACHER_BATCH``, :class:`WindowAggregator` keeps only the open windows' frame logits and
-:class:`ThumbnailPicker` ``thumbnails`` face crops.
+What each window holds, the outputs and why memory stays bounded: experiments/timeline/README.md. The
+windows are ``crossmodal predict``'s (:meth:`Student.predict_file`), in video time (the audio's ``av_offset``
+added); a window without a face frame or without speech (:mod:`crossmodal.io.vad`) says so (``face: false`` /
+``speech: false``) and has no teacher / student distribution. A truncated or damaged audio track is refused.
 """
 from __future__ import annotations
 
@@ -33,7 +25,7 @@ import torch
 from crossmodal import paper
 from crossmodal.data.distill import REDUCTIONS, aggregate_logits, frames_in_window
 from crossmodal.emotions import EMOTIONS
-from crossmodal.inference.student import FilePrediction, Student
+from crossmodal.inference.student import Student, WindowPrediction
 from crossmodal.inference.timeline_result import Timeline, TimelineWindow
 from crossmodal.inference.waveform import check_seconds
 from crossmodal.io.audio import AudioError
@@ -58,9 +50,9 @@ log = logging.getLogger(__name__)
 
 TEACHER_BATCH = 32  # face crops per teacher forward pass
 DEFAULT_THUMBNAILS = 10
-
-
-# ------------------------------------------------------------------------------ streaming pieces
+SUMMARY_COLUMNS = ("video", "duration", "windows", "windows_with_face", "windows_with_speech", "voiced_fraction",
+                   "frames_sampled", "frames_with_face", "teacher_top", "student_top", "top_match_rate", "mean_soft_ce",
+                   "mean_kl", "error")
 
 
 class WindowAggregator:
@@ -141,24 +133,6 @@ class ThumbnailPicker:
         return [(time, crop) for _d, time, crop in (self.best[k] for k in sorted(self.best))]
 
 
-@dataclass
-class VoiceWindow:
-    start: float  # seconds of audio time
-    end: float
-    logits: np.ndarray  # [8], the student's
-    speech: bool
-    voiced_fraction: float | None
-
-
-def voice_windows(student: Student, path: str | Path, window: float, hop: float) -> tuple[FilePrediction, list[VoiceWindow]]:
-    """(the file's prediction, its windows in audio time), cut as ``crossmodal predict`` cuts them, each
-    with the detector's verdict (a file or window without speech is kept and flagged, not refused)."""
-    result = student.predict_file(path, window=window, hop=hop, allow_non_speech=True)
-    if not result.windows:  # no longer than one window: the whole file is the one window
-        return result, [VoiceWindow(0.0, result.duration, result.whole.logits, result.speech is not False, result.voiced_fraction)]
-    return result, [VoiceWindow(w.start, w.end, w.prediction.logits, w.speech is not False, w.voiced_fraction) for w in result.windows]
-
-
 def video_timeline(
     path: str | Path,
     student: Student,
@@ -188,13 +162,17 @@ def video_timeline(
         raise ValueError(f"{path}: {problem[1]} ({problem[0]}); the timeline needs a video with its audio track")
     cfg = face_config or FaceConfig()
     offset = av_offset(str(path))
-    audio, voice = voice_windows(student, path, window, hop)
-    spans = [(v.start + offset, v.end + offset) for v in voice]
-    duration = max(video_duration(path), spans[-1][1])
+    # cut as `crossmodal predict` cuts them; a file or window without speech is kept and flagged, not refused
+    audio = student.predict_file(path, window=window, hop=hop, allow_non_speech=True)
+    # no longer than one window: the whole file is the one window
+    voice = audio.windows or [WindowPrediction(0.0, audio.duration, audio.whole, audio.voiced_fraction, audio.speech)]
     windows = [
-        TimelineWindow(a, b, np.asarray(v.logits, np.float32), speech=v.speech, voiced_fraction=v.voiced_fraction)
-        for (a, b), v in zip(spans, voice)
+        TimelineWindow(v.start + offset, v.end + offset, np.asarray(v.prediction.logits, np.float32),
+                       speech=v.speech is not False, voiced_fraction=v.voiced_fraction)
+        for v in voice
     ]
+    spans = [(w.start, w.end) for w in windows]
+    duration = max(video_duration(path), spans[-1][1])
 
     aggregator = WindowAggregator(spans, reduce, len(student.emotions))
     picker = ThumbnailPicker(duration, thumbnails)
@@ -241,9 +219,6 @@ def video_timeline(
         "teacher_precision": getattr(teacher, "precision", "fp32"),
     }
     return Timeline(str(path), duration, windows, settings, tuple(student.emotions), picker.thumbnails(), counts["sampled"], counts["face"])
-
-
-# ------------------------------------------------------------------------------ files and folders
 
 
 def expand_videos(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:
@@ -318,17 +293,9 @@ def run_timelines(
             run.errors.append((str(video), message))
             run.summary.append({"video": str(video), "error": message})
     if folders or len(videos) > 1:
-        run.summary_files = write_summary(run.summary, target)
+        target.mkdir(parents=True, exist_ok=True)
+        full = [{column: row.get(column) for column in SUMMARY_COLUMNS} for row in run.summary]
+        run.summary_files = {"json": target / "summary.json", "csv": target / "summary.csv"}
+        atomic.write_json(run.summary_files["json"], {"videos": full}, sort_keys=False)
+        atomic.write_text(run.summary_files["csv"], _csv(full))
     return run
-
-
-def write_summary(rows: list[dict[str, Any]], out_dir: str | Path) -> dict[str, Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    columns = ["video", "duration", "windows", "windows_with_face", "windows_with_speech", "voiced_fraction", "frames_sampled",
-               "frames_with_face", "teacher_top", "student_top", "top_match_rate", "mean_soft_ce", "mean_kl", "error"]
-    full = [{column: row.get(column) for column in columns} for row in rows]
-    files = {"json": out_dir / "summary.json", "csv": out_dir / "summary.csv"}
-    atomic.write_json(files["json"], {"videos": full}, sort_keys=False)
-    atomic.write_text(files["csv"], _csv(full))
-    return files

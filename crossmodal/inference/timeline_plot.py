@@ -109,7 +109,6 @@ def _agreement(ax, timeline: Timeline, edges: np.ndarray) -> None:
 
 
 def save_timeline_png(timeline: Timeline, path: str | Path) -> Path:
-    """Write the timeline figure as PNG (atomically)."""
     fig = timeline_figure(timeline)
     try:
         with atomic.atomic_path(path) as tmp:
