@@ -3,9 +3,8 @@
 Pseudo-pairs of the shipped EmoDB clips and FER+ faces, the shipped CPU teacher's logits, a small
 student distilled from them and tested on unheard speakers (each step reuses what an earlier run left
 in ${paths.data_dir}); the summary sets its UA and AUCs beside chance, the supervised student and the
-recipe's cross-validated UA. The figures README.md shows are recorded in ``crossmodal/assets/recorded.json``
-(entry ``demo``, with how far a run may move: experiments/demo/README.md); tests/test_demo.py checks the
-README against them and the slow ``make demo`` test in tests/test_readme.py a run.
+recipe's cross-validated UA. The figures README.md shows, how far a run may move and the tests that check
+both: experiments/demo/README.md (``crossmodal/assets/recorded.json``, entry ``demo``).
 """
 from __future__ import annotations
 

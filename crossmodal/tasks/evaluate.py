@@ -2,15 +2,10 @@
 
     python -m crossmodal.run experiment=eval_emodb benchmark.source=/data/emodb [ckpt_path=student.safetensors]
 
-1. Read the corpus (crossmodal.io.corpora), keep the benchmark's classes (conf/benchmark/).
-2. Run the frozen student on every whole clip (16 kHz, any length): its 8 logits (the paper's
-   features) and its embedding; with `benchmark.student_per_fold`, each clip through the fold's
-   student that never heard its speaker.
-3. Score a standardised logistic-regression probe (crossmodal.eval.probe) under the paper's 10-fold
-   CV over clips and speaker-independent folds, beside chance, a random-init twin, eGeMAPS/MFCC + LR
-   (crossmodal.eval.baselines) and the student's own zero-shot argmax, on the same folds.
-4. Write UA/WA mean +- std to metrics.json, <run>/evaluation.md, a W&B table, confusion PNGs
-   (<run>/plots/) and the features (<run>/features.npz).
+The frozen student's 8 logits (the paper's features) and embedding on every whole clip (with
+`benchmark.student_per_fold`, each clip through the fold's student that never heard its speaker) are
+scored by the probe of crossmodal.eval.probe under clip-level and speaker-independent folds, beside the
+baselines of crossmodal.eval.baselines. Protocol, outputs and results: experiments/external_eval/README.md.
 """
 from __future__ import annotations
 
@@ -22,7 +17,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,9 +48,10 @@ from crossmodal.eval.probe import (
     speaker_folds,
     speaker_zscore,
 )
-from crossmodal.inference import Student, check_signal, load_student
-from crossmodal.io.audio import SAMPLE_RATE
+from crossmodal.inference import SilentAudioError, Student, TooShortAudioError, check_signal, load_student
+from crossmodal.io.audio import SAMPLE_RATE, AudioError, load_audio, probe_audio
 from crossmodal.io.corpora import Clip, CorpusError, corpus_spec, read_corpus, summarise
+from crossmodal.io.vad import DEFAULT_CHECK, one_thread, package_version
 from crossmodal.pipeline.cache import MANIFEST, claim, read_manifest
 from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
 from crossmodal.pipeline.lock import folder_lock
@@ -95,9 +91,6 @@ class BenchmarkConfig:
     confusion_plots: bool = True
     feature_cache: bool = True
     workers: int | None = None
-
-
-# ----------------------------------------------------------------------------- the task
 
 
 def run(cfg: DictConfig, ctx) -> dict[str, Any]:
@@ -152,8 +145,6 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     reasons = Counter({"unparseable name": len(unparsed)}) + reasons
     if reasons:
         report.notes.append("skipped files by reason: " + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))))
-    from crossmodal.io.vad import DEFAULT_CHECK, package_version
-
     report.notes.append(f"speech presence: a clip with fewer than {100 * DEFAULT_CHECK.min_fraction:.0f} % of its 32-ms frames voiced "
                         f"(Silero VAD {package_version()}, p >= {DEFAULT_CHECK.threshold:g}) is skipped as 'no speech' (strict=true: an error)")
     for note in (cached.note(), small_note, heard_note):
@@ -348,8 +339,6 @@ def subsample(clips: list[Clip], max_clips: int | None, seed: int) -> list[Clip]
     return [clips[i] for i in sorted(chosen)]
 
 
-# ----------------------------------------------------------------------------- features
-
 BATCH_CLIPS = 32  # most clips in one student forward pass (clips of equal frame counts, see extract_features)
 FEATURE_SET_KIND = "eval_features"
 FEATURE_SET_FORMAT = 1  # bump when the cached baseline-feature set's layout or computation changes
@@ -374,9 +363,6 @@ _EXTRACTORS: dict[str, Any] = {}  # per process, built on first use (an opensmil
 def read_clip(index: int, path: str, baselines: Sequence[str] = ()) -> ClipRead:
     """Decode one clip, refuse what the student cannot judge (unreadable, silent, no speech), and
     compute the named baseline features (``BASELINE_EXTRACTORS``). Runs in a worker process."""
-    from crossmodal.inference.waveform import SilentAudioError, TooShortAudioError
-    from crossmodal.io.audio import AudioError, load_audio
-
     try:
         wave = load_audio(path, SAMPLE_RATE)
         check_signal(wave, path)
@@ -400,8 +386,6 @@ def read_clip(index: int, path: str, baselines: Sequence[str] = ()) -> ClipRead:
 def no_speech(wave: np.ndarray, where: str) -> str | None:
     """The speech-presence check (crossmodal.io.vad, Silero VAD): None when the 16 kHz ``wave`` holds
     speech, else a one-line reason naming ``where`` ("no speech found in X: 3 % of frames voiced")."""
-    from crossmodal.io.vad import DEFAULT_CHECK
-
     return DEFAULT_CHECK.problem(wave, SAMPLE_RATE, where)
 
 
@@ -416,20 +400,15 @@ def extract_features(
     workers: int = 1,
     batch_clips: int = BATCH_CLIPS,
 ) -> tuple[list[dict[str, np.ndarray]], list[int], list[tuple[str, str]], Counter]:
-    """Each student's logits and embedding on each whole clip, and the ``baselines`` features
-    (eGeMAPS, MFCC) in the first dict; each clip decoded once.
+    """Each student's logits and embedding on each whole clip, and the ``baselines`` features in the first dict.
 
-    The clips are decoded, checked and their baseline features computed in ``workers`` processes
-    (:func:`read_clip`; rows in ``cached``, by clip index, are taken from there instead), in order of
-    length. The main process meanwhile runs the students on batches of up to ``batch_clips`` clips
-    whose lengths give the same number of front-end frames (padded, with their lengths): every clip's
-    network input is then exactly what it would be alone, so batched outputs equal per-clip ones up to
-    float rounding (tests/test_evaluate.py checks 1e-5).
-
-    A student may be a {speaker key: Student} dict (out-of-fold features). Unusable clips (unreadable,
-    silent, no speech) are skipped and reported as (path, reason), or fail when ``strict``.
-    Returns one ``{"logits", "embedding", ...}`` dict per student, the kept clip indices (in clip
-    order), the failures (in clip order) and the skip count per reason.
+    Clips are decoded once, checked and featurised in ``workers`` processes (:func:`read_clip`; ``cached``
+    rows, by clip index, are reused), in order of length, while the main process runs the students on
+    batches of up to ``batch_clips`` clips with the same number of front-end frames (padded, with their
+    lengths): each clip's network input is what it would be alone, so batched outputs equal per-clip ones
+    up to float rounding. A student may be a {speaker key: Student} dict (out-of-fold features). Unusable
+    clips are skipped and reported as (path, reason), or fail when ``strict``. Returns one dict per student,
+    the kept clip indices and the failures (both in clip order), and the skip count per reason.
     """
     from joblib import Parallel, delayed
 
@@ -448,7 +427,7 @@ def extract_features(
     jobs = (delayed(read_clip)(i, str(clips[i].path), () if i in cached else tuple(baselines)) for i in order)
     # Each worker process gets one torch/BLAS thread: two processes already fill two cores.
     options = {"n_jobs": workers, "return_as": "generator"} | ({"backend": "loky", "inner_max_num_threads": 1} if workers > 1 else {})
-    with torch.inference_mode(), _torch_threads(1 if workers > 1 else None):
+    with torch.inference_mode(), one_thread() if workers > 1 else nullcontext():
         for read in progress(Parallel(**options)(jobs), desc=desc, unit="clip", total=n):
             clip = clips[read.index]
             if read.problem:
@@ -518,28 +497,11 @@ class _StudentBatcher:
 
 def _header_samples(path: Path) -> int:
     """A clip's length in 16 kHz samples from its header (0 when unreadable: the worker says why)."""
-    from crossmodal.io.audio import AudioError, probe_audio
-
     try:
         duration = probe_audio(path).duration
     except (AudioError, OSError, ValueError):
         return 0
     return round((duration or 0.0) * SAMPLE_RATE)
-
-
-@contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to ``count`` inside the block (None: unchanged)."""
-    before = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-# ----------------------------------------------------------------------------- the cached baseline features
 
 
 @dataclass
@@ -632,9 +594,6 @@ def random_init_student(student: Student, seed: int) -> Student:
     return Student(frontend, net, {**info, "path": "random init"}).eval()
 
 
-# ----------------------------------------------------------------------------- scoring
-
-
 def evaluate_features(
     clips: Sequence[Clip],
     class_names: Sequence[str],
@@ -688,9 +647,6 @@ def zero_shot_row(clips: Sequence[Clip], logits: np.ndarray, folds: Sequence[Fol
     """The student's own argmax over the FER+ emotions the clips' classes map to (eval.baselines)."""
     result = zero_shot_scores([c.emotion for c in clips], logits, folds)
     return None if result is None else ScoreRow("zero_shot" + suffix, protocol, *result)
-
-
-# ----------------------------------------------------------------------------- outputs
 
 
 def table_rows(report: ScoreReport) -> tuple[list[str], list[list[Any]]]:

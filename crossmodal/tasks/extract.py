@@ -4,13 +4,10 @@
     python -m crossmodal.run experiment=extract_logits prep.pairs=/data/pairs/voxceleb1
 
 The recipe is the ``prep`` node: a PairsConfig (talking-face videos) or a PseudoPairsConfig (a labelled
-corpus x FER+ faces). ``teacher_precision``: auto (int8 on a CPU, fp32 on a GPU), int8 or fp32
-(:mod:`crossmodal.models.teacher_int8`); the shards' fingerprint and manifest record it.
-
-The work itself is :mod:`crossmodal.pipeline.extract`; this task starts the processes the trainer
-config asks for, and reports throughput (frames/s), counts of segments, frames and skips, and a
-histogram of the teacher's dominant emotion per segment (argmax of the max-pooled logits, the
-paper's statistic) saved to ``plots/``.
+corpus x FER+ faces); ``teacher_precision`` (README.md) is recorded in the shards' fingerprint and manifest.
+The work itself is :mod:`crossmodal.pipeline.extract`; this task starts the processes the trainer config
+asks for, and reports throughput, counts of segments, frames and skips, and a histogram of the teacher's
+dominant emotion per segment (argmax of the max-pooled logits, the paper's statistic) saved to ``plots/``.
 """
 from __future__ import annotations
 
@@ -34,7 +31,6 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg, ctx) -> dict[str, Any]:
-    """Prepare pair shards if needed, extract teacher logits, report counts, throughput and the histogram."""
     from crossmodal.models.loading import load_teacher
 
     data = build_recipe(cfg, "experiment=extract_logits prep.source=VIDEOS (or prep.pairs=PAIR_SHARDS), "

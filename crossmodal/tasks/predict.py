@@ -3,11 +3,9 @@
     crossmodal predict clip.wav talk.mp4 [--ckpt student.safetensors] [--json] [--window 4 --hop 2] [--allow-non-speech]
     python -m crossmodal.run task=predict prep=predict prep.source=clip.wav [ckpt_path=student.safetensors]
 
-Each file gets the distribution over the 8 FER+ emotions for the whole file and, for files longer than
-the window, one row per window, each with its voiced fraction (:mod:`crossmodal.io.vad`). A file that
-cannot be judged (too short, silent, no speech unless non-speech is allowed, truncated) is reported and
-skipped; the others are still predicted. README.md ("External benchmarks, prediction, export") lists
-what is refused and why; :meth:`crossmodal.inference.Student.predict_file` does the work.
+:meth:`crossmodal.inference.Student.predict_file` does the work, file by file; a file that cannot be judged
+is reported and skipped, the others are still predicted. What is refused and why: README.md ("External
+benchmarks, prediction, export").
 """
 from __future__ import annotations
 
@@ -116,7 +114,6 @@ def as_json(run: PredictRun, student: Student, embeddings: bool = True, speech: 
 
 
 def run(cfg: DictConfig, ctx) -> dict[str, Any]:
-    """task=predict: ``prep.source`` = a file, a folder or a list; writes predictions.json/.md in the run folder."""
     node = cfg.get("prep") or cfg.get("data")  # a `data` node: how callers of this function spelt it before
     if not node or not node.get("source") or (node.get("_target_") or "PredictConfig").rpartition(".")[2] != "PredictConfig":
         raise ConfigError("task=predict needs files: prep=predict prep.source=path/to/clip.wav (a file, a folder, or a list [a.wav,b.mp4])")
