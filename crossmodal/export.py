@@ -202,16 +202,10 @@ def _export_onnx(wrapper: nn.Module, example: torch.Tensor, out: Path, meta: dic
         try:
             # The TorchScript-based exporter (dynamo=False): the dynamo one needs onnxscript, which the
             # `export` extra does not install, and this graph (STFT + convs) exports fine without it.
-            torch.onnx.export(
-                wrapper,
-                (example,),
-                str(tmp),
-                dynamo=False,
-                input_names=["waveform"],
-                output_names=["logits", "embedding"],
-                dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "logits": {0: "batch"}, "embedding": {0: "batch"}},
-                opset_version=ONNX_OPSET,
-            )
+            torch.onnx.export(wrapper, (example,), str(tmp), dynamo=False, input_names=["waveform"],
+                              output_names=["logits", "embedding"], opset_version=ONNX_OPSET,
+                              dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "logits": {0: "batch"},
+                                            "embedding": {0: "batch"}})
         except RuntimeError as exn:  # torch.onnx's OnnxExporterError and the tracer's errors
             raise ExportError(f"ONNX export failed: {exn}. Export to TorchScript instead (--format torchscript), "
                               "or report the failing operator") from exn

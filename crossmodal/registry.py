@@ -1,9 +1,5 @@
-"""Name -> entry registries, the timm way (`register_model` + `create_model`).
-
-Networks are plain nn.Modules registered by their constructor; LightningModules build them by name
-from config so that a sweep can swap architectures with one override (`model.backbone=resnet18_small`).
-Benchmark corpora register their reader's description (``crossmodal.io.corpora.CORPORA``) the same way.
-"""
+"""Name -> entry registries, the timm way (`register_model` + `create_model`): a sweep swaps
+architectures with one override (`model.backbone=resnet18_small`)."""
 from __future__ import annotations
 
 import difflib

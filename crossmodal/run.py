@@ -291,15 +291,12 @@ def _hydra_main(cfg: DictConfig) -> Any:
     _route_library_logs()
     try:
         return execute(cfg)
-    except ConfigError as exn:
-        log.error("%s", exn)
-        raise SystemExit(2) from None
-    except ValueError as exn:
+    except ValueError as exn:  # a config problem, a refused pickle or an unreadable model file: named, no traceback
         from crossmodal.models.modelfile import ModelFileError
 
-        if not isinstance(exn, ModelFileError):
+        if not isinstance(exn, (ConfigError, ModelFileError)):
             raise
-        log.error("%s", exn)  # a refused pickle or unreadable model file: the message names it, no traceback
+        log.error("%s", exn)
         raise SystemExit(2) from None
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -95,8 +96,6 @@ class LineProgress(L.Callback):
         self._start = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        import time
-
         self._start = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -109,8 +108,6 @@ class LineProgress(L.Callback):
             log.info("epoch %d/%s batch %d/%s%s", trainer.current_epoch + 1, trainer.max_epochs, batch_idx + 1, total or "?", loss_text)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        import time
-
         if not trainer.is_global_zero:
             return
         shown = {k: float(v) for k, v in trainer.callback_metrics.items()

@@ -16,6 +16,7 @@ import json
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -57,7 +58,6 @@ TASK = Bound("one of train, test, prepare, extract, evaluate, predict, demo",
 BOUNDS: dict[str, Bound] = {
     "task": TASK,
     "*batch_size": BATCH,  # data.batch_size, data.eval_batch_size, data.global_batch_size, model.teacher_batch_size, ...
-    # data
     "data.num_workers": NON_NEGATIVE_INT,
     "data.shuffle_buffer": NON_NEGATIVE_INT,
     "data.batches_per_epoch": POSITIVE_INT,
@@ -76,7 +76,6 @@ BOUNDS: dict[str, Bound] = {
     "prep.segment_seconds": POSITIVE,
     "prep.min_segment_seconds": NON_NEGATIVE,
     "prep.frame_rate": POSITIVE,
-    # benchmark
     "benchmark.folds": POSITIVE_INT,
     "benchmark.inner_folds": POSITIVE_INT,
     "benchmark.max_clips": POSITIVE_INT,
@@ -98,7 +97,6 @@ BOUNDS: dict[str, Bound] = {
     "model.*time_budget_minutes": POSITIVE,
     "model.*every_n_epochs": POSITIVE_INT,
     "model.mixup_alpha": NON_NEGATIVE,
-    # trainer
     "trainer.max_epochs": EPOCHS,
     "trainer.min_epochs": NON_NEGATIVE_INT,
     "trainer.max_steps": STEPS,
@@ -110,7 +108,6 @@ BOUNDS: dict[str, Bound] = {
     "trainer.gradient_clip_val": NON_NEGATIVE,
     "trainer.limit_*_batches": LIMIT_BATCHES,
     "trainer.val_check_interval": POSITIVE,
-    # run
     "seed": Bound("a whole number", int),
     "cpu_threads": POSITIVE_INT,
     "paths.min_free_gb": NON_NEGATIVE,
@@ -288,8 +285,6 @@ def _slurm_devices(gpus: Any, devices: Any, accelerator: str) -> int:
 
 def _asset(relative: str = "") -> str:
     """Absolute path of a file the package ships (crossmodal/assets/...)."""
-    from pathlib import Path
-
     return str(Path(__file__).resolve().parents[1] / "assets" / relative)
 
 
@@ -297,8 +292,6 @@ def _raw_corpus(name: str, markers: str, *roots: str | None) -> str:
     """``<root>/<name>`` for the first root where that folder holds one of ``markers`` ("a|b"), so
     a raw corpus is found in paths.data_dir or else in paths.shared_data_dir (when set); with none,
     the first root's (the error then names the usual place)."""
-    from pathlib import Path
-
     for root in filter(None, roots):
         if any((Path(root) / name / marker).exists() for marker in markers.split("|")):
             return str(Path(root) / name)

@@ -1,9 +1,7 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never a part.
 
-The data goes to a hidden temporary file beside the target (``.<name>.tmp-<pid>``: the rename never
-crosses file systems, two processes never share one), is fsynced, then ``os.replace``\\ d over the
-target. :func:`atomic_path` serves libraries that want a file name; :func:`tmp_path_for` +
-:func:`publish` a write that only one of several processes publishes.
+:func:`atomic_path` serves libraries that want a file name; :func:`tmp_path_for` + :func:`publish` a
+write that only one of several processes publishes.
 """
 from __future__ import annotations
 
@@ -23,18 +21,14 @@ def tmp_path_for(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
 def publish(tmp: str | Path, path: str | Path, *, mode: int | None = None) -> Path:
     """Finish an atomic write whose data is in ``tmp`` (from :func:`tmp_path_for`): fsync it, give it
     permission bits ``mode`` when set, rename it over ``path``."""
     tmp, path = Path(tmp), Path(path)
     if not tmp.exists():
         raise FileNotFoundError(f"nothing was written to {tmp} (the temporary file for {path})")
-    _fsync(tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
     if mode is not None:
         os.chmod(tmp, mode)
     os.replace(tmp, path)
