@@ -1,12 +1,7 @@
-"""Streaming shard sets into batches, for training and evaluation, on webdataset's pipeline.
-
-:class:`ShardStream` yields ready batches from a ``wds.DataPipeline`` built in each loader worker:
-training resamples shards and shuffles samples endlessly (:class:`EpochLoader` cuts epochs), each sample
-drawing from a seed of its own, so the batches do not depend on the process that decodes them and
-are the same after a resume; evaluation reads every sample exactly once across ranks and workers. A
-sample that fails to decode is counted and skipped (``strict=False``) or raises :class:`BadSampleError`;
-each batch carries the skips since the worker's previous batch under ``"skipped"``. How and why:
-docs/streaming.md.
+"""Shard sets -> batches on webdataset's pipeline: :class:`ShardStream` (training: resampled and endless, each
+sample seeded on its own, so batches survive a resume and any worker count; evaluation: exact-once across ranks and
+workers), cut into epochs by :class:`EpochLoader` or read by :func:`eval_loader`. Skipped samples are counted in
+``batch["skipped"]`` (``strict`` raises :class:`BadSampleError` instead). How and why: docs/streaming.md.
 """
 from __future__ import annotations
 
@@ -14,6 +9,7 @@ import logging
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import KW_ONLY, dataclass
 from itertools import islice
 from typing import Any
 
@@ -28,51 +24,33 @@ from crossmodal.pipeline.shards import Manifest, dist_info, iter_shard, load_man
 log = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------------------- reading
-
-
-def worker_info() -> tuple[int, int]:
-    info = get_worker_info()
-    return (info.id, info.num_workers) if info is not None else (0, 1)
-
-
+@dataclass(eq=False)
 class ShardStream(IterableDataset):
-    """Shards -> samples -> decoded -> batches, for training (resampled) or evaluation (exact-once).
+    """Shards (paths, http(s) URLs or ``pipe:`` commands) -> samples -> decoded -> batches, for training (resampled)
+    or evaluation (exact-once). ``decode(sample)`` turns a raw webdataset sample into a dict for ``collate`` (None:
+    skip it, counted; raise to say why)."""
 
-    ``shards``: shard URLs (paths, http(s) URLs or ``pipe:`` commands). ``decode(sample)`` turns a raw
-    webdataset sample into a dict for ``collate`` (None: skip it, counted; raise to say why).
-    """
+    shards: Sequence[str]
+    decode: Callable[[dict[str, Any]], dict[str, Any] | None]
+    collate: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    batch_size: int
+    _: KW_ONLY
+    train: bool
+    seed: int = 0
+    shuffle_buffer: int = 0
+    strict: bool = False
+    # training only: the samples of each shard read whole without a skip, kept as raw bytes up to this budget
+    # (per loader process) and replayed instead of parsing the tar again; the same samples in the same order
+    cache_mb: float = 0.0
 
-    def __init__(
-        self,
-        shards: Sequence[str],
-        decode: Callable[[dict[str, Any]], dict[str, Any] | None],
-        collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
-        batch_size: int,
-        *,
-        train: bool,
-        seed: int = 0,
-        shuffle_buffer: int = 0,
-        strict: bool = False,
-        cache_mb: float = 0.0,
-    ) -> None:
-        super().__init__()
-        if not shards:
+    def __post_init__(self) -> None:
+        if not self.shards:
             raise ValueError("no shards to read: the shard list is empty")
-        self.shards = [str(url) for url in shards]
-        self.decode = decode
-        self.collate = collate
-        self.batch_size = batch_size
-        self.train = train
-        self.seed = seed
-        self.shuffle_buffer = shuffle_buffer
+        self.shards = [str(url) for url in self.shards]
         # samples in the buffer before the first is yielded: a batch's worth (at least webdataset's default
         # 100), not the whole buffer, which each epoch (a new stream) would read before its first batch
-        self.shuffle_initial = min(shuffle_buffer, max(batch_size, 100))
-        self.strict = strict
-        # training only: the samples of each shard read whole without a skip, kept as raw bytes up to this budget
-        # (per loader process) and replayed instead of parsing the tar again; the same samples in the same order
-        self.cache = _ShardCache(int(cache_mb * 2**20) if train else 0)
+        self.shuffle_initial = min(self.shuffle_buffer, max(self.batch_size, 100))
+        self.cache = _ShardCache(int(self.cache_mb * 2**20) if self.train else 0)
         self.epoch = 0
         # Batches this rank has already consumed in the current epoch (set on a mid-epoch resume).
         self.skip_batches = 0
@@ -82,8 +60,17 @@ class ShardStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rank, world = self.dist or dist_info()
-        worker, num_workers = worker_info()
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         skipped = [0]  # samples skipped since this worker's last batch
+
+        def on_member_error(exn: Exception) -> bool:
+            if self.strict:
+                raise BadSampleError(f"corrupt shard member: {exn}") from exn
+            log.warning("skipped a corrupt shard member: %s", exn)
+            skipped[0] += 1
+            return True
+
         # The loader takes batches from its workers round-robin, starting with worker 0, so batch
         # i of an epoch comes from the stream seeded as "role" i % W. After a resume that skips
         # `skip_batches`, worker w takes the role that produces the next batch in order.
@@ -96,12 +83,19 @@ class ShardStream(IterableDataset):
             shuffle = wds.shuffle(self.shuffle_buffer, self.shuffle_initial, seed=seed) if self.shuffle_buffer > 1 else None
             numbered = _seeded((self.seed, self.epoch, rank, role))
         else:
-            self._check_exact_once(world, num_workers)
-            shards = [wds.SimpleShardList(self.shards), _split_by_rank(rank, world), wds.split_by_worker]
+            if len(self.shards) < world * num_workers:
+                raise ValueError(
+                    f"{len(self.shards)} shards cannot be read exactly once by {world} ranks x {num_workers} loader "
+                    f"workers (at least one shard each). Lower data.num_workers to {max(1, len(self.shards) // world)} "
+                    "or write the data into more, smaller shards (data.samples_per_shard)."
+                )
+            # wds.split_by_node with the rank the loader pinned (a forkserver worker has no process group)
+            shards = [wds.SimpleShardList(self.shards), lambda urls: islice(urls, rank, None, world),
+                      wds.split_by_worker]
             shuffle = numbered = None
         pipeline = wds.DataPipeline(
             *shards,
-            _read_shards(self._on_member_error(skipped), self.cache),
+            _read_shards(on_member_error, self.cache),
             shuffle,
             numbered,
             _decoded(self.decode, self.strict, skipped),
@@ -111,31 +105,8 @@ class ShardStream(IterableDataset):
         )
         return iter(pipeline)
 
-    def _check_exact_once(self, world: int, num_workers: int) -> None:
-        if len(self.shards) < world * num_workers:
-            raise ValueError(
-                f"{len(self.shards)} shards cannot be read exactly once by {world} ranks x {num_workers} loader workers "
-                f"(each needs at least one shard). Lower data.num_workers to {max(1, len(self.shards) // world)} "
-                "or write the data into more, smaller shards (data.samples_per_shard)."
-            )
 
-    def _on_member_error(self, skipped: list[int]) -> Callable[[Exception], bool]:
-        def on_error(exn: Exception) -> bool:
-            if self.strict:
-                raise BadSampleError(f"corrupt shard member: {exn}") from exn
-            log.warning("skipped a corrupt shard member: %s", exn)
-            skipped[0] += 1
-            return True
-
-        return on_error
-
-
-# Pipeline stages (each takes the previous stage's iterator). Built inside the worker, so closures are fine.
-
-
-def _split_by_rank(rank: int, world: int) -> Callable[[Iterator[Any]], Iterator[Any]]:
-    """``wds.split_by_node`` with the rank the loader pinned (see the module docstring)."""
-    return lambda shards: islice(shards, rank, None, world)
+# Pipeline stages: webdataset filters, given their arguments here and the previous stage's iterator by the pipeline.
 
 
 class _ShardCache:
@@ -150,42 +121,39 @@ class _ShardCache:
             self.kept[url], self.used = samples, self.used + size
 
 
-def _read_shards(on_error: Callable[[Exception], bool], cache: _ShardCache) -> Callable[[Iterator[dict[str, Any]]], Any]:
+@wds.pipelinefilter
+def _read_shards(shards: Iterator[dict[str, Any]], on_error: Callable[[Exception], bool],
+                 cache: _ShardCache) -> Iterator[dict[str, Any]]:
     errors: list[Exception] = []
 
     def counted(exn: Exception) -> bool:
         errors.append(exn)
         return on_error(exn)
 
-    def read(shards: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for shard in shards:
-            url = shard["url"]
-            if url in cache.kept:
-                yield from (dict(sample) for sample in cache.kept[url])  # copies: later stages add keys
-                continue
-            before = len(errors)
-            samples: list[dict[str, Any]] | None = [] if cache.budget else None
-            for sample in iter_shard(url, handler=counted):
-                if samples is not None:
-                    samples.append(dict(sample))
-                yield sample
-            if samples is not None and len(errors) == before:  # read to its end, nothing skipped: replayable
-                cache.offer(url, samples)
-
-    return read
+    for shard in shards:
+        url = shard["url"]
+        if url in cache.kept:
+            yield from (dict(sample) for sample in cache.kept[url])  # copies: later stages add keys
+            continue
+        before = len(errors)
+        samples: list[dict[str, Any]] | None = [] if cache.budget else None
+        for sample in iter_shard(url, handler=counted):
+            if samples is not None:
+                samples.append(dict(sample))
+            yield sample
+        if samples is not None and len(errors) == before:  # read to its end, nothing skipped: replayable
+            cache.offer(url, samples)
 
 
-def _seeded(stream_seed: tuple[int, ...]) -> Callable[[Iterator[dict[str, Any]]], Iterator[dict[str, Any]]]:
+@wds.pipelinefilter
+def _seeded(samples: Iterator[dict[str, Any]], stream_seed: tuple[int, ...]) -> Iterator[dict[str, Any]]:
     """Give each training sample ``__seed__``, from (seed, epoch, rank, role, its index in this stream):
     its decode draws its random window from that (:func:`sample_generator`), so the draw does not
     depend on the worker count or on the process's generator, and a resumed stream draws the same."""
-    def run(samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for index, sample in enumerate(samples):
-            # SeedSequence mixes its inputs (make_seed's linear hash maps (role, 31) and (role + 1, 0) together)
-            sample["__seed__"] = int(np.random.SeedSequence((*stream_seed, index)).generate_state(1, np.uint64)[0])
-            yield sample
-
-    return run
+    for index, sample in enumerate(samples):
+        # SeedSequence mixes its inputs (make_seed's linear hash maps (role, 31) and (role + 1, 0) together)
+        sample["__seed__"] = int(np.random.SeedSequence((*stream_seed, index)).generate_state(1, np.uint64)[0])
+        yield sample
 
 
 def sample_generator(sample: dict[str, Any]) -> torch.Generator | None:
@@ -193,49 +161,45 @@ def sample_generator(sample: dict[str, Any]) -> torch.Generator | None:
     return torch.Generator().manual_seed(sample["__seed__"]) if "__seed__" in sample else None
 
 
-def _decoded(decode: Callable[[dict[str, Any]], dict[str, Any] | None], strict: bool, skipped: list[int]) -> Any:
-    def run(samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for sample in samples:
-            try:
-                decoded = decode(sample)
-            except BadSampleError:
-                raise
-            except Exception as exn:  # noqa: BLE001 - any decode failure is a bad sample
-                if strict:
-                    raise BadSampleError(f"sample {sample.get('__key__')} in {sample.get('__url__')}: {exn}") from exn
-                log.warning("skipped sample %s in %s: %s", sample.get("__key__"), sample.get("__url__"), exn)
-                skipped[0] += 1
-                continue
-            if decoded is None:
-                skipped[0] += 1
-                continue
-            yield decoded
+@wds.pipelinefilter
+def _decoded(samples: Iterator[dict[str, Any]], decode: Callable[[dict[str, Any]], dict[str, Any] | None],
+             strict: bool, skipped: list[int]) -> Iterator[dict[str, Any]]:
+    for sample in samples:
+        try:
+            decoded = decode(sample)
+        except BadSampleError:
+            raise
+        except Exception as exn:  # noqa: BLE001 - any decode failure is a bad sample
+            if strict:
+                raise BadSampleError(f"sample {sample.get('__key__')} in {sample.get('__url__')}: {exn}") from exn
+            log.warning("skipped sample %s in %s: %s", sample.get("__key__"), sample.get("__url__"), exn)
+            skipped[0] += 1
+            continue
+        if decoded is None:
+            skipped[0] += 1
+            continue
+        yield decoded
 
-    return run
 
-
-def _drop_batches(count: int, skipped: list[int]) -> Any:
+@wds.pipelinefilter
+def _drop_batches(batches: Iterator[list[dict[str, Any]]], count: int, skipped: list[int]) -> Iterator[Any]:
     """Resume: drop this worker's first ``count`` batches (the killed run consumed them and counted
     their skips)."""
-    def run(batches: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
-        for _ in range(count):
-            if next(batches, None) is None:
-                return
-            skipped[0] = 0
-        yield from batches
-
-    return run
+    for _ in range(count):
+        if next(batches, None) is None:
+            return
+        skipped[0] = 0
+    yield from batches
 
 
-def _collated(collate: Callable[[list[dict[str, Any]]], dict[str, Any]], skipped: list[int]) -> Any:
-    def run(batches: Iterator[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
-        for batch in batches:
-            out = collate(batch)
-            out["skipped"] = torch.tensor(skipped[0])
-            skipped[0] = 0
-            yield out
-
-    return run
+@wds.pipelinefilter
+def _collated(batches: Iterator[list[dict[str, Any]]], collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+              skipped: list[int]) -> Iterator[dict[str, Any]]:
+    for batch in batches:
+        out = collate(batch)
+        out["skipped"] = torch.tensor(skipped[0])
+        skipped[0] = 0
+        yield out
 
 
 def check_remote_set(location: str, key: str, fingerprint: dict[str, Any] | None, strict: bool, what: str) -> Manifest:
@@ -253,15 +217,10 @@ def check_remote_set(location: str, key: str, fingerprint: dict[str, Any] | None
 
 
 def worker_context(dataset: ShardStream | None = None) -> Any:
-    """The start method of loader workers: forkserver (spawn where there is none), never fork.
-
-    Forking a process that runs other threads (DDP's gloo/NCCL threads, the pin-memory thread,
-    loggers) copies whatever locks those threads hold; the child can then wait on them forever
-    (py-spy showed a DDP run's loader worker stuck in ``os.fork()``). A forkserver child is forked
-    from a single-threaded server process instead. The server imports torch, webdataset and the
-    dataset's decode/collate modules once when it starts (later calls cannot change that), so a
-    worker starts in a fraction of a second rather than importing torch again.
-    """
+    """The start method of loader workers: forkserver (spawn where there is none), never fork: a fork of a
+    process running other threads (DDP's, the pin-memory thread) copies the locks they hold and can hang forever.
+    The server preloads torch, webdataset and the decode/collate modules once, so a worker starts in a fraction
+    of a second (only the server's first start takes the preload list)."""
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
@@ -274,46 +233,39 @@ def worker_context(dataset: ShardStream | None = None) -> Any:
     return ctx
 
 
-def _exit_with(main_pid: int) -> None:
-    """In a loader worker: exit as soon as the main process is gone, even when it was SIGKILLed.
-
-    DataLoader's own check compares the worker's parent pid, but a forkserver worker's parent is
-    the server, which outlives a killed main process (the workers hold its keep-alive pipe): the
-    workers would live on, holding the run's stdout/stderr. A pidfd turns readable when the main
-    process exits (zombie included); elsewhere the pid is polled.
-    """
-    import select
-    import threading
-    import time
-
-    try:
-        pidfd = os.pidfd_open(main_pid)
-    except (AttributeError, OSError):
-        pidfd = None
-
-    def wait() -> None:
-        if pidfd is not None:
-            select.select([pidfd], [], [])
-        else:
-            while True:
-                time.sleep(1.0)
-                try:
-                    os.kill(main_pid, 0)
-                except ProcessLookupError:
-                    break
-        os._exit(1)
-
-    threading.Thread(target=wait, name="crossmodal-exit-with-main", daemon=True).start()
-
-
+@dataclass
 class _WorkerInit:
-    """worker_init_fn of non-fork workers: watch the main process, then run the caller's own init."""
+    """worker_init_fn of non-fork workers: exit as soon as the main process is gone, even when it was SIGKILLed
+    (DataLoader watches the parent, but a forkserver worker's parent is the server, which outlives a killed main
+    process), then run the caller's own init. A pidfd turns readable when the main process exits (zombie
+    included); elsewhere the pid is polled."""
 
-    def __init__(self, main_pid: int, then: Callable[[int], None] | None) -> None:
-        self.main_pid, self.then = main_pid, then
+    main_pid: int
+    then: Callable[[int], None] | None
 
     def __call__(self, worker_id: int) -> None:
-        _exit_with(self.main_pid)
+        import select
+        import threading
+        import time
+
+        try:
+            pidfd = os.pidfd_open(self.main_pid)
+        except (AttributeError, OSError):
+            pidfd = None
+
+        def wait() -> None:
+            if pidfd is not None:
+                select.select([pidfd], [], [])
+            else:
+                while True:
+                    time.sleep(1.0)
+                    try:
+                        os.kill(self.main_pid, 0)
+                    except ProcessLookupError:
+                        break
+            os._exit(1)
+
+        threading.Thread(target=wait, name="crossmodal-exit-with-main", daemon=True).start()
         if self.then is not None:
             self.then(worker_id)
 
@@ -334,9 +286,8 @@ def _worker_kwargs(dataset: ShardStream, num_workers: int, kwargs: dict[str, Any
 
 
 class _LiveStream(IterableDataset):
-    """The loader's view of a training :class:`ShardStream`: every ``iter()`` (in a worker that
-    outlives the epoch) first reads the epoch, the resume skip and the rank from shared memory,
-    where the main process wrote them before it started the epoch."""
+    """A training :class:`ShardStream` whose every ``iter()`` (in a persistent worker) first reads the epoch, the
+    resume skip and the rank from the shared memory where the main process wrote them."""
 
     def __init__(self, stream: ShardStream, state: torch.Tensor) -> None:
         super().__init__()
@@ -350,14 +301,9 @@ class _LiveStream(IterableDataset):
 
 
 class EpochLoader:
-    """Training loader over an endless :class:`ShardStream`: ``batches_per_epoch`` batches per epoch
-    (webdataset's ``WebLoader`` cut by ``with_epoch``), resumable mid-epoch.
-
-    Lightning calls ``sampler.set_epoch`` before each epoch (it reseeds the shard draw) and keeps
-    ``state_dict`` in checkpoints: a resumed run skips the batches the killed one consumed. The workers
-    start once (forkserver, persistent) and read the epoch, resume skip and rank from a shared-memory
-    tensor when an epoch's iteration starts.
-    """
+    """Training loader over an endless :class:`ShardStream`: ``batches_per_epoch`` batches per epoch, resumable
+    mid-epoch. Lightning calls ``sampler.set_epoch`` before each epoch (it reseeds the shard draw) and keeps
+    ``state_dict`` in checkpoints: a resumed run skips the batches the killed one consumed."""
 
     def __init__(self, dataset: ShardStream, num_workers: int, batches_per_epoch: int, **kwargs: Any) -> None:
         if batches_per_epoch < 1:
@@ -421,12 +367,9 @@ def batch_nbytes(batch: Any) -> int:
 
 
 class ReplayedPasses:
-    """An evaluation loader whose batches are kept after its first complete pass, when they fit in
-    ``budget_bytes``: later passes (every epoch's validation, then the test) replay them instead of
-    reading and decoding the shards again. Evaluation batches are the same on every pass (whole
-    clips, no random draw), so a replay gives the same batches in the same order. A pass cut short
-    (Lightning's sanity check) keeps nothing; a set larger than the budget is read on every pass.
-    """
+    """An evaluation loader whose batches (the same on every pass: whole clips, no random draw) are kept after
+    its first complete pass when they fit in ``budget_bytes`` and replayed by later passes. A pass cut short
+    (Lightning's sanity check) keeps nothing; a set larger than the budget is read on every pass."""
 
     def __init__(self, loader: DataLoader, budget_bytes: int) -> None:
         self.loader = loader
