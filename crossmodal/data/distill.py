@@ -1,20 +1,17 @@
-"""Distillation data: shards of speech + the teacher's per-frame logits -> batches of (audio window, target).
-
-A distillation-shard sample holds ``flac`` (16 kHz mono), ``logits.npy`` ([n_frames, 8], FER+ order),
-``times.npy`` ([n_frames] seconds from the segment start) and ``json`` (identity, split in {train, heard,
-unheard}, ..., and for pseudo-pairs the true ``label``); a pair-shard sample has face frames instead
-(``online`` mode: the teacher runs on them in the training loop). Training draws a random window of each
-utterance from the sample's own seed and aggregates the logits of the teacher frames inside it (per-class
-max, or mean); evaluation uses the whole (clamped) utterance and all its frames, as the paper does.
-``labels_only=true`` (supervised training) reads the true ``label`` instead. Bad samples are counted and
-skipped, or raise with the sample key when ``strict=true``.
+"""Distillation data: shards of speech + the teacher's per-frame logits (:mod:`crossmodal.pipeline.extract`
+describes a sample; pseudo-pairs also hold the true ``label``) -> batches of (audio window, target). A pair-shard
+sample has face frames instead (``online`` mode: the teacher runs on them in the training loop). Training draws a
+random window of each utterance from the sample's own seed and aggregates the logits of the teacher frames inside
+it (per-class max, or mean); evaluation uses the whole (clamped) utterance and all its frames, as the paper does.
+``labels_only=true`` (supervised training) reads the true ``label`` instead. Bad samples are counted and skipped,
+or raise with the sample key when ``strict=true``.
 """
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +44,6 @@ from crossmodal.pipeline.fingerprint import file_sha256
 from crossmodal.pipeline.shards import is_remote, load_manifest, load_npy, shard_location
 from crossmodal.utils.seeding import isolated_rng
 
-log = logging.getLogger(__name__)
-
-
 REDUCTIONS = ("max", "mean")
 
 
@@ -59,9 +53,6 @@ class BadDistillSample(ValueError):
     def __init__(self, reason: str, key: str, detail: str = "") -> None:
         self.reason = reason
         super().__init__(f"{reason}: sample {key}" + (f" ({detail})" if detail else ""))
-
-
-# ---------------------------------------------------------------------------- window targets
 
 
 def frames_in_window(times: np.ndarray, start: float, end: float) -> np.ndarray:
@@ -86,55 +77,40 @@ def aggregate_logits(logits: np.ndarray, times: np.ndarray, start: float, end: f
 
 
 def choose_window(duration: float, window: float, train: bool, generator: torch.Generator | None = None) -> tuple[float, float]:
-    """(start, end) in seconds: random ``window``-long span in training, the whole clip otherwise.
-
-    A clip shorter than the window gives the whole clip (it is zero-padded to the window later).
-    """
+    """(start, end) in seconds: random ``window``-long span in training, the whole clip otherwise (also for a
+    clip shorter than the window: it is zero-padded to the window later)."""
     if not train or duration <= window:
         return 0.0, duration if not train else min(duration, window)
     start = float(torch.rand((), generator=generator)) * (duration - window)
     return start, start + window
 
 
-# ---------------------------------------------------------------------------- decoding
-
-
+@dataclass(eq=False)
 class DistillDecoder:
-    """Raw shard sample -> dict ready for :func:`collate_speech` (a picklable callable, for workers)."""
+    """Raw shard sample -> dict ready for :class:`SpeechCollate` (a picklable callable, for workers)."""
 
-    def __init__(
-        self,
-        train: bool,
-        mode: str = "cached",
-        window_seconds: float = paper.WINDOW_SECONDS,
-        max_seconds: float = paper.MAX_SECONDS,
-        min_seconds: float = 0.5,
-        reduce: str = "max",
-        num_classes: int = NUM_EMOTIONS,
-        silence_rms: float = 1e-4,
-        window_tries: int = 5,
-        labels_only: bool = False,
-        sample_rate: int = SAMPLE_RATE,
-        cache_mb: float = 0.0,
-    ) -> None:
-        if mode not in ("cached", "online"):
-            raise ValueError(f"data.mode={mode!r} must be 'cached' (logits in the shards) or 'online' (teacher on pair-shard frames)")
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"data.reduce={reduce!r} is not one of {REDUCTIONS}")
-        self.train = train
-        self.mode = mode
-        self.window_seconds = window_seconds
-        self.max_seconds = max_seconds
-        self.min_seconds = min_seconds
-        self.reduce = reduce
-        self.num_classes = num_classes
-        self.silence_rms = silence_rms
-        self.window_tries = window_tries
-        self.labels_only = labels_only
-        self.sample_rate = sample_rate
+    train: bool
+    mode: str = "cached"
+    window_seconds: float = paper.WINDOW_SECONDS
+    max_seconds: float = paper.MAX_SECONDS
+    min_seconds: float = 0.5
+    reduce: str = "max"
+    num_classes: int = NUM_EMOTIONS
+    silence_rms: float = 1e-4
+    window_tries: int = 5
+    labels_only: bool = False
+    sample_rate: int = SAMPLE_RATE
+    cache_mb: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("cached", "online"):
+            raise ValueError(f"data.mode={self.mode!r} must be 'cached' (logits in the shards) or 'online' "
+                             "(teacher on pair-shard frames)")
+        if self.reduce not in REDUCTIONS:
+            raise ValueError(f"data.reduce={self.reduce!r} is not one of {REDUCTIONS}")
         # training only: each clip's checked waveform and teacher logits kept after their first decode, up to this
         # many bytes (a small set is then decoded once, not every epoch; decoding is deterministic: same batches)
-        self.cache_bytes = int(cache_mb * 2**20) if train else 0
+        self.cache_bytes = int(self.cache_mb * 2**20) if self.train else 0
         self._cache: dict[tuple[str, str, str], Any] = {}
         self._cached_bytes = 0
 
@@ -213,10 +189,8 @@ class DistillDecoder:
         else:
             from crossmodal.pipeline.pairs import decode_pair_frames
 
-            teacher, times = decode_pair_frames(sample)
-            teacher, times = np.asarray(teacher), np.asarray(times, dtype=np.float32).reshape(-1)
-            if len(teacher) != len(times):
-                raise BadDistillSample("times_mismatch", key, f"{len(teacher)} frames but {len(times)} timestamps")
+            teacher, times = decode_pair_frames(sample)  # raises when frames and timestamps disagree
+            times = times.reshape(-1)
         generator = sample_generator(sample)
         for _ in range(self.window_tries if self.train else 1):
             start, end = choose_window(duration, self.window_seconds, self.train, generator)
@@ -234,56 +208,40 @@ def _label_index(label: Any) -> int:
     return EMOTIONS.index(label) if label in EMOTIONS else NO_LABEL
 
 
-def collate_speech(items: list[dict[str, Any]], pad_to: int = 0) -> dict[str, Any]:
-    """Pad waveforms to the longest (or ``pad_to`` samples) -> ``wave [B, S]`` + ``lengths [B]``."""
-    lengths = torch.tensor([len(item["wave"]) for item in items], dtype=torch.long)
-    size = max(int(lengths.max()), pad_to)
-    wave = torch.zeros(len(items), size)
-    for row, item in enumerate(items):
-        wave[row, : len(item["wave"])] = item["wave"]
-    batch: dict[str, Any] = {
-        "wave": wave,
-        "lengths": lengths,
-        "split": torch.tensor([item["split"] for item in items], dtype=torch.long),
-        "label": torch.tensor([item["label"] for item in items], dtype=torch.long),
-        "key": [item["key"] for item in items],
-    }
-    if "target" in items[0]:
-        batch["target"] = torch.stack([item["target"] for item in items]).float()
-    if "frames" in items[0]:
-        batch["frames"] = [item["frames"] for item in items]
-        batch["frame_counts"] = torch.tensor([len(item["frames"]) for item in items], dtype=torch.long)
-    return batch
-
-
+@dataclass
 class SpeechCollate:
-    """Picklable collate: pads training windows to the window length (fixed-size batches)."""
+    """Picklable collate: pad waveforms to the longest, or to ``pad_to`` samples (training windows: fixed-size
+    batches) -> ``wave [B, S]`` + ``lengths [B]``, with ``target`` or ``frames`` when the items have them."""
 
-    def __init__(self, pad_to: int = 0) -> None:
-        self.pad_to = pad_to
+    pad_to: int = 0
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        return collate_speech(items, self.pad_to)
-
-
-# ---------------------------------------------------------------------------- which shards
+        lengths = torch.tensor([len(item["wave"]) for item in items], dtype=torch.long)
+        wave = torch.zeros(len(items), max(int(lengths.max()), self.pad_to))
+        for row, item in enumerate(items):
+            wave[row, : len(item["wave"])] = item["wave"]
+        batch: dict[str, Any] = {
+            "wave": wave,
+            "lengths": lengths,
+            "split": torch.tensor([item["split"] for item in items], dtype=torch.long),
+            "label": torch.tensor([item["label"] for item in items], dtype=torch.long),
+            "key": [item["key"] for item in items],
+        }
+        if "target" in items[0]:
+            batch["target"] = torch.stack([item["target"] for item in items]).float()
+        if "frames" in items[0]:
+            batch["frames"] = [item["frames"] for item in items]
+            batch["frame_counts"] = torch.tensor([len(item["frames"]) for item in items], dtype=torch.long)
+        return batch
 
 
 class DistillDataModule(L.LightningDataModule):
     """Distillation (or pair, for ``mode=online``) shards -> train windows and whole-clip eval batches.
 
-    ``shards``: the shard set as a local folder, an ``http(s)://`` URL or a ``pipe:`` command with
-    ``{name}`` (docs/streaming.md; a remote set is checked, never built). None: found from the inputs'
-    fingerprint under ``data_dir``: the set of the ``prepare`` recipe and ``teacher`` (built when
-    missing), else the set ``task=extract`` wrote with ``teacher`` (from ``source`` when given). A named
-    folder made from other inputs is refused with both fingerprints.
-    Validation and test read the heard and unheard shards plus ``train_eval_shards`` training shards
-    (the paper's train-subset ROC); ``curve_every_n_epochs``: the unheard and train-subset clips (curves
-    only) are scored every this many epochs and at the last, the split that drives ``val/loss`` every epoch.
-    ``eval_cache_mb``: validation and test batches kept in memory after the first complete pass when they
-    fit (0: read every pass). ``train_cache_mb``: training keeps, per loader process, each shard's raw
-    samples and each clip's decoded waveform and logits, each up to this many MB (0: read and decode every
-    epoch); the batches are the same either way.
+    The keys are documented in ``conf/data/distill.yaml``. ``shards`` may be a local folder, an ``http(s)://``
+    URL or a ``pipe:`` command with ``{name}`` (docs/streaming.md; a remote set is checked, never built).
+    Validation and test read the heard and unheard shards plus ``train_eval_shards`` training shards; the
+    caches (``eval_cache_mb``, ``train_cache_mb``) never change the batches.
     """
 
     def __init__(
@@ -427,13 +385,6 @@ class DistillDataModule(L.LightningDataModule):
     def split_paths(self, split: str) -> list[str]:
         return self.manifest().paths(f"{split}-")
 
-    def eval_paths(self) -> list[str]:
-        paths = self.split_paths("heard") + self.split_paths("unheard")
-        paths += self.split_paths("train")[: max(0, self.train_eval_shards)]
-        if not paths:
-            raise ValueError(f"{self.shard_dir} has no heard-/unheard- shards (and train_eval_shards=0): nothing to validate on")
-        return paths
-
     def selection_split(self) -> str:
         """The split whose loss is ``val/loss`` (model selection): heard, else unheard, else train."""
         return next((split for split in ("heard", "unheard") if self.split_paths(split)), "train")
@@ -469,49 +420,44 @@ class DistillDataModule(L.LightningDataModule):
         return info
 
     # -- loaders
-    def world_size(self) -> int:
-        trainer = getattr(self, "trainer", None)
-        return int(trainer.world_size) if trainer is not None else 1
-
-    def train_batch_size(self) -> int:
-        """Per-process batch: ``batch_size``, or ``global_batch_size`` shared over the processes."""
-        if not self.global_batch_size:
-            return self.batch_size
-        world = self.world_size()
-        if self.global_batch_size % world:
-            raise ValueError(f"data.global_batch_size={self.global_batch_size} does not split evenly over {world} processes")
-        return self.global_batch_size // world
-
-    def train_batches_per_epoch(self, batch_size: int) -> int:
-        """``batches_per_epoch``, or ``epoch_fraction`` of the training segments per epoch (all processes together)."""
-        if not self.epoch_fraction:
-            return self.batches_per_epoch
-        total = self.manifest().count("train-")
-        return max(1, math.ceil(self.epoch_fraction * total / (batch_size * self.world_size())))
-
     def train_dataloader(self):
+        """Per process: batches of ``batch_size``, or of ``global_batch_size`` shared over the processes; epochs of
+        ``batches_per_epoch``, or of ``epoch_fraction`` of the training segments (all processes together)."""
         paths = self.split_paths("train")
         if not paths:
             raise ValueError(f"{self.shard_dir} has no train-* shards")
+        trainer = getattr(self, "trainer", None)
+        world = int(trainer.world_size) if trainer is not None else 1
+        batch_size = self.batch_size
+        if self.global_batch_size:
+            if self.global_batch_size % world:
+                raise ValueError(f"data.global_batch_size={self.global_batch_size} does not split evenly over {world} "
+                                 "processes")
+            batch_size = self.global_batch_size // world
+        per_epoch = self.batches_per_epoch
+        if self.epoch_fraction:
+            per_epoch = max(1, math.ceil(self.epoch_fraction * self.manifest().count("train-") / (batch_size * world)))
         pad_to = int(round(self.window_seconds * SAMPLE_RATE))
-        batch_size = self.train_batch_size()
         stream = ShardStream(
             paths, DistillDecoder(train=True, **self.decoder_kwargs), SpeechCollate(pad_to), batch_size,
             train=True, seed=self.seed, shuffle_buffer=self.shuffle_buffer, strict=self.strict,
             cache_mb=self.decoder_kwargs["cache_mb"],
         )
-        self._train_loader = EpochLoader(stream, self.num_workers, self.train_batches_per_epoch(batch_size))
+        self._train_loader = EpochLoader(stream, self.num_workers, per_epoch)
         if self._pending_state:
             self._train_loader.load_state_dict(self._pending_state)
             self._pending_state = {}
         return self._train_loader
 
-    def _eval_loader(self):
-        """Validation and test read the same clips: one loader for both, its batches kept in memory
-        after the first complete pass when they fit in ``eval_cache_mb`` (the demo's ~230 clips: ~30 MB),
-        so later validations and the test do not decode the shards again."""
+    def val_dataloader(self):
+        """Validation and test read the same clips: one loader for both, replayed from memory when it fits in
+        ``eval_cache_mb`` (the demo's ~230 clips: ~30 MB)."""
         if self._eval is None:
-            paths = self.eval_paths()
+            paths = self.split_paths("heard") + self.split_paths("unheard")
+            paths += self.split_paths("train")[: max(0, self.train_eval_shards)]
+            if not paths:
+                raise ValueError(f"{self.shard_dir} has no heard-/unheard- shards (and train_eval_shards=0): "
+                                 "nothing to validate on")
             stream = ShardStream(
                 paths, DistillDecoder(train=False, **self.decoder_kwargs), SpeechCollate(), self.eval_batch_size,
                 train=False, strict=self.strict,
@@ -519,11 +465,7 @@ class DistillDataModule(L.LightningDataModule):
             self._eval = ReplayedPasses(eval_loader(stream, min(self.num_workers, len(paths))), int(self.eval_cache_mb * 2**20))
         return self._eval
 
-    def val_dataloader(self):
-        return self._eval_loader()
-
-    def test_dataloader(self):
-        return self._eval_loader()
+    test_dataloader = val_dataloader
 
     # -- resumable mid-epoch (the EpochLoader knows how many batches were consumed)
     def state_dict(self) -> dict[str, Any]:

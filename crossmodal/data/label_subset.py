@@ -1,13 +1,10 @@
 """Few labels: supervised training on k labelled clips per emotion of the training speakers
 (``experiment=finetune_cpu labels_per_class=k``, the label-efficiency study of issue 23).
 
-:func:`choose_labelled` is the one seeded choice of the k clips: the data module below trains on it,
-and experiments/label_efficiency/summary.py gives the same clips to eGeMAPS+LR and to the probe on
-the frozen distilled embedding. :class:`LabelSubsetDataModule` is the supervised data path of
-``experiment=supervised_cpu`` (DistillDataModule with ``labels_only``) whose ``train`` split is cut
-down to the chosen clips: it writes them as one shard plus ``label_subset.json`` (the chosen clips
-per emotion, k, the seed, the source shards) into the run folder, and trains on that shard.
-Validation and test read the same heard and unheard shards as before.
+:func:`choose_labelled` is the one seeded choice of the k clips (experiments/label_efficiency/summary.py
+gives the same clips to its baselines). :class:`LabelSubsetDataModule` writes them as one train shard plus
+``label_subset.json`` (the clips per emotion, k, the seed, the source shards) into the run folder and trains
+on that shard; validation and test read the same heard and unheard shards as before.
 """
 from __future__ import annotations
 
@@ -69,18 +66,14 @@ class LabelSubsetDataModule(DistillDataModule):
             self._subset = self._write_subset(super().split_paths("train"))
         return self._subset
 
-    def _folder(self) -> Path:
-        if self.subset_dir:
-            return Path(self.subset_dir)
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            raise ValueError("labels_per_class: no run folder to write the chosen clips into (set data.subset_dir)")
-        return Path(trainer.default_root_dir) / "label_subset"
-
     def _write_subset(self, paths: Sequence[str]) -> list[str]:
         from crossmodal.pipeline.shards import iter_shard, write_shard
         from crossmodal.utils.atomic import write_json
 
+        trainer = getattr(self, "trainer", None)
+        if not self.subset_dir and trainer is None:
+            raise ValueError("labels_per_class: no run folder to write the chosen clips into (set data.subset_dir)")
+        folder = Path(self.subset_dir) if self.subset_dir else Path(trainer.default_root_dir) / "label_subset"
         samples: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         labels: dict[tuple[str, str], str] = {}
         for path in paths:
@@ -92,7 +85,6 @@ class LabelSubsetDataModule(DistillDataModule):
                 labels[clip] = meta["label"]
                 samples[clip].append({k: v for k, v in sample.items() if k == "__key__" or not k.startswith("__")})
         chosen = choose_labelled(((s, c, e) for (s, c), e in labels.items()), self.labels_per_class, self.subset_seed)
-        folder = self._folder()
         shard = folder / "train-000000.tar"
         count = write_shard(shard, (s for members in chosen.values() for clip in members for s in samples[clip]))
         self._subset_info = {
