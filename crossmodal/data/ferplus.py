@@ -26,9 +26,8 @@ from crossmodal.pipeline.shards import is_remote, load_manifest, shard_location
 from crossmodal.utils.seeding import isolated_rng
 
 log = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------------------- tensors
+NO_SOURCE = (" and no data.source to prepare them from. "
+             "Set data.source to the FER+ root (FER2013Train/ ...) or the folder with fer2013.csv")
 
 
 def augment_faces(
@@ -113,14 +112,10 @@ def collate_faces(batch: list[dict[str, Any]]) -> dict[str, Any]:
 class FerPlusDataModule(L.LightningDataModule):
     """Streams FER+ face shards; prepares them from ``source`` on first use.
 
-    Batches: ``image`` float [N, C, S, S] (augmented in training, preprocessed as ``preprocess``
-    says), ``target`` [N, 8] (the label mode's distribution), ``label`` [N] (majority emotion),
-    ``votes`` [N, 10], ``skipped``. Augmentation and preprocessing run on the whole batch after
-    it reaches the device (cheap on CPU too, no per-image work in loader workers).
-
-    ``shard_dir`` names the shard set: a local folder, an ``http(s)://`` URL of the folder, or a
-    ``pipe:`` command with ``{name}`` for the file name (``pipe:aws s3 cp s3://bucket/ferplus/{name} -``).
-    A remote set is read-only: checked (manifest, fingerprint when ``source`` is given), never built.
+    Batches: ``image`` float [N, C, S, S], ``target`` [N, 8] (the label mode's distribution), ``label`` [N]
+    (majority emotion), ``votes`` [N, 10], ``skipped``; augmentation and preprocessing run on the whole batch
+    on the device. ``shard_dir``: a local folder, an ``http(s)://`` URL or a ``pipe:`` command (docs/streaming.md);
+    a remote set is checked (its fingerprint when ``source`` is given), never built.
     """
 
     def __init__(
@@ -185,8 +180,7 @@ class FerPlusDataModule(L.LightningDataModule):
                      self.cleaning, kind_dir, found[0][0].name, found[0][1]["sources"]["source"]["path"])
             return found[0][0]
         if not found:
-            raise FileNotFoundError(f"no FER+ shards in {kind_dir} (cleaning {self.cleaning!r}) and no data.source to prepare them from. "
-                                    "Set data.source to the FER+ root (FER2013Train/ ...) or the folder with fer2013.csv")
+            raise FileNotFoundError(f"no FER+ shards in {kind_dir} (cleaning {self.cleaning!r}){NO_SOURCE}")
         listing = "\n".join(f"  {folder}  (data.source={fp['sources']['source']['path']})" for folder, fp in found)
         raise ValueError(f"{len(found)} FER+ shard sets (cleaning {self.cleaning!r}) in {kind_dir}:\n{listing}\n"
                          "Say which with data.source=<the FER+ folder they were made from>")
@@ -203,8 +197,7 @@ class FerPlusDataModule(L.LightningDataModule):
         if not self.source:  # a set named or found without its inputs: use it as it is
             manifest = read_manifest(folder)
             if manifest is None:
-                raise FileNotFoundError(f"no FER+ shards in {folder} and no data.source to prepare them from. "
-                                        "Set data.source to the FER+ root (FER2013Train/ ...) or the folder with fer2013.csv")
+                raise FileNotFoundError(f"no FER+ shards in {folder}{NO_SOURCE}")
             check_skips(folder, manifest, self.strict)
             return
         if self.named_dir is None and not (folder / "manifest.json").exists():
@@ -219,32 +212,21 @@ class FerPlusDataModule(L.LightningDataModule):
             raise ValueError(f"shards in {self.shard_dir} were cleaned with {made_with!r} but data.cleaning={self.cleaning!r}; "
                              "point data.shard_dir at a separate folder per cleaning rule")
 
-    # -- samples (a picklable decoder, not a bound method: loader workers may be started by forkserver/spawn,
-    # which would otherwise pickle this DataModule and its trainer)
-    def decode(self, sample: dict[str, Any]) -> dict[str, Any] | None:
-        return FerPlusDecoder(self.cleaning, self.label_mode)(sample)
-
-    collate = staticmethod(collate_faces)
-
     def _stream(self, split: str, train: bool) -> ShardStream:
         if self.manifest is None:
             self.setup()
         paths = self.manifest.paths(split)
         if not paths:
             raise ValueError(f"no {split!r} shards in {self.shard_dir} (manifest lists {len(self.manifest.shards)} shards)")
+        # a picklable decoder, not a bound method: forkserver/spawn workers would pickle this module and its trainer
         return ShardStream(paths, FerPlusDecoder(self.cleaning, self.label_mode), collate_faces,
                            self.batch_size if train else self.eval_batch_size,
                            train=train, seed=self.seed, shuffle_buffer=self.shuffle_buffer if train else 0, strict=self.strict)
 
-    def split_size(self, split: str) -> int:
-        if self.manifest is None:
-            self.setup()
-        return self.manifest.count(split)
-
     def train_dataloader(self):
-        per_epoch = self.batches_per_epoch or max(1, self.split_size("train") // self.batch_size)
-        return EpochLoader(self._stream("train", True), self.num_workers, per_epoch,
-                           persistent_workers=self.num_workers > 0)
+        stream = self._stream("train", True)  # loads the manifest
+        per_epoch = self.batches_per_epoch or max(1, self.manifest.count("train") // self.batch_size)
+        return EpochLoader(stream, self.num_workers, per_epoch, persistent_workers=self.num_workers > 0)
 
     def _eval(self, split: str):
         workers = min(self.num_workers, len(self.manifest.paths(split)) if self.manifest else self.num_workers)
@@ -256,8 +238,7 @@ class FerPlusDataModule(L.LightningDataModule):
     def test_dataloader(self):
         return self._eval("test")
 
-    def predict_dataloader(self):
-        return self._eval("test")
+    predict_dataloader = test_dataloader
 
     # -- batch transforms, on the device
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
