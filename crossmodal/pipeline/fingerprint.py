@@ -42,10 +42,8 @@ def input_fingerprint(
     inputs: Mapping[str, Mapping[str, Any] | None] | None = None,
     format_version: int = SHARD_FORMAT_VERSION,
 ) -> dict[str, Any]:
-    """The fingerprint of a ``kind`` artefact (``ferplus``, ``pairs``, ``distill``) built from
-    ``sources`` (named raw files or folders: resolved path + listing), ``settings`` (JSON values
-    that change the output), ``teacher`` (a model file: its sha256) and ``inputs`` (fingerprints
-    of the artefacts it is built from). None values are recorded as None."""
+    """The fingerprint (module docstring) of a ``kind`` artefact (``ferplus``, ``pairs``, ``distill``) built from
+    ``sources`` (raw files or folders), ``settings``, ``teacher`` and ``inputs``; None values are recorded as None."""
     fingerprint: dict[str, Any] = {
         "kind": kind,
         "format_version": int(format_version),

@@ -1,9 +1,8 @@
 """One writer per output folder: a second run into the same folder waits, then reuses the set.
 
-``folder_lock(folder)`` takes ``<folder>/.lock`` (an OS file lock, released when the holder exits
-or dies) and records who holds it in ``<folder>/.lock.owner``, so a waiting run can say for whom
-it waits. Under torch.distributed only rank 0 takes the lock and the other ranks wait for it in a
-barrier, so the ranks of one run never wait for each other's lock.
+``folder_lock(folder)`` takes ``<folder>/.lock`` (an OS file lock, released when the holder exits or dies) and
+records who holds it in ``<folder>/.lock.owner``, so a waiting run can say for whom it waits. Under
+torch.distributed only rank 0 takes the lock, the other ranks wait for it in a barrier (never for each other).
 """
 from __future__ import annotations
 

@@ -1,11 +1,7 @@
-"""Shard sets: the format every prepared artefact is written in, and its manifest (docs/conventions.md).
-
-Work is cut into :class:`ShardJob` s up front (a fixed, ordered list); a shard is done only when its
-tar *and* its sidecar ``<name>.json`` exist, each written to a temporary name and renamed into place,
-so a writer killed at any point leaves no shard that looks whole. Skips reported to a
-:class:`crossmodal.io.skips.SkipLog` go into the manifest (``skipped``). A set is read from a
-*location* (a local folder, an ``http(s)://`` folder URL or a ``pipe:`` command with ``{name}``,
-docs/streaming.md) through :meth:`Manifest.paths` and :func:`iter_shard`; only local folders are written.
+"""Shard sets: the format every prepared artefact is written in, and its manifest (docs/conventions.md,
+"Shard format"). A shard is done only when its tar *and* its sidecar ``<name>.json`` exist, each renamed into
+place, so a writer killed at any point leaves no shard that looks whole. Sets are read from a local folder, an
+``http(s)://`` folder URL or a ``pipe:`` command with ``{name}`` (docs/streaming.md); only folders are written.
 """
 from __future__ import annotations
 
@@ -63,12 +59,8 @@ def shard_done(out_dir: Path, name: str) -> bool:
 
 
 def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> int:
-    """Write samples to ``path`` atomically; return how many were written.
-
-    A sample is a dict with ``__key__`` (no dots) and fields named by extension, encoded by
-    webdataset: bytes as-is (``png``, ``flac``), ``json`` for dicts/lists, ``npy`` for arrays,
-    ``txt`` for strings, ``cls`` for ints.
-    """
+    """Write samples (``__key__`` without dots, fields named by extension, encoded by webdataset) to ``path``
+    atomically; return how many were written."""
     path = Path(path)
     count = 0
     with atomic_path(path) as tmp, open(tmp, "wb") as f, wds.TarWriter(f) as writer:
@@ -79,14 +71,6 @@ def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> int:
             writer.write(sample)
             count += 1
     return count
-
-
-def clean_partial(out_dir: Path, names: Iterable[str]) -> None:
-    """Remove the temporary files a killed writer left behind for the shards ``names`` (only
-    those: other ranks may be writing theirs right now)."""
-    for name in names:
-        for tmp in Path(out_dir).glob(f".{name}.*.tmp-*"):
-            tmp.unlink(missing_ok=True)
 
 
 def write_shard_set(
@@ -101,13 +85,9 @@ def write_shard_set(
     world_size: int = 1,
     finalize: bool = True,
 ) -> tuple[Manifest | None, dict[str, int]]:
-    """Produce every job's shard that is not already done, then (rank 0) write the manifest.
-
-    ``make_samples(job, skips)`` yields the samples of one shard and reports what it had to drop
-    through ``skips.skip(reason, path)``. With ``world_size > 1`` this rank does jobs
-    ``rank::world_size``; call :func:`write_manifest` after a barrier (``finalize=False``).
-    Returns the manifest (or None when not finalised) and ``{"written": n, "reused": n}``.
-    """
+    """Produce every job's shard that is not already done (``make_samples(job, skips)``, this rank's jobs
+    ``rank::world_size``), then write the manifest, or leave it to :func:`write_manifest` after a barrier
+    (``finalize=False``). Returns the manifest (or None when not finalised) and ``{"written": n, "reused": n}``."""
     from crossmodal.utils.progress import progress
 
     out_dir = Path(out_dir)
@@ -117,7 +97,10 @@ def write_shard_set(
     if len(set(names)) != len(names):
         raise ValueError(f"shard names must be unique in {out_dir}")
     mine = list(jobs)[rank::world_size]
-    clean_partial(out_dir, [job.name for job in mine] + (["manifest"] if rank == 0 else []))
+    # the temporary files a killed writer left behind, of this rank's files only (others may be writing theirs)
+    for name in [job.name for job in mine] + (["manifest"] if rank == 0 else []):
+        for tmp in out_dir.glob(f".{name}.*.tmp-*"):
+            tmp.unlink(missing_ok=True)
     todo = [job for job in mine if not shard_done(out_dir, job.name)]
     stats = {"written": 0, "reused": len(mine) - len(todo)}
     if stats["reused"]:
@@ -152,8 +135,8 @@ def load_manifest(path: str | Path, key: str | None = None) -> Manifest:
     ``http(s)://`` folder URL or a ``pipe:`` template (see the module docstring). ``key``: the
     config key that named the location, for the error when there is no manifest there."""
     if is_remote(path):
-        location = str(path).rstrip("/")
-        url = shard_url(location, MANIFEST)
+        root: Path | str = str(path).rstrip("/")
+        url = shard_url(root, MANIFEST)
         try:
             data = json.loads(read_url(url))
         except (OSError, ValueError) as exn:
@@ -162,16 +145,14 @@ def load_manifest(path: str | Path, key: str | None = None) -> Manifest:
                 f"write the set locally (`task=prepare` or `task=extract`), copy the whole folder (tars + manifest.json) "
                 f"to the server or bucket, and point {key or 'the data config'} at it"
             ) from exn
-        return Manifest(location, data["shards"], data.get("meta", {}), data.get("skipped", {}))
-    path = Path(check_location(path, key))
-    file = path / MANIFEST if path.is_dir() else path
-    if not file.exists():
-        raise FileNotFoundError(
-            f"no shard manifest at {file}. Run the matching `task=prepare` (or `task=extract`) first, "
-            "or point the data config at a folder that holds manifest.json"
-        )
-    data = json.loads(file.read_text())
-    return Manifest(file.parent, data["shards"], data.get("meta", {}), data.get("skipped", {}))
+    else:
+        path = Path(check_location(path, key))
+        file = path / MANIFEST if path.is_dir() else path
+        if not file.exists():
+            raise FileNotFoundError(f"no shard manifest at {file}. Run the matching `task=prepare` (or `task=extract`) "
+                                    "first, or point the data config at a folder that holds manifest.json")
+        root, data = file.parent, json.loads(file.read_text())
+    return Manifest(root, data["shards"], data.get("meta", {}), data.get("skipped", {}))
 
 
 def check_writable(folder: Path, need_bytes: int = 0) -> None:
@@ -235,19 +216,21 @@ def shard_location(value: str | Path | None, key: str) -> Path | str | None:
     if value is None or value == "":
         return None
     if is_remote(value):
-        if str(value).startswith("pipe:") and "{name}" not in str(value):
-            raise ValueError(f"{key}={value}: a pipe: location needs {{name}} where the file name goes, "
-                             "e.g. pipe:aws s3 cp s3://bucket/set/{name} -")
+        _check_pipe(str(value), key)
         return str(value).rstrip("/")
     return Path(check_location(value, key))
+
+
+def _check_pipe(location: str, key: str) -> None:
+    if location.startswith("pipe:") and "{name}" not in location:
+        raise ValueError(f"{key}={location}: a pipe: location needs {{name}} where the file name goes, "
+                         "e.g. pipe:aws s3 cp s3://bucket/set/{name} -")
 
 
 def shard_url(location: str | Path, name: str) -> str:
     """The URL of the file ``name`` (a shard or ``manifest.json``) in the shard set at ``location``."""
     if isinstance(location, str) and location.startswith("pipe:"):
-        if "{name}" not in location:
-            raise ValueError(f"the shard location {location!r} is a pipe: command without {{name}}; write where the file "
-                             "name goes, e.g. pipe:aws s3 cp s3://bucket/set/{name} -")
+        _check_pipe(location, "the shard location")
         return location.replace("{name}", name)
     if is_remote(location):
         from urllib.parse import quote
@@ -283,14 +266,10 @@ def _reraise(exn: Exception) -> bool:
 
 
 def iter_shard(url: str, handler: Callable[[Exception], bool] | None = None) -> Iterator[dict[str, Any]]:
-    """The samples of one tar shard, members grouped by key: ``{"__key__", "__url__", field: bytes}``.
-
-    The one shard reader (training and evaluation streams, extraction, the gallery, reports): opened
-    with webdataset's ``gopen`` (so ``url`` may be a path, an http(s) URL or a ``pipe:`` command) and
-    read with its tar iterators. A shard that cannot be opened, or is not a tar, raises OSError naming
-    it. A member that breaks later (a truncated tar) goes to ``handler``: True skips the rest of the
-    shard, False (or no handler) raises.
-    """
+    """The samples of one tar shard (a path, an http(s) URL or a ``pipe:`` command), members grouped by key:
+    ``{"__key__", "__url__", field: bytes}``. A shard that cannot be opened, or is not a tar, raises OSError
+    naming it; a member that breaks later (a truncated tar) goes to ``handler``: True skips the rest of the
+    shard, False (or no handler) raises."""
     handler = handler or _reraise
     stream = wds.gopen(url, "rb")
     started = finished = False
