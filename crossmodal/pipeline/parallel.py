@@ -8,17 +8,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from crossmodal.pipeline.shards import Manifest, ShardJob, SkipLog, load_manifest, shard_done
+from crossmodal.pipeline.shards import Manifest, ShardJob, SkipLog, shard_done
 
 
 def prefetched(
     todo: Sequence[ShardJob], build: Callable[[ShardJob], Any], num_workers: int
 ) -> Iterator[tuple[str, Any]]:
-    """``(job.name, build(job))`` for each job in order, built in ``num_workers`` loader processes.
-
-    Worker w builds jobs w, w+W, ...; the DataLoader hands results back round-robin, which is
-    the job order again. Results must pickle (lists of sample dicts of bytes do).
-    """
+    """``(job.name, build(job))`` for each job in order, built in ``num_workers`` loader processes: worker w
+    builds jobs w, w+W, ..., which the DataLoader's round-robin returns in job order. Results must pickle."""
     if num_workers <= 0 or len(todo) <= 1:
         for job in todo:
             yield job.name, build(job)
@@ -57,14 +54,6 @@ def wait_for_shards(out_dir: Path, names: Sequence[str], poll_seconds: float = 2
         return
     while not all(shard_done(out_dir, n) for n in names):
         time.sleep(poll_seconds)
-
-
-def wait_manifest(out_dir: Path, poll_seconds: float = 1.0) -> Manifest:
-    """Other ranks: all shards are done (after wait_for_shards); wait for rank 0's manifest."""
-    path = out_dir / "manifest.json"
-    while not path.exists():
-        time.sleep(poll_seconds)
-    return load_manifest(out_dir)
 
 
 def skip_summary(manifest: Manifest) -> str:

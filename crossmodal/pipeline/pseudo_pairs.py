@@ -5,22 +5,16 @@
 No audio-visual emotional corpus can be downloaded here, so each clip of an acted speech corpus gets
 FER+ faces whose crowd majority is the clip's emotion: a controlled end-to-end check and a CPU demo,
 NOT the paper's data (face and voice are different people), so the shards are marked
-``synthetic: true`` (sample json and manifest).
+``synthetic: true`` (sample json and manifest). The keys: ``conf/prep/pseudo_pairs.yaml``.
 
 - Only clips whose label maps onto a FER+ emotion are used (others: ``unmapped_label``).
-- Each speaker gets a seeded pool of ``faces_per_pool`` faces per emotion from ``ferplus_splits``
-  (default val+test: faces the teacher was not trained on) with majority share >= ``min_agreement``;
-  pools are disjoint across speakers while FER+ has enough faces (else shared: ``shared_pools``).
-- A clip of duration d gets frames at ``frame_rate`` (times k / frame_rate < d), each drawn from its
-  speaker's pool, stored as the native 48x48 grey PNG.
-- Speakers are split like identities (crossmodal.io.splits). With ``speaker_folds: k`` and ``fold: i``
-  the sorted speakers fall into k fixed groups: group i is ``unheard``, the first speaker of the next
-  group is the ``heard`` split model selection watches, the rest train.
-- ``agreement: p`` (default 1): round(p x clips) of each speaker's clips, stratified by emotion, keep
-  faces of their emotion; each other clip gets faces of one emotion drawn from ``agreement_prior``
-  (null: ``IN_THE_WILD_PRIOR``) without its own. p < 1 is recorded in the fingerprint, the manifest
-  and the sample keys ``agreement``, ``face_emotion``, ``faces_agree``; p = 1 leaves fingerprint and
-  shards as they always were. experiments/agreement/README.md gives the details and the why.
+- Each speaker gets a seeded pool of faces per emotion (:func:`face_pools`); a clip of duration d gets
+  frames at ``frame_rate`` (times k / frame_rate < d), each drawn from its speaker's pool (native 48x48 PNG).
+- With ``speaker_folds: k`` and ``fold: i`` the sorted speakers fall into k fixed groups: group i is
+  ``unheard``, the first speaker of the next group is ``heard`` (model selection), the rest train.
+- ``agreement: p`` < 1 (:func:`agreement_plan`) is recorded in the fingerprint, the manifest and the
+  sample keys ``agreement``, ``face_emotion``, ``faces_agree``; p = 1 leaves fingerprint and shards as
+  they always were. experiments/agreement/README.md gives the details and the why.
 
 The samples are ordinary pair shards (``flac``, ``fNNN.png``, ``times.npy``, ``json`` with ``label``,
 ``corpus_label``, ``synthetic: true`` and the source paths), so extraction and online distillation
@@ -38,12 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from crossmodal import paper
 from crossmodal.emotions import EMOTIONS
 from crossmodal.io.audio import AudioError, load_audio
-from crossmodal.io.splits import SPLIT_FILE, load_split_file, make_fold_split, make_split, save_split
+from crossmodal.io.splits import make_fold_split
 from crossmodal.pipeline.fingerprint import input_fingerprint
-from crossmodal.pipeline.pairs.build import build_shard_set, plan_jobs, reuse_or_build
+from crossmodal.pipeline.pairs.build import build_shard_set, plan_jobs, plan_split, reuse_or_build
 from crossmodal.pipeline.pairs.codec import make_pair_sample, segment_meta, slug
 from crossmodal.pipeline.pairs.config import PairRecipe, settings_from_cfg
 from crossmodal.pipeline.pairs.tracks import BuildStats, segment_bounds
@@ -71,41 +64,23 @@ IN_THE_WILD_PRIOR = {
 class PseudoPairsConfig(PairRecipe):
     """Pseudo-pair data (``conf/data/pseudo_pairs.yaml``): build pair shards, then extract like real pairs."""
 
-    source: str | None = None  # the speech corpus folder (EmoDB: <source>/wav/*.wav)
+    # source: the speech corpus folder (EmoDB: <source>/wav/*.wav)
     ferplus: str | None = None  # the FER+ folder (FER2013Train/Valid/Test with label.csv, or the csv pair)
     corpus: str = "emodb"  # a reader of crossmodal.io.corpora
     ferplus_splits: list[str] = field(default_factory=lambda: ["val", "test"])
     faces_per_pool: int = 4  # FER+ faces per speaker and emotion
     min_agreement: float = 0.5  # majority share of a face's emotion votes
-    data_dir: str = "data"
-    name: str | None = None  # default: <corpus>_ferplus
-    split_file: str | None = None  # speakers as identities; default: seed + fractions
-    seed: int = 0
-    unheard_fraction: float = 0.2
     heard_fraction: float = 0.1
     # speaker-fold cross-validation: k fixed groups of the sorted speakers, group `fold` unheard
     speaker_folds: int | None = None
     fold: int = 0
-    # face-voice agreement: the fraction of each speaker's clips whose faces show the clip's emotion;
-    # the others get faces of an emotion drawn from agreement_prior (null: IN_THE_WILD_PRIOR)
     agreement: float = 1.0
     agreement_prior: dict[str, float] | None = None
-    frame_rate: float = paper.FACE_FRAME_RATE
-    segment_seconds: float = 10.0
     min_segment_seconds: float = 0.5
-    sample_rate: int = 16000
     clips_per_shard: int = 100
-    num_workers: int = 0
-    strict: bool = False
-    # extraction (task=extract), as in PairsConfig
-    pairs: str | None = None
-    distill_dir: str | None = None
-    batch_size: int = 256
-    logits_dtype: str = "float16"
 
     def __post_init__(self) -> None:
-        if self.logits_dtype not in ("float16", "float32"):
-            raise ValueError(f"data.logits_dtype={self.logits_dtype!r}: expected float16 or float32")
+        super().__post_init__()
         if self.faces_per_pool < 1 or self.frame_rate <= 0 or self.min_segment_seconds > self.segment_seconds:
             raise ValueError(
                 f"data.faces_per_pool={self.faces_per_pool}, data.frame_rate={self.frame_rate}, "
@@ -174,11 +149,8 @@ class PseudoItem:
 def face_pools(
     faces: Sequence[Any], speakers: Sequence[str], emotions: Sequence[str], per_pool: int, seed: int
 ) -> tuple[dict[tuple[str, str], list[Any]], int]:
-    """``{(speaker, emotion): [FER+ image, ...]}`` and how many pools had to share faces.
-
-    Deterministic in the seed and the sorted inputs; pools are disjoint across speakers while
-    there are enough faces of an emotion.
-    """
+    """``{(speaker, emotion): [FER+ image, ...]}`` and how many pools had to share faces (deterministic in the
+    seed and the sorted inputs; disjoint across speakers while there are enough faces of an emotion)."""
     by_emotion: dict[str, list[Any]] = defaultdict(list)
     for face in sorted(faces, key=lambda f: (f.split, f.name)):
         by_emotion[EMOTIONS[face.majority]].append(face)
@@ -230,24 +202,6 @@ def agreement_plan(items: Sequence[PseudoItem], agreement: float, prior: dict[st
                     others = [e for e in prior if e != emotion]
                     plan[(speaker, item.clip)] = draw.choices(others, weights=[prior[e] for e in others])[0]
     return plan
-
-
-def _read_items(cfg: PseudoPairsConfig, unparsed: list[tuple[str, str]]) -> list[PseudoItem]:
-    from crossmodal.io.corpora import read_corpus
-
-    if not cfg.source:
-        raise ValueError("data.source is not set: point it at the speech corpus folder (e.g. EmoDB)")
-    clips = read_corpus(cfg.corpus, cfg.source, strict=cfg.strict, skipped=unparsed)
-    return [PseudoItem(c.speaker, Path(c.path).stem, str(c.path), c.emotion, c.corpus_label) for c in clips]
-
-
-def _read_faces(cfg: PseudoPairsConfig) -> list[Any]:
-    from crossmodal.io.ferplus import read_ferplus
-
-    if not cfg.ferplus:
-        raise ValueError("data.ferplus is not set: point it at the FER+ folder (FER2013Train/Valid/Test with label.csv)")
-    faces = read_ferplus(cfg.ferplus, splits=list(cfg.ferplus_splits), cleaning="cntk")
-    return [f for f in faces if f.votes[f.majority] / max(1.0, float(np.sum(f.votes[: len(EMOTIONS)]))) >= cfg.min_agreement]
 
 
 def _clip_samples(
@@ -303,9 +257,19 @@ def prepare_pseudo_pairs(
 
 def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict[str, Any], rank: int, world_size: int,
                         strict: bool) -> Manifest:
+    from crossmodal.io.corpora import read_corpus
+    from crossmodal.io.ferplus import read_ferplus
+
+    if not cfg.source:
+        raise ValueError("data.source is not set: point it at the speech corpus folder (e.g. EmoDB)")
+    if not cfg.ferplus:
+        raise ValueError("data.ferplus is not set: point it at the FER+ folder (FER2013Train/Valid/Test with "
+                         "label.csv)")
     unparsed: list[tuple[str, str]] = []  # files whose names the corpus reader could not parse
-    items = _read_items(cfg, unparsed)
-    faces = _read_faces(cfg)
+    clips = read_corpus(cfg.corpus, cfg.source, strict=cfg.strict, skipped=unparsed)
+    items = [PseudoItem(c.speaker, Path(c.path).stem, str(c.path), c.emotion, c.corpus_label) for c in clips]
+    faces = [f for f in read_ferplus(cfg.ferplus, splits=list(cfg.ferplus_splits), cleaning="cntk")
+             if f.votes[f.majority] / max(1.0, float(np.sum(f.votes[: len(EMOTIONS)]))) >= cfg.min_agreement]
     speakers = sorted({i.speaker for i in items})
     emotions = sorted({i.label for i in items if i.label})
     plan: dict[tuple[str, str], str] = {}
@@ -313,19 +277,13 @@ def _build_pseudo_pairs(cfg: PseudoPairsConfig, out_dir: Path, fingerprint: dict
         plan = agreement_plan(items, cfg.agreement, cfg.prior, cfg.seed)
         emotions = sorted(set(emotions) | set(plan.values()))
     pools, shared = face_pools(faces, speakers, emotions, cfg.faces_per_pool, cfg.seed)
-    if cfg.split_file:
-        split = load_split_file(cfg.split_file)
-    elif cfg.speaker_folds is not None:
+    folds = None  # with speaker_folds (split_file is then null)
+    if cfg.speaker_folds is not None:
         try:
-            split = make_fold_split(speakers, cfg.speaker_folds, cfg.fold, seed=cfg.seed)
+            folds = make_fold_split(speakers, cfg.speaker_folds, cfg.fold, seed=cfg.seed)
         except ValueError as exn:
             raise ValueError(f"{exn} ({len(speakers)} speakers in the corpus at {cfg.source})") from exn
-    else:
-        split = make_split([(i.speaker, i.clip) for i in items], seed=cfg.seed,
-                           unheard_fraction=cfg.unheard_fraction, heard_fraction=cfg.heard_fraction)
-    split_path = out_dir / SPLIT_FILE
-    if rank == 0:
-        save_split(split, split_path, speakers)
+    split, split_path = plan_split(cfg, [(i.speaker, i.clip) for i in items], out_dir, rank, folds)
     jobs = plan_jobs(items, split, cfg.clips_per_shard, key=lambda item: (item.speaker, item.clip))
     meta = {
         "kind": "pairs",

@@ -22,14 +22,9 @@ Audio is 16 kHz mono FLAC; frames are JPEG face crops (``crop_size`` square, gre
 seconds from the segment start) and ``json`` (identity, video, utterance, track, segment, split,
 start and duration in seconds, sample_rate, frame_rate, synthetic, source paths).
 
-Shards are named by split (``train-``, ``heard-``, ``unheard-``, see :mod:`crossmodal.io.splits`);
-the split is saved as ``splits.json`` beside them and named in ``manifest.json``. Bad input (no
-audio stream, no video stream, unreadable or corrupt files, no face, a frame folder without its
-wav, a clip shorter than one segment) is counted by reason with example paths, or raises with
-``strict=true``. Re-running reuses finished shards; a killed run resumes.
-
-One job per module, each importing only those before it: codec, config, discovery, alignment, tracks,
-build (each says what it does); the names other modules use are re-exported here.
+Shards are named by split (:mod:`crossmodal.io.splits`), the split saved as ``splits.json`` beside them.
+Bad input is counted by reason with example paths, or raises with ``strict=true``; a killed run resumes.
+Modules, each importing only those before it: codec, config, discovery, alignment, tracks, build.
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,9 @@ from crossmodal.io.splits import SPLIT_FILE, IdentitySplit, load_split_file, mak
 from crossmodal.pipeline.cache import check_skips, claim, note_unfingerprinted
 from crossmodal.pipeline.lock import folder_lock
 from crossmodal.pipeline.pairs.config import PairSettings
-from crossmodal.pipeline.pairs.discovery import PairItem, discover
+from crossmodal.pipeline.pairs.discovery import discover
 from crossmodal.pipeline.pairs.tracks import BuildStats, item_samples
-from crossmodal.pipeline.parallel import SkipRecorder, prefetched, skip_summary, wait_for_shards, wait_manifest
+from crossmodal.pipeline.parallel import SkipRecorder, prefetched, skip_summary, wait_for_shards
 from crossmodal.pipeline.shards import (
     Manifest,
     ShardJob,
@@ -42,20 +43,17 @@ class PairsConfig(PairSettings):
         return prepare_pairs(self, rank=rank, world_size=world_size, strict=strict)
 
 
-def plan_split(cfg: PairSettings, items: Sequence[PairItem], out_dir: Path) -> tuple[IdentitySplit, Path]:
-    """The user's split file, or a split made from seed + fractions; saved as splits.json beside the shards.
-
-    Making the split is a pure function of the seed, the fractions and the items, so every rank
-    and every re-run computes the same one (the folder is named from the recipe's fingerprint).
-    """
-    split_path = out_dir / SPLIT_FILE
-    if cfg.split_file:
+def plan_split(cfg: Any, videos: Sequence[tuple[str, str]], out_dir: Path, rank: int,
+               split: IdentitySplit | None = None) -> tuple[IdentitySplit, Path]:
+    """``split``, else the recipe's split file, else a split of the (identity, video) pairs made from seed +
+    fractions (the same on every rank and re-run); rank 0 saves it as splits.json beside the shards."""
+    if split is None and cfg.split_file:
         split = load_split_file(cfg.split_file)
-    else:
-        videos = [(i.identity, i.video) for i in items]
+    elif split is None:
         split = make_split(videos, seed=cfg.seed, unheard_fraction=cfg.unheard_fraction, heard_fraction=cfg.heard_fraction)
-    if dist_info()[0] == 0:
-        save_split(split, split_path, (i.identity for i in items))
+    split_path = out_dir / SPLIT_FILE
+    if rank == 0:
+        save_split(split, split_path, (identity for identity, _ in videos))
     return split, split_path
 
 
@@ -80,13 +78,22 @@ def prepare_pairs(cfg_data: Any, *, rank: int | None = None, world_size: int | N
 def reuse_or_build(cfg: Any, build: Callable[..., Manifest], what: str, inputs_known: bool, *, rank: int | None,
                    world_size: int | None, strict: bool | None, out_dir: str | Path | None = None,
                    named_by: str | None = None) -> Manifest:
-    """The shard set of the pair recipe ``cfg`` (``what``: "pair shard", "pseudo-pair shard"): ``data.pairs`` when set
-    (checked against the recipe when ``inputs_known``); else a finished set of the same inputs in the folder named from
-    their fingerprint (or ``out_dir``, named by the config key ``named_by``), or ``build(cfg, out_dir, fingerprint,
-    rank, world_size, strict)`` there, resuming an unfinished one."""
+    """The shard set of the pair recipe ``cfg``: ``data.pairs`` when set (checked against the recipe when
+    ``inputs_known``); else a finished set of the same inputs in the folder named from their fingerprint (or
+    ``out_dir``, named by the config key ``named_by``), or ``build(cfg, out_dir, fingerprint, rank, world_size,
+    strict)`` there, resuming an unfinished one."""
     strict = cfg.strict if strict is None else strict
-    if cfg.pairs:
-        return use_named_pairs(cfg.pairs, cfg.fingerprint() if inputs_known else None, strict)
+    if cfg.pairs:  # that finished set, checked against the recipe when its inputs are known
+        folder = Path(cfg.pairs)
+        if not (folder / "manifest.json").exists():
+            raise FileNotFoundError(f"data.pairs={folder} holds no finished pair shard set (no manifest.json). "
+                                    "Build one with task=prepare data.source=..., or drop data.pairs")
+        if inputs_known:
+            claim(folder, cfg.fingerprint(), strict=strict, named_by="data.pairs", what="pair shard set",
+                  write_stamp=False)
+        manifest = load_manifest(folder)
+        check_skips(folder, {"skipped": manifest.skipped, "meta": manifest.meta}, strict)
+        return manifest
     if rank is None or world_size is None:
         rank, world_size = dist_info()
     fingerprint = cfg.fingerprint()
@@ -99,26 +106,13 @@ def reuse_or_build(cfg: Any, build: Callable[..., Manifest], what: str, inputs_k
         return build(cfg, out_dir, fingerprint, rank, world_size, strict)
 
 
-def use_named_pairs(folder: str | Path, fingerprint: dict[str, Any] | None, strict: bool) -> Manifest:
-    """``data.pairs=DIR``: that finished set, checked against ``fingerprint`` when the inputs are known."""
-    folder = Path(folder)
-    if not (folder / "manifest.json").exists():
-        raise FileNotFoundError(f"data.pairs={folder} holds no finished pair shard set (no manifest.json). "
-                                "Build one with task=prepare data.source=..., or drop data.pairs")
-    if fingerprint is not None:
-        claim(folder, fingerprint, strict=strict, named_by="data.pairs", what="pair shard set", write_stamp=False)
-    manifest = load_manifest(folder)
-    check_skips(folder, {"skipped": manifest.skipped, "meta": manifest.meta}, strict)
-    return manifest
-
-
 def _build_pairs(cfg: PairsConfig, out_dir: Path, fingerprint: dict[str, Any], rank: int, world_size: int, strict: bool) -> Manifest:
     layout, items = discover(cfg)
     if layout == "videos":
         from crossmodal.io.video import require_cv2
 
         require_cv2()
-    split, split_path = plan_split(cfg, items, out_dir)
+    split, split_path = plan_split(cfg, [(i.identity, i.video) for i in items], out_dir, dist_info()[0])
     jobs = plan_jobs(items, split, cfg.videos_per_shard)
     log.info("pairs: %d items (%s layout) from %s -> %d shards in %s", len(items), layout, cfg.source, len(jobs), out_dir)
     meta = {
@@ -186,7 +180,9 @@ def build_shard_set(
     if world_size > 1:
         wait_for_shards(out_dir, names)
     if rank != 0:  # rank 0 sums the per-shard stats sidecars into the manifest
-        return wait_manifest(out_dir)
+        while not (out_dir / "manifest.json").exists():
+            time.sleep(1.0)
+        return load_manifest(out_dir)
     stats = BuildStats()
     for name in names:
         path = out_dir / f"{name}.stats.json"

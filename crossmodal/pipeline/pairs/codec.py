@@ -37,10 +37,6 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def frame_field(index: int, fmt: str = "jpg") -> str:
-    return f"f{index:03d}.{fmt}"
-
-
 def segment_meta(identity: str, video: str, utterance: str, track: int, segment: int, split: str, start: float,
                  frame_rate: float, **more: Any) -> dict[str, Any]:
     """A pair sample's json: where its segment comes from (``start`` in seconds in the source), and ``more``."""
@@ -66,7 +62,7 @@ def make_pair_sample(
         raise ValueError(f"{key}: {len(frames)} frames in one segment; the field naming allows 1000 (lower data.segment_seconds)")
     sample: dict[str, Any] = {"__key__": key, "flac": encode_flac(wave, sample_rate)}
     for i, frame in enumerate(frames):
-        sample[frame_field(i, image_format)] = encode_image(frame, image_format, jpeg_quality)
+        sample[f"f{i:03d}.{image_format}"] = encode_image(frame, image_format, jpeg_quality)
     sample["times.npy"] = npy_bytes(np.asarray(times, dtype=np.float32))
     full_meta = {"duration": round(len(wave) / sample_rate, 6), "sample_rate": sample_rate, "n_frames": len(frames),
                  "synthetic": False, **meta}
@@ -79,20 +75,9 @@ def frame_fields(sample: dict[str, Any]) -> list[str]:
     return sorted(k for k in sample if re.fullmatch(r"f\d{3,}\.(jpg|jpeg|png)", k))
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as pil:
-        if pil.mode not in ("L", "RGB"):
-            pil = pil.convert("RGB")
-        return np.asarray(pil)
-
-
 def decode_pair_frames(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Face frames and their times of a raw pair sample: (uint8 [n, H, W] or [n, H, W, 3], float32 [n]).
-
-    Raises ValueError naming the sample when a frame is corrupt or frames and times disagree.
-    """
+    """Face frames and their times of a raw pair sample: (uint8 [n, H, W] or [n, H, W, 3], float32 [n]);
+    ValueError naming the sample when a frame is corrupt or frames and times disagree."""
     key = sample.get("__key__", "?")
     names = frame_fields(sample)
     times_raw = sample.get("times.npy")
@@ -108,7 +93,8 @@ def decode_pair_frames(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     images = []
     for name in names:
         try:
-            images.append(decode_image(sample[name]))
+            with Image.open(io.BytesIO(sample[name])) as pil:
+                images.append(np.asarray(pil if pil.mode in ("L", "RGB") else pil.convert("RGB")))
         except (OSError, ValueError, Image.DecompressionBombError) as exn:  # PIL's errors for bad image bytes
             raise ValueError(f"pair sample {key}: corrupt frame {name}: {exn}") from exn
     if len({im.shape for im in images}) > 1:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from crossmodal.io.video import DEFAULT_FRAME_RATE, FaceConfig
+from crossmodal.io.video import DEFAULT_FRAME_RATE
 from crossmodal.models.modelfile import plain
 from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
 from crossmodal.pipeline.pairs.codec import slug
@@ -46,13 +46,32 @@ def settings_from_cfg(cls: type[T], cfg: Any, what: str) -> T:
     return cls(**values)
 
 
+@dataclass
 class PairRecipe:
-    """What a pair recipe (PairSettings, PseudoPairsConfig) shares. Subclasses give ``pairs``,
-    ``data_dir``, ``dataset_name``, ``fingerprint()`` and ``prepare()`` (build or reuse the shards);
-    `task=prepare` calls ``prepare_data()``, then ``prepare_report()`` for the counts."""
+    """What a pair recipe (PairSettings, PseudoPairsConfig) shares: the settings below, where its set goes and
+    what `task=prepare` reports of it. Subclasses give ``dataset_name``, ``fingerprint()`` and ``prepare()`` (build
+    or reuse the shards); `task=prepare` calls ``prepare_data()``, then ``prepare_report()`` for the counts."""
 
-    pairs: str | None
-    data_dir: str
+    source: str | None = None  # the raw data folder (each recipe's module says what it holds)
+    pairs: str | None = None  # an existing pair shard set to use instead of building one from source
+    data_dir: str = "data"  # shards go to <data_dir>/pairs/<name>-<fp8> and <data_dir>/distill/<name>-<teacher>-<fp8>
+    name: str | None = None  # default: from the source (dataset_name)
+    split_file: str | None = None  # a user's split file; default: made from seed + fractions
+    seed: int = 0
+    unheard_fraction: float = 0.2
+    frame_rate: float = DEFAULT_FRAME_RATE  # face frames per second (25 fps / 6)
+    segment_seconds: float = 10.0
+    sample_rate: int = 16000
+    num_workers: int = 0  # loader worker processes for decoding (prepare and extract)
+    strict: bool = False
+    # extraction (task=extract)
+    distill_dir: str | None = None  # default: <data_dir>/distill/<name>-<teacher>-<fingerprint of pairs + teacher file>
+    batch_size: int = 256  # face frames per teacher forward pass
+    logits_dtype: str = "float16"  # float16 | float32
+
+    def __post_init__(self) -> None:
+        if self.logits_dtype not in ("float16", "float32"):
+            raise ValueError(f"data.logits_dtype={self.logits_dtype!r}: expected float16 or float32")
 
     @property
     def pairs_dir(self) -> Path:
@@ -91,19 +110,10 @@ class PairSettings(PairRecipe):
     """Talking-face pair data: how to build pair shards, and how ``task=extract`` turns them into
     distillation shards. ``conf/prep/pairs.yaml`` instantiates its builder, ``PairsConfig``."""
 
-    source: str | None = None  # folder of raw talking-face data (see the module doc)
     layout: str = "auto"  # auto | voxceleb2 | voxceleb1 | videos
     frames_root: str | None = None  # voxceleb1: folder of <id>/<youtube_id>/<n>/*.jpg face frames
-    pairs: str | None = None  # an existing pair shard set to use instead of building one from source
-    data_dir: str = "data"  # shards go to <data_dir>/pairs/<name>-<fp8> and <data_dir>/distill/<name>-<teacher>-<fp8>
-    name: str | None = None  # default: the source folder's name
-    split_file: str | None = None  # a user's split file; default: made from seed + fractions
-    seed: int = 0
-    unheard_fraction: float = 0.2
     heard_fraction: float = 0.05
-    frame_rate: float = DEFAULT_FRAME_RATE  # face frames per second (25 fps / 6)
     frames_fps: float = 25.0  # voxceleb1: frame rate of the released face-frame numbering
-    segment_seconds: float = 10.0
     min_segment_seconds: float = 1.0
     min_frames: int = 2
     crop_size: int = 112
@@ -111,20 +121,12 @@ class PairSettings(PairRecipe):
     center_crop: float = 0.625  # voxceleb1/2: centre crop of the face-centred frame (1/1.6)
     grey: bool = True
     jpeg_quality: int = 90
-    sample_rate: int = 16000
     videos_per_shard: int = 64
-    num_workers: int = 0  # loader worker processes for decoding (prepare and extract)
-    strict: bool = False
-    # extraction (task=extract)
-    distill_dir: str | None = None  # default: <data_dir>/distill/<name>-<teacher>-<fingerprint of pairs + teacher file>
-    batch_size: int = 256  # face frames per teacher forward pass
-    logits_dtype: str = "float16"  # float16 | float32
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.layout not in LAYOUTS:
             raise ValueError(f"data.layout={self.layout!r}: expected one of {', '.join(LAYOUTS)}")
-        if self.logits_dtype not in ("float16", "float32"):
-            raise ValueError(f"data.logits_dtype={self.logits_dtype!r}: expected float16 or float32")
         if self.frame_rate <= 0 or self.segment_seconds <= 0 or self.min_segment_seconds > self.segment_seconds:
             raise ValueError(
                 f"data.frame_rate={self.frame_rate}, data.segment_seconds={self.segment_seconds}, "
@@ -151,6 +153,3 @@ class PairSettings(PairRecipe):
         if not self.source:
             raise ValueError("data.source is not set: point it at a folder of talking-face data (or set data.pairs)")
         return slug(Path(self.source).resolve().name) or "pairs"
-
-    def face_config(self) -> FaceConfig:
-        return FaceConfig(frame_rate=self.frame_rate, crop_size=self.crop_size, margin=self.margin, grey=self.grey)

@@ -3,7 +3,6 @@ faces detected and tracked by :mod:`crossmodal.io.video`) or from a folder of fa
 cut into equal segments of each track (:func:`segment_bounds`, :func:`track_segments`)."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -49,9 +48,8 @@ class BuildStats:
     frames_corrupt: int = 0
     frames_unused: int = 0  # face frames outside any kept segment (short tails, too few frames)
 
-    def add(self, other: BuildStats | dict) -> None:
-        values = other if isinstance(other, dict) else dataclasses.asdict(other)
-        for key, value in values.items():
+    def add(self, counts: dict[str, int]) -> None:
+        for key, value in counts.items():
             if hasattr(self, key):
                 setattr(self, key, getattr(self, key) + int(value))
 
@@ -142,7 +140,7 @@ def item_samples(item: PairItem, split: str, cfg: PairSettings, skips: SkipLog, 
     if item.kind == "orphan_frames":
         skips.skip("frames_without_audio", item.media, "a face-frame folder with no matching wav")
         return
-    face_cfg = cfg.face_config()
+    face_cfg = FaceConfig(frame_rate=cfg.frame_rate, crop_size=cfg.crop_size, margin=cfg.margin, grey=cfg.grey)
     if item.kind == "frames":
         yield from _frames_item_samples(item, split, cfg, skips, stats)
         return
