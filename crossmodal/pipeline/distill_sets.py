@@ -1,10 +1,8 @@
 """Distillation shard sets: how they are named, found and built on first use.
 
-A set is named ``<data_dir>/distill/<pairs name>-<teacher name>-<fingerprint8>``, the fingerprint
-covering the pair set's inputs, the teacher file's sha256 and the extraction settings, so
-``experiment=distill_* teacher_ckpt=T`` finds the set that T made (:func:`find_distill_set`).
-``data.prepare`` (a pseudo-pairs recipe) builds the pseudo-pair shards and, in cached mode, the
-teacher's logits on them (:func:`prepare_shards`).
+A set is named ``<data_dir>/distill/<pairs name>-<teacher name>-<fingerprint8>``, the fingerprint covering the pair
+set's inputs, the teacher file's sha256 and the extraction settings, so ``experiment=distill_* teacher_ckpt=T``
+finds the set that T made (:func:`find_distill_set`); :func:`prepare_shards` builds a ``data.prepare`` recipe's.
 """
 from __future__ import annotations
 
@@ -93,9 +91,6 @@ def find_distill_set(data_dir: str | Path, teacher: str | None, source: str | No
     return folder
 
 
-# ---------------------------------------------------------------------------- DataModule
-
-
 def recipe_config(recipe: dict[str, Any], teacher: str | None, data_dir: str | Path) -> tuple[Any, str | None]:
     """``data.prepare`` (a pseudo-pairs recipe) -> (PseudoPairsConfig, teacher file or None)."""
     recipe = dict(recipe)
@@ -119,15 +114,10 @@ def prepare_shards(
     shards: str | Path, mode: str, recipe: dict[str, Any], *, fingerprint: dict[str, Any] | None = None,
     named_by: str | None = None, strict: bool = False, teacher: str | None = None, data_dir: str | Path = "data",
 ) -> None:
-    """Build a missing shard set from ``recipe`` (the first use of an experiment prepares its data).
-
-    ``kind: pseudo_pairs``: the ``emodb`` voices x ``ferplus`` faces of the same emotion (speakers
-    split, some held out entirely) -> pair shards in ``<data_dir>/pairs/<name>-<fingerprint8>``
-    (reused when there); in ``cached`` mode the teacher (``teacher``: a teacher file, None = the
-    shipped CPU teacher) then writes the distillation shards into ``shards``. The other keys are
-    :class:`crossmodal.pipeline.pseudo_pairs.PseudoPairsConfig` fields (seed, fractions, ...).
-    ``fingerprint``: the inputs of ``shards`` (computed from the recipe when not given); the teacher runs
-    at the precision it records.
+    """Build a missing shard set from the pseudo-pairs ``recipe`` (the first use of an experiment prepares its
+    data): pair shards in ``<data_dir>/pairs/<name>-<fingerprint8>`` (reused when there), then in ``cached``
+    mode the teacher's logits (``teacher``: a file, None = the shipped CPU teacher, at the precision
+    ``fingerprint`` records) into ``shards``; in ``online``/``labels`` mode the pair shards go into ``shards``.
     """
     from crossmodal.pipeline.pseudo_pairs import prepare_pseudo_pairs
 

@@ -4,11 +4,8 @@ Each pair shard gives one distillation shard of the same name holding, per segme
 teacher's pre-softmax logits per face frame (``logits.npy``, [n_frames, 8] in FER+ order, float16 unless
 ``data.logits_dtype=float32``), the frame times (``times.npy``) and the pair metadata plus the teacher's name
 (``json``); the frames are not copied. Folder names and fingerprints: :mod:`crossmodal.pipeline.distill_sets`.
-
-Work is split by shard across DDP ranks (torch.distributed when initialised, else RANK/WORLD_SIZE), a rank's
-decoding across ``num_workers`` loader processes, while the main process runs the teacher in batches of
-``batch_size`` frames. Finished shards are reused, so a killed run resumes; a second run into the same folder
-waits for the first (a lock file), then reuses its set.
+Shards are split across ranks, their decoding across ``num_workers`` loader processes; the teacher runs in the
+main process. Finished shards are reused, so a killed run resumes.
 """
 from __future__ import annotations
 
@@ -42,9 +39,6 @@ from crossmodal.pipeline.shards import (
 )
 
 log = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------------- extraction
 
 
 def _read_pair_shard(path: str, strict: bool) -> tuple[list[dict[str, Any]], list[tuple[str, str, str]]]:
@@ -101,14 +95,11 @@ def extract_logits(
 ) -> tuple[Manifest | None, dict[str, Any]]:
     """Write one distillation shard per pair shard into ``out_dir``; reuse finished ones.
 
-    Returns the manifest (None on ranks other than 0) and this rank's work:
-    ``{"frames": n, "segments": n, "seconds": wall time, "teacher_seconds": time inside the teacher,
-    "written": shards, "reused": shards}``. ``fingerprint`` (see
-    :func:`crossmodal.pipeline.distill_sets.distill_fingerprint`; made from the pair set, ``teacher_name``,
-    ``teacher_id``, the teacher's precision and ``logits_dtype`` when not given) is recorded in the manifest
-    and guards the reuse: a set of other inputs in ``out_dir`` is an error (``named_by``: the key that named
-    the folder, for the message), never silently kept or mixed; a teacher of another precision than the
-    fingerprint's is refused. One writer per folder: a second run waits for the first, then reuses its set.
+    Returns the manifest (None on ranks other than 0) and this rank's work: ``{"frames", "segments", "seconds"
+    (wall time), "teacher_seconds", "written", "reused"}``. ``fingerprint`` (default: from the pair set,
+    ``teacher_name``, ``teacher_id``, the teacher's precision and ``logits_dtype``) guards the reuse: a set of
+    other inputs in ``out_dir`` is an error naming ``named_by``; a teacher of another precision is refused.
+    One writer per folder: a second run waits for the first (a lock file), then reuses its set.
     """
     out_dir = Path(out_dir)
     precision = getattr(teacher, "precision", "fp32")
@@ -135,8 +126,7 @@ def _extract(pairs, out_dir, teacher, teacher_name, teacher_id, batch_size, logi
     dtype = {"float16": np.float16, "float32": np.float32}[logits_dtype]
     names = [Path(s["name"]).stem for s in pairs.shards]
     jobs = [ShardJob(n, [str(pairs.root / f"{n}.tar")]) for n in names]
-    mine = jobs[rank::world_size]
-    todo = [job for job in mine if not shard_done(out_dir, job.name)]
+    todo = [job for job in jobs[rank::world_size] if not shard_done(out_dir, job.name)]
     work = {"frames": 0, "segments": 0, "seconds": 0.0, "teacher_seconds": 0.0}
     results = prefetched(todo, lambda job: _read_pair_shard(job.items[0], strict), num_workers)
 
@@ -212,9 +202,6 @@ def _extract(pairs, out_dir, teacher, teacher_name, teacher_id, batch_size, logi
     if world_size > 1:
         wait_for_shards(out_dir, names)
     return write_manifest(out_dir, names, meta), work
-
-
-# ------------------------------------------------------------------------------------ reporting
 
 
 def iter_distill(paths: Sequence[str]) -> Iterator[dict[str, Any]]:

@@ -55,9 +55,9 @@ def prepare_ferplus(
     fingerprint: dict[str, Any] | None = None,
     named_by: str | None = "out_dir",
 ):
-    """Write face shards (``<split>-NNNNNN.tar``: png + json with name, split, votes) into ``out_dir``, resuming
-    unfinished ones; a finished set of the same inputs (``fingerprint``, default: from the arguments) is reused, one of
-    other inputs is an error naming ``named_by`` (the config key). The manifest's meta holds the cleaning counts."""
+    """Write face shards (``<split>-NNNNNN.tar``) into ``out_dir``, resuming unfinished ones; a finished set of the
+    same inputs (``fingerprint``, default: from the arguments) is reused, one of other inputs is an error naming
+    ``named_by`` (the config key). The manifest's meta holds the cleaning counts."""
     splits = list(splits)
     if fingerprint is None:
         fingerprint = ferplus_fingerprint(source, cleaning=cleaning, splits=splits, samples_per_shard=samples_per_shard)
