@@ -2,8 +2,7 @@
 
 Training: the target of a window of speech is the teacher's logits aggregated over the face frames
 inside it, read from distillation shards (``mode=cached``) or computed by a frozen teacher on the pair
-shards' frames in the loop (``mode=online``; the teacher is a plain attribute, not a submodule, so it
-stays out of the optimiser, the checkpoint and DDP's gradient sync).
+shards' frames in the loop (``mode=online``).
 
 Validation (the paper's §4): each clip's dominant teacher emotion (argmax of the max-pooled logits over
 the whole clip) is the label and the student's softmax the score; ROC AUC per emotion on heard, unheard
@@ -58,7 +57,7 @@ class DistillationModule(SpeechModuleBase):
         self.teacher_batch_size = teacher_batch_size
         self.roc_figures = roc_figures
         self.scores = ScoreCollector()
-        # Plain attribute: not a submodule, so not in state_dict, the optimiser, or DDP.
+        # Plain attribute: not a submodule, so not in state_dict, the optimiser, or DDP's gradient sync.
         self.__dict__["teacher"] = None
         self._val_splits: tuple[str, ...] | None = None  # set at each validation's start
 
@@ -110,8 +109,7 @@ class DistillationModule(SpeechModuleBase):
         counts = [len(f) for f in frames]
         if min(counts) == 0:
             raise ValueError("a sample reached the teacher with no face frame in its window (the loader should have skipped it)")
-        inputs = [teacher.preprocess(f.to(self.device)) for f in frames]
-        flat = torch.cat(inputs)
+        flat = torch.cat([teacher.preprocess(f.to(self.device)) for f in frames])
         logits = torch.cat([teacher(chunk) for chunk in flat.split(self.teacher_batch_size)]).float()
         per_sample = logits.split(counts)
         if self.reduce == "max":
@@ -159,20 +157,16 @@ class DistillationModule(SpeechModuleBase):
         self.scores.update(torch.softmax(logits.float(), -1), targets.argmax(-1), batch["split"])
         self.update_recall(logits, batch)
 
-    def validation_splits(self) -> tuple[str, ...] | None:
-        """The splits this validation scores (None: all): the datamodule's ``val_splits`` (the
-        unheard/train curves every ``data.curve_every_n_epochs`` epochs); all of them in the sanity check."""
-        trainer = self._trainer
-        choose = getattr(getattr(trainer, "datamodule", None), "val_splits", None) if trainer is not None else None
-        if choose is None or trainer.sanity_checking or trainer.state.fn != "fit":  # trainer.validate(): all splits
-            return None
-        return choose(self.current_epoch, trainer.max_epochs)
-
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, self._val_splits)
 
     def on_validation_epoch_start(self) -> None:
-        self._val_splits = self.validation_splits()
+        """This validation scores the datamodule's ``val_splits`` (the unheard/train curves every
+        ``data.curve_every_n_epochs`` epochs); all splits (None) in the sanity check and trainer.validate()."""
+        trainer = self.trainer
+        choose = getattr(getattr(trainer, "datamodule", None), "val_splits", None)
+        fitting = not trainer.sanity_checking and trainer.state.fn == "fit"
+        self._val_splits = choose(self.current_epoch, trainer.max_epochs) if choose and fitting else None
         self.scores.start_epoch()
 
     def on_test_epoch_start(self) -> None:

@@ -1,9 +1,6 @@
-"""Speech students as LightningModules. :class:`SpeechModuleBase`: the front-end and a network built by
-name, the optimiser (a null one is the paper's SGD; :mod:`crossmodal.utils.optim`), UA / WA per split on
-labelled samples, the ``data/skipped`` count, and ``<run_dir>/student.safetensors`` after testing.
-:class:`StudentSpeech` trains it with cross-entropy on the corpus labels (the supervised upper bound);
-:class:`~crossmodal.lit.distill.DistillationModule` trains the same networks on the teacher's soft labels.
-"""
+"""Speech students as LightningModules: :class:`SpeechModuleBase` (what every speech module shares),
+:class:`StudentSpeech` (cross-entropy on corpus labels, the supervised upper bound); distillation is
+:class:`~crossmodal.lit.distill.DistillationModule`."""
 from __future__ import annotations
 
 import logging
@@ -32,17 +29,6 @@ log = logging.getLogger(__name__)
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": paper.STUDENT_LR, "momentum": paper.MOMENTUM,
                      "weight_decay": paper.WEIGHT_DECAY}
 STUDENT_FILE = "student.safetensors"  # written into the run folder after testing
-
-
-def gather_rng_states() -> list[dict[str, Any]]:
-    """Every process's random states (:func:`crossmodal.utils.seeding.rng_states`), by rank (Lightning saves a
-    checkpoint on all ranks, so the gather is collective)."""
-    state = rng_states()
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return [state]
-    states: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(states, state)
-    return states
 
 
 class SpeechModuleBase(L.LightningModule):
@@ -120,7 +106,7 @@ class SpeechModuleBase(L.LightningModule):
         predictions = classes[logits.detach()[:, classes].argmax(1)]  # argmax over label_classes only
         self.classification.update(predictions[labelled], labels[labelled], splits[labelled])
 
-    def log_recall(self, stage: str) -> dict[str, dict[str, Any]]:
+    def log_recall(self, stage: str) -> None:
         """Log ``<stage>/ua_<split>``, ``<stage>/wa_<split>`` and ``<stage>/recall_<split>/<emotion>``
         for the splits with labelled clips (torchmetrics, reduced over ranks: ``sync_dist=True`` on
         identical values tells Lightning they are global)."""
@@ -132,7 +118,6 @@ class SpeechModuleBase(L.LightningModule):
                 self.log(f"{stage}/recall_{split}/{emotion}", value, sync_dist=True)
             if self.want_figures(stage):
                 self.confusion_figure(stage, split, result["confusion"])
-        return results
 
     def log_split_losses(self, stage: str, losses: SplitMean) -> None:
         """Log ``<stage>/loss_<split>`` and ``<stage>/loss``: the heard split's loss when there is one.
@@ -195,7 +180,12 @@ class SpeechModuleBase(L.LightningModule):
 
     # -- resume: the random draws of the training step (dither, SpecAugment, mixup) continue where they stopped
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng_states"] = gather_rng_states()
+        state = rng_states()
+        states: list[Any] = [state]  # every process's, by rank (all ranks save: the gather is collective)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            states = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(states, state)
+        checkpoint["rng_states"] = states
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_rng = checkpoint.get("rng_states")

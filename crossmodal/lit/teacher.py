@@ -23,7 +23,6 @@ from crossmodal.emotions import EMOTIONS, NUM_EMOTIONS
 from crossmodal.eval.classification import classification_metrics, classification_results
 from crossmodal.models.face import PreprocessSpec, create_face_backbone
 from crossmodal.models.loading import load_teacher, teacher_file
-from crossmodal.models.losses import soft_target_cross_entropy
 from crossmodal.models.modelfile import LEGACY_TEACHER_FORMAT
 from crossmodal.models.teacher import FaceTeacher, head_names
 from crossmodal.models.teacher_int8 import int8_form, resolve_precision
@@ -149,12 +148,9 @@ class TeacherFER(L.LightningModule):
         self._train_seconds = float(checkpoint.get("train_seconds", 0.0))
 
     def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        if self.hparams.label_mode == "majority":
-            return F.cross_entropy(logits.float(), batch["label"], label_smoothing=self.hparams.label_smoothing)
-        target = batch["target"]
-        if self.hparams.label_smoothing:
-            target = target * (1 - self.hparams.label_smoothing) + self.hparams.label_smoothing / NUM_EMOTIONS
-        return soft_target_cross_entropy(logits, target)
+        """Cross-entropy against the majority label or the vote distribution (torch smooths either)."""
+        target = batch["label"] if self.hparams.label_mode == "majority" else batch["target"].float()
+        return F.cross_entropy(logits.float(), target, label_smoothing=self.hparams.label_smoothing)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])

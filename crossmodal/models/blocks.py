@@ -7,7 +7,8 @@ from torch import nn
 
 
 def conv_bn(cin: int, cout: int, kernel, stride=1, padding=0) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
 
 
 class BasicBlock(nn.Module):

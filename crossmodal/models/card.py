@@ -126,10 +126,6 @@ def study_status(cv: dict[str, Any] | None) -> str:
             "these figures are preliminary and will be replaced by the full study's.")
 
 
-def _kwargs(kwargs: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items())) or "defaults"
-
-
 def _frontend(frontend: dict[str, Any]) -> str:
     if not frontend:
         return "not recorded"
@@ -154,9 +150,10 @@ def _network_rows(header: dict[str, Any], path: Path, shown_path: str) -> list[l
             params = sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
     emotions = header.get("emotions") or []
     provenance = header.get("provenance") or {}
+    kwargs = ", ".join(f"{k}={v}" for k, v in sorted((architecture.get("kwargs") or {}).items())) or "defaults"
     return [
         ["file", f"`{shown_path}` (sha256 {file_digest(path, 16)}...)"],
-        ["network", f"`{architecture.get('name')}` ({_kwargs(architecture.get('kwargs') or {})})"
+        ["network", f"`{architecture.get('name')}` ({kwargs})"
                     + (f", {params / 1e6:.2f} M weights" if params else "")],
         ["front-end", _frontend(header.get("frontend") or {})],
         ["output", f"a distribution over {len(emotions)} emotions in FER+ order ({', '.join(emotions)}) and the penultimate-layer embedding"],

@@ -1,11 +1,7 @@
-"""Face-expression backbones (8 FER+ emotions) and their input preprocessing.
-
-``FACE_MODELS`` holds nets sized for FER+ (``vgg13_ferplus``, ``vgg_small``, ``resnet18_small``) and the
-geometry of the authors' MatConvNet ports; :func:`create_face_backbone` also builds any timm model by name
-with an 8-way head. Pretrained weights come from a local file or from the timm / Hugging Face cache, never
-from the network. The authors' PyTorch ports of their teachers (``resnet50_ferplus_dag.pth``,
-``senet50_ferplus_dag.pth``) load with :func:`load_matconvnet_ferplus` onto timm's ``resnet50`` /
-``legacy_seresnet50``. Every weights file is read without running code (:func:`load_weights_file`).
+"""Face-expression backbones (8 FER+ emotions) and their input preprocessing: the nets of ``FACE_MODELS``,
+any timm model (:func:`create_face_backbone`) and the authors' MatConvNet ports of their teachers
+(``resnet50_ferplus_dag.pth`` / ``senet50_ferplus_dag.pth``: :func:`load_matconvnet_ferplus`). Pretrained
+weights never come from the network, and no weights file runs code (:func:`load_weights_file`).
 """
 from __future__ import annotations
 
@@ -29,8 +25,6 @@ from crossmodal.models.blocks import BasicBlock, conv_bn
 from crossmodal.registry import FACE_MODELS
 
 log = logging.getLogger(__name__)
-
-PAPER_MEAN = paper.FACE_MEAN  # VGGFace2 teachers: 0..255 values, std 1
 
 
 @dataclass
@@ -155,12 +149,10 @@ class SmallResNet(nn.Module):
 
 
 def _init(module: nn.Module) -> None:
+    """He init of the convs (batch norm starts at weight 1, bias 0: torch's own init)."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 @FACE_MODELS.register("vgg13_ferplus")
@@ -209,7 +201,8 @@ def create_face_backbone(name: str, num_classes: int = NUM_EMOTIONS, pretrained:
                            f"nor in timm (similar: {', '.join(close) or 'none'})")
         cached_file = _torch_hub_cached_file(name) if from_cache else None
         if cached_file is not None:  # weights published as a URL only: the torch hub cache, never the URL
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(cached_file)}, **kwargs)
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(cached_file)},
+                                      **kwargs)
         elif from_cache:
             with _hf_offline():
                 try:
@@ -259,10 +252,8 @@ def load_weights_file(path: str | Path) -> Any:
 
 
 def load_pretrained_file(model: nn.Module, path: str | Path) -> list[str]:
-    """Load a local state dict into ``model``, skipping tensors whose shape differs (e.g. the classifier).
-
-    Returns the names of the parameters that were loaded (the "pretrained layers").
-    """
+    """Load a local state dict into ``model``, skipping tensors whose shape differs (e.g. the classifier);
+    returns the names of the parameters loaded (the "pretrained layers")."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"pretrained weights file {path} does not exist (model.pretrained)")
@@ -282,7 +273,8 @@ def load_pretrained_file(model: nn.Module, path: str | Path) -> list[str]:
 
 
 MATCONVNET_ARCHS = {"resnet50": "resnet50", "senet50": "legacy_seresnet50"}
-MATCONVNET_PREPROCESS = PreprocessSpec(channels=3, resize=224, input_size=224, mean=list(PAPER_MEAN), std=[1.0])
+MATCONVNET_PREPROCESS = PreprocessSpec(channels=3, resize=paper.FACE_SIZE, input_size=paper.FACE_SIZE,
+                                       mean=list(paper.FACE_MEAN), std=list(paper.FACE_STD))
 _STAGES = {2: "layer1", 3: "layer2", 4: "layer3", 5: "layer4"}
 
 

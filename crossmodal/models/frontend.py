@@ -5,11 +5,8 @@ The paper's features (VGGVox's): DC removal and dither, pre-emphasis 0.97, 25 ms
 and unit variance over time. VGGVox keeps all 512 bins of the FFT (the mirrored half included),
 which is what makes its fc6 a 9x1 convolution; ``onesided=true`` keeps the 257 distinct bins.
 Log-mel features are the alternative (``features="logmel"``), and SpecAugment time/frequency
-masks apply in training mode only.
-
-Batches are padded waveforms plus their lengths in samples; the output is ``[B, 1, F, T]`` plus
-the number of valid frames per item. Normalisation statistics use only the valid frames and the
-padded frames are zeroed, so an utterance's features do not depend on what it was batched with.
+masks apply in training mode only. Normalisation statistics use only the valid frames and padded
+frames are zeroed, so an utterance's features do not depend on what it was batched with.
 """
 from __future__ import annotations
 
@@ -23,11 +20,8 @@ FEATURES = ("spectrogram", "logmel")
 
 
 class SpeechFrontend(nn.Module):
-    """Waveform ``[B, samples]`` (+ lengths) -> features ``[B, 1, F, frames]`` (+ frame lengths).
-
-    Every constructor argument is a plain value, so ``frontend_config()`` round-trips through the
-    student file and Hydra configs.
-    """
+    """Waveform ``[B, samples]`` (+ lengths) -> features ``[B, 1, F, frames]`` (+ frame lengths). Every constructor
+    argument is a plain value, so ``frontend_config()`` round-trips through the student file and Hydra configs."""
 
     def __init__(
         self, sample_rate: int = 16000, features: str = "spectrogram", n_fft: int = 512, win_ms: float = 25.0,

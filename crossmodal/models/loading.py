@@ -125,9 +125,33 @@ def load_teacher(path: str | Path | None = None, device: str | torch.device = "c
         raise FileNotFoundError(f"no teacher file at {path}: the shipped default teacher is missing; reinstall crossmodal or give a path")
     what, payload = read_checkpoint(path, "teacher", device)
     if what == "model_file":
-        teacher = _teacher_from_model_file(path)
-    elif what == "lightning":
-        teacher = _teacher_from_lightning(payload, path)
+        header, state = _model_file(path, "teacher", "cpu")
+        name, kwargs = header["architecture"]["name"], dict(header["architecture"]["kwargs"])
+        net = create_face_backbone(name, **kwargs)
+        own = net.state_dict()
+        missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+        if missing:
+            raise ModelFileError(f"{path}: teacher file lacks {len(missing)} tensors of {name} (first: {missing[:3]})")
+        unexpected = [k for k in state if k not in own]
+        if unexpected:
+            raise ModelFileError(f"{path}: teacher file has {len(unexpected)} tensors {name} does not "
+                                 f"(first: {unexpected[:3]})")
+        net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+        teacher = FaceTeacher(net, PreprocessSpec.from_config(header["preprocess"]), name=name, kwargs=kwargs,
+                              tta_flip=bool(header.get("tta_flip", False)))
+        teacher.header = header
+        teacher.meta = {**dict(header.get("info") or {}), **dict(header.get("provenance", {}).get("metrics") or {})}
+    elif what == "lightning":  # TeacherFER's: backbone, backbone_kwargs, preprocess, drop_rate, tta_flip
+        hp = _hyper_parameters(payload)
+        if not isinstance(hp.get("backbone"), str):
+            raise _not_a(path, "teacher", " (its hyper-parameters name no 'backbone': not a TeacherFER checkpoint)")
+        spec = PreprocessSpec.from_config(hp.get("preprocess"))
+        kwargs = dict(hp.get("backbone_kwargs") or {})
+        kwargs.setdefault("in_chans", spec.channels)
+        kwargs["drop_rate"] = hp.get("drop_rate", 0.5)
+        net = create_face_backbone(hp["backbone"], **kwargs)
+        net.load_state_dict(_weights(payload, TEACHER_PREFIX, path, "TeacherFER"))
+        teacher = FaceTeacher(net, spec, name=hp["backbone"], kwargs=kwargs, tta_flip=bool(hp.get("tta_flip", False)))
     elif isinstance(payload, dict) and any(k.startswith("conv1_7x7_s2") for k in payload):
         net, spec = load_matconvnet_ferplus(payload)
         teacher = FaceTeacher(net, spec, name=f"matconvnet_{guess_matconvnet_arch(payload)}", kwargs={"in_chans": 3})
@@ -137,39 +161,6 @@ def load_teacher(path: str | Path | None = None, device: str | torch.device = "c
     if precision == "int8":
         teacher.__dict__["_int8"] = int8_form(teacher, path)
     return teacher
-
-
-def _teacher_from_model_file(path: Path) -> FaceTeacher:
-    header, state = _model_file(path, "teacher", "cpu")
-    name, kwargs = header["architecture"]["name"], dict(header["architecture"]["kwargs"])
-    net = create_face_backbone(name, **kwargs)
-    own = net.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ModelFileError(f"{path}: teacher file lacks {len(missing)} tensors of {name} (first: {missing[:3]})")
-    unexpected = [k for k in state if k not in own]
-    if unexpected:
-        raise ModelFileError(f"{path}: teacher file has {len(unexpected)} tensors {name} does not (first: {unexpected[:3]})")
-    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
-    spec = PreprocessSpec.from_config(header["preprocess"])
-    teacher = FaceTeacher(net, spec, name=name, kwargs=kwargs, tta_flip=bool(header.get("tta_flip", False)))
-    teacher.header = header
-    teacher.meta = {**dict(header.get("info") or {}), **dict(header.get("provenance", {}).get("metrics") or {})}
-    return teacher
-
-
-def _teacher_from_lightning(payload: dict[str, Any], path: Path) -> FaceTeacher:
-    """TeacherFER's checkpoint: its ``backbone``, ``backbone_kwargs``, ``preprocess``, ``drop_rate``, ``tta_flip``."""
-    hp = _hyper_parameters(payload)
-    if not isinstance(hp.get("backbone"), str):
-        raise _not_a(path, "teacher", " (its hyper-parameters name no 'backbone': not a TeacherFER checkpoint)")
-    spec = PreprocessSpec.from_config(hp.get("preprocess"))
-    kwargs = dict(hp.get("backbone_kwargs") or {})
-    kwargs.setdefault("in_chans", spec.channels)
-    kwargs["drop_rate"] = hp.get("drop_rate", 0.5)
-    net = create_face_backbone(hp["backbone"], **kwargs)
-    net.load_state_dict(_weights(payload, TEACHER_PREFIX, path, "TeacherFER"))
-    return FaceTeacher(net, spec, name=hp["backbone"], kwargs=kwargs, tta_flip=bool(hp.get("tta_flip", False)))
 
 
 def load_student_modules(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, dict[str, Any]]:

@@ -56,7 +56,3 @@ class DistillationLoss(nn.Module):
             parts["hard"] = F.cross_entropy(student_logits.float(), teacher_logits.argmax(-1))
             parts["loss"] = soft + self.hard_weight * parts["hard"]
         return parts
-
-
-def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()

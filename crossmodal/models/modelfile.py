@@ -1,12 +1,9 @@
-"""Model files: the one format teachers and students are kept in, and safe loading of what users hand us.
+"""Model files, the one format teachers and students are kept in (fields, and how a format change is made:
+docs/conventions.md, "Model files"), and safe loading of what users hand us.
 
-A model file is safetensors weights plus one JSON header under the metadata key ``crossmodal``
-(fields, and how a format change is made: docs/conventions.md, "Model files"). :func:`read_header`
-reads only the header; :func:`read_model_file` returns header and tensors in the current version
-through the migrations in ``MIGRATIONS``, the pickled v1 files included (read weights_only). Building
-the networks is :mod:`crossmodal.models.loading`'s. Any other file a user hands us (Lightning
-``.ckpt``, ``.pth``) goes through :func:`safe_torch_load`: weights_only with the allow-list
-``CHECKPOINT_GLOBALS``; anything else is refused (:class:`UnsafeFileError`) before any of it runs.
+:func:`read_header` reads only the header; :func:`read_model_file` returns header and tensors in the current
+version through ``MIGRATIONS``. Any other file a user hands us (``.ckpt``, ``.pth``) goes through
+:func:`safe_torch_load`: weights_only with the allow-list ``CHECKPOINT_GLOBALS``, else refused unrun.
 """
 from __future__ import annotations
 
@@ -209,11 +206,8 @@ def _existing(path: str | Path) -> Path:
 
 
 def upgrade_model_file(source: str | Path, target: str | Path, provenance: dict[str, Any] | None = None) -> Path:
-    """Rewrite a model file of any version in the current format (same tensors, same dtypes).
-
-    The header's provenance gains ``upgraded_from`` (the source's name, version and sha256) and
-    ``provenance`` (e.g. facts the old file did not record).
-    """
+    """Rewrite a model file of any version in the current format (same tensors, same dtypes); its provenance
+    gains ``upgraded_from`` (the source's name, version and sha256) and ``provenance``."""
     source = _existing(source)
     old_version = _raw_header(source).get("format_version") if is_safetensors(source) else 1
     header, tensors = read_model_file(source)
@@ -315,7 +309,14 @@ def safe_torch_load(path: str | Path, map_location: str | torch.device | None = 
         with path.open("rb") as handle:
             head = handle.read(16)
         if not (head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"):  # torch.save: a zip, or a legacy pickle's opcode
-            raise not_a_model_file(path, head) from None
+            size = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+            if path.suffix.lower() == ".safetensors":
+                raise ModelFileError(f"{path} is not a valid safetensors file: its first 8 bytes give a header of "
+                                     f"{size:,} bytes in a file of {path.stat().st_size:,} bytes, and no JSON header "
+                                     "follows (damaged, incomplete, or not a model file?)") from None
+            raise ModelFileError(f"{path} is not a model file: it is neither safetensors nor a PyTorch checkpoint (it "
+                                 f"starts with bytes {head[:8].hex(' ')}); give a student .safetensors file or a "
+                                 "Lightning .ckpt") from None
         raise UnsafeFileError(
             f"refused to load {path}: it is a pickle that would construct Python objects outside crossmodal's "
             f"allow-list ({_first_line(exn)}). Nothing in it was run. crossmodal reads model files (.safetensors), "
@@ -324,20 +325,6 @@ def safe_torch_load(path: str | Path, map_location: str | torch.device | None = 
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exn:
         raise ModelFileError(f"cannot read {path} as a PyTorch file: {_first_line(exn)}") from exn
-
-
-def not_a_model_file(path: Path, head: bytes) -> ModelFileError:
-    """The error for a file that is neither a safetensors file nor a PyTorch file at all (``head``: its first bytes)."""
-    if path.suffix.lower() == ".safetensors":
-        size = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
-        return ModelFileError(
-            f"{path} is not a valid safetensors file: its first 8 bytes give a header of {size:,} bytes in a file of "
-            f"{path.stat().st_size:,} bytes, and no JSON header follows (damaged, incomplete, or not a model file?)"
-        )
-    return ModelFileError(
-        f"{path} is not a model file: it is neither safetensors nor a PyTorch checkpoint (it starts with bytes "
-        f"{head[:8].hex(' ')}); give a student .safetensors file or a Lightning .ckpt"
-    )
 
 
 def unknown_architecture(path: Path | str, kind: str, name: str, registered: list[str]) -> ModelFileError:

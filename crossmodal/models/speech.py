@@ -20,12 +20,9 @@ from crossmodal.registry import SPEECH_MODELS
 
 @runtime_checkable
 class StudentNetwork(Protocol):
-    """What every registered speech student is (docs/extending.md adds one).
-
-    Constructor: keyword arguments only, ``num_classes`` (8), ``n_freq`` (the front-end's frequency
-    bins: the training module and the loader pass the front-end's ``n_freq``) and the network's own
-    arguments from the config (``student.kwargs``); built by name with :func:`create_student`.
-    """
+    """What every registered speech student is. Constructor: keyword arguments only, ``num_classes`` (8),
+    ``n_freq`` (the front-end's frequency bins, passed by the training module and the loader) and the
+    network's own arguments from the config (``student.kwargs``); built by name with :func:`create_student`."""
 
     min_frames: int  # the shortest input [.., T] it accepts; shorter inputs are zero-padded up to it
     embed_dim: int  # D, the size of the embedding
@@ -91,7 +88,11 @@ class VGGVox(nn.Module):
             conv_bn(256, 256, 3, 1, 1),
             nn.MaxPool2d((5, 3), (3, 2)),
         )
-        height = self._height_after_features(n_freq)
+        height = (n_freq + 2 - 7) // 2 + 1  # the frequency bins left after self.features, layer by layer
+        height = (height - 3) // 2 + 1
+        height = (height + 2 - 5) // 2 + 1
+        height = (height - 3) // 2 + 1
+        height = (height - 5) // 3 + 1
         if height < 1:
             raise ValueError(f"vggvox needs at least ~60 frequency bins, got n_freq={n_freq}")
         self.fc6 = conv_bn(256, fc6_channels, (height, 1))
@@ -99,14 +100,6 @@ class VGGVox(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc8 = nn.Linear(embed_dim, num_classes)
         self.embed_dim = embed_dim
-
-    @staticmethod
-    def _height_after_features(n_freq: int) -> int:
-        h = (n_freq + 2 - 7) // 2 + 1
-        h = (h - 3) // 2 + 1
-        h = (h + 2 - 5) // 2 + 1
-        h = (h - 3) // 2 + 1
-        return (h - 5) // 3 + 1
 
     def forward(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x = pad_time(x, self.min_frames)

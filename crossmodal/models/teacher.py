@@ -26,12 +26,9 @@ DEFAULT_TEACHER = Path(__file__).resolve().parents[1] / "assets" / "teacher_cpu.
 
 
 class FaceTeacher(nn.Module):
-    """A face-expression network plus the preprocessing it was trained with. Eval mode by default.
-
-    ``preprocess(images)`` takes uint8 (or 0..255 float) faces [N,H,W] grey, [N,H,W,3] RGB or
-    [N,C,H,W], any size, and returns the network input; ``forward(x)`` returns 8 logits in
-    ``EMOTIONS`` order. ``tta_flip`` averages the logits of the image and its mirror.
-    """
+    """A face-expression network plus the preprocessing it was trained with: ``preprocess(images)`` takes uint8
+    (or 0..255 float) faces [N,H,W] grey, [N,H,W,3] RGB or [N,C,H,W], any size; ``forward(x)`` returns 8 logits
+    in ``EMOTIONS`` order, averaged with the mirror image's when ``tta_flip``."""
 
     def __init__(self, backbone: nn.Module, preprocess: PreprocessSpec, *, name: str = "", kwargs: dict | None = None,
                  tta_flip: bool = False) -> None:
@@ -118,11 +115,8 @@ def _fold_batch_norm(backbone: nn.Module) -> nn.Module:
 
 def head_names(net: nn.Module) -> list[str]:
     """Parameter-name prefixes of the classifier (randomly initialised, full lr)."""
-    getter = getattr(net, "get_classifier", None)
-    if getter is not None:
-        head = getter()
-        return [n for n, m in net.named_modules() if m is head and n] or ["fc", "head", "classifier", "last_linear"]
-    return ["head", "fc", "classifier", "last_linear"]
+    head = getattr(net, "get_classifier", lambda: None)()  # timm models name their classifier
+    return [n for n, m in net.named_modules() if m is head and n] or ["head", "fc", "classifier", "last_linear"]
 
 
 def save_teacher(teacher: FaceTeacher | Any, path: str | Path, *, half: bool = True, meta: dict | None = None,

@@ -49,8 +49,7 @@ class StaleInt8(ValueError):
 
 def resolve_precision(precision: str | None, device: str | torch.device = "cpu", key: str = "teacher_precision") -> str:
     """``int8`` or ``fp32`` for a setting (``auto``/None: int8 on a CPU, fp32 elsewhere) on ``device``."""
-    if precision is None:
-        precision = "auto"
+    precision = "auto" if precision is None else precision
     if precision not in PRECISIONS:
         raise ValueError(f"{key}={precision!r} is not a teacher precision: use auto (int8 on a CPU, fp32 on a GPU), "
                          "int8 (ONNX Runtime, CPU only) or fp32")
@@ -64,11 +63,7 @@ def load_faces(folder: Path) -> np.ndarray:
     """uint8 [N, 48, 48] grey faces: every PNG of ``folder``, in name order."""
     from PIL import Image
 
-    def grey(path: Path) -> np.ndarray:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"))
-
-    return np.stack([grey(path) for path in sorted(folder.glob("*.png"))])
+    return np.stack([np.asarray(Image.open(path).convert("L")) for path in sorted(folder.glob("*.png"))])
 
 
 @functools.lru_cache(maxsize=1)
