@@ -1,11 +1,5 @@
-"""The `crossmodal` command.
-
-    crossmodal predict PATH... [--ckpt CKPT] [--json] [--window S] [--hop S] [--no-embedding] [--allow-non-speech]
-    crossmodal predict --about [--ckpt FILE]          (the student's model card; no input needed)
-    crossmodal export [--ckpt CKPT] --format torchscript|onnx [--out FILE]
-    crossmodal timeline VIDEO|FOLDER... [--out DIR] [--teacher FILE] [--ckpt CKPT] [--window S] [--hop S]
-    crossmodal run [experiment=NAME key=value ...]      (the same as python -m crossmodal.run)
-    crossmodal report RUN_DIR|SWEEP_DIR [--rebuild]     report.html of a run, index.html of a sweep
+"""The `crossmodal` command: predict (or predict --about, the model card), export, timeline, report, and
+run (the same as python -m crossmodal.run); `crossmodal COMMAND -h` for each.
 
 Without --ckpt the shipped default student is used (crossmodal/assets/student_cpu.safetensors, or
 $CROSSMODAL_STUDENT). --ckpt takes a student file or a Lightning checkpoint of a student.
@@ -87,14 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        if args.command == "report":
-            return _report(args)
-        if args.command == "predict":
-            return _predict(args)
-        if args.command == "timeline":
-            return _timeline(args)
-        return _export(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as exn:
+        return {"predict": _predict, "export": _export, "timeline": _timeline, "report": _report}[args.command](args)
+    except (FileNotFoundError, ValueError, RuntimeError, ImportError) as exn:  # ImportError: an extra not installed
         print(f"error: {exn}", file=sys.stderr)
         return 2
 
@@ -106,8 +94,7 @@ def _predict(args: argparse.Namespace) -> int:
         print(about(args.ckpt), end="")
         return 0
     if not args.paths:
-        print("error: crossmodal predict needs at least one PATH (or --about for the model card)", file=sys.stderr)
-        return 2
+        raise ValueError("crossmodal predict needs at least one PATH (or --about for the model card)")
     from crossmodal.inference import load_student
     from crossmodal.tasks.predict import as_json, format_table, predict_files
 
@@ -151,18 +138,15 @@ def _timeline(args: argparse.Namespace) -> int:
     from crossmodal.models.teacher import DEFAULT_TEACHER
     from crossmodal.paper import TEMPERATURE
 
-    try:
-        face_config = FaceConfig() if args.frame_rate is None else FaceConfig(frame_rate=args.frame_rate)
-        student = load_student(args.ckpt)
-        student.check_windows(args.window, args.hop, ("--window", "--hop"))
-        run = run_timelines(
-            args.paths, student, load_teacher(args.teacher, precision=args.teacher_precision), args.out, plot=not args.no_plot,
-            window=args.window, hop=args.hop, reduce=args.reduce, temperature=args.temperature or TEMPERATURE,
-            face_config=face_config, thumbnails=max(0, args.thumbnails), teacher_path=args.teacher or DEFAULT_TEACHER,
-        )
-    except ImportError as exn:  # OpenCV (the faces extra) missing: the message says how to install it
-        print(f"error: {exn}", file=sys.stderr)
-        return 2
+    face_config = FaceConfig() if args.frame_rate is None else FaceConfig(frame_rate=args.frame_rate)
+    student = load_student(args.ckpt)
+    student.check_windows(args.window, args.hop, ("--window", "--hop"))
+    teacher = load_teacher(args.teacher, precision=args.teacher_precision)
+    run = run_timelines(
+        args.paths, student, teacher, args.out, plot=not args.no_plot, window=args.window, hop=args.hop,
+        reduce=args.reduce, temperature=args.temperature or TEMPERATURE, face_config=face_config,
+        thumbnails=max(0, args.thumbnails), teacher_path=args.teacher or DEFAULT_TEACHER,
+    )
     for files in run.outputs:
         print("  ".join(str(path) for path in files.values()))
     for path in run.summary_files.values():

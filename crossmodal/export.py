@@ -1,7 +1,5 @@
-"""Export a student, front-end included, as TorchScript or ONNX: raw 16 kHz waveform in, logits and
-embedding out.
-
-    crossmodal export --ckpt student.safetensors --format onnx --out student.onnx
+"""Export a student, front-end included, as TorchScript or ONNX (``crossmodal export``): raw 16 kHz waveform
+in, logits and embedding out.
 
 Inputs: ``waveform`` float32 ``[batch, samples]`` at 16 kHz, mono, any length of at least
 ``min_samples`` (stored in the file's metadata; 0.67 s for vggvox). Outputs: ``logits [batch, 8]``
@@ -62,13 +60,9 @@ class ExportResult:
 
 
 class OnnxFrontend(nn.Module):
-    """The front-end's computation for whole, unpadded waveforms, in ONNX-exportable operators.
-
-    Same steps as SpeechFrontend in eval mode: DC removal, pre-emphasis, Hamming-windowed FFT
-    magnitude (or log-mel power), per-bin normalisation over time. No dither, no SpecAugment.
-    It mirrors SpeechFrontend.forward: when that changes, export_student's check (and
-    tests/test_export.py) fails until this class follows.
-    """
+    """SpeechFrontend's eval-mode computation (no dither, no SpecAugment) for whole, unpadded waveforms, in
+    ONNX-exportable operators. When SpeechFrontend.forward changes, export_student's check (and
+    tests/test_export.py) fails until this class follows."""
 
     def __init__(self, frontend: nn.Module) -> None:
         super().__init__()

@@ -15,14 +15,13 @@ FACE_SIZE = 224
 FACE_MEAN = (131.0912, 103.8827, 91.4953)
 FACE_STD = (1.0,)
 TEACHER_BATCH_SIZE = 128
-# SGD, momentum 0.9, weight decay 5e-4; lr 1e-2, divided by 10 after 60 and 120 epochs, 150 epochs;
-# layers initialised from VGGFace2 weights at 0.1x that lr; dropout 0.5 before the classifier.
+# SGD with the step schedule below; layers initialised from VGGFace2 weights train at PRETRAINED_LR_MULT x the lr.
 TEACHER_LR = 1e-2
 TEACHER_LR_STEPS = (60, 120)
 TEACHER_LR_GAMMA = 0.1
 TEACHER_EPOCHS = 150
 PRETRAINED_LR_MULT = 0.1
-TEACHER_DROPOUT = 0.5
+TEACHER_DROPOUT = 0.5  # before the classifier
 MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
 

@@ -1,10 +1,8 @@
 """The entry point: ``python -m crossmodal.run [experiment=NAME] [group=option ...] [key=value ...]``.
 
-Hydra composes the config (conf/) once. Before anything runs, :class:`RunChecks` (a Hydra callback,
-conf/hydra/default.yaml) checks it in one place, :func:`crossmodal.config.schema.check_config`, and
-that the run folder can be written; ``--cfg`` prints it after the same checks (``--resolve`` too).
-A composition error (a misspelt key, an unknown experiment) is one line naming the nearest valid
-key or option. Lightning 1.x's ``trainer.gpus=N`` is read as accelerator/devices/strategy.
+Before anything runs, :class:`RunChecks` (a Hydra callback, conf/hydra/default.yaml) checks the composed config
+(:func:`prepare`) and that the run folder can be written; ``--cfg`` prints it after the same checks (``--resolve``
+too). A composition error (a misspelt key, an unknown experiment) is one line naming the nearest valid key or option.
 """
 from __future__ import annotations
 
@@ -174,23 +172,6 @@ def _explain(exn: Exception, overrides: list[str], extra_dirs: list[Path]) -> Co
     return ConfigError(" ".join(line.strip() for line in text.splitlines() if line.strip()))
 
 
-@contextlib.contextmanager
-def _composition_errors(args: Any) -> Iterator[None]:
-    """Let Hydra's composition errors reach us (HYDRA_FULL_ERROR) and say them in one line."""
-    before = os.environ.get("HYDRA_FULL_ERROR")
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        yield
-    except (ConfigCompositionException, OverrideParseException) as exn:
-        extra_dirs = [Path(args.config_dir).resolve()] if args.config_dir else []
-        raise _explain(exn, list(args.overrides), extra_dirs) from None
-    finally:
-        if before is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = before
-
-
 def execute(cfg: DictConfig) -> Any:
     """Run ``cfg.task`` in its run folder; write config.yaml, metrics.json and plots/."""
     import lightning as L
@@ -303,16 +284,24 @@ def _hydra_main(cfg: DictConfig) -> Any:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = get_args_parser().parse_args(argv)
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's composition errors reach us, to be said in one line (_explain)
     try:
-        with _composition_errors(args):
-            if args.cfg and not (args.help or args.hydra_help):
-                show_config(args)
-                return
-            sys.argv = [sys.argv[0], *argv]  # Hydra (and Lightning's DDP launcher) read the command line there
-            _hydra_main()
-    except ConfigError as exn:
+        if args.cfg and not (args.help or args.hydra_help):
+            show_config(args)
+            return
+        sys.argv = [sys.argv[0], *argv]  # Hydra (and Lightning's DDP launcher) read the command line there
+        _hydra_main()
+    except (ConfigError, ConfigCompositionException, OverrideParseException) as exn:
+        if not isinstance(exn, ConfigError):
+            exn = _explain(exn, list(args.overrides), [Path(args.config_dir).resolve()] if args.config_dir else [])
         print(f"Error: {exn}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
 
 
 if __name__ == "__main__":

@@ -53,10 +53,7 @@ def save_and_send(fig, name: str, plots_dir: Path, loggers: Iterable[Any], step:
 
 
 def log_figure(trainer, name: str, fig) -> Path | None:
-    """From a LightningModule: ``log_figure(self.trainer, "val/confusion", fig)``.
-
-    Only global rank 0 writes; other ranks close the figure and return None.
-    """
+    """:func:`save_and_send` into ``<run>/plots`` from a LightningModule; other ranks than 0 only close ``fig``."""
     if not trainer.is_global_zero:
         from crossmodal.utils.plots import close
 

@@ -1,10 +1,5 @@
-"""Learning-rate schedules that need the run's length, and the step that hands them to Lightning.
-
-A scheduler config (docs/conventions.md) targets a torch class (stepped per epoch) or one of the
-factories below, which read the run's length from the trainer and return Lightning's
-``{"scheduler", "interval"}`` entry: :func:`logspace` (the paper's student), :func:`onecycle`,
-:func:`cosine` (per step, or on wall time).
-"""
+"""Learning-rate schedules that need the run's length, and the step that hands them to Lightning
+(:func:`with_scheduler`; scheduler configs: docs/conventions.md)."""
 from __future__ import annotations
 
 import inspect
