@@ -66,11 +66,8 @@ def unknown_key_message(key: str, cfg: DictConfig, experiment: str | None = None
 
 
 def translate_gpus(trainer: Mapping[str, Any], explicit: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Turn the Lightning 1.x `gpus` flag into accelerator/devices/strategy.
-
-    `explicit` holds the trainer keys the user set on the command line; a value there that
-    contradicts `gpus` is an error. Values from config files give way to `gpus`.
-    """
+    """The Lightning 1.x `gpus` flag as accelerator/devices/strategy. A trainer key the user set on the command
+    line (`explicit`) that contradicts `gpus` is an error; values from config files give way to `gpus`."""
     out = dict(trainer)
     gpus = out.pop("gpus", None)
     if gpus is None:

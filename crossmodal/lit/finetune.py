@@ -3,8 +3,7 @@
 :class:`FinetuneStudent` is :class:`~crossmodal.lit.student.StudentSpeech` whose network starts from a student
 file's weights (read safely: :func:`crossmodal.models.loading.load_student_modules`). The file's network and
 front-end must be the ones the config builds (``student``, ``model.frontend``), else an error names both;
-``init_from: null`` trains the same network from scratch. The student file written records ``init_from``
-(path and sha256) in its provenance.
+``init_from: null`` trains the same network from scratch. The student file records ``init_from`` (and sha256).
 """
 from __future__ import annotations
 

@@ -120,11 +120,8 @@ class SpeechModuleBase(L.LightningModule):
                 self.confusion_figure(stage, split, result["confusion"])
 
     def log_split_losses(self, stage: str, losses: SplitMean) -> None:
-        """Log ``<stage>/loss_<split>`` and ``<stage>/loss``: the heard split's loss when there is one.
-
-        Model selection watches ``val/loss``; taking it from held-out clips of training speakers keeps
-        the unheard speakers out of every choice made during training.
-        """
+        """Log ``<stage>/loss_<split>`` and ``<stage>/loss``: the heard split's loss when there is one, so that
+        model selection (``val/loss``) keeps the unheard speakers out of every choice made during training."""
         values = losses.compute()  # torchmetrics: already reduced over ranks
         losses.reset()
         for split, value in values.items():

@@ -1,9 +1,8 @@
 """TeacherFER: training the face-expression teacher on FER+ (a LightningModule around a
 :class:`~crossmodal.models.teacher.FaceTeacher`, whose module holds the network and its model files).
 
-Loss: soft-target cross-entropy for the ``probability`` / ``crossentropy`` label modes, cross-entropy for
-``majority``; pretrained layers train at ``pretrained_lr_mult`` x the lr. Val and test report top-1 against
-the majority label (``acc``, the FER+ number), UA, per-class recall and a confusion matrix.
+Pretrained layers train at ``pretrained_lr_mult`` x the lr. Val and test report top-1 against the majority
+label (``acc``, the FER+ number), UA, per-class recall and a confusion matrix.
 """
 from __future__ import annotations
 

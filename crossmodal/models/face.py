@@ -29,12 +29,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PreprocessSpec:
-    """How face images become network input; stored with every trained teacher.
-
-    Images are made grey (the paper feeds grey faces, even to 3-channel nets), copied to
-    ``channels``, resized to ``resize`` x ``resize`` (bilinear), cropped to ``input_size`` (centre;
-    random in training), then ``(x - mean) / std`` on 0..255 values.
-    """
+    """How face images become network input, stored with every trained teacher: made grey (the paper feeds
+    grey faces, even to 3-channel nets), copied to ``channels``, resized to ``resize`` x ``resize`` (bilinear),
+    cropped to ``input_size`` (centre; random in training), then ``(x - mean) / std`` on 0..255 values."""
 
     channels: int = 1
     resize: int = 48
@@ -182,12 +179,9 @@ def _hf_offline():
 
 def create_face_backbone(name: str, num_classes: int = NUM_EMOTIONS, pretrained: str | bool | None = None,
                          drop_rate: float = 0.5, in_chans: int = 3, **kwargs: Any) -> nn.Module:
-    """A face backbone by name: a ``FACE_MODELS`` entry, or any timm model with an 8-way head.
-
-    ``pretrained``: None/False (random init), a local weights file (state dict; a checkpoint's
-    ``state_dict``/``model`` entry is unwrapped; the classifier is skipped when its shape differs),
-    or ``"cache"`` / True (timm's pretrained weights from the local timm/HF cache, never downloaded).
-    """
+    """A face backbone by name: a ``FACE_MODELS`` entry, or any timm model with an 8-way head. ``pretrained``:
+    None/False (random init), a local weights file (:func:`load_pretrained_file`), or ``"cache"`` / True (timm's
+    pretrained weights from the local timm/HF cache, never downloaded)."""
     kwargs.update(num_classes=num_classes, drop_rate=drop_rate, in_chans=in_chans)
     from_cache = pretrained is True or pretrained == "cache"
     if name in FACE_MODELS:
@@ -330,12 +324,9 @@ def guess_matconvnet_arch(state: dict[str, torch.Tensor]) -> str:
 
 
 def matconvnet_backbone(arch: str) -> nn.Module:
-    """timm's resnet50 / legacy_seresnet50 with the geometry of the Caffe-born MatConvNet models.
-
-    The ports downsample in the first 1x1 conv of a stage (Caffe ResNet), not in the 3x3 as timm's
-    resnet50 does, and pool1 is a 3x3/2 max-pool without padding, rounding up. timm's
-    legacy_seresnet50 already has both.
-    """
+    """timm's resnet50 / legacy_seresnet50 with the geometry of the Caffe-born MatConvNet models: the ports
+    downsample in the first 1x1 conv of a stage (Caffe ResNet), not in the 3x3 as timm's resnet50 does, and
+    pool1 is a 3x3/2 max-pool without padding, rounding up. timm's legacy_seresnet50 already has both."""
     import timm
 
     model = timm.create_model(MATCONVNET_ARCHS[arch], pretrained=False, num_classes=NUM_EMOTIONS)

@@ -46,7 +46,6 @@ class SpeechFrontend(nn.Module):
         self.remove_dc = remove_dc
         self.normalize = normalize
         self.eps = eps
-        # Log-mel features are built from the one-sided power spectrum.
         onesided = onesided or features == "logmel"
         self.spectrogram = torchaudio.transforms.Spectrogram(
             n_fft=n_fft, win_length=self.win_length, hop_length=self.hop_length, window_fn=torch.hamming_window,

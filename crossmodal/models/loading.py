@@ -3,10 +3,9 @@
     teacher = load_teacher(path)                        # a FaceTeacher in eval mode
     frontend, net, info = load_student_modules(path)    # (crossmodal.inference.load_student wraps them in a Student)
 
-``path``: a model file of any format version (:mod:`crossmodal.models.modelfile`), a Lightning checkpoint of
-crossmodal's own modules (read by the hyper-parameters their ``save_hyperparameters`` writes), for a teacher
-the authors' MatConvNet port (``resnet50_ferplus_dag.pth`` / ``senet50_ferplus_dag.pth``), or None: the shipped
-file. Nothing in a file runs: safetensors, or :func:`crossmodal.models.modelfile.safe_torch_load`.
+``path``: a model file of any format version, a Lightning checkpoint of crossmodal's own modules, a MatConvNet
+port (teachers), or None: the shipped file. Nothing in a file runs (safetensors, or
+:func:`crossmodal.models.modelfile.safe_torch_load`).
 """
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Distillation losses: the student matches the teacher's softened emotion distribution.
 
-The paper's loss (``kind="soft_ce"``) is the cross-entropy between temperature-softened
-distributions, L = -sum_c softmax(t/T)_c * log softmax(s/T)_c, with T = 2 and no T^2 factor.
+The paper's loss (``kind="soft_ce"``, :func:`soft_cross_entropy`) has T = 2 and no T^2 factor.
 ``kind="kl"`` subtracts the teacher's entropy (same gradients, zero at a perfect match).
 ``t2_scaling`` multiplies by T^2 (Hinton et al.), which keeps gradient sizes comparable across
 temperatures. ``hard_weight`` adds ordinary cross-entropy on the teacher's argmax.

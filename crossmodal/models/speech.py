@@ -67,12 +67,9 @@ def masked_mean_std(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> t
 
 @SPEECH_MODELS.register("vggvox")
 class VGGVox(nn.Module):
-    """VGG-M with batch norm (Nagrani et al. 2017), the paper's student.
-
-    conv1 96 7x7/2, pool 3/2; conv2 256 5x5/2, pool 3/2; conv3-5 384/256/256 3x3; pool5 5x3/(3,2);
-    fc6 as a (H x 1) convolution with 4096 channels (H = 9 for 512 frequency bins); average pool over
-    time; fc7 1024 (the embedding); fc8 = the emotions.
-    """
+    """VGG-M with batch norm (Nagrani et al. 2017), the paper's student: fc6 is a (H x 1) convolution over what
+    the conv stack leaves of the frequency axis (H = 9 for 512 bins), averaged over the valid time steps, then
+    fc7 (the embedding) and fc8 (the emotions)."""
 
     min_frames = 65  # shortest input the conv/pool stack accepts (0.65 s at a 10 ms hop)
 
@@ -153,10 +150,8 @@ class ThinResNet(_StatsPooled):
 
 @SPEECH_MODELS.register("small_cnn")
 class SmallCNN(_StatsPooled):
-    """Four conv-BN-ReLU-pool blocks, frequency averaged, mean+std over time, a small embedding.
-
-    About 0.4 M parameters with the default widths: trains in minutes on 2 CPU cores.
-    """
+    """Four conv-BN-ReLU-pool blocks, frequency averaged, mean+std over time, a small embedding: about
+    0.4 M parameters with the default widths, trains in minutes on 2 CPU cores."""
 
     def __init__(self, num_classes: int = NUM_EMOTIONS, n_freq: int = 512,
                  channels: tuple[int, ...] | list[int] = (16, 32, 64, 128), first_stride: int = 2, embed_dim: int = 128,

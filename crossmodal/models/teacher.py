@@ -121,11 +121,9 @@ def head_names(net: nn.Module) -> list[str]:
 
 def save_teacher(teacher: FaceTeacher | Any, path: str | Path, *, half: bool = True, meta: dict | None = None,
                  tta_flip: bool | None = None, provenance: dict | None = None) -> Path:
-    """Write a teacher model file: backbone name + kwargs, preprocessing, flip averaging, (fp16) weights.
-
-    ``meta``: measured figures (``"test/acc"``-style numeric keys go to ``provenance.metrics``, the
-    rest to ``info``); ``provenance``: what it was trained on, the run (git commit and date are added).
-    """
+    """Write a teacher model file (weights in fp16 when ``half``). ``meta``: measured figures (``"test/acc"``-style
+    numeric keys go to ``provenance.metrics``, the rest to ``info``); ``provenance``: what it was trained on, the
+    run (git commit and date are added)."""
     if not isinstance(teacher, FaceTeacher):  # a TeacherFER LightningModule
         teacher = teacher.teacher
     meta = plain(dict(meta or {}))

@@ -2,8 +2,7 @@
 
 A run seeds its process once; building a cached input (pseudo-pairs, teacher logits, FER+ shards) in
 the run would consume numbers from that stream (a network initialised before its weights load, a
-loader's worker seed), so a run that built its cache would train on other numbers than one that
-reused it. :func:`isolated_rng` runs such a stage on a copy of the streams and puts them back.
+loader's worker seed), so a run that built its cache would train on other numbers than one that reused it.
 """
 from __future__ import annotations
 
