@@ -1,13 +1,7 @@
-"""One HTML page per run folder (``report.html``) and an index per sweep folder (``index.html``).
+"""One HTML page per run folder (``report.html``) and an index per sweep folder (``index.html``):
+what they show, how they are built and the commands are in experiments/report/README.md.
 
-    from crossmodal.report import write_report, write_index, report_folder
     report_folder("logs/demo/runs/2026-12-02_10-00-00")     # -> [.../report.html]
-
-Reads files only, never one whose real path is outside the folder (:mod:`crossmodal.report.content`);
-every image and audio file is referenced relative to the page, so a zipped folder opens elsewhere.
-The pages are Jinja2 templates (:mod:`crossmodal.report.render`).
-``python -m crossmodal.run`` writes the report at the end of every run (``report: false`` to skip);
-``crossmodal report DIR`` writes it for older runs and sweeps.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import json
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -73,30 +73,23 @@ def read_text(root: Path, name: str | Path, problems: Problems) -> str | None:
         return None
 
 
-def read_yaml(root: Path, name: str | Path, problems: Problems) -> Any:
+def read_data(root: Path, name: str | Path, problems: Problems, parse: Callable[[str], Any] = yaml.safe_load) -> Any:
+    """``root/name`` parsed (YAML; JSON with ``parse=json.loads``); None when missing, linked out or unparsable."""
     text = read_text(root, name, problems)
     if text is None:
         return None
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exn:
+        return parse(text)
+    except (yaml.YAMLError, ValueError) as exn:
         problems.add(root / name, exn)
         return None
 
 
 def read_metrics(run_dir: Path, problems: Problems) -> dict[str, Any]:
-    text = read_text(run_dir, "metrics.json", problems)
-    if text is None:
-        return {}
-    try:
-        metrics = json.loads(text)
-    except json.JSONDecodeError as exn:
-        problems.add(run_dir / "metrics.json", exn)
-        return {}
-    if not isinstance(metrics, dict):
+    metrics = read_data(run_dir, "metrics.json", problems, json.loads)
+    if metrics is not None and not isinstance(metrics, dict):
         problems.add(run_dir / "metrics.json", ValueError("expected a JSON object of 'stage/name': value pairs"))
-        return {}
-    return metrics
+    return metrics if isinstance(metrics, dict) else {}
 
 
 CONFIG_NAMES = ("config.yaml", ".hydra/config.yaml")  # the resolved config, else Hydra's copy
@@ -107,7 +100,7 @@ def config_name(run_dir: Path) -> str | None:
 
 
 def overrides(run_dir: Path, problems: Problems) -> list[str]:
-    value = read_yaml(run_dir, ".hydra/overrides.yaml", problems)
+    value = read_data(run_dir, ".hydra/overrides.yaml", problems)
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
@@ -158,9 +151,7 @@ def headline(metrics: Mapping[str, Any], first: str | None = None, limit: int = 
                     chosen.setdefault(key, numeric[key])
         if len(chosen) > (1 if first else 0):
             break
-    if not chosen:
-        chosen = dict(list(numeric.items())[:limit])
-    return dict(list(chosen.items())[:limit])
+    return dict(list((chosen or numeric).items())[:limit])
 
 
 def better(key: str) -> str | None:
@@ -185,11 +176,8 @@ def metric_tables(metrics: Mapping[str, Any]) -> list[MetricTable]:
     """``stage/family_split/class`` keys pivoted into one table per stage and family (rows: classes,
     columns: splits), and each stage's ``stage/name[_split]`` scalars into one table."""
     splits = {"heard", "unheard", "train", "val", "test"}
+    splits |= {key.split("/")[1].partition("_")[2] or "value" for key in metrics if key.count("/") >= 2}
     families: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(lambda: defaultdict(dict))
-    for key in metrics:
-        parts = key.split("/")
-        if len(parts) >= 3:
-            splits.add(parts[1].partition("_")[2] or "value")
     for key, value in metrics.items():
         parts = key.split("/")
         if len(parts) == 1:
@@ -204,9 +192,7 @@ def metric_tables(metrics: Mapping[str, Any]) -> list[MetricTable]:
     order = {s: i for i, s in enumerate(STAGE_ORDER)}
     tables = []
     for (stage, family), rows in sorted(families.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][0] == "other", kv[0])):
-        columns: list[str] = []
-        for cells in rows.values():
-            columns += [c for c in cells if c not in columns]
+        columns = list(dict.fromkeys(c for cells in rows.values() for c in cells))
         columns.sort(key=lambda c: (c != "value", ["train", "heard", "unheard"].index(c) if c in ("train", "heard", "unheard") else 9, c))
         title = f"{stage} / {family}" if family else (stage if stage != "other" else "other")
         tables.append(MetricTable(title, ["name", *columns], [[name, *(cells.get(c) for c in columns)] for name, cells in rows.items()]))
@@ -265,8 +251,7 @@ def figures(run_dir: Path, problems: Problems) -> list[Figure]:
         split = next((split_rank[t] for t in reversed(tokens) if t in split_rank), 0)
         return stage_rank.get(tokens[0], 50), "_".join(t for t in tokens if t not in split_rank), split
 
-    out.sort(key=order)
-    return out
+    return sorted(out, key=order)
 
 
 @dataclass

@@ -25,19 +25,6 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def is_numeric(value: Any) -> bool:
-    return value is None or isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def is_flat_list(value: Any) -> bool:
-    """A list of plain values (shown comma-separated), not of mappings or lists (shown as JSON)."""
-    return isinstance(value, list) and not any(isinstance(v, (dict, list)) for v in value)
-
-
-def pretty_json(value: Any, sort: bool = False) -> str:
-    return json.dumps(value, indent=1, sort_keys=sort)
-
-
 def href(target: Path, page_dir: Path) -> str:
     """``target`` (a file inside the run folder, as named there) relative to the page's folder, URL-quoted."""
     return quote(Path(os.path.relpath(Path(target).absolute(), Path(page_dir).absolute())).as_posix())
@@ -47,8 +34,11 @@ def href(target: Path, page_dir: Path) -> str:
 def environment() -> Environment:
     env = Environment(loader=PackageLoader("crossmodal.report", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(fmt=fmt, markdown=markdown, pretty_json=pretty_json)
-    env.tests.update(numeric=is_numeric, flat_list=is_flat_list)
+    env.filters.update(fmt=fmt, markdown=markdown,
+                       pretty_json=lambda value, sort=False: json.dumps(value, indent=1, sort_keys=sort))
+    # flat_list: a list of plain values (shown comma-separated), not of mappings or lists (shown as JSON)
+    env.tests.update(numeric=lambda v: v is None or isinstance(v, (int, float)) and not isinstance(v, bool),
+                     flat_list=lambda v: isinstance(v, list) and not any(isinstance(x, (dict, list)) for x in v))
     return env
 
 

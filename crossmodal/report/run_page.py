@@ -38,8 +38,6 @@ class File:
 
 @dataclass
 class Shown:
-    """A figure on the page: its link, caption and file name."""
-
     src: str
     caption: str
     name: str
@@ -61,11 +59,10 @@ def write_report(run_dir: str | Path) -> Path:
 
 
 def run_page(run_dir: Path) -> dict[str, Any]:
-    """What ``run.html`` shows of ``run_dir``."""
     problems = c.Problems()
     metrics = c.read_metrics(run_dir, problems)
     config_name = c.config_name(run_dir)
-    config = c.read_yaml(run_dir, config_name, problems) if config_name else None
+    config = c.read_data(run_dir, config_name, problems) if config_name else None
     config = config if isinstance(config, dict) else {}
     figures = c.figures(run_dir, problems)
     clips = c.gallery_clips(run_dir, problems)
@@ -116,7 +113,7 @@ SECTIONS = (("problems", "Unreadable files"), ("summary", "Summary"), ("metrics"
 
 
 def _summary_rows(run_dir: Path, config: dict[str, Any], problems: c.Problems) -> list[tuple[str, str]]:
-    hydra = c.read_yaml(run_dir, ".hydra/hydra.yaml", problems) or {}
+    hydra = c.read_data(run_dir, ".hydra/hydra.yaml", problems) or {}
     choices = ((hydra.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
     rows = [("folder", run_dir.name), ("name", config.get("name", "\u2014")), ("task", config.get("task", "\u2014")),
             ("experiment", choices.get("experiment", "\u2014")), ("seed", config.get("seed"))]
@@ -128,15 +125,12 @@ def _summary_rows(run_dir: Path, config: dict[str, Any], problems: c.Problems) -
 
 
 def _wandb(run_dir: Path, problems: c.Problems) -> str | None:
-    text = c.read_text(run_dir, "wandb_run.json", problems)
-    if text is None:
-        return None
-    try:
-        info = json.loads(text)
+    info = c.read_data(run_dir, "wandb_run.json", problems, json.loads)
+    if info is not None and not isinstance(info, dict):
+        problems.add(run_dir / "wandb_run.json", ValueError("expected a JSON object"))
+    if isinstance(info, dict):
         return f"{info.get('project')}/{info.get('id')} ({info.get('name')}, {info.get('mode')})"
-    except (ValueError, AttributeError) as exn:
-        problems.add(run_dir / "wandb_run.json", exn)
-        return None
+    return None
 
 
 def _duration(seconds: float) -> str:

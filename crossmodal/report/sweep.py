@@ -29,11 +29,10 @@ def find_jobs(sweep_dir: Path) -> list[Path]:
             subdirs[:] = []
             continue
         subdirs[:] = sorted(d for d in subdirs if d not in c.NOT_A_RUN_PART and not d.startswith("."))
-    return sorted(jobs, key=lambda p: _natural(p.relative_to(sweep_dir).as_posix()))
 
-
-def _natural(text: str) -> list[Any]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+    def natural(job: Path) -> list[Any]:  # job10 after job9
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", job.relative_to(sweep_dir).as_posix())]
+    return sorted(jobs, key=natural)
 
 
 def is_sweep_folder(path: Path) -> bool:
@@ -60,7 +59,7 @@ def write_index(sweep_dir: str | Path, *, job_reports: str = "missing") -> Path:
             except (OSError, ValueError) as exn:
                 problems.add(job, exn)
         name = c.config_name(job)
-        config = (c.read_yaml(job, name, problems) if name else None) or {}
+        config = (c.read_data(job, name, problems) if name else None) or {}
         metrics = c.read_metrics(job, problems)
         first = config.get("optimized_metric") if isinstance(config, dict) else None
         rows.append((job, c.overrides(job, problems), c.headline(metrics, first), c.inside(report, sweep_dir)))
@@ -73,12 +72,9 @@ def write_index(sweep_dir: str | Path, *, job_reports: str = "missing") -> Path:
 def _page(sweep_dir: Path, rows, problems: c.Problems) -> dict[str, Any]:
     all_overrides = [set(o) for _, o, _, _ in rows]
     common = set.intersection(*all_overrides) if all_overrides else set()
-    varied_keys: list[str] = []
-    for _, overrides, _, _ in rows:
-        varied_keys += [o.split("=", 1)[0] for o in overrides if o not in common and o.split("=", 1)[0] not in varied_keys]
-    metric_keys: list[str] = []
-    for _, _, metrics, _ in rows:
-        metric_keys += [k for k in metrics if k not in metric_keys]
+    varied = (o.split("=", 1)[0] for _, overrides, _, _ in rows for o in overrides if o not in common)
+    varied_keys = list(dict.fromkeys(varied))
+    metric_keys = list(dict.fromkeys(k for _, _, metrics, _ in rows for k in metrics))
     jobs = []
     for job, overrides, metrics, has_report in rows:
         by_key = dict(o.split("=", 1) if "=" in o else (o, "") for o in overrides)
@@ -86,9 +82,8 @@ def _page(sweep_dir: Path, rows, problems: c.Problems) -> dict[str, Any]:
                      "status": _status(job),
                      "varied": [by_key.get(k, "") for k in varied_keys], "metrics": [metrics.get(k) for k in metric_keys]})
     multirun = c.read_text(sweep_dir, "multirun.yaml", problems)
-    params = {}
-    if multirun is not None:
-        params = ((((c.read_yaml(sweep_dir, "multirun.yaml", problems) or {}).get("hydra") or {}).get("sweeper") or {}).get("params")) or {}
+    sweeper = ((c.read_data(sweep_dir, "multirun.yaml", problems) or {}).get("hydra") or {}).get("sweeper") or {}
+    params = sweeper.get("params") or {}
     sections = [("jobs", "Jobs")] + ([("sweep", "Sweep")] if multirun is not None else [])
     return {"title": f"sweep {sweep_dir.name}", "subtitle": str(sweep_dir.resolve()), "problems": problems.items,
             "sections": ([("problems", "Unreadable files")] if problems.items else []) + sections,
