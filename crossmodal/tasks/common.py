@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from crossmodal.config.checks import ConfigError
+from crossmodal.models.modelfile import ModelFileError, is_safetensors, safe_torch_load
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +28,13 @@ def build_recipe(cfg: DictConfig, usage: str) -> Any:
     extract, prepare and predict read. ``usage`` is the command to show when there is none."""
     node = cfg.get("prep")
     if not node:
-        raise ConfigError(f"task={_task(cfg)} needs a preparation recipe (the prep group): {usage}")
+        task = cfg.get("task")
+        raise ConfigError(f"task={getattr(task, 'value', task)} needs a preparation recipe (the prep group): {usage}")
     try:
         return instantiate(node, _convert_="all")
     except InstantiationException as exn:
         cause = exn.__cause__ or exn
         raise ConfigError(f"prep ({node.get('_target_')}): {cause}") from None
-
-
-def _task(cfg: DictConfig) -> str:
-    task = cfg.get("task")
-    return str(getattr(task, "value", task))
 
 
 def build_model(cfg: DictConfig) -> L.LightningModule:
@@ -45,8 +43,6 @@ def build_model(cfg: DictConfig) -> L.LightningModule:
     try:
         return instantiate(cfg.model, _convert_="all")
     except InstantiationException as exn:
-        from crossmodal.models.modelfile import ModelFileError
-
         if isinstance(exn.__cause__, ModelFileError):  # a refused or unreadable model.init_from / teacher file: say so plainly
             raise exn.__cause__ from None
         raise
@@ -78,10 +74,6 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path, log_dir: Path, name
 def check_checkpoint(path: Path) -> str:
     """Refuse, naming the file, a checkpoint that would run code when unpickled (nothing in it runs); Lightning
     then restores it weights-only too, inside ``checkpoint_globals()``. Model files (.safetensors) pass."""
-    import zipfile
-
-    from crossmodal.models.modelfile import is_safetensors, safe_torch_load
-
     if not is_safetensors(path):
         safe_torch_load(path, map_location="cpu", mmap=zipfile.is_zipfile(path) or None)
     return str(path)

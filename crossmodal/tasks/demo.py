@@ -62,13 +62,9 @@ def compare_with_recorded(metrics: dict[str, Any], recorded: dict[str, Any]) -> 
 
 def summary_rows(metrics: dict[str, Any], recorded: dict[str, Any], classes: list[str]) -> tuple[list[list[Any]], list[list[Any]]]:
     """(AUC rows per emotion, UA rows) from a distillation run's test metrics."""
-    auc_rows = []
-    for emotion in list(EMOTIONS) + ["mean", "mean_paper"]:
-        heard = metrics.get(f"test/auc_heard/{emotion}")
-        unheard = metrics.get(f"test/auc_unheard/{emotion}")
-        if heard is None and unheard is None:
-            continue
-        auc_rows.append([emotion, heard, unheard])
+    rows = [[name, metrics.get(f"test/auc_heard/{name}"), metrics.get(f"test/auc_unheard/{name}")]
+            for name in (*EMOTIONS, "mean", "mean_paper")]
+    auc_rows = [row for row in rows if row[1] is not None or row[2] is not None]
     supervised = (recorded.get("supervised_cpu") or {}).get("cv")  # the cross-validated figure, not one run
     ua_rows = [
         ["chance", 1.0 / len(classes), "uniform guess over the scored emotions"],

@@ -17,14 +17,17 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile
 import torch
 from omegaconf import DictConfig
+from safetensors.numpy import load_file, save_file
 
 from crossmodal import paper
 from crossmodal.config.checks import ConfigError
@@ -52,6 +55,8 @@ from crossmodal.inference import SilentAudioError, Student, TooShortAudioError, 
 from crossmodal.io.audio import SAMPLE_RATE, AudioError, load_audio, probe_audio
 from crossmodal.io.corpora import Clip, CorpusError, corpus_spec, read_corpus, summarise
 from crossmodal.io.vad import DEFAULT_CHECK, one_thread, package_version
+from crossmodal.models.frontend import build_frontend
+from crossmodal.models.speech import create_student
 from crossmodal.pipeline.cache import MANIFEST, claim, read_manifest
 from crossmodal.pipeline.fingerprint import input_fingerprint, shard_folder
 from crossmodal.pipeline.lock import folder_lock
@@ -147,9 +152,7 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
         report.notes.append("skipped files by reason: " + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))))
     report.notes.append(f"speech presence: a clip with fewer than {100 * DEFAULT_CHECK.min_fraction:.0f} % of its 32-ms frames voiced "
                         f"(Silero VAD {package_version()}, p >= {DEFAULT_CHECK.threshold:g}) is skipped as 'no speech' (strict=true: an error)")
-    for note in (cached.note(), small_note, heard_note):
-        if note:
-            report.notes.insert(0, note)
+    report.notes[:0] = [note for note in (heard_note, small_note, cached.note()) if note]
     report.student = student_label
     save_features(ctx.run_dir / "features.npz", clips, class_names, feature_sets)
     write_outputs(report, bench, ctx)
@@ -176,8 +179,7 @@ def benchmark_config(cfg: DictConfig) -> BenchmarkConfig:
     bench = instantiate(node, _convert_="all") if node.get("_target_") else BenchmarkConfig(**dict(node.items()))
     if not isinstance(bench, BenchmarkConfig):
         raise ConfigError(f"benchmark._target_ of task=evaluate must be {BenchmarkConfig.__module__}.BenchmarkConfig")
-    unknown = set(bench.features) - set(FEATURES)
-    if unknown or "logits" not in bench.features:
+    if not set(bench.features) <= set(FEATURES) or "logits" not in bench.features:
         raise ConfigError(f"benchmark.features={bench.features}: must include 'logits' and may add 'embedding'")
     unknown = set(bench.baselines) - set(BASELINES)
     if unknown:
@@ -206,12 +208,9 @@ def heard_speakers(info: dict[str, Any], corpus: str) -> set[str]:
     """The speakers of ``corpus`` whose audio a student trained on (its file's ``train_speakers``)."""
     heard: set[str] = set()
     for name, speakers in (info.get("train_speakers") or {}).items():
-        try:
-            same = corpus_spec(str(name)).name == corpus
-        except CorpusError:
-            same = False
-        if same:
-            heard |= {str(s) for s in speakers or []}
+        with suppress(CorpusError):  # a corpus crossmodal has no reader for is not this one
+            if corpus_spec(str(name)).name == corpus:
+                heard |= {str(s) for s in speakers or []}
     return heard
 
 
@@ -272,10 +271,9 @@ def drop_student_speakers(clips: list[Clip], info: dict[str, Any], corpus: str, 
 def select_classes(clips: list[Clip], bench: BenchmarkConfig) -> tuple[list[Clip], tuple[str, ...]]:
     """Apply ``merge`` then keep ``classes`` (all classes present when null); return clips + class order."""
     spec = corpus_spec(bench.corpus)
-    for source, target in bench.merge.items():
-        for label in (source, target):
-            if label not in spec.classes:
-                raise ConfigError(f"benchmark.merge: {label!r} is not a {spec.title} class ({', '.join(spec.classes)})")
+    for label in [*bench.merge, *bench.merge.values()]:
+        if label not in spec.classes:
+            raise ConfigError(f"benchmark.merge: {label!r} is not a {spec.title} class ({', '.join(spec.classes)})")
     # a merged clip keeps its own FER+ emotion (zero-shot scores against it)
     merged = [dataclasses.replace(clip, corpus_label=bench.merge.get(clip.corpus_label, clip.corpus_label)) for clip in clips]
     present = [label for label in spec.classes if any(c.corpus_label == label for c in merged)]
@@ -526,8 +524,6 @@ class BaselineSet:
         """Write the set built in this run (atomic: the features, then the manifest that makes it a set)."""
         if self.folder is None or self.reused or not names:
             return
-        from safetensors.numpy import save_file
-
         arrays = {name: np.ascontiguousarray(features[name], dtype=np.float64) for name in names}
         with atomic_path(self.folder / FEATURE_FILE) as tmp:
             save_file(arrays, str(tmp))
@@ -544,11 +540,6 @@ def baseline_feature_set(data_dir: str | Path | None, corpus: str, source: str, 
     if data_dir is None or not names:
         yield BaselineSet(None, None, source)
         return
-    from importlib.metadata import version
-
-    import soundfile
-    from safetensors.numpy import load_file
-
     # what the features depend on: the corpus folder's listing (names, sizes, mtimes), which of its clips
     # are used, the feature settings and the decoder and feature libraries' versions
     relative = sorted(_relative(clip.path, source) for clip in clips)
@@ -581,9 +572,6 @@ def _relative(path: Path, source: str) -> str:
 
 def random_init_student(student: Student, seed: int) -> Student:
     """The same architecture and front-end with fresh random weights (the 'is it the architecture?' baseline)."""
-    from crossmodal.models.frontend import build_frontend
-    from crossmodal.models.speech import create_student
-
     info = student.info
     if not info.get("net_name"):
         raise ValueError("the student does not record its network name; cannot build a random-init twin")

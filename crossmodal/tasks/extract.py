@@ -19,7 +19,7 @@ import torch
 
 from crossmodal.config.checks import ConfigError
 from crossmodal.emotions import EMOTIONS
-from crossmodal.models.loading import teacher_digest, teacher_name
+from crossmodal.models.loading import load_teacher, teacher_digest, teacher_name
 from crossmodal.models.teacher_int8 import resolve_precision
 from crossmodal.pipeline.distill_sets import distill_fingerprint, distill_folder
 from crossmodal.pipeline.extract import extract_logits, summarise
@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg, ctx) -> dict[str, Any]:
-    from crossmodal.models.loading import load_teacher
-
     data = build_recipe(cfg, "experiment=extract_logits prep.source=VIDEOS (or prep.pairs=PAIR_SHARDS), "
                                  "or experiment=pseudo_pairs prep.source=EMODB prep.ferplus=FERPLUS")
     if not callable(getattr(data, "prepare", None)):
@@ -40,8 +38,7 @@ def run(cfg, ctx) -> dict[str, Any]:
     strict = bool(cfg.get("strict")) or data.strict
     # trainer=ddp / trainer.gpus=N / num_nodes: one process per device, each extracting its shards
     fabric = ctx.launch_processes()
-    rank, world = fabric.global_rank, fabric.world_size
-    device = fabric.device
+    rank, world, device = fabric.global_rank, fabric.world_size, fabric.device
     # The teacher first: a missing or unreadable teacher fails before any decoding work.
     teacher_ckpt = cfg.get("teacher_ckpt")
     precision = resolve_precision(cfg.get("teacher_precision"), device)
@@ -98,10 +95,8 @@ def report(pairs: Manifest, distill: Manifest, work: dict[str, Any], summary: di
     }
     if work["frames"]:
         metrics["extract/frames_per_s"] = round(work["frames"] / max(work["seconds"], 1e-9), 2)
-    for split, n in sorted(summary["per_split"].items()):
-        metrics[f"extract/segments/{split}"] = n
-    for emotion, n in summary["dominant"].items():
-        metrics[f"extract/dominant/{emotion}"] = n
+    metrics.update({f"extract/segments/{split}": n for split, n in sorted(summary["per_split"].items())})
+    metrics.update({f"extract/dominant/{emotion}": n for emotion, n in summary["dominant"].items()})
     for key in ("label_agreement", "frame_label_agreement"):
         if key in summary:
             metrics[f"extract/{key}"] = round(summary[key], 4)

@@ -117,8 +117,7 @@ def run(cfg: DictConfig, ctx) -> dict[str, Any]:
     node = cfg.get("prep") or cfg.get("data")  # a `data` node: how callers of this function spelt it before
     if not node or not node.get("source") or (node.get("_target_") or "PredictConfig").rpartition(".")[2] != "PredictConfig":
         raise ConfigError("task=predict needs files: prep=predict prep.source=path/to/clip.wav (a file, a folder, or a list [a.wav,b.mp4])")
-    source = node.source
-    sources = list(source) if isinstance(source, (list, tuple, ListConfig)) else [source]
+    sources = list(node.source) if isinstance(node.source, (list, tuple, ListConfig)) else [node.source]
     window = node.get("window", DEFAULT_WINDOW)
     hop = node.get("hop", DEFAULT_HOP)
     try:  # also checked at composition (crossmodal.config.checks); here for direct callers

@@ -41,13 +41,6 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, A
     return flat
 
 
-def command_line_overrides() -> list[str]:
-    try:
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:  # not inside a Hydra run (e.g. a test calling a task directly)
-        return []
-
-
 @dataclass
 class RunFolder:
     """The run folder of one task run, the loggers that mirror it and the Trainer that writes into it."""
@@ -61,7 +54,6 @@ class RunFolder:
     def plots_dir(self) -> Path:
         return self.run_dir / "plots"
 
-    # -- sinks
     def add_metrics(self, metrics: Mapping[str, Any]) -> None:
         flat = flatten_metrics(metrics)
         self.metrics.update(flat)
@@ -91,10 +83,13 @@ class RunFolder:
         done.unlink(missing_ok=True)
         return write_json(failed, {"error": f"{type(error).__name__}: {error}", "metrics": self.metrics})
 
-    # -- Lightning
     def trainer_kwargs(self) -> dict[str, Any]:
         trainer_cfg = OmegaConf.to_container(self.cfg.trainer, resolve=True)
-        kwargs = translate_gpus(trainer_cfg, explicit_trainer_keys(command_line_overrides()))
+        try:
+            overrides = list(HydraConfig.get().overrides.task)
+        except ValueError:  # not inside a Hydra run (e.g. a test calling a task directly)
+            overrides = []
+        kwargs = translate_gpus(trainer_cfg, explicit_trainer_keys(overrides))
         return {k: v for k, v in kwargs.items() if v is not None}
 
     def launch_processes(self) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from crossmodal.config.checks import ConfigError
-from crossmodal.models.modelfile import checkpoint_globals
+from crossmodal.models.modelfile import checkpoint_globals, is_safetensors
 from crossmodal.tasks.common import build_datamodule, build_model, resolve_checkpoint
 from crossmodal.tasks.run_folder import RunFolder
 
@@ -26,8 +26,6 @@ def run(cfg: DictConfig, ctx: RunFolder) -> dict[str, Any]:
 def _model_file_already_loaded(ckpt: str | None, model: Any) -> str | None:
     """A model file (.safetensors) is not a Lightning checkpoint: fine when the model was built from it
     (``model.init_from``, as experiment=teacher_eval does with ckpt_path), an error otherwise."""
-    from crossmodal.models.modelfile import is_safetensors
-
     if ckpt is None or not is_safetensors(ckpt):
         return ckpt
     init_from = getattr(model, "hparams", {}).get("init_from")
