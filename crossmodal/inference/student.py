@@ -25,7 +25,7 @@ from crossmodal.inference.waveform import (
     mono_waveform,
     window_spans,
 )
-from crossmodal.io.audio import SAMPLE_RATE, resample
+from crossmodal.io.audio import MAX_STREAM_SECONDS, SAMPLE_RATE, probe_audio, read_audio, resample, stream_audio
 from crossmodal.io.vad import (
     DEFAULT_CHECK,
     NoSpeechError,
@@ -35,6 +35,7 @@ from crossmodal.io.vad import (
     no_speech_message,
 )
 from crossmodal.models.loading import load_student_modules
+from crossmodal.utils.progress import progress
 
 # Files up to this long are predicted in one pass (as ever); longer ones are streamed (bounded memory).
 STREAM_ABOVE_SECONDS = 60.0
@@ -187,12 +188,9 @@ class Student(nn.Module):
         ``allow_non_speech`` (then ``speech=False``); windows without speech are flagged, and
         :meth:`FilePrediction.as_dict` reports their scores only under ``allow_non_speech``.
 
-        A file over ``STREAM_ABOVE_SECONDS`` (or of unknown length) is streamed in blocks, memory
-        bounded: windows are cut where :func:`window_spans` puts them, and the whole-file answer is
-        :class:`_Pool`'s over ``POOL_SECONDS`` stretches (the last one absorbs a remainder under half).
+        A file over ``STREAM_ABOVE_SECONDS`` (or of unknown length) is streamed in bounded memory: the same
+        windows, and a whole-file answer pooled over ``POOL_SECONDS`` stretches (:class:`_Pool`).
         """
-        from crossmodal.io.audio import MAX_STREAM_SECONDS, probe_audio, read_audio
-
         window = window or None
         self.check_windows(window, hop, names)
         hop = hop or (window / 2 if window else None)
@@ -230,8 +228,7 @@ class Student(nn.Module):
     ) -> FilePrediction:
         """:meth:`predict_file` for long files: one pass over the file's blocks, nothing held whole
         but the detector's frame probabilities (4 bytes per 32 ms: 11 MB for 24 hours)."""
-        from crossmodal.io.audio import BLOCK_SECONDS, MAX_STREAM_SECONDS, stream_audio
-        from crossmodal.utils.progress import progress
+        from crossmodal.io.audio import BLOCK_SECONDS
 
         where = str(path)
         stretches = StretchCutter(round(POOL_SECONDS * SAMPLE_RATE))

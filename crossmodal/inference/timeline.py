@@ -279,7 +279,6 @@ def run_timelines(
     """
     run = TimelineRun()
     detector = options.pop("detector", None) or FaceDetector(options.get("face_config") or FaceConfig())
-    folders = [Path(p).expanduser() for p in paths if Path(p).expanduser().is_dir()]
     videos = expand_videos(paths)
     target = Path(out) if out is not None else Path.cwd()
     for video, name in videos:
@@ -292,7 +291,7 @@ def run_timelines(
             log.debug("timeline failed", exc_info=True)
             run.errors.append((str(video), message))
             run.summary.append({"video": str(video), "error": message})
-    if folders or len(videos) > 1:
+    if len(videos) > 1 or any(Path(p).expanduser().is_dir() for p in paths):
         target.mkdir(parents=True, exist_ok=True)
         full = [{column: row.get(column) for column in SUMMARY_COLUMNS} for row in run.summary]
         run.summary_files = {"json": target / "summary.json", "csv": target / "summary.csv"}

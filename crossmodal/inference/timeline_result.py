@@ -1,7 +1,5 @@
-"""A timeline's result: per window the student's logits, the teacher's aggregated logits (or no face),
-and what follows from them (distributions, the distillation loss as agreement, the rows of the
-JSON/CSV and the video's summary row). Built by :mod:`crossmodal.inference.timeline`, drawn by
-:mod:`crossmodal.inference.timeline_plot`."""
+"""A timeline's result: per window the student's logits, the teacher's aggregated logits (or no face), and
+what follows from them: distributions, the distillation loss as agreement, the JSON/CSV rows, the summary row."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
