@@ -96,11 +96,8 @@ class SplitClassification(nn.Module):
 
 
 class SplitMean(Metric):
-    """Per-split running mean (e.g. the loss on train / heard / unheard clips), summed across ranks.
-
-    Fixed-size tensor states: every rank computes and syncs them even when it saw no clip of
-    some split, so no rank waits on another at the end of an epoch.
-    """
+    """Per-split running mean (e.g. the loss on train / heard / unheard clips), summed across ranks; the states
+    are fixed-size, so every rank syncs every split and none waits on another at the end of an epoch."""
 
     full_state_update = False
 

@@ -1,15 +1,10 @@
-"""Readers for emotional-speech corpora, as their users download them.
-
-Each reader walks a corpus folder, parses the corpus's own naming (never a third-party label CSV)
-and returns one :class:`Clip` per utterance: its path, its speaker, the corpus's own label and
-that label mapped onto the 8 FER+ emotions (``None`` when the corpus has a class FER+ lacks, such
-as EmoDB's boredom or RAVDESS's calm).
+"""Readers for emotional-speech corpora, as their users download them: one :class:`Clip` per utterance,
+parsed from the corpus's own naming (never a third-party label CSV, never opening audio; docs/extending.md,
+"A benchmark corpus", says how to add one).
 
     clips = read_corpus("emodb", "/data/emodb")
-    CORPORA["emodb"].classes      # ('anger', 'boredom', 'disgust', ...)
-    CORPORA["emodb"].unmapped     # ('boredom',)
+    CORPORA["emodb"].unmapped     # ('boredom',): classes without a FER+ counterpart
 
-Readers only look at names; they never open audio (the evaluation decodes and checks each clip).
 Any audio extension libsndfile or PyAV reads is accepted; the video corpora (eNTERFACE'05, RML)
 also accept their .avi files, whose audio track is decoded by ``crossmodal.io.audio``.
 """

@@ -1,9 +1,5 @@
-"""Skipped samples: counted per reason with a few example paths, or raised when strict.
-
-Every reader and writer that drops a sample (a corrupt image, a silent clip, a frame with no face)
-calls ``skips.skip(reason, path, detail)``; the counts go into the shard manifest and the run's
-metrics, so a skip is never silent.
-"""
+"""Skipped samples: counted per reason with a few example paths, or raised when strict; who calls it and
+where the counts go (shard manifests, run metrics): docs/conventions.md."""
 from __future__ import annotations
 
 import logging
