@@ -168,7 +168,7 @@ def _speakers(values: Any) -> str:
 def render_shipped_card(recorded: dict[str, Any], header: dict[str, Any], path: Path = SHIPPED_STUDENT) -> str:
     """The shipped student's card (Markdown): figures from ``recorded`` only, the rest from ``header``."""
     entry = recorded.get("student_cpu") or {}
-    for key in ("heldout_speakers", "trained_speakers", "ua_unheard"):
+    for key in ("heldout_speakers", "trained_speakers", "ua_unheard", "agreement"):
         if key not in entry:
             raise ValueError(f"{RECORDED}: student_cpu.{key} is missing; the shipped student's card needs it")
     heard = sorted(str(s) for s in (header_facts(header).get("train_speakers") or {}).get("emodb", []))
@@ -196,6 +196,9 @@ def render_shipped_card(recorded: dict[str, Any], header: dict[str, Any], path: 
         f"teacher (FER+ test accuracy {teacher.get('ferplus_test_acc', 'n/a')}) labelled every face, and the student "
         "learnt the teacher's softened predictions from the voice alone (`experiment=distill_cpu`). The acted "
         "emotion chose which faces a clip was paired with; no EmoDB label was a training target or chose the checkpoint.",
+        f"- **Face-voice agreement p = {entry['agreement']:g}** (`data.prepare.agreement`): the share of each speaker's "
+        "clips whose faces show the clip's emotion, the rest drawn from an in-the-wild prior. p = 1 is the ideal case; "
+        "in talking-face video faces often disagree with the voice (experiments/agreement/README.md: the transfer at lower p).",
         "",
         "## How it was judged",
         "",
