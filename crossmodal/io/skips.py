@@ -27,8 +27,12 @@ class SkipLog:
         message = f"{reason}: {where}" + (f" ({detail})" if detail else "")
         if self.strict:
             raise BadSampleError(message + ". Fix or remove it, or set strict=false to skip and count such items.")
-        log.warning("skipped %s", message)
         self.counts[reason] += 1
+        if self.counts[reason] <= SKIP_EXAMPLES:  # the rest are counted (and logged at debug level) only
+            tail = f"; further '{reason}' skips are counted, not logged" if self.counts[reason] == SKIP_EXAMPLES else ""
+            log.warning("skipped %s%s", message, tail)
+        else:
+            log.debug("skipped %s", message)
         examples = self.examples.setdefault(reason, [])
         if len(examples) < SKIP_EXAMPLES:
             examples.append(where)
