@@ -313,8 +313,14 @@ def test_int8_teacher_agrees_with_fp32_on_the_demo_faces(int8_cache, monkeypatch
     with torch.inference_mode():
         reference, fast = fp32(x), int8(x)
     assert (fast.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.99 and (fast - reference).abs().max() < 1.0
+    clone = pickle.loads(pickle.dumps(int8))
     with torch.inference_mode():
-        assert torch.equal(pickle.loads(pickle.dumps(int8))(x[:32]), fast[:32])  # the file again, checked again
+        assert torch.equal(clone(x[:32]), fast[:32]) and clone.precision == "int8"  # the file again, checked again
+    with torch.no_grad():  # new weights in eval mode (as load_state_dict gives): the int8 form no longer describes them
+        next(clone.backbone.parameters()).mul_(0.5)
+    with torch.inference_mode():
+        clone(x[:4])
+    assert clone.precision == "fp32"
     with torch.enable_grad():  # gradients: fp32, the network itself
         assert torch.allclose(int8(x[:32]).detach(), reference[:32], atol=1e-4)
     int8.train()  # training changes the weights: the int8 form is dropped

@@ -135,7 +135,7 @@ class TeacherFER(L.LightningModule):
         hp = self.hparams
         if (hp.init_from or hp.init_from_default) and not self._fitted and \
                 resolve_precision(hp.teacher_precision, self.device, "model.teacher_precision") == "int8":
-            self.teacher.__dict__["_int8"] = int8_form(self.teacher, teacher_file(hp.init_from or None))
+            self.teacher.use_int8(int8_form(self.teacher, teacher_file(hp.init_from or None)))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["train_seconds"] = self._train_seconds

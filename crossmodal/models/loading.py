@@ -158,7 +158,7 @@ def load_teacher(path: str | Path | None = None, device: str | torch.device = "c
         raise _not_a(path, "teacher", ", or a resnet50/senet50_ferplus_dag MatConvNet port")
     teacher = teacher.to(device).eval()
     if precision == "int8":
-        teacher.__dict__["_int8"] = int8_form(teacher, path)
+        teacher.use_int8(int8_form(teacher, path))
     return teacher
 
 

@@ -54,6 +54,14 @@ class FaceTeacher(nn.Module):
         """``int8`` with an int8 form attached (:mod:`crossmodal.models.teacher_int8`), else ``fp32``."""
         return "int8" if "_int8" in self.__dict__ else "fp32"
 
+    def use_int8(self, form: Any) -> None:
+        """Run inference through ``form``, the int8 form of the weights the teacher holds now: it is dropped (and
+        fp32 used) as soon as a weight or statistic changes (training, ``load_state_dict``)."""
+        self.__dict__["_int8"], self.__dict__["_int8_key"] = form, self._weights_key()
+
+    def _weights_key(self) -> tuple:
+        return tuple((id(t), t._version) for t in (*self.backbone.parameters(), *self.backbone.buffers()))
+
     def train(self, mode: bool = True) -> FaceTeacher:
         if mode:  # the weights will change: the int8 form no longer describes them
             self.__dict__.pop("_int8", None)
@@ -62,6 +70,9 @@ class FaceTeacher(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.backbone
         if not self.training and not torch.is_grad_enabled():  # inference: the same function, computed faster
+            if "_int8" in self.__dict__ and self.__dict__["_int8_key"] != self._weights_key():
+                log.warning("teacher %s: its weights changed since its int8 form was built; running fp32", self.name)
+                self.__dict__.pop("_int8")
             if "_int8" in self.__dict__:
                 return self.__dict__["_int8"](x, self.tta_flip)
             net = self.inference_backbone()
@@ -92,7 +103,13 @@ class FaceTeacher(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_inference", None)  # rebuilt on first use
+        state.pop("_int8_key", None)  # tensor ids: taken again when unpickled
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "_int8" in self.__dict__:
+            self.__dict__["_int8_key"] = self._weights_key()
 
 
 def _fold_batch_norm(backbone: nn.Module) -> nn.Module:
