@@ -199,6 +199,8 @@ def test_teacher_fit_and_test_with_lightning(sample_shards, tmp_path):
     assert (tmp_path / "plots" / "val_confusion.png").exists() and (tmp_path / "plots" / "test_confusion.png").exists()
     ckpt = tmp_path / "teacher.ckpt"
     trainer.save_checkpoint(ckpt)
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert len(saved["rng_states"]) == 1 and "torch" in saved["rng_states"][0]  # a resumed run draws on from here
     teacher = load_teacher(ckpt)
     assert teacher.tta_flip  # the checkpoint was evaluated with flip averaging; its teacher keeps it
     teacher.tta_flip = False

@@ -21,7 +21,7 @@ from crossmodal.io.splits import NO_LABEL, SPLITS
 from crossmodal.models.frontend import build_frontend
 from crossmodal.models.speech import create_student, save_student
 from crossmodal.utils.optim import with_scheduler
-from crossmodal.utils.seeding import rng_states, set_rng_states
+from crossmodal.utils.seeding import ResumedRng
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": pap
 STUDENT_FILE = "student.safetensors"  # written into the run folder after testing
 
 
-class SpeechModuleBase(L.LightningModule):
+class SpeechModuleBase(ResumedRng, L.LightningModule):
     """The settings every speech module takes are this constructor's keyword arguments (their one home): a
     subclass declares only its own and hands the rest on as ``**settings``; the config check follows them here
     (:func:`crossmodal.config.schema.check_config`) and ``save_hyperparameters`` records both."""
@@ -174,29 +174,6 @@ class SpeechModuleBase(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
-
-    # -- resume: the random draws of the training step (dither, SpecAugment, mixup) continue where they stopped
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = rng_states()
-        states: list[Any] = [state]  # every process's, by rank (all ranks save: the gather is collective)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            states = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(states, state)
-        checkpoint["rng_states"] = states
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._resumed_rng = checkpoint.get("rng_states")
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # restored here, right before the first step after a resume: whatever drew numbers since the
-        # checkpoint was loaded (starting loaders, a sanity check) cannot move the step's draws
-        if getattr(self, "_resumed_rng", None):
-            states, self._resumed_rng = self._resumed_rng, None
-            if len(states) != self.trainer.world_size:
-                log.warning("the checkpoint holds the random states of %d processes, this run has %d: not restored",
-                            len(states), self.trainer.world_size)
-                return
-            set_rng_states(states[self.trainer.global_rank])
 
     def configure_optimizers(self):
         optimizer = instantiate(self.optimizer_cfg)(params=self.net.parameters())

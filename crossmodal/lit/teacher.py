@@ -26,13 +26,14 @@ from crossmodal.models.modelfile import LEGACY_TEACHER_FORMAT
 from crossmodal.models.teacher import FaceTeacher, head_names
 from crossmodal.models.teacher_int8 import int8_form, resolve_precision
 from crossmodal.utils.optim import with_scheduler
+from crossmodal.utils.seeding import ResumedRng
 
 log = logging.getLogger(__name__)
 # the paper's teacher optimiser: what a null optimizer means (a null scheduler: a constant lr)
 PAPER_OPTIMIZER = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": paper.TEACHER_LR, "momentum": paper.MOMENTUM,
                    "weight_decay": paper.WEIGHT_DECAY}
 
-class TeacherFER(L.LightningModule):
+class TeacherFER(ResumedRng, L.LightningModule):
     def __init__(
         self,
         backbone: str = "vgg_small",
@@ -138,9 +139,11 @@ class TeacherFER(L.LightningModule):
             self.teacher.use_int8(int8_form(self.teacher, teacher_file(hp.init_from or None)))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # the random states (ResumedRng)
         checkpoint["train_seconds"] = self._train_seconds
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         if checkpoint.get("format") == LEGACY_TEACHER_FORMAT:  # a v1 teacher file given as ckpt_path: weights only
             own = self.state_dict()
             checkpoint["state_dict"] = {k: v.to(own[k].dtype) if k in own else v for k, v in checkpoint["state_dict"].items()}

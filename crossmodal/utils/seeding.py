@@ -6,15 +6,18 @@ loader's worker seed), so a run that built its cache would train on other number
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.utilities.seed import isolate_rng
 
+log = logging.getLogger(__name__)
 _SEED_ENV = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")  # what Lightning's seed_everything records for the workers
 
 
@@ -47,3 +50,30 @@ def set_rng_states(state: dict) -> None:
     """Put back what :func:`rng_states` took."""
     kind, keys, *rest = state["numpy"]
     _set_rng_states({**state, "numpy": (kind, keys.numpy().astype(np.uint32), *rest)})
+
+
+class ResumedRng:
+    """LightningModule mixin: a checkpoint keeps every process's random states, and a resumed run puts them back
+    right before its first training step, so that the step's draws (dropout, dither, SpecAugment, mixup) continue
+    where they stopped; whatever drew numbers since the checkpoint was loaded (loaders, a sanity check) cannot move
+    them. A module with its own checkpoint hooks calls these through ``super()``."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = rng_states()
+        states: list[Any] = [state]  # every process's, by rank (all ranks save: the gather is collective)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            states = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(states, state)
+        checkpoint["rng_states"] = states
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_rng = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if getattr(self, "_resumed_rng", None):
+            states, self._resumed_rng = self._resumed_rng, None
+            if len(states) != self.trainer.world_size:
+                log.warning("the checkpoint holds the random states of %d processes, this run has %d: not restored",
+                            len(states), self.trainer.world_size)
+                return
+            set_rng_states(states[self.trainer.global_rank])
