@@ -263,3 +263,23 @@ def test_a_second_writer_waits_for_the_folder_and_says_for_whom(tmp_path: Path, 
         waiter.join(10)
     assert order == ["first done", "second"]
     assert f"pid {os.getpid()}" in caplog.text
+
+
+def test_find_distill_set_picks_the_run_precision_of_several(tmp_path):
+    """fp32 and int8 sets of one teacher side by side: the run's teacher_precision chooses; two of one precision
+    still ask which, naming both."""
+    from crossmodal.models.loading import teacher_digest
+    from crossmodal.pipeline.distill_sets import find_distill_set
+
+    def made(name: str, settings: dict) -> Path:
+        fp = {"kind": "distill", "teacher": {"sha256": teacher_digest(None)}, "settings": settings}
+        (tmp_path / "distill" / name).mkdir(parents=True)
+        (tmp_path / "distill" / name / "manifest.json").write_text(json.dumps({"meta": {"fingerprint": fp}}))
+        return tmp_path / "distill" / name
+
+    fp32, int8 = made("a", {}), made("b", {"teacher_precision": "int8"})
+    assert find_distill_set(tmp_path, None, None, "int8") == int8 and find_distill_set(tmp_path, None, None, "auto") == int8
+    assert find_distill_set(tmp_path, None, None, "fp32") == fp32
+    made("c", {})
+    with pytest.raises(ValueError, match="3 distillation sets of teacher"):
+        find_distill_set(tmp_path, None, None, "fp32")

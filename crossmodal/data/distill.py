@@ -338,7 +338,7 @@ class DistillDataModule(L.LightningDataModule):
         if self.mode == "online" or self.labels_only:
             raise ValueError("data.mode=online and data.labels_only read pair shards: set data.shards=<pair shard folder> "
                              "(or data.prepare to build pseudo-pairs)")
-        return find_distill_set(self.data_dir, self.teacher, self.source)
+        return find_distill_set(self.data_dir, self.teacher, self.source, self.teacher_precision)
 
     def prepare_data(self) -> None:
         # built or reused, the run's random streams come out the same (training draws identical numbers)

@@ -48,9 +48,10 @@ def extract_command(source: str | None, teacher: str | None, data_dir: str | Pat
     return " ".join(parts)
 
 
-def find_distill_set(data_dir: str | Path, teacher: str | None, source: str | None) -> Path:
+def find_distill_set(data_dir: str | Path, teacher: str | None, source: str | None, precision: str = "auto") -> Path:
     """The distillation set under ``<data_dir>/distill`` made with this teacher file (and from
-    ``source`` when given): what ``task=extract`` wrote, found without a path key."""
+    ``source`` when given): what ``task=extract`` wrote, found without a path key. Of several, the one of the
+    teacher ``precision`` (``auto``: this machine's) when exactly one is."""
     kind_dir = Path(data_dir) / "distill"
     digest = teacher_digest(teacher)
     wanted = str(Path(source).resolve()) if source else None
@@ -73,9 +74,14 @@ def find_distill_set(data_dir: str | Path, teacher: str | None, source: str | No
             + (f"\nSets there (other teachers or sources):{seen}" if seen else "")
             + "\nor point data.shards at a distillation shard set"
         )
+    def precision_of(fp: dict[str, Any]) -> str:
+        return fp["settings"].get("teacher_precision", "fp32")
+
+    if len(found) > 1 and sum(precision_of(fp) == resolve_precision(precision) for _, fp in found) == 1:
+        found = [(folder, fp) for folder, fp in found if precision_of(fp) == resolve_precision(precision)]
     if len(found) > 1:
         listing = "".join(f"\n  {folder}  (data.source={pairs_source(fp)}, teacher precision "
-                          f"{fp['settings'].get('teacher_precision', 'fp32')})" for folder, fp in found)
+                          f"{precision_of(fp)})" for folder, fp in found)
         raise ValueError(f"{len(found)} distillation sets of {who} in {kind_dir}:{listing}\n"
                          "Say which with data.source=<the videos they were extracted from> (or data.shards=<folder>)")
     folder, fp = found[0]
