@@ -125,3 +125,14 @@ def test_probes_in_worker_processes_equal_the_sequential_ones():
         np.testing.assert_array_equal(parallel[key].predictions, alone.predictions)
         assert parallel[key].chosen_C == alone.chosen_C
         assert parallel[key].scores.summary() == alone.scores.summary()
+
+
+def test_probe_on_one_clip_per_class_refits_from_zero():
+    """k = 1 labelled clip per emotion (the label-efficiency curve): every inner part lacks some classes, so the
+    refit cannot start from their solutions and starts from zero (it raised a shape error once)."""
+    from crossmodal.eval.probe import fit_probe
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(6)
+    probe, C = fit_probe(rng.normal(size=(6, 20)) + labels[:, None], labels, groups=np.arange(6), inner_folds=3)
+    assert list(probe.classes_) == list(range(6)) and C > 0

@@ -143,13 +143,13 @@ def fit_probe(
             for i in np.argsort(Cs, kind="stable"):
                 model.set_params(C=float(Cs[i])).fit(X_train, labels[train])
                 scores[i] += balanced_accuracy_score(labels[test], model.predict(X_test))
-                starts[i].append((model.coef_.copy(), model.intercept_.copy()))
+                starts[i].append((model.coef_.copy(), model.intercept_.copy(), tuple(model.classes_)))
         best = int(np.argmax(scores))
         probe = _probe(float(Cs[best]), seed)
         model = probe[-1]
-        if len({coef.shape for coef, _ in starts[best]}) == 1:  # every inner part had every class
+        if {classes for *_, classes in starts[best]} == {tuple(np.unique(labels))}:  # every inner part had every class
             model.set_params(warm_start=True)
-            model.coef_, model.intercept_ = (np.mean(parts, axis=0) for parts in zip(*starts[best]))
+            model.coef_, model.intercept_ = (np.mean(parts, axis=0) for parts in list(zip(*starts[best]))[:2])
         return probe.fit(features, labels), float(Cs[best])
 
 
