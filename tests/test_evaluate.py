@@ -121,6 +121,8 @@ def test_evaluate_run_on_a_ravdess_layout(emodb_root, tmp_path):
             assert 0.0 <= metrics[f"eval/{method}/{protocol}/ua_mean"] <= 1.0
             assert 0.0 <= metrics[f"eval/{method}/{protocol}/wa_std"] <= 1.0
     assert metrics["eval/chance/clips/ua_mean"] == pytest.approx(1 / 7)
+    folds = json.loads((run_dir / "fold_scores.json").read_text())["probe_embedding/speakers"]
+    assert len(folds["ua"]) == 4 and np.mean(folds["ua"]) == pytest.approx(metrics["eval/probe_embedding/speakers/ua_mean"])
     report = (run_dir / "evaluation.md").read_text()
     assert "leave-one-speaker-out (4 folds)" in report and "skipped files (unparseable name, unreadable, silent or no speech): 3" in report
     assert "skipped files by reason: 1 silent, 1 unparseable name, 1 unreadable" in report

@@ -683,6 +683,9 @@ def write_outputs(report: ScoreReport, bench: BenchmarkConfig, ctx) -> None:
     path = Path(ctx.run_dir) / "evaluation.md"
     write_text(path, markdown_report(report, bench))
     log.info("evaluation table: %s\n%s", path, markdown_table(columns, rows))
+    # every fold's scores, in the folds' (deterministic) order: two runs on one corpus pair fold by fold
+    folds = {f"{row.method}/{row.protocol}": {"ua": row.scores.ua, "wa": row.scores.wa} for row in report.rows}
+    write_json(Path(ctx.run_dir) / "fold_scores.json", folds)
     if not bench.confusion_plots:
         return
     for row in report.rows:
