@@ -162,7 +162,8 @@ def test_agreement_sweep_and_summary(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("option, window, normalize, masks", [("baseline", 3.0, False, 2), ("utterance_norm", 3.0, True, 2),
-                                                              ("short_windows", 1.5, False, 2), ("more_augment", 3.0, False, 3)])
+                                                              ("short_windows", 1.5, False, 2), ("more_augment", 3.0, False, 3),
+                                                              ("short_windows_norm", 1.5, True, 2)])
 def test_embedding_options_set_one_knob_each_on_the_recipe(option: str, window: float, normalize: bool, masks: int) -> None:
     from omegaconf import OmegaConf
 
