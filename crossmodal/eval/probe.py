@@ -136,20 +136,22 @@ def fit_probe(
             C = float(Cs[0]) if len(Cs) == 1 else 1.0
             return _probe(C, seed).fit(features, labels), C
         scores, starts = np.zeros(len(Cs)), [[] for _ in Cs]
+        every_class = True  # in every inner training part: only then can the refit start from their solutions
         for train, test in splitter.split(features, labels, groups):
+            every_class &= len(np.unique(labels[train])) == len(np.unique(labels))
             scaler = StandardScaler().fit(features[train])
             X_train, X_test = scaler.transform(features[train]), scaler.transform(features[test])
             model = LogisticRegression(max_iter=MAX_ITER, random_state=seed, warm_start=True)
             for i in np.argsort(Cs, kind="stable"):
                 model.set_params(C=float(Cs[i])).fit(X_train, labels[train])
                 scores[i] += balanced_accuracy_score(labels[test], model.predict(X_test))
-                starts[i].append((model.coef_.copy(), model.intercept_.copy(), tuple(model.classes_)))
+                starts[i].append((model.coef_.copy(), model.intercept_.copy()))
         best = int(np.argmax(scores))
         probe = _probe(float(Cs[best]), seed)
         model = probe[-1]
-        if {classes for *_, classes in starts[best]} == {tuple(np.unique(labels))}:  # every inner part had every class
+        if every_class:
             model.set_params(warm_start=True)
-            model.coef_, model.intercept_ = (np.mean(parts, axis=0) for parts in list(zip(*starts[best]))[:2])
+            model.coef_, model.intercept_ = (np.mean(parts, axis=0) for parts in zip(*starts[best]))
         return probe.fit(features, labels), float(Cs[best])
 
 

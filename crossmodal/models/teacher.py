@@ -57,10 +57,13 @@ class FaceTeacher(nn.Module):
     def use_int8(self, form: Any) -> None:
         """Run inference through ``form``, the int8 form of the weights the teacher holds now: it is dropped (and
         fp32 used) as soon as a weight or statistic changes (training, ``load_state_dict``)."""
-        self.__dict__["_int8"], self.__dict__["_int8_key"] = form, self._weights_key()
+        self.__dict__["_int8"], self.__dict__["_int8_key"] = form, self._weights()
 
-    def _weights_key(self) -> tuple:
-        return tuple((id(t), t._version) for t in (*self.backbone.parameters(), *self.backbone.buffers()))
+    def _weights(self) -> tuple[tuple, list[torch.Tensor]]:
+        """The backbone's tensors and their key (id, version, device, dtype): a form built from them describes
+        them while the key stays the same (the tensors are kept with the key, so their ids stay theirs)."""
+        tensors = [*self.backbone.parameters(), *self.backbone.buffers()]
+        return tuple((id(t), t._version, t.device, t.dtype) for t in tensors), tensors
 
     def train(self, mode: bool = True) -> FaceTeacher:
         if mode:  # the weights will change: the int8 form no longer describes them
@@ -70,7 +73,7 @@ class FaceTeacher(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.backbone
         if not self.training and not torch.is_grad_enabled():  # inference: the same function, computed faster
-            if "_int8" in self.__dict__ and self.__dict__["_int8_key"] != self._weights_key():
+            if "_int8" in self.__dict__ and self.__dict__["_int8_key"][0] != self._weights()[0]:
                 log.warning("teacher %s: its weights changed since its int8 form was built; running fp32", self.name)
                 self.__dict__.pop("_int8")
             if "_int8" in self.__dict__:
@@ -88,16 +91,14 @@ class FaceTeacher(nn.Module):
         in channels_last, no autograd: the same outputs up to float rounding, ~1.6x faster on CPU. ``forward`` uses
         it in eval mode without gradients; rebuilt when a weight or statistic changes (tensor versions). A backbone
         ``torch.fx`` cannot trace is used as it is."""
-        tensors = [*self.backbone.parameters(), *self.backbone.buffers()]
-        key = tuple((id(t), t._version, t.device, t.dtype) for t in tensors)
+        key, tensors = self._weights()
         cached = self.__dict__.get("_inference")
         if cached is not None and cached[0] == key:
             return cached[1]
         with torch.inference_mode(False), torch.no_grad():
             net = _fold_batch_norm(self.backbone).to(memory_format=torch.channels_last)
             net.requires_grad_(False)
-        # Not a submodule (not in state_dict, parameters() or .to()); the tensors are held so their ids stay theirs.
-        self.__dict__["_inference"] = (key, net, tensors)
+        self.__dict__["_inference"] = (key, net, tensors)  # not a submodule: not in state_dict, parameters() or .to()
         return net
 
     def __getstate__(self) -> dict[str, Any]:
@@ -109,7 +110,7 @@ class FaceTeacher(nn.Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         if "_int8" in self.__dict__:
-            self.__dict__["_int8_key"] = self._weights_key()
+            self.__dict__["_int8_key"] = self._weights()
 
 
 def _fold_batch_norm(backbone: nn.Module) -> nn.Module:

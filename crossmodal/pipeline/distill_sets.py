@@ -77,8 +77,9 @@ def find_distill_set(data_dir: str | Path, teacher: str | None, source: str | No
     def precision_of(fp: dict[str, Any]) -> str:
         return fp["settings"].get("teacher_precision", "fp32")
 
-    if len(found) > 1 and sum(precision_of(fp) == resolve_precision(precision) for _, fp in found) == 1:
-        found = [(folder, fp) for folder, fp in found if precision_of(fp) == resolve_precision(precision)]
+    mine = [(folder, fp) for folder, fp in found if precision_of(fp) == resolve_precision(precision)]
+    if len(found) > 1 and len(mine) == 1:
+        found = mine
     if len(found) > 1:
         listing = "".join(f"\n  {folder}  (data.source={pairs_source(fp)}, teacher precision "
                           f"{precision_of(fp)})" for folder, fp in found)
