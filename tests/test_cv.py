@@ -131,10 +131,14 @@ def test_cv_sweep_and_summary(tmp_path: Path) -> None:
     assert jobs == [f"{name}/fold{f}-seed{s}" for name in ("distill_cpu", "supervised_cpu") for f in (0, 1) for s in (0, 1)]
     assert len(list((tmp_path / "data" / "pairs").glob("*/manifest.json"))) == 2  # one pseudo-pair set per fold, shared by the seeds and both students
 
+    out = tmp_path / "figures"
     summary = subprocess.run([sys.executable, str(ROOT / "experiments" / "cpu_transfer" / "cv_summary.py"), str(sweep),
-                              "--bootstrap", "200"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+                              "--bootstrap", "200", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert summary.returncode == 0, summary.stderr[-4000:]
-    result = json.loads((sweep / "cv_summary.json").read_text())
+    # the figures folder gets the summary only; the baselines' feature cache stays with the sweep
+    assert sorted(p.name for p in out.iterdir()) == ["cv_summary.json", "cv_summary.md", "cv_summary.png"]
+    assert (sweep / "cv_features_mfcc.npy").exists()
+    result = json.loads((out / "cv_summary.json").read_text())
     assert result["speakers"] == ["03", "08", "09", "10"] and result["folds"] == [0, 1]
     for name, runs in (("distilled", 4), ("supervised", 4), ("mfcc", 2), ("chance", 2), ("distilled_ens", 2), ("supervised_ens", 2)):
         row = result["rows"][name]
@@ -142,11 +146,11 @@ def test_cv_sweep_and_summary(tmp_path: Path) -> None:
         assert row["boot_low"] <= row["pooled"] <= row["boot_high"], name
     assert result["rows"]["chance"]["mean"] <= 1 / 6 + 1e-9  # majority class: 1/6 per fold, 0 when it has no test clip
     assert result["student_check_max_abs_ua_diff"] < 1e-6  # student.safetensors predicts what the test stage scored
-    assert result["ratio"]["pairs"] == 4
+    assert result["ratio"]["pairs"] == sum(ua > 0 for ua in result["rows"]["supervised"]["per_run"].values())  # 4 unless one scored 0
     for row in ("distilled student", "supervised student", "MFCC functionals + LR", "chance", "distilled / supervised",
                 "distilled student, ensemble of the seeds"):
         assert row in summary.stdout
-    assert (sweep / "cv_summary.md").exists() and (sweep / "cv_summary.png").stat().st_size > 1000
+    assert (out / "cv_summary.png").stat().st_size > 1000
 
 
 def _fake_sweep(root: Path, uas: dict[int, tuple[float, float]], extra: list[str]) -> Path:

@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expected", type=int, default=10, help="runs per p in the full study (5 folds x 2 seeds)")
     args = parser.parse_args(argv)
     out = args.out or args.sweeps[0]
-    result = curve(args.sweeps, cache=out, bootstrap=args.bootstrap, expected=args.expected)
+    result = curve(args.sweeps, cache=args.sweeps[0], bootstrap=args.bootstrap, expected=args.expected)
     write_outputs(out, "agreement", render(result), result, plot)
     return 0
 

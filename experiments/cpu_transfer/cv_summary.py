@@ -29,8 +29,8 @@ Intervals:
   (fold, seed) ratios; bootstrap of the ratio of the pooled UAs under the same speaker draws.
 
 Writes ``cv_summary.md``, ``cv_summary.json`` and ``cv_summary.png`` (bars with both intervals)
-into the (first) sweep folder or ``--out``, and keeps the baselines' features there
-(``cv_features_<name>.npy`` + the clip list) for the next summary of a growing sweep.
+into the (first) sweep folder or ``--out``, and keeps the baselines' features in the first sweep folder
+(``cv_features_<name>.npy`` + the clip list, never in ``--out``) for the next summary of a growing sweep.
 """
 from __future__ import annotations
 
@@ -280,7 +280,8 @@ def summarise(sweeps: list[Path], bootstrap: int = 2000, seed: int = 0, cache: P
             "note": notes.get(name, ""),
         }
     ratio = None
-    pairs = sorted(set(values["distilled"]) & set(values["supervised"]))
+    # a (fold, seed) where the supervised student scores 0 (a degenerate short run) has no ratio
+    pairs = [p for p in sorted(set(values["distilled"]) & set(values["supervised"])) if values["supervised"][p] > 0]
     if pairs:
         per_pair = [values["distilled"][p] / values["supervised"][p] for p in pairs]
         _, lo, hi = t_interval(per_pair)
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap draws over speakers")
     args = parser.parse_args(argv)
     out = args.out or args.sweeps[0]
-    summary = summarise(args.sweeps, bootstrap=args.bootstrap, cache=out)
+    summary = summarise(args.sweeps, bootstrap=args.bootstrap, cache=args.sweeps[0])
     write_outputs(out, "cv_summary", render(summary), summary, plot)
     return 0
 

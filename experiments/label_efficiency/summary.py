@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expected", type=int, default=10, help="runs per (k, init) in the full study (5 folds x 2 seeds)")
     args = parser.parse_args(argv)
     out = args.out or args.sweeps[0]
-    result = summarise(args.sweeps, cache=out, expected=args.expected)
+    result = summarise(args.sweeps, cache=args.sweeps[0], expected=args.expected)
     write_outputs(out, "label_efficiency", render(result), result, plot)
     return 0
 
