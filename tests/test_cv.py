@@ -176,9 +176,10 @@ def test_ablation_table(tmp_path: Path) -> None:
     assert [row["name"] for row in table] == ["base", "no norm", "chosen per fold (validation speaker)"]
     assert table[0]["ua_mean"] == pytest.approx(0.5) and "delta" not in table[0]
     assert table[1]["delta"] == pytest.approx(0.05) and table[1]["paired"] == 3
+    assert table[1]["validation_delta"] == pytest.approx(0.05 / 3)  # the choice's evidence, paired the same way
     assert table[1]["overrides"] == ["model.frontend.normalize=false"] and table[0]["overrides"] == []
     # nested choice on the validation speakers only: folds 0 and 2 pick "no norm", fold 1 picks "base"
     assert table[2]["chosen"] == {"0": "no norm", "1": "base", "2": "no norm"}
     assert table[2]["ua_mean"] == pytest.approx((0.55 + 0.60 + 0.60) / 3)
-    assert "| no norm | distilled | 3 | 0.550 | **0.550** |" in proc.stdout
+    assert "| no norm | distilled | 3 | 0.550 | +0.017 [" in proc.stdout and "| **0.550** |" in proc.stdout
     assert (tmp_path / "out" / "ablation.png").stat().st_size > 1000

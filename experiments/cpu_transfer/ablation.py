@@ -10,7 +10,8 @@ the paired interval is the one that says whether a change helped.
 
 A recipe is chosen on the validation speakers only (``test/ua_heard``: each fold's held-out training
 speaker, at the checkpoint the run kept), never on the unheard ones: the ``validation UA`` column is
-the choice, the unheard columns are what the choice is worth. The last row, ``chosen per fold``, is
+the choice (with its paired change against the reference, the evidence a choice rests on), the
+unheard columns are what the choice is worth. The last row, ``chosen per fold``, is
 the nested version: in each fold the recipe with the best validation-speaker UA (over its seeds),
 scored on that fold's unheard speakers. The overrides each row used are
 read back from its runs' Hydra overrides (the ones that differ from the reference's).
@@ -44,9 +45,18 @@ def run_overrides(path: Path) -> list[str]:
     return sorted(v for v in values if not v.lstrip("+~").startswith(SWEEP_KEYS))
 
 
+def paired_change(values: dict[Any, float], reference: dict[Any, float]) -> dict[str, Any] | None:
+    """Mean change against the reference over the (student, fold, seed) both have, with its 95 % t-interval."""
+    shared = sorted(set(values) & set(reference))
+    if not shared:
+        return None
+    mean, low, high = t_interval([values[key] - reference[key] for key in shared])
+    return {"mean": mean, "ci95": [low, high], "pairs": len(shared)}
+
+
 def rows(named: list[tuple[str, Path]]) -> list[dict[str, Any]]:
     out = []
-    reference: dict[tuple[str, int, int], float] | None = None
+    reference: tuple[dict, dict] | None = None
     for name, sweep in named:
         runs = find_runs([sweep])
         kinds = {run.kind for run in runs}
@@ -61,12 +71,12 @@ def rows(named: list[tuple[str, Path]]) -> list[dict[str, Any]]:
                                "per_run": {f"{k}/fold{f}-seed{s}": v for (k, f, s), v in sorted(scores.items())},
                                "overrides": run_overrides(runs[0].path)}
         if reference is None:
-            reference = scores
+            reference = scores, validation
         else:
-            shared = sorted(set(scores) & set(reference))
-            if shared:
-                diff, dlow, dhigh = t_interval([scores[key] - reference[key] for key in shared])
-                row.update(delta=diff, delta_ci95=[dlow, dhigh], paired=len(shared))
+            change, validation_change = paired_change(scores, reference[0]), paired_change(validation, reference[1])
+            if change:
+                row.update(delta=change["mean"], delta_ci95=change["ci95"], paired=change["pairs"],
+                           validation_delta=validation_change["mean"], validation_delta_ci95=validation_change["ci95"])
         out.append(row)
     if len(out) > 1:
         out.append(chosen_per_fold(out))
@@ -98,15 +108,18 @@ def chosen_per_fold(table: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def render(table: list[dict[str, Any]]) -> str:
-    lines = ["| recipe | student | runs | validation UA (the choice) | unheard UA | 95 % t-interval | change vs first row (paired) | overrides |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | student | runs | validation UA (the choice) | its change vs first row (paired) | unheard UA | 95 % t-interval "
+             "| change vs first row (paired) | overrides |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in table:
-        delta = ""
+        delta = validation_delta = ""
         if "delta" in row:
             delta = f"{row['delta']:+.3f} [{row['delta_ci95'][0]:+.3f}, {row['delta_ci95'][1]:+.3f}] ({row['paired']} pairs)"
+            low, high = row["validation_delta_ci95"]
+            validation_delta = f"{row['validation_delta']:+.3f} [{low:+.3f}, {high:+.3f}]"
         overrides = " ".join(f"`{o}`" for o in row["overrides"]) or "(the recipe's defaults)"
         chosen = "" if np.isnan(row["validation_ua_mean"]) else f"{row['validation_ua_mean']:.3f}"
-        lines.append(f"| {row['name']} | {', '.join(row['students'])} | {row['runs']} | {chosen} | **{row['ua_mean']:.3f}** | "
+        lines.append(f"| {row['name']} | {', '.join(row['students'])} | {row['runs']} | {chosen} | {validation_delta} | **{row['ua_mean']:.3f}** | "
                      f"[{row['ua_ci95'][0]:.3f}, {row['ua_ci95'][1]:.3f}] | {delta} | {overrides} |")
     return "\n".join(lines) + "\n"
 
