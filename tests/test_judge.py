@@ -34,8 +34,13 @@ def test_judge_a_sweep_on_ravdess(emodb_root, tmp_path, monkeypatch):
         assert recipe[row]["low"] <= recipe[row]["mean"] <= recipe[row]["high"] and 0.0 <= recipe[row]["mean"] <= 1.0
     table = (out / "ravdess_dev.md").read_text()
     assert "| p=1 | 2 |" in table and (out / "ravdess_dev.png").stat().st_size > 0
-    # resumable: a second call reuses every finished evaluation (none runs again)
+    # resumable: a second call reuses every finished evaluation (none runs again); a second recipe is compared with
+    # the first, paired by student (here the same students: "p_1" is the run folder of "p=1", so nothing new runs)
     stamps = {p: p.stat().st_mtime_ns for p in (out / "ravdess_dev_runs").rglob("metrics.json")}
     assert len(stamps) == 2
-    assert judge.main(args) == 0
+    assert judge.main([*args[:1], "p_1=" + str(sweep), *args[1:]]) == 0
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "ravdess_dev_runs").rglob("metrics.json")}
+    again = json.loads((out / "ravdess_dev.json").read_text())["recipes"][1]
+    for change in again["vs_first"].values():
+        assert change["pairs"] == 2 and change["mean"] == 0.0
+    assert "| p_1 | 2 |" in (out / "ravdess_dev.md").read_text() and "+0.0 [+0.0, +0.0] (2)" in (out / "ravdess_dev.md").read_text()

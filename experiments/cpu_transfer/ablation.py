@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cv_summary import find_runs, named_folders  # noqa: E402
+from cv_summary import find_runs, named_folders, paired_change  # noqa: E402
 
 from crossmodal.eval.metrics import t_interval  # noqa: E402
 
@@ -43,15 +43,6 @@ def run_overrides(path: Path) -> list[str]:
     overrides = path / ".hydra" / "overrides.yaml"
     values = yaml.safe_load(overrides.read_text()) if overrides.exists() else []
     return sorted(v for v in values if not v.lstrip("+~").startswith(SWEEP_KEYS))
-
-
-def paired_change(values: dict[Any, float], reference: dict[Any, float]) -> dict[str, Any] | None:
-    """Mean change against the reference over the (student, fold, seed) both have, with its 95 % t-interval."""
-    shared = sorted(set(values) & set(reference))
-    if not shared:
-        return None
-    mean, low, high = t_interval([values[key] - reference[key] for key in shared])
-    return {"mean": mean, "ci95": [low, high], "pairs": len(shared)}
 
 
 def rows(named: list[tuple[str, Path]]) -> list[dict[str, Any]]:

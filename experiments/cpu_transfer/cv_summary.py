@@ -370,6 +370,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def paired_change(values: dict[Any, float], reference: dict[Any, float]) -> dict[str, Any] | None:
+    """Mean change against the reference over the keys both have (paired runs), with its 95 % t-interval."""
+    from crossmodal.eval.metrics import t_interval
+
+    shared = sorted(set(values) & set(reference))
+    if not shared:
+        return None
+    mean, low, high = t_interval([values[key] - reference[key] for key in shared])
+    return {"mean": mean, "ci95": [low, high], "pairs": len(shared)}
+
+
 def named_folders(parser: argparse.ArgumentParser, items: list[str]) -> list[tuple[str, Path]]:
     """``NAME=FOLDER`` arguments (the last ``=`` splits, so a name may hold one) as (name, folder) pairs."""
     named = []
