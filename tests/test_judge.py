@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from test_corpora import build_ravdess
 from test_predict import tiny_student_file
 
@@ -44,3 +45,27 @@ def test_judge_a_sweep_on_ravdess(emodb_root, tmp_path, monkeypatch):
     for change in again["vs_first"].values():
         assert change["pairs"] == 2 and change["mean"] == 0.0
     assert "| p_1 | 2 |" in (out / "ravdess_dev.md").read_text() and "+0.0 [+0.0, +0.0] (2)" in (out / "ravdess_dev.md").read_text()
+
+
+def test_paired_recipes_fold_by_fold(tmp_path):
+    """experiments/external_eval/paired.py: recipes' evaluation runs (one per seed) paired by (run, fold)."""
+    import paired
+
+    def run(name: str, embedding: list[float], twin: list[float]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = {"zero_shot": [0.5, 0.5, 0.5], "probe_embedding": embedding, "random_init_embedding": twin}
+        (folder / "fold_scores.json").write_text(json.dumps({f"{k}/speakers": {"ua": v, "wa": v} for k, v in rows.items()}))
+        return folder
+
+    base = [run("b0", [0.4, 0.5, 0.6], [0.5, 0.5, 0.5]), run("b1", [0.4, 0.4, 0.4], [0.5, 0.5, 0.5])]
+    other = [run("o0", [0.5, 0.6, 0.7], [0.5, 0.5, 0.5]), run("o1", [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])]
+    out = tmp_path / "out"
+    assert paired.main(["base=" + ",".join(map(str, base)), "other=" + ",".join(map(str, other)), "--out", str(out)]) == 0
+    first, second = json.loads((out / "paired.json").read_text())["recipes"]
+    assert first["pairs"] == second["pairs"] == 6 and "embedding_vs_first" not in first
+    assert second["embedding_vs_first"]["mean"] == pytest.approx(0.1) and second["embedding_vs_first"]["pairs"] == 6
+    assert first["student_minus_twin"]["mean"] == pytest.approx(-0.05)
+    assert "| other | 6 |" in (out / "paired.md").read_text() and (out / "paired.png").stat().st_size > 1000
+    with pytest.raises(SystemExit):  # one run against two: no pairing by seed
+        paired.main(["base=" + str(base[0]), "other=" + ",".join(map(str, other)), "--out", str(out)])
